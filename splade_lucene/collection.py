@@ -1,0 +1,215 @@
+"""Reading corpora, queries and qrels; writing Anserini collections.
+
+Input corpora, one JSON object a line (``.jsonl`` or ``.jsonl.gz``):
+
+- BEIR: ``{"_id": ..., "title": ..., "text": ...}``; the text is ``title + " " + text`` where a
+  title exists (the convention Pyserini uses for BEIR);
+- Pyserini JsonCollection: ``{"id": ..., "contents": ...}``.
+
+Output collections (a folder of ``part-NNNNN.jsonl`` files) for Anserini's
+``-impact -pretokenized`` indexing:
+
+- ``vector`` (``JsonVectorCollection``): ``{"id": ..., "contents": "", "vector": {term: int}}``;
+- ``pseudo`` (``JsonCollection``): ``{"id": ..., "contents": "term term other ..."}``, each term
+  repeated by its integer weight, which is exactly the pseudo-document Anserini builds from a vector.
+
+Terms are written in vocabulary order, so the same vectors always give the same bytes. Anserini
+skips documents whose contents are empty; a document whose vector is empty (empty text, or nothing
+survives quantization) is written with the single term :data:`EMPTY_DOCUMENT_TERM`, which is not a
+vocabulary entry, so no query can match it, yet the document is indexed and counted.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Literal, Sequence
+
+Format = Literal["vector", "pseudo"]
+FORMATS = ("vector", "pseudo")
+EMPTY_DOCUMENT_TERM = "[EMPTY]"
+PART_SIZE = 100_000
+
+
+class InputError(ValueError):
+    """Bad input, with the file and line that caused it."""
+
+
+def open_text(path: str | Path):
+    """Open a text file for reading, transparently gunzipping ``.gz`` files."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    if path.suffix == ".gz":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
+    return open(path, encoding="utf-8")
+
+
+def _json_lines(path: Path) -> Iterator[tuple[int, dict]]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputError(f"{path}:{lineno}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
+            if not isinstance(obj, dict):
+                raise InputError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+            yield lineno, obj
+
+
+@dataclass(frozen=True)
+class Document:
+    id: str
+    text: str
+    line: int
+
+
+def _doc_id(obj: dict, path: Path, lineno: int) -> str:
+    for key in ("_id", "id", "docid"):
+        if key in obj:
+            value = obj[key]
+            if isinstance(value, (str, int)) and str(value) != "":
+                return str(value)
+            raise InputError(f"{path}:{lineno}: field {key!r} must be a non-empty string")
+    raise InputError(f"{path}:{lineno}: missing field '_id' (BEIR) or 'id' (JsonCollection)")
+
+
+def document_text(obj: dict, path: Path | str = "<input>", lineno: int = 0) -> str:
+    """``title + " " + text`` (BEIR, title only where non-empty) or ``contents`` (JsonCollection)."""
+    if "text" in obj:
+        title = obj.get("title") or ""
+        text = obj["text"] or ""
+        return f"{title} {text}" if title else text
+    if "contents" in obj:
+        return obj["contents"] or ""
+    raise InputError(f"{path}:{lineno}: missing field 'text' (BEIR) or 'contents' (JsonCollection)")
+
+
+def read_corpus(path: str | Path, *, on_duplicate: Literal["error", "keep-first"] = "error") -> Iterator[Document]:
+    """Stream documents of a corpus file, checking ids are present and unique."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such corpus file: {path}")
+    seen: dict[str, int] = {}
+    for lineno, obj in _json_lines(path):
+        docid = _doc_id(obj, path, lineno)
+        text = document_text(obj, path, lineno)
+        if docid in seen:
+            if on_duplicate == "keep-first":
+                continue
+            raise InputError(f"{path}:{lineno}: duplicate document id {docid!r} (first on line {seen[docid]})")
+        seen[docid] = lineno
+        yield Document(docid, text, lineno)
+
+
+def read_queries(path: str | Path) -> list[tuple[str, str]]:
+    """Queries as (qid, text): BEIR ``queries.jsonl`` or a TSV ``qid<TAB>text`` topic file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such queries file: {path}")
+    with open_text(path) as fh:
+        first = next((line for line in fh if line.strip()), "")
+    queries: list[tuple[str, str]] = []
+    if first.lstrip().startswith("{"):
+        for lineno, obj in _json_lines(path):
+            qid = _doc_id(obj, path, lineno)
+            if "text" not in obj:
+                raise InputError(f"{path}:{lineno}: missing field 'text'")
+            queries.append((qid, str(obj["text"] or "")))
+    else:
+        with open_text(path) as fh:
+            for lineno, line in enumerate(fh, 1):
+                line = line.rstrip("\r\n")
+                if not line.strip():
+                    continue
+                if "\t" not in line:
+                    raise InputError(f"{path}:{lineno}: expected 'qid<TAB>text'")
+                qid, text = line.split("\t", 1)
+                queries.append((qid.strip(), text))
+    ids = [q for q, _ in queries]
+    if len(set(ids)) != len(ids):
+        dup = next(q for i, q in enumerate(ids) if q in ids[:i])
+        raise InputError(f"{path}: duplicate query id {dup!r}")
+    return queries
+
+
+def vector_record(docid: str, terms: dict[str, int]) -> dict:
+    """A JsonVectorCollection record; an empty vector gets the placeholder term."""
+    return {"id": docid, "contents": "", "vector": terms if terms else {EMPTY_DOCUMENT_TERM: 1}}
+
+
+def pseudo_document(terms: dict[str, int]) -> str:
+    """Each term repeated by its weight, space-separated (what Anserini builds from a vector)."""
+    if not terms:
+        return EMPTY_DOCUMENT_TERM
+    return " ".join(" ".join([term] * weight) for term, weight in terms.items())
+
+
+def pseudo_record(docid: str, terms: dict[str, int]) -> dict:
+    return {"id": docid, "contents": pseudo_document(terms)}
+
+
+def make_record(fmt: Format, docid: str, terms: dict[str, int]) -> dict:
+    """The record for one document. Weights must be ints: Anserini truncates floats (1.99 -> 1)."""
+    for term, weight in terms.items():
+        if not isinstance(weight, int) or isinstance(weight, bool) or weight < 1:
+            raise ValueError(f"document {docid!r}: weight of {term!r} must be a positive int, got {weight!r}; "
+                             "quantize first (Anserini would truncate it)")
+    if fmt == "vector":
+        return vector_record(docid, terms)
+    if fmt == "pseudo":
+        return pseudo_record(docid, terms)
+    raise ValueError(f"format must be one of {FORMATS}, not {fmt!r}")
+
+
+class CollectionWriter:
+    """Writes records into ``part-NNNNN.jsonl`` files of at most ``part_size`` documents."""
+
+    def __init__(self, folder: str | Path, fmt: Format = "vector", part_size: int = PART_SIZE):
+        if fmt not in FORMATS:
+            raise ValueError(f"format must be one of {FORMATS}, not {fmt!r}")
+        self.folder = Path(folder)
+        self.fmt = fmt
+        self.part_size = part_size
+        self.count = 0
+        self.empty = 0
+        self._fh = None
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def write(self, docid: str, terms: dict[str, int]) -> None:
+        if self.count % self.part_size == 0:
+            self._rotate()
+        if not terms:
+            self.empty += 1
+        self._fh.write(json.dumps(make_record(self.fmt, docid, terms), ensure_ascii=True) + "\n")
+        self.count += 1
+
+    def _rotate(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+        self._fh = open(self.folder / f"part-{self.count // self.part_size:05d}.jsonl", "w", encoding="utf-8")
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def collection_files(folder: str | Path) -> Sequence[Path]:
+    return sorted(Path(folder).glob("*.jsonl")) + sorted(Path(folder).glob("*.json"))

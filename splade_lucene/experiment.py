@@ -1,0 +1,120 @@
+"""One experiment on a BEIR-layout dataset folder: encode, index, search, evaluate.
+
+A dataset folder holds ``corpus.jsonl`` (or ``.jsonl.gz``), ``queries.jsonl`` and
+``qrels/<split>.tsv``. The output folder gets ``collection/``, ``index/``, ``run.trec`` and
+``metrics.json``. Only the queries judged in the split's qrels are searched; hits whose doc id
+equals the query id are dropped (the BEIR convention, Pyserini's ``--remove-query``) unless
+``remove_query=False``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .encode import DEFAULT_BATCH_SIZE, DEFAULT_MAX_LENGTH, SpladeEncoder, encode_corpus
+from .evaluate import evaluate, read_qrels, write_metrics
+from .index import build_index
+from .quantize import DEFAULT_SCALE
+from .search import DEFAULT_K, QueryEncoder, Searcher, write_run
+from .collection import read_queries
+
+DATA_ENV = "SPLADE_LUCENE_DATA"
+DEFAULT_DATASET = "scifact"
+
+
+def data_root() -> Path | None:
+    """``$SPLADE_LUCENE_DATA``, else ``../shared/datasets`` beside the working directory or the checkout."""
+    if os.environ.get(DATA_ENV):
+        return Path(os.environ[DATA_ENV])
+    here = Path(__file__).resolve().parent.parent
+    for base in (Path.cwd(), here):
+        candidate = base.parent / "shared" / "datasets"
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def find_dataset(dataset: str | Path | None = None, name: str = DEFAULT_DATASET) -> Path:
+    """The dataset folder: ``dataset`` if given, else ``$SPLADE_LUCENE_DATA/NAME``, else
+    ``../shared/datasets/NAME``; a clear error says how to provide one."""
+    if dataset is not None:
+        path = Path(dataset)
+        if not path.is_dir():
+            raise FileNotFoundError(f"dataset folder {path} does not exist")
+        return path
+    root = data_root()
+    if root is not None and (root / name).is_dir():
+        return root / name
+    raise FileNotFoundError(
+        f"no {name} dataset found: pass --dataset DIR (a BEIR folder with corpus.jsonl, queries.jsonl and "
+        f"qrels/test.tsv), or set {DATA_ENV} to a folder holding {name}/, or place it at "
+        f"../shared/datasets/{name}")
+
+
+def dataset_files(folder: Path, split: str = "test") -> tuple[Path, Path, Path]:
+    corpus = next((folder / n for n in ("corpus.jsonl", "corpus.jsonl.gz") if (folder / n).is_file()), None)
+    queries = next((folder / n for n in ("queries.jsonl", "queries.jsonl.gz", "queries.tsv")
+                    if (folder / n).is_file()), None)
+    qrels = folder / "qrels" / f"{split}.tsv"
+    missing = [str(p) for p, n in ((corpus, "corpus.jsonl"), (queries, "queries.jsonl"), (qrels, None))
+               if p is None or not Path(p).is_file()]
+    if corpus is None or queries is None or not qrels.is_file():
+        raise FileNotFoundError(f"{folder} is not a BEIR dataset folder: need corpus.jsonl, queries.jsonl and "
+                                f"qrels/{split}.tsv ({len(missing)} missing)")
+    return corpus, queries, qrels
+
+
+@dataclass
+class ExperimentResult:
+    output: Path
+    metrics: dict[str, float]
+    run_file: Path
+    index_dir: Path
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def run_experiment(dataset: str | Path | None = None, output: str | Path = "runs/scifact", *,
+                   model: str | Path | None = None, scale: float = DEFAULT_SCALE,
+                   query_scale: float | None = None, max_length: int = DEFAULT_MAX_LENGTH,
+                   query_max_length: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
+                   fmt: str = "vector", k: int = DEFAULT_K, threads: int = 1, split: str = "test",
+                   remove_query: bool = True, overwrite: bool = False, progress: bool = True) -> ExperimentResult:
+    folder = find_dataset(dataset)
+    corpus, queries_file, qrels_file = dataset_files(folder, split)
+    output = Path(output)
+    index_dir = output / "index"
+    if index_dir.exists() and not overwrite:
+        raise FileExistsError(f"{index_dir} already exists; pass --overwrite to redo the experiment")
+    qrels = read_qrels(qrels_file)
+    queries = [(qid, text) for qid, text in read_queries(queries_file) if qid in qrels]
+    seconds: dict[str, float] = {}
+
+    encoder = SpladeEncoder(model, max_length=max_length, batch_size=batch_size)
+    t = time.perf_counter()
+    encode_corpus(corpus, output / "collection", encoder=encoder, scale=scale, query_scale=query_scale,
+                  fmt=fmt, query_max_length=query_max_length, overwrite=True, progress=progress)
+    seconds["encode"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    build_index(output / "collection", index_dir, threads=threads, overwrite=overwrite, quiet=not progress)
+    seconds["index"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    query_encoder = QueryEncoder(encoder=encoder, scale=query_scale or scale,
+                                 max_length=query_max_length or max_length)
+    with Searcher(index_dir, query_encoder) as searcher:
+        results = searcher.batch_search(queries, k=k, threads=threads, progress=progress)
+    run_file = output / "run.trec"
+    write_run(results, run_file, remove_query=remove_query)
+    seconds["search"] = time.perf_counter() - t
+
+    from .evaluate import read_run
+
+    metrics = evaluate(qrels, read_run(run_file), remove_query=remove_query).metrics
+    write_metrics(metrics, output / "metrics.json")
+    (output / "timings.json").write_text(json.dumps(seconds, indent=2) + "\n")
+    return ExperimentResult(output, metrics, run_file, index_dir, seconds)

@@ -1,0 +1,249 @@
+"""Building Lucene impact indexes with Anserini, and the metadata that travels with them.
+
+An index is built by Anserini's ``IndexCollection`` in a child JVM with
+``-generator DefaultLuceneDocumentGenerator -impact -pretokenized`` (without ``-pretokenized`` the
+English analyzer would stem and stop WordPiece terms). The build goes into a temporary folder beside
+the target and is renamed into place only after the Lucene document count has been checked against
+the collection's, so a failed or killed build never leaves a partial index at the target.
+
+Beside the Lucene files, :data:`METADATA_FILE` records how the index was made: model (path and
+sha256 of its weights), scales, max lengths, pooling, document counts, tool versions and the exact
+Anserini command. :func:`check_compatible` refuses a query encoder that differs from it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import _java
+from .collection import collection_files
+
+METADATA_FILE = "splade_lucene.json"
+COLLECTION_METADATA_FILE = "collection.meta"
+DEFAULT_INDEX_ROOT = Path("indexes")
+_BUILDING = ".building-"
+
+
+class IndexError_(RuntimeError):
+    """An index that cannot be built or opened as asked."""
+
+
+class IncompatibleIndexError(IndexError_):
+    """The index was built with another model or scale than the one asked for."""
+
+
+def read_collection_metadata(collection: str | Path) -> dict:
+    path = Path(collection) / COLLECTION_METADATA_FILE
+    if not path.is_file():
+        return {}
+    return json.loads(path.read_text())
+
+
+def read_metadata(index_dir: str | Path) -> dict:
+    path = Path(index_dir) / METADATA_FILE
+    if not path.is_file():
+        raise IndexError_(f"{index_dir} has no {METADATA_FILE}: it was not built by splade-lucene "
+                          "(use Pyserini's LuceneImpactSearcher for foreign indexes)")
+    return json.loads(path.read_text())
+
+
+def default_index_dir(collection: str | Path) -> Path:
+    """``indexes/NAME`` where NAME is the collection folder's name."""
+    return DEFAULT_INDEX_ROOT / Path(collection).resolve().name
+
+
+def anserini_command(collection: str | Path, index_dir: str | Path, *, fmt: str, threads: int) -> list[str]:
+    anserini_collection = {"vector": "JsonVectorCollection", "pseudo": "JsonCollection"}[fmt]
+    return [
+        "io.anserini.index.IndexCollection",
+        "-collection", anserini_collection,
+        "-input", str(collection),
+        "-index", str(index_dir),
+        "-generator", "DefaultLuceneDocumentGenerator",
+        "-impact", "-pretokenized",
+        "-threads", str(threads),
+    ]
+
+
+def lucene_stats(index_dir: str | Path, field: str = "contents") -> dict:
+    """Document count and term statistics read from the Lucene index in this process."""
+    _java.ensure_jvm()
+    from jnius import autoclass, cast
+
+    paths = autoclass("java.nio.file.Paths")
+    directory = autoclass("org.apache.lucene.store.FSDirectory").open(paths.get(str(Path(index_dir).resolve())))
+    reader = autoclass("org.apache.lucene.index.DirectoryReader").open(directory)
+    try:
+        terms = autoclass("org.apache.lucene.index.MultiTerms").getTerms(
+            cast("org.apache.lucene.index.IndexReader", reader), field)
+        return {
+            "documents": int(reader.numDocs()),
+            "unique_terms": int(terms.size()) if terms is not None else 0,
+            "postings": int(terms.getSumDocFreq()) if terms is not None else 0,
+            "total_impact": int(terms.getSumTotalTermFreq()) if terms is not None else 0,
+        }
+    finally:
+        reader.close()
+        directory.close()
+
+
+def _clean_stale_builds(target: Path) -> None:
+    """Remove temporary folders left by builds of this target whose process is gone."""
+    for tmp in target.parent.glob(f"{target.name}{_BUILDING}*"):
+        pid = tmp.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and _pid_alive(int(pid)):
+            continue
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _package_versions() -> dict:
+    import importlib.metadata as md
+
+    versions = {"python": sys.version.split()[0], "anserini": _java.anserini_version(), "java": _java.java_version()}
+    for name in ("splade-lucene", "pyserini", "torch", "transformers"):
+        try:
+            versions[name] = md.version(name)
+        except md.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+@dataclass
+class BuildResult:
+    index_dir: Path
+    documents: int
+    seconds: float
+    metadata: dict
+
+
+def build_index(collection: str | Path, index_dir: str | Path | None = None, *, threads: int = 1,
+                overwrite: bool = False, quiet: bool = False) -> BuildResult:
+    """Build a Lucene impact index from a collection written by :mod:`splade_lucene.encode`'s
+    pipeline (or any JsonVectorCollection folder), atomically, and check its document count."""
+    collection = Path(collection)
+    if not collection.is_dir():
+        raise FileNotFoundError(f"collection folder {collection} does not exist")
+    files = collection_files(collection)
+    if not files:
+        raise IndexError_(f"{collection} holds no .jsonl collection files")
+    meta = read_collection_metadata(collection)
+    fmt = meta.get("format") or _sniff_format(files[0])
+    expected = meta.get("documents")
+    if expected is None:
+        expected = sum(1 for f in files for line in open(f, encoding="utf-8") if line.strip())
+    target = Path(index_dir) if index_dir is not None else default_index_dir(collection)
+    if threads < 1:
+        raise ValueError(f"threads must be at least 1, not {threads}")
+    if target.exists() and not overwrite:
+        raise FileExistsError(f"index {target} already exists; pass --overwrite (overwrite=True) to replace it")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _clean_stale_builds(target)
+    tmp = target.parent / f"{target.name}{_BUILDING}{os.getpid()}"
+    args = anserini_command(collection.resolve(), tmp.resolve(), fmt=fmt, threads=threads)
+    java = _java.java_executable()
+    _java.configure_environment()
+    cmd = [java, "-cp", str(_java.anserini_jar()), *args]
+    start = time.perf_counter()
+    try:
+        _run_indexer(cmd, expected, quiet=quiet)
+        stats = lucene_stats(tmp)
+        if stats["documents"] != expected:
+            raise IndexError_(f"Anserini indexed {stats['documents']} documents but the collection {collection} "
+                              f"has {expected}; the index was not kept")
+        metadata = {
+            **{k: v for k, v in meta.items() if k not in ("documents",)},
+            "format": fmt,
+            "documents": stats["documents"],
+            "index_stats": stats,
+            "collection": str(collection),
+            "anserini_command": ["java", "-cp", _java.anserini_jar().name, *anserini_command(
+                collection, target, fmt=fmt, threads=threads)],
+            "versions": _package_versions(),
+        }
+        (tmp / METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+        if target.exists():
+            old = target.parent / f"{target.name}{_BUILDING}old-{os.getpid()}"
+            target.rename(old)
+            tmp.rename(target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return BuildResult(target, stats["documents"], time.perf_counter() - start, metadata)
+
+
+def _sniff_format(path: Path) -> str:
+    with open(path, encoding="utf-8") as fh:
+        first = json.loads(fh.readline())
+    return "vector" if "vector" in first else "pseudo"
+
+
+def _run_indexer(cmd: list[str], expected: int, *, quiet: bool) -> None:
+    """Run Anserini in a child JVM, showing a progress bar from its log, and fail loudly."""
+    from tqdm import tqdm
+
+    log: list[str] = []
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=False)
+    with tqdm(total=expected, desc="index", unit="doc", disable=quiet) as bar:
+        try:
+            for line in proc.stdout:
+                log.append(line.rstrip())
+                done = _indexed_count(line)
+                if done is not None:
+                    bar.update(max(0, min(done, expected) - bar.n))
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        rc = proc.wait()
+        if rc == 0:
+            bar.update(expected - bar.n)
+    if rc != 0:
+        tail = "\n".join(log[-20:])
+        raise IndexError_(f"Anserini's indexer failed (exit {rc}):\n{tail}")
+
+
+def _indexed_count(line: str) -> int | None:
+    # Anserini logs e.g. "... 12.34% of files completed, 5,000 documents indexed"
+    marker = " documents indexed"
+    if marker not in line:
+        return None
+    head = line.split(marker)[0].rsplit(" ", 1)[-1].replace(",", "")
+    return int(head) if head.isdigit() else None
+
+
+def check_compatible(metadata: dict, *, model_sha256: str | None, model: str, scale: float) -> None:
+    """Refuse a query encoder whose model or scale differs from the index's."""
+    index_sha = metadata.get("model_sha256")
+    if index_sha is None or model_sha256 is None:
+        if metadata.get("query_model", metadata.get("model")) != model:
+            raise IncompatibleIndexError(
+                f"the index was built with model {metadata.get('model')} but the query encoder uses {model}")
+    elif index_sha != model_sha256:
+        raise IncompatibleIndexError(
+            f"the index was built with model {metadata.get('model')} (sha256 {index_sha[:12]}) but the query "
+            f"encoder uses {model} (sha256 {model_sha256[:12]})")
+    index_scale = metadata.get("query_scale", metadata.get("scale"))
+    if index_scale is not None and float(index_scale) != float(scale):
+        raise IncompatibleIndexError(
+            f"the index expects query scale {index_scale} but the query encoder uses scale {scale}")

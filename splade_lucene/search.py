@@ -1,0 +1,172 @@
+"""Searching a splade-lucene impact index, and the query encoder that plugs into Pyserini.
+
+Queries are encoded with the index's model, quantized with the index's query scale through
+:func:`splade_lucene.quantize.quantize_terms`, and sent to Anserini's ``SimpleImpactSearcher`` as
+``Map<String, Integer>``: integer weights, never truncated floats, and no term is dropped for its
+idf (Pyserini's ``LuceneImpactSearcher`` drops terms with idf <= ``min_idf``, 0 by default). A hit's
+score is Lucene's: the exact integer dot product, less Anserini's 1e-6-per-rank nudge on ties.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from . import _java
+from .encode import DEFAULT_MAX_LENGTH, SpladeEncoder
+from .index import check_compatible, read_metadata
+from .quantize import DEFAULT_SCALE, check_scale, quantize_terms
+
+DEFAULT_K = 1000
+DEFAULT_TAG = "splade-lucene"
+
+
+@dataclass(frozen=True)
+class Hit:
+    docid: str
+    score: float
+
+
+class QueryEncoder:
+    """SPLADE query encoder giving ``{term: int}``; plugs into Pyserini:
+
+    ``LuceneImpactSearcher(index_dir, QueryEncoder.from_index(index_dir), min_idf=-1)``.
+    """
+
+    def __init__(self, model: str | Path | None = None, *, scale: float = DEFAULT_SCALE,
+                 max_length: int = DEFAULT_MAX_LENGTH, pooling: str = "all",
+                 encoder: SpladeEncoder | None = None):
+        self.scale = check_scale(scale)
+        self.max_length = int(max_length)
+        self.encoder = encoder or SpladeEncoder(model, max_length=max_length, pooling=pooling)
+
+    @classmethod
+    def from_index(cls, index_dir: str | Path, model: str | Path | None = None) -> "QueryEncoder":
+        """The query encoder an index was built for (its recorded query model, scale, max length)."""
+        meta = read_metadata(index_dir)
+        encoder = cls(model if model is not None else meta.get("query_model", meta.get("model")),
+                      scale=meta.get("query_scale", meta["scale"]),
+                      max_length=meta.get("query_max_length", DEFAULT_MAX_LENGTH),
+                      pooling=meta.get("pooling", "all"))
+        encoder.check(meta)
+        return encoder
+
+    def check(self, metadata: dict) -> None:
+        check_compatible(metadata, model_sha256=self.encoder.weights_sha256, model=self.encoder.model_name,
+                         scale=self.scale)
+
+    def encode(self, text: str) -> dict[str, int]:
+        """One query's integer weights (Pyserini's ``QueryEncoder.encode`` contract)."""
+        return self.encode_batch([text])[0]
+
+    def encode_batch(self, texts: Sequence[str]) -> list[dict[str, int]]:
+        return [quantize_terms(self.encoder.to_terms(v), self.scale) for v in self.encoder.encode(texts, max_length=self.max_length)]
+
+
+def _java_query(terms: dict[str, int]):
+    from jnius import autoclass
+
+    jmap = autoclass("java.util.HashMap")()
+    jint = autoclass("java.lang.Integer")
+    for term, weight in terms.items():
+        if not isinstance(weight, int) or isinstance(weight, bool):
+            raise TypeError(f"query weight for {term!r} must be an int, got {weight!r} "
+                            "(quantize with splade_lucene.quantize.quantize_terms)")
+        jmap.put(term, jint(weight))
+    return jmap
+
+
+class Searcher:
+    """Exact top-k search over a splade-lucene impact index."""
+
+    def __init__(self, index_dir: str | Path, query_encoder: QueryEncoder | None = None, *,
+                 model: str | Path | None = None):
+        self.index_dir = Path(index_dir)
+        if not self.index_dir.is_dir():
+            raise FileNotFoundError(f"index folder {self.index_dir} does not exist")
+        self.metadata = read_metadata(self.index_dir)
+        if query_encoder is None:
+            query_encoder = QueryEncoder.from_index(self.index_dir, model=model)
+        else:
+            query_encoder.check(self.metadata)
+        self.query_encoder = query_encoder
+        _java.ensure_jvm()
+        from jnius import autoclass
+
+        self._searcher = autoclass("io.anserini.search.SimpleImpactSearcher")(str(self.index_dir.resolve()))
+
+    @property
+    def num_docs(self) -> int:
+        return int(self._searcher.get_total_num_docs())
+
+    def search_terms(self, terms: dict[str, int], k: int = 10) -> list[Hit]:
+        """Search with an already quantized query."""
+        if k < 1:
+            raise ValueError(f"k must be at least 1, not {k}")
+        if not terms:
+            return []
+        hits = self._searcher.search(_java_query(terms), int(k))
+        return [Hit(h.docid, float(h.score)) for h in hits]
+
+    def search(self, query: str, k: int = 10) -> list[Hit]:
+        return self.search_terms(self.query_encoder.encode(query), k)
+
+    def batch_search_terms(self, queries: dict[str, dict[str, int]], k: int = 10,
+                           threads: int = 1) -> dict[str, list[Hit]]:
+        from jnius import autoclass
+
+        if k < 1:
+            raise ValueError(f"k must be at least 1, not {k}")
+        results: dict[str, list[Hit]] = {qid: [] for qid in queries}
+        qids = autoclass("java.util.ArrayList")()
+        jqueries = autoclass("java.util.ArrayList")()
+        for qid, terms in queries.items():
+            if terms:
+                qids.add(qid)
+                jqueries.add(_java_query(terms))
+        if qids.size():
+            out = self._searcher.batch_search(jqueries, qids, int(k), int(threads))
+            for entry in out.entrySet().toArray():
+                results[entry.getKey()] = [Hit(h.docid, float(h.score)) for h in entry.getValue()]
+        return results
+
+    def batch_search(self, queries: Sequence[tuple[str, str]], k: int = 10, threads: int = 1,
+                     progress: bool = False) -> dict[str, list[Hit]]:
+        """Search (qid, text) pairs; results keyed by qid in input order."""
+        from tqdm import tqdm
+
+        encoded = {}
+        for start in tqdm(range(0, len(queries), 256), desc="encode queries", disable=not progress, unit="batch"):
+            chunk = queries[start:start + 256]
+            for (qid, _), terms in zip(chunk, self.query_encoder.encode_batch([t for _, t in chunk])):
+                encoded[qid] = terms
+        return self.batch_search_terms(encoded, k=k, threads=threads)
+
+    def close(self) -> None:
+        self._searcher.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def run_lines(results: dict[str, list[Hit]], *, tag: str = DEFAULT_TAG, remove_query: bool = False) -> Iterable[str]:
+    """TREC run lines as Pyserini writes them (score with 6 decimals, ranks from 1)."""
+    for qid, hits in results.items():
+        if remove_query:
+            hits = [h for h in hits if h.docid != qid]
+        for rank, hit in enumerate(hits, 1):
+            yield f"{qid} Q0 {hit.docid} {rank} {hit.score:.6f} {tag}\n"
+
+
+def write_run(results: dict[str, list[Hit]], path: str | Path, *, tag: str = DEFAULT_TAG,
+              remove_query: bool = False) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.writelines(run_lines(results, tag=tag, remove_query=remove_query))
+    tmp.replace(path)

@@ -1,0 +1,68 @@
+import json
+import math
+
+import pytest
+
+from splade_lucene.evaluate import evaluate, read_qrels, read_run
+
+QRELS_BEIR = "query-id\tcorpus-id\tscore\r\nq1\td1\t2\r\nq1\td2\t1\r\nq1\td3\t0\r\nq1\td9\t1\r\nq2\td5\t1\r\nq3\td7\t1\r\n"
+RUN = """q1 Q0 d3 1 0.9 t
+q1 Q0 d1 2 0.8 t
+q1 Q0 d2 3 0.8 t
+q1 Q0 d4 4 0.1 t
+q2 Q0 q2 1 5.0 t
+q2 Q0 d5 2 1.0 t
+qX Q0 d5 1 1.0 t
+"""
+
+
+@pytest.fixture
+def files(tmp_path):
+    (tmp_path / "qrels.tsv").write_text(QRELS_BEIR)
+    (tmp_path / "run.trec").write_text(RUN)
+    return read_qrels(tmp_path / "qrels.tsv"), read_run(tmp_path / "run.trec")
+
+
+def test_hand_computed(files):
+    qrels, run = files
+    with pytest.warns(UserWarning, match="1 of 3 judged queries have no hits"):
+        ev = evaluate(qrels, run)
+    # q1 in trec_eval order (score desc, ties by doc id desc): d3, d2, d1, d4 -> gains 0, 1, 2, 0
+    ndcg_q1 = (1 / math.log2(3) + 2 / math.log2(4)) / (2 + 1 / math.log2(3) + 1 / math.log2(4))
+    # q2 without remove_query: q2 (not judged) then d5
+    ndcg_q2 = (1 / math.log2(3)) / 1
+    assert ev.per_query["q1"]["nDCG@10"] == pytest.approx(ndcg_q1, abs=1e-12)
+    assert ev.per_query["q1"]["RR@10"] == 0.5
+    assert ev.per_query["q1"]["MAP"] == pytest.approx((1 / 2 + 2 / 3) / 3)
+    assert ev.per_query["q1"]["R@100"] == pytest.approx(2 / 3)
+    assert ev.per_query["q3"] == {"nDCG@10": 0.0, "RR@10": 0.0, "R@100": 0.0, "R@1000": 0.0, "MAP": 0.0}
+    # -c: the mean is over the 3 judged queries; qX (not judged) is ignored
+    assert ev.metrics["nDCG@10"] == pytest.approx((ndcg_q1 + ndcg_q2) / 3)
+    assert ev.metrics["RR@10"] == pytest.approx((0.5 + 0.5) / 3)
+    assert (ev.queries_without_run, ev.run_queries_without_qrels) == (1, 1)
+
+
+def test_remove_query(files):
+    qrels, run = files
+    ev = evaluate(qrels, run, remove_query=True, warn=False)
+    assert ev.per_query["q2"] == {"nDCG@10": 1.0, "RR@10": 1.0, "R@100": 1.0, "R@1000": 1.0, "MAP": 1.0}
+
+
+def test_cutoffs():
+    qrels = {"q": {"d10": 1, "d500": 1}}
+    run = {"q": [(f"d{i}", 2000.0 - i) for i in range(1, 1001)]}
+    m = evaluate(qrels, run).metrics
+    assert m["RR@10"] == pytest.approx(1 / 10)
+    assert m["R@100"] == 0.5 and m["R@1000"] == 1.0
+    assert m["MAP"] == pytest.approx((1 / 10 + 2 / 500) / 2)
+
+
+def test_trec_qrels_and_bad_lines(tmp_path):
+    (tmp_path / "q.txt").write_text("1 0 a 1\n1 0 b 0\n")
+    assert read_qrels(tmp_path / "q.txt") == {"1": {"a": 1, "b": 0}}
+    (tmp_path / "bad.txt").write_text("1 0 a 1\n1 a\n")
+    with pytest.raises(ValueError, match=r"bad.txt:2: expected 3 \(BEIR\) or 4 \(TREC\) columns"):
+        read_qrels(tmp_path / "bad.txt")
+    (tmp_path / "bad.run").write_text("1 Q0 a 1 2.0\n")
+    with pytest.raises(ValueError, match=r"bad.run:1: a TREC run line has 6 columns"):
+        read_run(tmp_path / "bad.run")
