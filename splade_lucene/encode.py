@@ -258,14 +258,40 @@ def encode_corpus(corpus: str | Path, output: str | Path, *, encoder: SpladeEnco
     """Encode a corpus file into an integer-weighted Anserini collection folder.
 
     The folder gets ``part-NNNNN.jsonl`` files and ``collection.meta`` (JSON: model, sha256 of its
-    weights, scales, max lengths, pooling, format, counts), which the index build carries over.
+    weights, scales, max lengths, pooling, format, counts), which the index build carries over. The
+    whole corpus is read and checked before anything is written; the folder appears only when complete.
     """
+    from .collection import read_corpus
+
+    corpus, output = Path(corpus), Path(output)
+    _check_output(output, overwrite)
+    docs = list(read_corpus(corpus))
+    encoder = encoder or SpladeEncoder()
+    vectors = encoder.iter_encode(d.text for d in docs)
+    return write_vectors([d.id for d in docs], vectors, output, encoder=encoder, scale=scale,
+                         query_scale=query_scale, fmt=fmt, query_max_length=query_max_length,
+                         corpus=corpus, overwrite=overwrite, progress=progress)
+
+
+def _check_output(output: Path, overwrite: bool) -> None:
+    from .collection import collection_files
+
+    if output.exists() and not overwrite and (collection_files(output) or any(output.iterdir())):
+        raise FileExistsError(f"{output} already exists and is not empty; pass --overwrite to replace it")
+
+
+def write_vectors(docids: Sequence[str], vectors: Iterable[SparseVector], output: str | Path, *,
+                  encoder: SpladeEncoder, scale: float | None = None, query_scale: float | None = None,
+                  fmt: str = "vector", query_max_length: int | None = None, corpus: str | Path | None = None,
+                  overwrite: bool = False, progress: bool = True) -> EncodeSummary:
+    """Quantize float vectors and write them, with ``collection.meta``, as a collection folder."""
     import json
+    import shutil
     import time
 
     from tqdm import tqdm
 
-    from .collection import FORMATS, CollectionWriter, collection_files, read_corpus
+    from .collection import FORMATS, CollectionWriter
     from .index import COLLECTION_METADATA_FILE
     from .quantize import DEFAULT_SCALE, check_scale, quantize
 
@@ -273,29 +299,19 @@ def encode_corpus(corpus: str | Path, output: str | Path, *, encoder: SpladeEnco
         raise ValueError(f"format must be one of {FORMATS}, not {fmt!r}")
     scale = check_scale(DEFAULT_SCALE if scale is None else scale)
     query_scale = check_scale(scale if query_scale is None else query_scale)
-    corpus, output = Path(corpus), Path(output)
-    if not corpus.is_file():
-        raise FileNotFoundError(f"no such corpus file: {corpus}")
-    if output.exists() and collection_files(output) and not overwrite:
-        raise FileExistsError(f"{output} already holds a collection; pass --overwrite to replace it")
-    # Read (and validate) the whole corpus before writing anything at the target.
-    docs = list(read_corpus(corpus))
-    encoder = encoder or SpladeEncoder()
+    output = Path(output)
+    _check_output(output, overwrite)
     start = time.perf_counter()
-    tmp = output.parent / f".{output.name}.encoding"
+    tmp = output.parent / f".{output.name}.writing"
     if tmp.exists():
-        import shutil
-
         shutil.rmtree(tmp)
     terms = encoder.id_to_term
-    with CollectionWriter(tmp, fmt) as writer:
-        bar = tqdm(total=len(docs), desc="encode", unit="doc", disable=not progress)
-        vectors = encoder.iter_encode(d.text for d in docs)
-        for doc, vec in zip(docs, vectors):
+    with CollectionWriter(tmp, fmt) as writer, \
+            tqdm(total=len(docids), desc="encode", unit="doc", disable=not progress) as bar:
+        for docid, vec in zip(docids, vectors, strict=True):
             ids, weights = quantize(vec.ids, vec.weights, scale)
-            writer.write(doc.id, {terms[i]: int(w) for i, w in zip(ids.tolist(), weights.tolist())})
+            writer.write(docid, {terms[i]: w for i, w in zip(ids.tolist(), weights.tolist())})
             bar.update(1)
-        bar.close()
     metadata = {
         "model": encoder.model_name,
         "model_path": encoder.model_path,
@@ -309,12 +325,10 @@ def encode_corpus(corpus: str | Path, output: str | Path, *, encoder: SpladeEnco
         "format": fmt,
         "documents": writer.count,
         "empty_documents": writer.empty,
-        "corpus": str(corpus),
+        "corpus": str(corpus) if corpus is not None else None,
     }
     (tmp / COLLECTION_METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
     if output.exists():
-        import shutil
-
         shutil.rmtree(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp.rename(output)

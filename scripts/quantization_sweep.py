@@ -1,0 +1,102 @@
+#!/usr/bin/env python
+"""Quantization loss and index size against the scale, on a BEIR dataset (default: SciFact).
+
+Encodes the corpus and the judged queries once (float weights), then for each scale quantizes,
+indexes with Anserini, searches through Lucene and evaluates; the first row is the unquantized
+reference (exact float dot products, brute force). Prints a Markdown table; --json writes the rows.
+
+    bash scripts/env.sh python scripts/quantization_sweep.py --scales 32,51.2,100,256
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+import splade_lucene  # noqa: F401  (Java set-up)
+from splade_lucene.collection import read_corpus, read_queries
+from splade_lucene.encode import SpladeEncoder, write_vectors
+from splade_lucene.evaluate import evaluate, read_qrels
+from splade_lucene.experiment import dataset_files, find_dataset
+from splade_lucene.index import build_index
+from splade_lucene.search import Hit, QueryEncoder, Searcher
+
+
+def float_run(encoder, doc_vectors, docids, query_vectors, qids, k=1000):
+    def matrix(vectors):
+        rows = np.concatenate([np.full(len(v), i) for i, v in enumerate(vectors)])
+        cols = np.concatenate([v.ids for v in vectors])
+        vals = np.concatenate([v.weights for v in vectors]).astype(np.float64)
+        return sp.csr_matrix((vals, (rows, cols)), shape=(len(vectors), encoder.vocab_size))
+
+    scores = (matrix(query_vectors) @ matrix(doc_vectors).T).toarray()
+    run = {}
+    for i, qid in enumerate(qids):
+        top = np.argsort(-scores[i], kind="stable")[:k]
+        run[qid] = [(docids[j], float(scores[i, j])) for j in top if scores[i, j] > 0]
+    return run
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", default=None, help="BEIR folder (default: scifact from the data root)")
+    ap.add_argument("--scales", default="32,51.2,100,256")
+    ap.add_argument("--output", default="runs/quantization-sweep")
+    ap.add_argument("--json", default=None, help="write the rows as JSON here")
+    args = ap.parse_args()
+
+    folder = find_dataset(args.dataset)
+    corpus, queries_file, qrels_file = dataset_files(folder)
+    qrels = read_qrels(qrels_file)
+    queries = [(q, t) for q, t in read_queries(queries_file) if q in qrels]
+    docs = list(read_corpus(corpus))
+    encoder = SpladeEncoder()
+    doc_vectors = encoder.encode([d.text for d in docs])
+    query_vectors = encoder.encode([t for _, t in queries])
+    docids = [d.id for d in docs]
+    qids = [q for q, _ in queries]
+
+    rows = []
+    ref = evaluate(qrels, float_run(encoder, doc_vectors, docids, query_vectors, qids), remove_query=True).metrics
+    rows.append({"scale": "float (brute force)", **ref, "index_mb": None, "postings_per_doc": None})
+    out = Path(args.output)
+    for scale in [float(s) for s in args.scales.split(",")]:
+        where = out / f"scale-{scale:g}"
+        if where.exists():
+            shutil.rmtree(where)
+        write_vectors(docids, doc_vectors, where / "collection", encoder=encoder, scale=scale, progress=False)
+        built = build_index(where / "collection", where / "index", quiet=True)
+        qenc = QueryEncoder(encoder=encoder, scale=scale)
+        with Searcher(built.index_dir, qenc) as searcher:
+            encoded = dict(zip(qids, qenc.encode_batch([t for _, t in queries])))
+            results = searcher.batch_search_terms(encoded, k=1000)
+        run = {q: [(h.docid, h.score) for h in hits] for q, hits in results.items()}
+        metrics = evaluate(qrels, run, remove_query=True).metrics
+        size = sum(f.stat().st_size for f in built.index_dir.iterdir() if f.is_file())
+        stats = built.metadata["index_stats"]
+        rows.append({"scale": scale, **metrics, "index_mb": size / 2**20,
+                     "postings_per_doc": stats["postings"] / stats["documents"]})
+        print(f"scale {scale:g}: nDCG@10 {metrics['nDCG@10']:.4f}", file=sys.stderr)
+
+    print(f"\n{folder.name}, {len(docs)} documents, {len(queries)} judged queries, SPLADE-tiny, max length 512\n")
+    print("| scale | nDCG@10 | RR@10 | R@100 | R@1000 | MAP | index MB | postings/doc |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        mb = f"{r['index_mb']:.2f}" if r["index_mb"] is not None else "-"
+        ppd = f"{r['postings_per_doc']:.1f}" if r["postings_per_doc"] is not None else "-"
+        scale = r["scale"] if isinstance(r["scale"], str) else f"{r['scale']:g}"
+        print(f"| {scale} | {r['nDCG@10']:.4f} | {r['RR@10']:.4f} | {r['R@100']:.4f} | {r['R@1000']:.4f} "
+              f"| {r['MAP']:.4f} | {mb} | {ppd} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

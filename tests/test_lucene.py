@@ -1,0 +1,226 @@
+"""Index and search on a real collection (Cranfield, 1,400 documents, two of them empty).
+
+Encodes the corpus once with SPLADE-tiny, builds the index from the JsonVectorCollection files and
+from the equivalent pseudo-documents, and checks every hit against exact integer dot products.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from splade_lucene import _java
+from splade_lucene.collection import collection_files, pseudo_record, read_queries
+from splade_lucene.encode import encode_corpus
+from splade_lucene.evaluate import evaluate, read_qrels, read_run
+from splade_lucene.index import (COLLECTION_METADATA_FILE, IncompatibleIndexError, build_index, lucene_stats,
+                                 read_metadata)
+from splade_lucene.search import QueryEncoder, Searcher, write_run
+
+K = 1000
+
+
+def read_vectors(folder: Path) -> dict[str, dict[str, int]]:
+    return {r["id"]: r["vector"] for f in collection_files(folder)
+            for r in map(json.loads, f.read_text().splitlines())}
+
+
+@pytest.fixture(scope="session")
+def cranfield(datasets, encoder, tmp_path_factory):
+    base = tmp_path_factory.mktemp("cranfield")
+    folder = datasets / "cranfield"
+    summary = encode_corpus(folder / "corpus.jsonl", base / "vector", encoder=encoder, progress=False)
+    # The same vectors as pseudo-documents (what --format pseudo writes).
+    vectors = read_vectors(base / "vector")
+    (base / "pseudo").mkdir()
+    with open(base / "pseudo" / "part-00000.jsonl", "w") as fh:
+        for docid, terms in vectors.items():
+            fh.write(json.dumps(pseudo_record(docid, terms)) + "\n")
+    meta = json.loads((base / "vector" / COLLECTION_METADATA_FILE).read_text())
+    (base / "pseudo" / COLLECTION_METADATA_FILE).write_text(json.dumps({**meta, "format": "pseudo"}))
+    vector_index = build_index(base / "vector", base / "index-vector", quiet=True)
+    pseudo_index = build_index(base / "pseudo", base / "index-pseudo", quiet=True)
+    qrels = read_qrels(folder / "qrels" / "test.tsv")
+    queries = read_queries(folder / "queries.jsonl")
+    qenc = QueryEncoder(encoder=encoder)
+    encoded = dict(zip([q for q, _ in queries], qenc.encode_batch([t for _, t in queries])))
+    return {"base": base, "summary": summary, "vectors": vectors, "vector_index": vector_index.index_dir,
+            "pseudo_index": pseudo_index.index_dir, "queries": queries, "encoded": encoded, "qrels": qrels,
+            "query_encoder": qenc}
+
+
+def test_every_document_is_indexed(cranfield):
+    assert cranfield["summary"].documents == 1400
+    assert len(cranfield["vectors"]) == 1400
+    for key in ("vector_index", "pseudo_index"):
+        assert lucene_stats(cranfield[key])["documents"] == 1400
+        assert read_metadata(cranfield[key])["documents"] == 1400
+
+
+def test_metadata_records_how_the_index_was_built(cranfield):
+    meta = read_metadata(cranfield["vector_index"])
+    assert meta["model"] == "splade-tiny" and len(meta["model_sha256"]) == 64
+    assert meta["scale"] == 100.0 and meta["max_length"] == 512
+    cmd = meta["anserini_command"]
+    assert "-impact" in cmd and "-pretokenized" in cmd and "JsonVectorCollection" in cmd
+    assert meta["versions"]["anserini"] == "1.7.1" and meta["versions"]["java"].startswith("21")
+
+
+def test_terms_are_not_analyzed(cranfield):
+    # Without -pretokenized the English analyzer would stem/stop WordPiece terms (##ing -> ing).
+    from jnius import autoclass
+
+    reader = autoclass("io.anserini.index.IndexReaderUtils").getReader(str(cranfield["vector_index"]))
+    utils = autoclass("io.anserini.index.IndexReaderUtils")
+    terms = {t for v in cranfield["vectors"].values() for t in v}
+    for term in [t for t in terms if t.startswith("##")][:20] + [t for t in ("the", "flows", "wing") if t in terms]:
+        assert utils.getDF(reader, term) > 0, term
+    assert utils.getDF(reader, "flow") == sum(1 for v in cranfield["vectors"].values() if "flow" in v)
+
+
+def exact_scores(vectors, encoded):
+    vocab = {t: i for i, t in enumerate(sorted({t for v in vectors.values() for t in v}))}
+    docids = list(vectors)
+    rows, cols, vals = [], [], []
+    for r, d in enumerate(docids):
+        for t, w in vectors[d].items():
+            rows.append(r), cols.append(vocab[t]), vals.append(w)
+    D = sp.csr_matrix((np.array(vals, dtype=np.int64), (rows, cols)), shape=(len(docids), len(vocab)))
+    qids = list(encoded)
+    rows, cols, vals = [], [], []
+    for r, q in enumerate(qids):
+        for t, w in encoded[q].items():
+            if t in vocab:
+                rows.append(r), cols.append(vocab[t]), vals.append(w)
+    Q = sp.csr_matrix((np.array(vals, dtype=np.int64), (rows, cols)), shape=(len(qids), len(vocab)))
+    return qids, docids, (Q @ D.T).toarray()
+
+
+def check_against_exact(results, vectors, encoded):
+    qids, docids, S = exact_scores(vectors, encoded)
+    col = {d: i for i, d in enumerate(docids)}
+    checked = 0
+    for qi, qid in enumerate(qids):
+        hits = results[qid]
+        exact = S[qi]
+        positive = int((exact > 0).sum())
+        assert len(hits) == min(K, positive), qid
+        for hit in hits:
+            # Lucene's score is the integer dot product, nudged by 1e-6 per rank on ties.
+            assert abs(hit.score - exact[col[hit.docid]]) < 1e-2, (qid, hit)
+            checked += 1
+        if hits:
+            kth = exact[col[hits[-1].docid]]
+            must = {docids[i] for i in np.flatnonzero(exact > kth)}
+            assert must <= {h.docid for h in hits}, qid
+    return checked
+
+
+def test_every_hit_is_the_exact_integer_dot_product(cranfield):
+    with Searcher(cranfield["vector_index"], cranfield["query_encoder"]) as searcher:
+        results = searcher.batch_search_terms(cranfield["encoded"], k=K)
+    assert check_against_exact(results, cranfield["vectors"], cranfield["encoded"]) > 100_000
+
+
+def test_no_query_term_dropped_for_idf(cranfield, tmp_path):
+    # A term in every document has idf <= 0: Pyserini's default min_idf=0 drops it from the query.
+    from pyserini.search.lucene import LuceneImpactSearcher
+
+    docs = {"a": {"the": 3, "cat": 2}, "b": {"the": 1, "dog": 4}, "c": {"the": 2}}
+    collection = tmp_path / "tiny"
+    collection.mkdir()
+    with open(collection / "part-00000.jsonl", "w") as fh:
+        for docid, terms in docs.items():
+            fh.write(json.dumps({"id": docid, "contents": "", "vector": terms}) + "\n")
+    meta = json.loads((cranfield["base"] / "vector" / COLLECTION_METADATA_FILE).read_text())
+    (collection / COLLECTION_METADATA_FILE).write_text(json.dumps({**meta, "documents": 3}))
+    index = build_index(collection, tmp_path / "tiny-index", quiet=True).index_dir
+    query = {"the": 10, "cat": 1}
+    with Searcher(index, cranfield["query_encoder"]) as searcher:
+        hits = searcher.search_terms(query, k=10)
+    assert [(h.docid, round(h.score)) for h in hits] == [("a", 32), ("c", 20), ("b", 10)]
+
+    class Fixed:
+        def encode(self, text):
+            return query
+
+    dropped = LuceneImpactSearcher(str(index), Fixed()).search("ignored", k=10)
+    assert [(h.docid, round(h.score)) for h in dropped] == [("a", 2)]
+    kept = LuceneImpactSearcher(str(index), Fixed(), min_idf=-1).search("ignored", k=10)
+    assert [(h.docid, round(h.score)) for h in kept] == [("a", 32), ("c", 20), ("b", 10)]
+
+
+def test_vector_and_pseudo_formats_rank_and_score_identically(cranfield):
+    runs = {}
+    for key in ("vector_index", "pseudo_index"):
+        with Searcher(cranfield[key], cranfield["query_encoder"]) as searcher:
+            results = searcher.batch_search_terms(cranfield["encoded"], k=K)
+        write_run(results, cranfield["base"] / f"{key}.trec")
+        runs[key] = (cranfield["base"] / f"{key}.trec").read_bytes()
+    assert runs["vector_index"] == runs["pseudo_index"]
+    assert len(runs["vector_index"]) > 0
+
+
+def test_single_and_batch_search_agree(cranfield):
+    with Searcher(cranfield["vector_index"], cranfield["query_encoder"]) as searcher:
+        qid, text = cranfield["queries"][0]
+        assert searcher.search(text, k=50) == searcher.batch_search([(qid, text)], k=50, threads=2)[qid]
+
+
+def test_pyserini_impact_searcher_reproduces_our_run(cranfield):
+    from pyserini.search.lucene import LuceneImpactSearcher
+
+    index = str(cranfield["vector_index"])
+    queries = cranfield["queries"]
+    ours = Searcher(index).batch_search(queries, k=K)
+    theirs = LuceneImpactSearcher(index, QueryEncoder.from_index(index), min_idf=-1)
+    got = theirs.batch_search([t for _, t in queries], [q for q, _ in queries], k=K, threads=1)
+    for qid, _ in queries:
+        assert [(h.docid, round(h.score, 6)) for h in got[qid]] == [(h.docid, round(h.score, 6)) for h in ours[qid]]
+
+
+def test_incompatible_encoder_is_refused(cranfield, encoder):
+    with pytest.raises(IncompatibleIndexError, match="query scale 100.0 .* scale 51.2"):
+        Searcher(cranfield["vector_index"], QueryEncoder(encoder=encoder, scale=51.2))
+
+
+def test_existing_index_is_refused_without_overwrite(cranfield):
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        build_index(cranfield["base"] / "vector", cranfield["vector_index"], quiet=True)
+
+
+def test_metrics_equal_anserini_trec_eval(cranfield, tmp_path):
+    with Searcher(cranfield["vector_index"], cranfield["query_encoder"]) as searcher:
+        results = searcher.batch_search_terms(cranfield["encoded"], k=K)
+    run = tmp_path / "run.trec"
+    write_run(results, run)
+    qrels = tmp_path / "qrels.txt"
+    qrels.write_text("".join(f"{q} 0 {d} {r}\n" for q, docs in cranfield["qrels"].items() for d, r in docs.items()))
+    ours = evaluate(cranfield["qrels"], read_run(run)).metrics
+
+    def trec_eval(*args):
+        out = subprocess.run([_java.java_executable(), "-cp", str(_java.anserini_jar()), "trec_eval", "-c", *args,
+                              str(qrels), str(run)], capture_output=True, text=True, check=True).stdout
+        return {line.split()[0]: float(line.split()[2]) for line in out.splitlines() if line.strip()}
+
+    full = trec_eval("-m", "ndcg_cut.10", "-m", "map", "-m", "recall.100,1000")
+    rr = trec_eval("-M", "10", "-m", "recip_rank")
+    assert round(ours["nDCG@10"], 4) == full["ndcg_cut_10"]
+    assert round(ours["MAP"], 4) == full["map"]
+    assert round(ours["R@100"], 4) == full["recall_100"]
+    assert round(ours["R@1000"], 4) == full["recall_1000"]
+    assert round(ours["RR@10"], 4) == rr["recip_rank"]
+
+
+def test_cranfield_within_0003_of_the_float_reference(cranfield):
+    # Reference: plain transformers, exact float dot products, BEIR convention (query id hits dropped).
+    with Searcher(cranfield["vector_index"], cranfield["query_encoder"]) as searcher:
+        results = searcher.batch_search_terms(cranfield["encoded"], k=K)
+    run = {q: [(h.docid, h.score) for h in hits] for q, hits in results.items()}
+    ndcg = evaluate(cranfield["qrels"], run, remove_query=True).metrics["nDCG@10"]
+    assert abs(ndcg - 0.3548) <= 0.003, ndcg
