@@ -19,6 +19,7 @@ def _add_model_options(p: argparse.ArgumentParser, *, with_scale: bool = True) -
         p.add_argument("--scale", type=float, default=DEFAULT_SCALE,
                        help=f"quantization: int weight = round(w * scale) (default: {DEFAULT_SCALE:g})")
         p.add_argument("--query-scale", type=float, default=None, help="query scale (default: --scale)")
+    p.add_argument("--query-model", default=None, help="separate query model (default: --model)")
     p.add_argument("--max-length", type=int, default=DEFAULT_MAX_LENGTH,
                    help=f"document max length in tokens (default: {DEFAULT_MAX_LENGTH})")
     p.add_argument("--query-max-length", type=int, default=None, help="query max length (default: --max-length)")
@@ -32,8 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="SPLADE learned sparse retrieval on Lucene impact indexes (Anserini, Pyserini).")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    quiet = argparse.ArgumentParser(add_help=False)
+    quiet.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
 
-    p = sub.add_parser("encode", help="encode a corpus into an integer-weighted Anserini collection",
+    p = sub.add_parser("encode", parents=[quiet], help="encode a corpus into an integer-weighted Anserini collection",
                        description="Encode a corpus (BEIR corpus.jsonl or JsonCollection {id, contents}, "
                                    "optionally .gz) into JsonVectorCollection or pseudo-document files.")
     p.add_argument("--corpus", required=True, help="corpus file (.jsonl or .jsonl.gz)")
@@ -44,14 +47,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing collection")
     _add_model_options(p)
 
-    p = sub.add_parser("index", help="build a Lucene impact index with Anserini",
+    p = sub.add_parser("index", parents=[quiet], help="build a Lucene impact index with Anserini",
                        description="Build a Lucene impact index (-impact -pretokenized) from a collection.")
     p.add_argument("--collection", required=True, help="collection folder written by `encode`")
     p.add_argument("--index", default=None, help="index folder (default: indexes/NAME of the collection)")
     p.add_argument("--threads", type=int, default=1, help="indexing threads (default: 1)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing index")
 
-    p = sub.add_parser("search", help="search an index, writing a TREC run file",
+    p = sub.add_parser("search", parents=[quiet], help="search an index, writing a TREC run file",
                        description="Run queries (BEIR queries.jsonl or TSV qid<TAB>text) against an index.")
     p.add_argument("--index", required=True, help="index folder built by `index`")
     p.add_argument("--queries", required=True, help="queries.jsonl or qid<TAB>text topic file")
@@ -62,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--remove-query", action="store_true", help="drop hits whose doc id equals the query id")
     p.add_argument("--tag", default="splade-lucene", help="run tag (default: splade-lucene)")
 
-    p = sub.add_parser("evaluate", help="evaluate a run against qrels (trec_eval definitions)",
+    p = sub.add_parser("evaluate", parents=[quiet], help="evaluate a run against qrels (trec_eval definitions)",
                        description="Print nDCG@10, RR@10, R@100, R@1000 and MAP, as trec_eval -c computes them.")
     p.add_argument("--qrels", required=True, help="BEIR qrels/*.tsv or TREC qrels")
     p.add_argument("--run", required=True, help="TREC run file")
@@ -70,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--remove-query", action="store_true",
                    help="drop hits whose doc id equals the query id (BEIR convention)")
 
-    p = sub.add_parser("experiment", help="encode + index + search + evaluate a BEIR dataset folder",
+    p = sub.add_parser("experiment", parents=[quiet], help="encode + index + search + evaluate a BEIR dataset folder",
                        description="Full experiment on a BEIR-layout folder; writes DIR/run.trec, "
                                    "DIR/metrics.json, DIR/index and DIR/collection.")
     p.add_argument("--dataset", default=None,
@@ -103,8 +106,8 @@ def _dispatch(args: argparse.Namespace, progress: bool) -> int:
 
         encoder = SpladeEncoder(args.model, max_length=args.max_length, batch_size=args.batch_size)
         s = encode_corpus(args.corpus, args.output, encoder=encoder, scale=args.scale, query_scale=args.query_scale,
-                          fmt=args.format, query_max_length=args.query_max_length, overwrite=args.overwrite,
-                          progress=progress)
+                          fmt=args.format, query_max_length=args.query_max_length, query_model=args.query_model,
+                          overwrite=args.overwrite, progress=progress)
         print(f"encoded {s.documents} documents ({s.empty_documents} with an empty vector) into {s.output} "
               f"in {s.seconds:.1f} s")
     elif args.command == "index":
@@ -132,7 +135,7 @@ def _dispatch(args: argparse.Namespace, progress: bool) -> int:
         from .experiment import run_experiment
 
         r = run_experiment(args.dataset, args.output, model=args.model, scale=args.scale,
-                           query_scale=args.query_scale, max_length=args.max_length,
+                           query_scale=args.query_scale, query_model=args.query_model, max_length=args.max_length,
                            query_max_length=args.query_max_length, batch_size=args.batch_size, fmt=args.format,
                            k=args.k, threads=args.threads, split=args.split,
                            remove_query=not args.keep_query_hits, overwrite=args.overwrite, progress=progress)

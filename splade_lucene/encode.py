@@ -253,8 +253,8 @@ class EncodeSummary:
 
 def encode_corpus(corpus: str | Path, output: str | Path, *, encoder: SpladeEncoder | None = None,
                   scale: float | None = None, query_scale: float | None = None, fmt: str = "vector",
-                  query_max_length: int | None = None, overwrite: bool = False,
-                  progress: bool = True) -> EncodeSummary:
+                  query_max_length: int | None = None, query_model: str | Path | None = None,
+                  overwrite: bool = False, progress: bool = True) -> EncodeSummary:
     """Encode a corpus file into an integer-weighted Anserini collection folder.
 
     The folder gets ``part-NNNNN.jsonl`` files and ``collection.meta`` (JSON: model, sha256 of its
@@ -270,7 +270,7 @@ def encode_corpus(corpus: str | Path, output: str | Path, *, encoder: SpladeEnco
     vectors = encoder.iter_encode(d.text for d in docs)
     return write_vectors([d.id for d in docs], vectors, output, encoder=encoder, scale=scale,
                          query_scale=query_scale, fmt=fmt, query_max_length=query_max_length,
-                         corpus=corpus, overwrite=overwrite, progress=progress)
+                         query_model=query_model, corpus=corpus, overwrite=overwrite, progress=progress)
 
 
 def _check_output(output: Path, overwrite: bool) -> None:
@@ -282,9 +282,12 @@ def _check_output(output: Path, overwrite: bool) -> None:
 
 def write_vectors(docids: Sequence[str], vectors: Iterable[SparseVector], output: str | Path, *,
                   encoder: SpladeEncoder, scale: float | None = None, query_scale: float | None = None,
-                  fmt: str = "vector", query_max_length: int | None = None, corpus: str | Path | None = None,
-                  overwrite: bool = False, progress: bool = True) -> EncodeSummary:
-    """Quantize float vectors and write them, with ``collection.meta``, as a collection folder."""
+                  fmt: str = "vector", query_max_length: int | None = None, query_model: str | Path | None = None,
+                  corpus: str | Path | None = None, overwrite: bool = False,
+                  progress: bool = True) -> EncodeSummary:
+    """Quantize float vectors and write them, with ``collection.meta``, as a collection folder.
+
+    ``query_model`` names a separate query encoder (default: the document model)."""
     import json
     import shutil
     import time
@@ -312,11 +315,17 @@ def write_vectors(docids: Sequence[str], vectors: Iterable[SparseVector], output
             ids, weights = quantize(vec.ids, vec.weights, scale)
             writer.write(docid, {terms[i]: w for i, w in zip(ids.tolist(), weights.tolist())})
             bar.update(1)
+    if query_model is None:
+        query_name, query_sha = encoder.model_name, encoder.weights_sha256
+    else:
+        query_name, query_path = resolve_model(query_model)
+        query_sha = model_weights_sha256(query_path)
     metadata = {
         "model": encoder.model_name,
         "model_path": encoder.model_path,
         "model_sha256": encoder.weights_sha256,
-        "query_model": encoder.model_name,
+        "query_model": query_name,
+        "query_model_sha256": query_sha,
         "scale": scale,
         "query_scale": query_scale,
         "max_length": encoder.max_length,

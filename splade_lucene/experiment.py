@@ -79,7 +79,7 @@ class ExperimentResult:
 
 def run_experiment(dataset: str | Path | None = None, output: str | Path = "runs/scifact", *,
                    model: str | Path | None = None, scale: float = DEFAULT_SCALE,
-                   query_scale: float | None = None, max_length: int = DEFAULT_MAX_LENGTH,
+                   query_scale: float | None = None, query_model: str | Path | None = None, max_length: int = DEFAULT_MAX_LENGTH,
                    query_max_length: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
                    fmt: str = "vector", k: int = DEFAULT_K, threads: int = 1, split: str = "test",
                    remove_query: bool = True, overwrite: bool = False, progress: bool = True) -> ExperimentResult:
@@ -96,7 +96,8 @@ def run_experiment(dataset: str | Path | None = None, output: str | Path = "runs
     encoder = SpladeEncoder(model, max_length=max_length, batch_size=batch_size)
     t = time.perf_counter()
     encode_corpus(corpus, output / "collection", encoder=encoder, scale=scale, query_scale=query_scale,
-                  fmt=fmt, query_max_length=query_max_length, overwrite=True, progress=progress)
+                  fmt=fmt, query_max_length=query_max_length, query_model=query_model, overwrite=True,
+                  progress=progress)
     seconds["encode"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -104,8 +105,8 @@ def run_experiment(dataset: str | Path | None = None, output: str | Path = "runs
     seconds["index"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    query_encoder = QueryEncoder(encoder=encoder, scale=query_scale or scale,
-                                 max_length=query_max_length or max_length)
+    query_encoder = QueryEncoder(query_model, encoder=encoder if query_model is None else None,
+                                 scale=query_scale or scale, max_length=query_max_length or max_length)
     with Searcher(index_dir, query_encoder) as searcher:
         results = searcher.batch_search(queries, k=k, threads=threads, progress=progress)
     run_file = output / "run.trec"

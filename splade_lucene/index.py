@@ -233,16 +233,18 @@ def _indexed_count(line: str) -> int | None:
 
 
 def check_compatible(metadata: dict, *, model_sha256: str | None, model: str, scale: float) -> None:
-    """Refuse a query encoder whose model or scale differs from the index's."""
-    index_sha = metadata.get("model_sha256")
+    """Refuse a query encoder whose model or scale differs from the one the index was built for."""
+    index_model = metadata.get("query_model", metadata.get("model"))
+    index_sha = metadata.get("query_model_sha256", metadata.get("model_sha256"))
     if index_sha is None or model_sha256 is None:
-        if metadata.get("query_model", metadata.get("model")) != model:
-            raise IncompatibleIndexError(
-                f"the index was built with model {metadata.get('model')} but the query encoder uses {model}")
-    elif index_sha != model_sha256:
+        same = index_model == model
+    else:
+        same = index_sha == model_sha256
+    if not same:
+        short = (lambda h: f" (sha256 {h[:12]})" if h else "")
         raise IncompatibleIndexError(
-            f"the index was built with model {metadata.get('model')} (sha256 {index_sha[:12]}) but the query "
-            f"encoder uses {model} (sha256 {model_sha256[:12]})")
+            f"the index was built for query model {index_model}{short(index_sha)} but the query encoder uses "
+            f"{model}{short(model_sha256)}")
     index_scale = metadata.get("query_scale", metadata.get("scale"))
     if index_scale is not None and float(index_scale) != float(scale):
         raise IncompatibleIndexError(

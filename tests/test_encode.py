@@ -1,0 +1,88 @@
+"""The SPLADE encoder against the formula as a user writes it from the paper (full logits,
+log1p(relu), mask, max), on real SciFact documents, with the offline default model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from splade_lucene.collection import read_corpus
+from splade_lucene.encode import SpladeEncoder, default_model_path
+from splade_lucene.quantize import quantize_array
+
+
+def plain_splade(encoder, texts, max_length=512):
+    batch = encoder.tokenizer(texts, max_length=max_length, truncation=True, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        logits = encoder.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    values, _ = torch.max(torch.log(1 + torch.relu(logits)) * batch["attention_mask"].unsqueeze(-1), dim=1)
+    values = values.numpy()
+    values[:, encoder.tokenizer.all_special_ids] = 0
+    return values
+
+
+def dense(vector, size):
+    out = np.zeros(size, dtype=np.float32)
+    out[vector.ids] = vector.weights
+    return out
+
+
+def test_default_model_is_found_through_package_metadata():
+    path = default_model_path()
+    assert (path / "config.json").is_file() and (path / "model.safetensors").is_file()
+    assert path.parts[-2:] == ("cognition", "model")
+
+
+def test_matches_the_plain_formula_on_real_documents(datasets, encoder):
+    docs = [d.text for d in read_corpus(datasets / "scifact" / "corpus.jsonl")][:24]
+    ref = plain_splade(encoder, docs)
+    ours = encoder.encode(docs)
+    diff = max(np.abs(dense(v, encoder.vocab_size) - r).max() for v, r in zip(ours, ref))
+    assert diff < 1e-4
+    q_ours = np.stack([quantize_array(dense(v, encoder.vocab_size), 100) for v in ours])
+    q_ref = quantize_array(ref, 100)
+    nonzero = (q_ours > 0) | (q_ref > 0)
+    assert (q_ours[nonzero] == q_ref[nonzero]).mean() >= 0.999
+    assert np.abs(q_ours - q_ref).max() <= 1
+
+
+def test_special_tokens_never_in_output(encoder):
+    specials = set(encoder.tokenizer.all_special_tokens)
+    for vector in encoder.encode(["", "[CLS] [SEP] [MASK] text", "a normal sentence about wings"]):
+        assert not specials & set(encoder.to_terms(vector))
+
+
+def test_expansion_kitten_to_cat(encoder):
+    terms = encoder.to_terms(encoder.encode(["the kitten is sleeping"])[0])
+    assert {"cat", "sleep"} <= set(terms)
+    assert "cat" not in encoder.tokenizer.tokenize("the kitten is sleeping")
+
+
+def test_order_and_batching_do_not_change_vectors(encoder):
+    texts = ["short", "a somewhat longer text about aircraft wings and lift", "medium length text", ""]
+    one = [dense(v, encoder.vocab_size) for v in SpladeEncoder(batch_size=1).encode(texts)]
+    many = [dense(v, encoder.vocab_size) for v in encoder.encode(texts)]
+    for a, b in zip(one, many):
+        assert np.abs(a - b).max() < 1e-4
+
+
+def test_truncation_at_max_length(encoder):
+    text = "wing " * 600
+    long_vec = encoder.encode([text], max_length=16)[0]
+    ref = plain_splade(encoder, [text], max_length=16)[0]
+    assert np.abs(dense(long_vec, encoder.vocab_size) - ref).max() < 1e-4
+    assert encoder.tokenize([text], max_length=16)["input_ids"].shape[1] == 16
+
+
+def test_missing_model_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"model path .*nowhere does not exist .*masked language model"):
+        SpladeEncoder(tmp_path / "nowhere")
+
+
+def test_not_a_masked_lm(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2", "n_layer": 1, "n_embd": 8, "n_head": 2}))
+    with pytest.raises(ValueError, match=r"is not a masked language model \(model_type 'gpt2'\)"):
+        SpladeEncoder(tmp_path)
