@@ -87,6 +87,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep hits whose doc id equals the query id (default: dropped, the BEIR convention)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing experiment output")
     _add_model_options(p)
+
+    p = sub.add_parser("reproduce", parents=[quiet], help="run experiment files and grade them against expected scores",
+                       description="Run the conditions of experiment files (YAML, e.g. scripts/experiments/*.yaml) "
+                                   "into DIR/<dataset>/<condition>/ and grade each expected score: OK when equal "
+                                   "to 4 decimals, FAIL otherwise. Exits 1 when any check fails.")
+    p.add_argument("files", nargs="+", metavar="FILE", help="experiment file(s)")
+    p.add_argument("--output", required=True, help="output folder")
+    p.add_argument("--conditions", default=None, help="comma-separated subset of conditions (default: all)")
+    p.add_argument("--threads", type=int, default=1, help="indexing and search threads (default: 1)")
+
+    p = sub.add_parser("report", parents=[quiet], help="results table (Markdown) and plot (PNG) from reproduce output",
+                       description="Regenerate the results table and plot from the output folder of `reproduce`.")
+    p.add_argument("--output", required=True, help="the folder `reproduce` wrote")
+    p.add_argument("--markdown", default=None, help="table file (default: OUTPUT/results.md)")
+    p.add_argument("--plot", default=None, help="PNG file (default: OUTPUT/results.png)")
     return parser
 
 
@@ -140,6 +155,19 @@ def _dispatch(args: argparse.Namespace, progress: bool) -> int:
                            k=args.k, threads=args.threads, split=args.split,
                            remove_query=not args.keep_query_hits, overwrite=args.overwrite, progress=progress)
         print(format_table(r.metrics, title=f"{Path(r.output)}: run {r.run_file.name}, index {r.index_dir.name}"))
+    elif args.command == "reproduce":
+        from .reproduce import reproduce
+
+        conditions = args.conditions.split(",") if args.conditions else None
+        grades = reproduce(args.files, args.output, conditions=conditions, threads=args.threads, progress=progress)
+        failed = [g for g in grades if g.status == "FAIL"]
+        checked = [g for g in grades if g.status != "UNCHECKED"]
+        print(f"{len(checked) - len(failed)} of {len(checked)} checks OK" + (f", {len(failed)} FAIL" if failed else ""))
+        return 1 if failed else 0
+    elif args.command == "report":
+        from .report import write_report
+
+        print(write_report(args.output, args.markdown, args.plot), end="")
     return 0
 
 

@@ -94,6 +94,22 @@ def lucene_stats(index_dir: str | Path, field: str = "contents") -> dict:
         directory.close()
 
 
+def document_frequencies(index_dir: str | Path, terms, field: str = "contents") -> dict[str, int]:
+    """Lucene document frequency of each term (0 where absent)."""
+    _java.ensure_jvm()
+    from jnius import autoclass
+
+    paths = autoclass("java.nio.file.Paths")
+    term_cls = autoclass("org.apache.lucene.index.Term")
+    directory = autoclass("org.apache.lucene.store.FSDirectory").open(paths.get(str(Path(index_dir).resolve())))
+    reader = autoclass("org.apache.lucene.index.DirectoryReader").open(directory)
+    try:
+        return {t: int(reader.docFreq(term_cls(field, t))) for t in terms}
+    finally:
+        reader.close()
+        directory.close()
+
+
 def _clean_stale_builds(target: Path) -> None:
     """Remove temporary folders left by builds of this target whose process is gone."""
     for tmp in target.parent.glob(f"{target.name}{_BUILDING}*"):

@@ -153,20 +153,21 @@ class Searcher:
         self.close()
 
 
-def run_lines(results: dict[str, list[Hit]], *, tag: str = DEFAULT_TAG, remove_query: bool = False) -> Iterable[str]:
+def run_lines(results: dict[str, list[Hit]], *, tag: str = DEFAULT_TAG, remove_query: bool = False,
+              score_format: str = ".6f") -> Iterable[str]:
     """TREC run lines as Pyserini writes them (score with 6 decimals, ranks from 1)."""
     for qid, hits in results.items():
         if remove_query:
             hits = [h for h in hits if h.docid != qid]
         for rank, hit in enumerate(hits, 1):
-            yield f"{qid} Q0 {hit.docid} {rank} {hit.score:.6f} {tag}\n"
+            yield f"{qid} Q0 {hit.docid} {rank} {hit.score:{score_format}} {tag}\n"
 
 
 def write_run(results: dict[str, list[Hit]], path: str | Path, *, tag: str = DEFAULT_TAG,
-              remove_query: bool = False) -> None:
+              remove_query: bool = False, score_format: str = ".6f") -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as fh:
-        fh.writelines(run_lines(results, tag=tag, remove_query=remove_query))
+        fh.writelines(run_lines(results, tag=tag, remove_query=remove_query, score_format=score_format))
     tmp.replace(path)

@@ -1,0 +1,56 @@
+"""Hybrid runs: BM25 and SPLADE fused with Pyserini's fusion code.
+
+- ``rrf``: reciprocal rank fusion, score = sum over runs of 1 / (rrf_k + rank) (Cormack et al. 2009);
+- ``interpolation``: per-query min-max normalization of each run's scores, then
+  ``alpha * first + (1 - alpha) * second`` (a document absent from a run gets 0 from it).
+
+Both go through ``pyserini.fusion`` on ``TrecRun`` objects read from run files; ties are broken by
+doc id, so the fused run is deterministic.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from .search import Hit
+
+
+def _trec_run(path: str | Path):
+    from pyserini.trectools import TrecRun
+
+    run = TrecRun(str(path))
+    run.run_data["topic"] = run.run_data["topic"].astype(str)
+    run.run_data["docid"] = run.run_data["docid"].astype(str)
+    return run
+
+
+def _to_hits(run, k: int) -> dict[str, list[Hit]]:
+    data = run.run_data.sort_values(["topic", "score", "docid"], ascending=[True, False, True], kind="mergesort")
+    out: dict[str, list[Hit]] = {}
+    for topic, docid, score in zip(data["topic"], data["docid"], data["score"]):
+        hits = out.setdefault(str(topic), [])
+        if len(hits) < k:
+            hits.append(Hit(str(docid), float(score)))
+    return out
+
+
+def rrf(run_files: Sequence[str | Path], *, rrf_k: int = 60, depth: int = 1000, k: int = 1000) -> dict[str, list[Hit]]:
+    from pyserini.fusion import reciprocal_rank_fusion
+
+    if len(run_files) < 2:
+        raise ValueError("fusion needs at least two runs")
+    return _to_hits(reciprocal_rank_fusion([_trec_run(f) for f in run_files], rrf_k=rrf_k, depth=depth, k=k), k)
+
+
+def interpolation(run_files: Sequence[str | Path], *, alpha: float = 0.5, depth: int = 1000,
+                  k: int = 1000) -> dict[str, list[Hit]]:
+    from pyserini.fusion import interpolation as pyserini_interpolation
+    from pyserini.trectools import RescoreMethod
+
+    if len(run_files) != 2:
+        raise ValueError("interpolation fuses exactly two runs")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], not {alpha}")
+    runs = [_trec_run(f).rescore(method=RescoreMethod.NORMALIZE) for f in run_files]
+    return _to_hits(pyserini_interpolation(runs, alpha=alpha, depth=depth, k=k), k)

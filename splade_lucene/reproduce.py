@@ -1,0 +1,319 @@
+"""Reproducible experiments described as data, graded against their expected scores.
+
+An experiment file (YAML, kept under ``scripts/experiments/``) names a dataset and its conditions:
+
+.. code-block:: yaml
+
+    dataset: scifact            # a folder under the data root, or a path
+    split: test                 # qrels/<split>.tsv
+    k: 1000
+    conditions:
+      bm25:   {type: bm25, k1: 0.9, b: 0.4, expected: {nDCG@10: 0.6789}}
+      splade: {type: splade, model: splade-tiny, scale: 100, max_length: 512, expected: {...}}
+      hybrid-rrf: {type: rrf, runs: [bm25, splade], rrf_k: 60, expected: {...}}
+      hybrid-linear: {type: interpolation, runs: [bm25, splade], alpha: 0.3, expected: {...}}
+
+Each condition writes ``DIR/<dataset>/<condition>/``: ``run.trec``, ``metrics.json`` and
+``manifest.json`` (versions, model and dataset sha256s, every setting, index statistics, wall times
+per stage). Each expected metric is graded as Pyserini's two-click reproductions do: ``OK`` when
+equal to 4 decimals, ``FAIL`` otherwise, with both numbers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .evaluate import METRICS, evaluate, read_qrels, read_run, write_metrics
+
+CONDITION_TYPES = ("bm25", "splade", "rrf", "interpolation")
+_SETTINGS = {
+    "bm25": {"k1": 0.9, "b": 0.4},
+    "splade": {"model": "splade-tiny", "scale": 100.0, "query_scale": None, "max_length": 512,
+               "query_max_length": None, "format": "vector", "batch_size": 32},
+    "rrf": {"runs": None, "rrf_k": 60, "depth": 1000},
+    "interpolation": {"runs": None, "alpha": 0.5, "depth": 1000},
+}
+
+
+class ExperimentFileError(ValueError):
+    """An experiment file that does not describe a valid experiment."""
+
+
+@dataclass
+class Condition:
+    name: str
+    type: str
+    settings: dict
+    expected: dict[str, float]
+
+
+@dataclass
+class ExperimentSpec:
+    path: Path
+    dataset: str
+    split: str
+    k: int
+    remove_query: bool
+    conditions: dict[str, Condition]
+
+
+@dataclass
+class Grade:
+    dataset: str
+    condition: str
+    metric: str
+    expected: float | None
+    actual: float
+
+    @property
+    def status(self) -> str:
+        if self.expected is None:
+            return "UNCHECKED"
+        return "OK" if round(self.actual, 4) == round(self.expected, 4) else "FAIL"
+
+    def line(self) -> str:
+        if self.expected is None:
+            return f"[UNCHECKED] {self.dataset}/{self.condition} {self.metric}: {self.actual:.4f} (no expected score)"
+        return (f"[{self.status}] {self.dataset}/{self.condition} {self.metric}: expected {self.expected:.4f}, "
+                f"got {self.actual:.4f}")
+
+
+def load_spec(path: str | Path) -> ExperimentSpec:
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such experiment file: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ExperimentFileError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict) or "dataset" not in data or not isinstance(data.get("conditions"), dict):
+        raise ExperimentFileError(f"{path}: needs 'dataset' and a 'conditions' mapping")
+    unknown = set(data) - {"dataset", "split", "k", "remove_query", "conditions", "description"}
+    if unknown:
+        raise ExperimentFileError(f"{path}: unknown keys {sorted(unknown)}")
+    conditions = {}
+    for name, raw in data["conditions"].items():
+        if not isinstance(raw, dict) or raw.get("type") not in CONDITION_TYPES:
+            raise ExperimentFileError(f"{path}: condition {name!r} needs 'type', one of {CONDITION_TYPES}")
+        kind = raw["type"]
+        settings = dict(_SETTINGS[kind])
+        extra = set(raw) - set(settings) - {"type", "expected"}
+        if extra:
+            raise ExperimentFileError(f"{path}: condition {name!r} ({kind}) has unknown settings {sorted(extra)}; "
+                                      f"allowed: {sorted(settings)}")
+        settings.update({k: v for k, v in raw.items() if k in settings})
+        expected = raw.get("expected") or {}
+        bad = set(expected) - set(METRICS)
+        if bad:
+            raise ExperimentFileError(f"{path}: condition {name!r} expects unknown metrics {sorted(bad)}; "
+                                      f"known: {list(METRICS)}")
+        conditions[name] = Condition(name, kind, settings, {m: float(v) for m, v in expected.items()})
+    for c in conditions.values():
+        if c.type in ("rrf", "interpolation"):
+            runs = c.settings["runs"]
+            if not isinstance(runs, list) or len(runs) < 2 or any(r not in conditions for r in runs):
+                raise ExperimentFileError(f"{path}: condition {c.name!r} needs 'runs': names of two or more "
+                                          f"conditions of this file, got {runs!r}")
+    return ExperimentSpec(path, str(data["dataset"]), str(data.get("split", "test")), int(data.get("k", 1000)),
+                          bool(data.get("remove_query", True)), conditions)
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _dataset_folder(spec: ExperimentSpec) -> Path:
+    from .experiment import find_dataset
+
+    as_path = Path(spec.dataset)
+    if as_path.is_dir():
+        return as_path
+    if not as_path.is_absolute():
+        relative = (spec.path.parent / as_path)
+        if relative.is_dir():
+            return relative
+    return find_dataset(None, name=spec.dataset)
+
+
+def _folder_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+@dataclass
+class ConditionResult:
+    condition: Condition
+    folder: Path
+    metrics: dict[str, float]
+    grades: list[Grade] = field(default_factory=list)
+
+
+class Runner:
+    """Runs the conditions of one experiment file, each once, components before hybrids."""
+
+    def __init__(self, spec: ExperimentSpec, output: str | Path, *, threads: int = 1, progress: bool = True):
+        from .experiment import dataset_files
+
+        self.spec = spec
+        self.folder = _dataset_folder(spec)
+        self.name = Path(spec.dataset).name
+        self.corpus, self.queries_file, self.qrels_file = dataset_files(self.folder, spec.split)
+        self.output = Path(output) / self.name
+        self.threads = threads
+        self.progress = progress
+        self.results: dict[str, ConditionResult] = {}
+        self._dataset_sha = None
+
+    def dataset_manifest(self) -> dict:
+        if self._dataset_sha is None:
+            self._dataset_sha = {str(p.relative_to(self.folder)): sha256_file(p)
+                                 for p in (self.corpus, self.queries_file, self.qrels_file)}
+        return {"name": self.name, "folder": str(self.folder), "split": self.spec.split, "sha256": self._dataset_sha}
+
+    def run(self, names: list[str] | None = None) -> list[ConditionResult]:
+        wanted = names or list(self.spec.conditions)
+        for name in wanted:
+            if name not in self.spec.conditions:
+                raise ExperimentFileError(f"{self.spec.path}: no condition {name!r}; "
+                                          f"has {list(self.spec.conditions)}")
+            self._run(name)
+        return [self.results[n] for n in wanted]
+
+    def _run(self, name: str) -> ConditionResult:
+        if name in self.results:
+            return self.results[name]
+        cond = self.spec.conditions[name]
+        folder = self.output / name
+        if folder.exists():
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
+        qrels = read_qrels(self.qrels_file)
+        manifest: dict = {"condition": name, "type": cond.type, "settings": cond.settings, "k": self.spec.k,
+                          "remove_query": self.spec.remove_query, "experiment_file": str(self.spec.path),
+                          "dataset": self.dataset_manifest()}
+        times: dict[str, float] = {}
+        if cond.type == "splade":
+            self._splade(cond, folder, manifest, times)
+        elif cond.type == "bm25":
+            self._bm25(cond, folder, qrels, manifest, times)
+        else:
+            components = [self._run(r) for r in cond.settings["runs"]]
+            self._fuse(cond, folder, components, manifest, times)
+        t = time.perf_counter()
+        metrics = evaluate(qrels, read_run(folder / "run.trec"), remove_query=self.spec.remove_query,
+                           warn=False).metrics
+        times["evaluate"] = time.perf_counter() - t
+        write_metrics(metrics, folder / "metrics.json")
+        from .index import _package_versions
+
+        manifest.update({"versions": _package_versions(), "run_sha256": sha256_file(folder / "run.trec"),
+                         "metrics": metrics, "seconds": times})
+        (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        result = ConditionResult(cond, folder, metrics,
+                                 [Grade(self.name, name, m, cond.expected.get(m), metrics[m]) for m in METRICS])
+        self.results[name] = result
+        return result
+
+    def _judged_queries(self) -> list[tuple[str, str]]:
+        from .collection import read_queries
+
+        qrels = read_qrels(self.qrels_file)
+        return [(q, t) for q, t in read_queries(self.queries_file) if q in qrels]
+
+    def _splade(self, cond: Condition, folder: Path, manifest: dict, times: dict) -> None:
+        from .experiment import run_experiment
+        from .index import document_frequencies, read_metadata
+        from .search import QueryEncoder
+
+        s = cond.settings
+        result = run_experiment(self.folder, folder, model=s["model"], scale=s["scale"], query_scale=s["query_scale"],
+                                max_length=s["max_length"], query_max_length=s["query_max_length"],
+                                batch_size=s["batch_size"], fmt=s["format"], k=self.spec.k, threads=self.threads,
+                                split=self.spec.split, remove_query=self.spec.remove_query, overwrite=True,
+                                progress=self.progress)
+        times.update(result.seconds)
+        meta = read_metadata(result.index_dir)
+        queries = self._judged_queries()
+        encoded = QueryEncoder.from_index(result.index_dir).encode_batch([t for _, t in queries])
+        df = document_frequencies(result.index_dir, {t for q in encoded for t in q})
+        stats = meta["index_stats"]
+        manifest["model"] = {"name": meta["model"], "sha256": meta["model_sha256"],
+                             "query_model": meta["query_model"], "query_sha256": meta["query_model_sha256"]}
+        manifest["index"] = {
+            "size_bytes": _folder_size(result.index_dir), "documents": stats["documents"],
+            "unique_terms": stats["unique_terms"], "empty_documents": meta.get("empty_documents"),
+            "mean_terms_per_document": stats["postings"] / stats["documents"],
+            "mean_terms_per_query": sum(len(q) for q in encoded) / len(encoded),
+            "mean_postings_per_query": sum(df.get(t, 0) for q in encoded for t in q) / len(encoded),
+            "anserini_command": meta["anserini_command"],
+        }
+
+    def _bm25(self, cond: Condition, folder: Path, qrels, manifest: dict, times: dict) -> None:
+        from .bm25 import BM25Searcher, build_bm25_index
+        from .index import document_frequencies
+        from .search import write_run
+
+        t = time.perf_counter()
+        built = build_bm25_index(self.corpus, folder / "index", threads=self.threads, overwrite=True)
+        times["index"] = time.perf_counter() - t
+        t = time.perf_counter()
+        queries = self._judged_queries()
+        searcher = BM25Searcher(folder / "index", k1=cond.settings["k1"], b=cond.settings["b"])
+        results = searcher.batch_search(queries, k=self.spec.k, threads=self.threads)
+        write_run(results, folder / "run.trec", tag="bm25", remove_query=self.spec.remove_query)
+        times["search"] = time.perf_counter() - t
+        analyzed = [searcher.query_terms(text) for _, text in queries]
+        searcher.close()
+        df = document_frequencies(folder / "index", {t for q in analyzed for t in q})
+        stats = built["index_stats"]
+        manifest["index"] = {
+            "size_bytes": _folder_size(folder / "index"), "documents": stats["documents"],
+            "unique_terms": stats["unique_terms"],
+            "mean_terms_per_document": stats["postings"] / stats["documents"],
+            "mean_terms_per_query": sum(len(set(q)) for q in analyzed) / len(analyzed),
+            "mean_postings_per_query": sum(df.get(t, 0) for q in analyzed for t in set(q)) / len(analyzed),
+            "anserini_command": built["anserini_command"],
+        }
+
+    def _fuse(self, cond: Condition, folder: Path, components: list[ConditionResult], manifest: dict,
+              times: dict) -> None:
+        from . import fusion
+        from .search import write_run
+
+        t = time.perf_counter()
+        files = [c.folder / "run.trec" for c in components]
+        s = cond.settings
+        if cond.type == "rrf":
+            fused = fusion.rrf(files, rrf_k=int(s["rrf_k"]), depth=int(s["depth"]), k=self.spec.k)
+        else:
+            fused = fusion.interpolation(files, alpha=float(s["alpha"]), depth=int(s["depth"]), k=self.spec.k)
+        write_run(fused, folder / "run.trec", tag=cond.name, score_format=".8f")
+        times["fuse"] = time.perf_counter() - t
+        manifest["components"] = {c.condition.name: {"run_sha256": sha256_file(c.folder / "run.trec"),
+                                                     "metrics": c.metrics} for c in components}
+
+
+def reproduce(files: list[str | Path], output: str | Path, *, conditions: list[str] | None = None,
+              threads: int = 1, progress: bool = True, echo=print) -> list[Grade]:
+    """Run experiment files and grade them; returns every grade (``status`` OK / FAIL / UNCHECKED)."""
+    specs = [load_spec(f) for f in files]  # validate every file before running any
+    grades: list[Grade] = []
+    for spec in specs:
+        runner = Runner(spec, output, threads=threads, progress=progress)
+        names = [c for c in conditions if c in spec.conditions] if conditions else None
+        for result in runner.run(names):
+            for g in result.grades:
+                if g.expected is not None or g.metric == "nDCG@10":
+                    echo(g.line())
+            grades.extend(result.grades)
+    return grades
