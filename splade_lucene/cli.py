@@ -154,7 +154,8 @@ def _dispatch(args: argparse.Namespace, progress: bool) -> int:
                            query_max_length=args.query_max_length, batch_size=args.batch_size, fmt=args.format,
                            k=args.k, threads=args.threads, split=args.split,
                            remove_query=not args.keep_query_hits, overwrite=args.overwrite, progress=progress)
-        print(format_table(r.metrics, title=f"{Path(r.output)}: run {r.run_file.name}, index {r.index_dir.name}"))
+        print(format_table(r.metrics, title=f"{r.dataset.name} ({r.split} split), model {args.model or 'splade-tiny'}, "
+                                            f"scale {args.scale:g}: {r.run_file}, {r.index_dir}"))
     elif args.command == "reproduce":
         from .reproduce import reproduce
 

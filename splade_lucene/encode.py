@@ -215,7 +215,7 @@ class SpladeEncoder:
         return list(self.iter_encode(texts, max_length=max_length))
 
     def iter_encode(self, texts: Iterable[str], *, max_length: int | None = None,
-                    window: int = 4096) -> Iterator[SparseVector]:
+                    window: int = 256) -> Iterator[SparseVector]:
         """Stream vectors in input order; within a window, texts are batched by length to cut padding."""
         buffer: list[str] = []
         for text in texts:

@@ -70,6 +70,8 @@ def dataset_files(folder: Path, split: str = "test") -> tuple[Path, Path, Path]:
 
 @dataclass
 class ExperimentResult:
+    dataset: Path
+    split: str
     output: Path
     metrics: dict[str, float]
     run_file: Path
@@ -118,4 +120,4 @@ def run_experiment(dataset: str | Path | None = None, output: str | Path = "runs
     metrics = evaluate(qrels, read_run(run_file), remove_query=remove_query).metrics
     write_metrics(metrics, output / "metrics.json")
     (output / "timings.json").write_text(json.dumps(seconds, indent=2) + "\n")
-    return ExperimentResult(output, metrics, run_file, index_dir, seconds)
+    return ExperimentResult(folder, split, output, metrics, run_file, index_dir, seconds)

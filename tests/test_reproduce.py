@@ -1,0 +1,114 @@
+"""Experiment files, grading, the shipped experiments (run in full), determinism, table and plot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from splade_lucene.evaluate import METRICS
+from splade_lucene.reproduce import ExperimentFileError, Grade, load_spec, sha256_file
+
+REPO = Path(__file__).resolve().parent.parent
+SHIPPED = sorted((REPO / "scripts" / "experiments").glob("*.yaml"))
+CONDITIONS = ["bm25", "splade", "hybrid-rrf", "hybrid-linear"]
+
+
+def test_grading_to_four_decimals():
+    assert Grade("d", "c", "nDCG@10", 0.6789, 0.67894).status == "OK"
+    failed = Grade("d", "c", "nDCG@10", 0.6789, 0.67896)
+    assert failed.status == "FAIL"
+    assert failed.line() == "[FAIL] d/c nDCG@10: expected 0.6789, got 0.6790"
+    assert Grade("d", "c", "MAP", None, 0.5).status == "UNCHECKED"
+
+
+@pytest.mark.parametrize("body, message", [
+    ("dataset: x\n", "needs 'dataset' and a 'conditions' mapping"),
+    ("dataset: x\nconditions: {a: {type: dense}}\n", "condition 'a' needs 'type'"),
+    ("dataset: x\nconditions: {a: {type: bm25, k3: 1}}\n", r"unknown settings \['k3'\]"),
+    ("dataset: x\nconditions: {a: {type: bm25, expected: {P@5: 0.1}}}\n", r"unknown metrics \['P@5'\]"),
+    ("dataset: x\nconditions: {a: {type: bm25}, h: {type: rrf, runs: [a, b]}}\n", "needs 'runs'"),
+    ("dataset: x\ncondition: {}\nconditions: {}\n", r"unknown keys \['condition'\]"),
+    ("dataset: [x\n", "not valid YAML"),
+])
+def test_bad_experiment_files_are_refused_naming_the_file(tmp_path, body, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(body)
+    with pytest.raises(ExperimentFileError, match=f"bad.yaml: .*{message}"):
+        load_spec(path)
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_shipped_files_have_every_condition_and_expected_score(path):
+    spec = load_spec(path)
+    assert list(spec.conditions) == CONDITIONS
+    for cond in spec.conditions.values():
+        assert set(cond.expected) == set(METRICS), (path.name, cond.name)
+    assert [p.stem for p in SHIPPED] == ["cacm", "cranfield", "scifact"]
+
+
+def test_hybrid_settings_are_the_same_in_every_file():
+    settings = {p.stem: {n: c.settings for n, c in load_spec(p).conditions.items() if n.startswith("hybrid")}
+                for p in SHIPPED}
+    assert len({json.dumps(s, sort_keys=True) for s in settings.values()}) == 1
+
+
+@pytest.mark.slow
+def test_every_shipped_experiment_reproduces(reproduced):
+    out, proc, _ = reproduced
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-3000:]
+    assert "FAIL" not in proc.stdout
+    assert f"{len(SHIPPED) * len(CONDITIONS) * len(METRICS)} of {len(SHIPPED) * len(CONDITIONS) * len(METRICS)} " \
+           "checks OK" in proc.stdout
+    for dataset in ("scifact", "cranfield", "cacm"):
+        for cond in CONDITIONS:
+            assert (out / dataset / cond / "run.trec").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_bm25_reproduces_the_published_scifact_figures(reproduced):
+    out, _, _ = reproduced
+    metrics = json.loads((out / "scifact" / "bm25" / "metrics.json").read_text())
+    assert (round(metrics["nDCG@10"], 4), round(metrics["R@100"], 4), round(metrics["R@1000"], 4)) == \
+        (0.6789, 0.9253, 0.9767)
+
+
+@pytest.mark.slow
+def test_manifest_records_how_the_result_was_made(reproduced, datasets):
+    out, _, _ = reproduced
+    manifest = json.loads((out / "scifact" / "splade" / "manifest.json").read_text())
+    assert manifest["settings"]["scale"] == 100 and manifest["settings"]["model"] == "splade-tiny"
+    assert len(manifest["model"]["sha256"]) == 64
+    assert manifest["dataset"]["sha256"]["corpus.jsonl"] == sha256_file(datasets / "scifact" / "corpus.jsonl")
+    for key in ("pyserini", "anserini", "java", "torch", "transformers", "splade-lucene"):
+        assert manifest["versions"][key]
+    index = manifest["index"]
+    assert index["documents"] == 5183 and index["size_bytes"] > 1_000_000 and index["unique_terms"] > 10_000
+    assert 100 < index["mean_terms_per_document"] < 1000 and index["mean_terms_per_query"] > 5
+    assert index["mean_postings_per_query"] > index["mean_terms_per_query"]
+    assert set(manifest["seconds"]) >= {"encode", "index", "search", "evaluate"}
+    assert manifest["run_sha256"] == sha256_file(out / "scifact" / "splade" / "run.trec")
+    hybrid = json.loads((out / "scifact" / "hybrid-rrf" / "manifest.json").read_text())
+    assert hybrid["components"]["splade"]["run_sha256"] == manifest["run_sha256"]
+
+
+@pytest.mark.slow
+def test_rerun_gives_a_byte_identical_run_file(reproduced, scifact_cli_experiment):
+    # Two independent runs of the SciFact SPLADE experiment (reproduce, and the command line).
+    out, _, _ = reproduced
+    cli_out, proc = scifact_cli_experiment
+    assert proc.returncode == 0
+    assert sha256_file(out / "scifact" / "splade" / "run.trec") == sha256_file(cli_out / "run.trec")
+
+
+@pytest.mark.slow
+def test_report_regenerates_table_and_plot(reproduced):
+    out, _, report = reproduced
+    assert report.returncode == 0, report.stderr[-3000:]
+    table = (out / "results.md").read_text()
+    assert table.startswith("| collection | condition | nDCG@10 |")
+    assert len(table.splitlines()) == 2 + 3 * 4
+    assert "| scifact | bm25 | 0.6789 |" in table
+    png = (out / "results.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
