@@ -70,7 +70,7 @@ def main() -> int:
         where = out / f"scale-{scale:g}"
         if where.exists():
             shutil.rmtree(where)
-        write_vectors(docids, doc_vectors, where / "collection", encoder=encoder, scale=scale, progress=False)
+        write_vectors(zip(docids, doc_vectors), where / "collection", encoder=encoder, scale=scale, progress=False)
         built = build_index(where / "collection", where / "index", quiet=True)
         qenc = QueryEncoder(encoder=encoder, scale=scale)
         with Searcher(built.index_dir, qenc) as searcher:

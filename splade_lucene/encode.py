@@ -16,7 +16,7 @@ import importlib.metadata
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Iterable, Iterator, Literal, Sequence
+from typing import Iterable, Iterator, Literal, Sequence, TypeVar
 
 import numpy as np
 
@@ -26,6 +26,7 @@ DEFAULT_BATCH_SIZE = 32
 PROJECTION_CHUNK_ROWS = 2048
 
 Pooling = Literal["all", "no-special"]
+K = TypeVar("K")
 DEFAULT_MODEL = "splade-tiny"
 
 
@@ -217,14 +218,20 @@ class SpladeEncoder:
     def iter_encode(self, texts: Iterable[str], *, max_length: int | None = None,
                     window: int = 256) -> Iterator[SparseVector]:
         """Stream vectors in input order; within a window, texts are batched by length to cut padding."""
-        buffer: list[str] = []
-        for text in texts:
-            buffer.append(text)
+        for _, vector in self.iter_encode_keyed(((None, t) for t in texts), max_length=max_length, window=window):
+            yield vector
+
+    def iter_encode_keyed(self, items: Iterable[tuple[K, str]], *, max_length: int | None = None,
+                          window: int = 256) -> Iterator[tuple[K, SparseVector]]:
+        """Like :meth:`iter_encode` for (key, text) pairs; yields (key, vector), holding one window."""
+        buffer: list[tuple[K, str]] = []
+        for item in items:
+            buffer.append(item)
             if len(buffer) >= window:
-                yield from self._encode_window(buffer, max_length)
+                yield from zip((k for k, _ in buffer), self._encode_window([t for _, t in buffer], max_length))
                 buffer = []
         if buffer:
-            yield from self._encode_window(buffer, max_length)
+            yield from zip((k for k, _ in buffer), self._encode_window([t for _, t in buffer], max_length))
 
     def _encode_window(self, texts: list[str], max_length: int | None) -> list[SparseVector]:
         lengths = [len(t) for t in texts]
@@ -259,18 +266,20 @@ def encode_corpus(corpus: str | Path, output: str | Path, *, encoder: SpladeEnco
 
     The folder gets ``part-NNNNN.jsonl`` files and ``collection.meta`` (JSON: model, sha256 of its
     weights, scales, max lengths, pooling, format, counts), which the index build carries over. The
-    whole corpus is read and checked before anything is written; the folder appears only when complete.
+    corpus is streamed (memory does not grow with it) and checked as it is read; output goes to a
+    temporary folder that replaces ``output`` only when complete, so bad input leaves nothing there.
     """
-    from .collection import read_corpus
+    from .collection import count_lines, read_corpus
 
     corpus, output = Path(corpus), Path(output)
     _check_output(output, overwrite)
-    docs = list(read_corpus(corpus))
+    if not corpus.is_file():
+        raise FileNotFoundError(f"no such corpus file: {corpus}")
     encoder = encoder or SpladeEncoder()
-    vectors = encoder.iter_encode(d.text for d in docs)
-    return write_vectors([d.id for d in docs], vectors, output, encoder=encoder, scale=scale,
-                         query_scale=query_scale, fmt=fmt, query_max_length=query_max_length,
-                         query_model=query_model, corpus=corpus, overwrite=overwrite, progress=progress)
+    items = encoder.iter_encode_keyed((d.id, d.text) for d in read_corpus(corpus))
+    return write_vectors(items, output, encoder=encoder, scale=scale, query_scale=query_scale, fmt=fmt,
+                         query_max_length=query_max_length, query_model=query_model, corpus=corpus,
+                         overwrite=overwrite, progress=progress, total=count_lines(corpus))
 
 
 def _check_output(output: Path, overwrite: bool) -> None:
@@ -280,12 +289,13 @@ def _check_output(output: Path, overwrite: bool) -> None:
         raise FileExistsError(f"{output} already exists and is not empty; pass --overwrite to replace it")
 
 
-def write_vectors(docids: Sequence[str], vectors: Iterable[SparseVector], output: str | Path, *,
+def write_vectors(items: Iterable[tuple[str, SparseVector]], output: str | Path, *,
                   encoder: SpladeEncoder, scale: float | None = None, query_scale: float | None = None,
                   fmt: str = "vector", query_max_length: int | None = None, query_model: str | Path | None = None,
-                  corpus: str | Path | None = None, overwrite: bool = False,
-                  progress: bool = True) -> EncodeSummary:
-    """Quantize float vectors and write them, with ``collection.meta``, as a collection folder.
+                  corpus: str | Path | None = None, overwrite: bool = False, progress: bool = True,
+                  total: int | None = None) -> EncodeSummary:
+    """Quantize (doc id, float vector) pairs and write them, with ``collection.meta``, as a collection
+    folder; ``total`` (the expected count) only sizes the progress bar.
 
     ``query_model`` names a separate query encoder (default: the document model)."""
     import json
@@ -309,12 +319,16 @@ def write_vectors(docids: Sequence[str], vectors: Iterable[SparseVector], output
     if tmp.exists():
         shutil.rmtree(tmp)
     terms = encoder.id_to_term
-    with CollectionWriter(tmp, fmt) as writer, \
-            tqdm(total=len(docids), desc="encode", unit="doc", disable=not progress) as bar:
-        for docid, vec in zip(docids, vectors, strict=True):
-            ids, weights = quantize(vec.ids, vec.weights, scale)
-            writer.write(docid, {terms[i]: w for i, w in zip(ids.tolist(), weights.tolist())})
-            bar.update(1)
+    try:
+        with CollectionWriter(tmp, fmt) as writer, \
+                tqdm(total=total, desc="encode", unit="doc", disable=not progress) as bar:
+            for docid, vec in items:
+                ids, weights = quantize(vec.ids, vec.weights, scale)
+                writer.write(docid, {terms[i]: w for i, w in zip(ids.tolist(), weights.tolist())})
+                bar.update(1)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if query_model is None:
         query_name, query_sha = encoder.model_name, encoder.weights_sha256
     else:

@@ -8,6 +8,7 @@ from pathlib import Path
 from .evaluate import METRICS, read_qrels, read_run
 
 RECALL_DEPTHS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+TYPE_ORDER = {"bm25": 0, "splade": 1, "rrf": 2, "interpolation": 3}
 
 
 def collect(output: str | Path):
@@ -20,18 +21,17 @@ def collect(output: str | Path):
         manifest = json.loads((folder / "manifest.json").read_text())
         metrics = json.loads(metrics_file.read_text())
         index = manifest.get("index", {})
-        rows.append({"dataset": folder.parent.name, "condition": folder.name, **metrics,
+        rows.append({"dataset": folder.parent.name, "condition": folder.name,
+                     "order": (TYPE_ORDER.get(manifest.get("type"), len(TYPE_ORDER)), folder.name), **metrics,
                      "index_mb": index["size_bytes"] / 2**20 if "size_bytes" in index else None})
     if not rows:
         raise FileNotFoundError(f"no */*/metrics.json under {output}: run `splade-lucene reproduce` first")
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows).sort_values(["dataset", "order"], kind="mergesort")
+    return frame.drop(columns="order").reset_index(drop=True)
 
 
 def markdown_table(frame, metrics=METRICS) -> str:
     """Collections x conditions x metrics, conditions in the order they were run."""
-    order = list(dict.fromkeys(frame["condition"]))
-    frame = frame.assign(condition=frame["condition"].astype("category").cat.set_categories(order))
-    frame = frame.sort_values(["dataset", "condition"])
     cols = ["dataset", "condition", *metrics, "index_mb"]
     header = "| collection | condition | " + " | ".join(metrics) + " | index MB |"
     lines = [header, "|" + "---|" * len(cols)]
@@ -77,9 +77,9 @@ def plot(frame, output: str | Path, png: str | Path) -> None:
         ax.bar_label(bars, fmt="%.3f", fontsize=6, rotation=90, padding=2)
     ax.set_xticks([x + width * (len(conditions) - 1) / 2 for x in range(len(datasets))], datasets)
     ax.set_ylabel("nDCG@10")
-    ax.set_ylim(0, max(frame["nDCG@10"]) * 1.25)
+    ax.set_ylim(0, max(1.0, max(frame["nDCG@10"]) * 1.4))
     ax.set_title("nDCG@10 by condition")
-    ax.legend(fontsize=7, loc="upper right")
+    ax.legend(fontsize=7, loc="upper left", ncol=2)
     for ax, dataset in zip(axes[1:], datasets):
         for cond in conditions:
             folder = Path(output) / dataset / cond

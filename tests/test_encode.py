@@ -86,3 +86,29 @@ def test_not_a_masked_lm(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2", "n_layer": 1, "n_embd": 8, "n_head": 2}))
     with pytest.raises(ValueError, match=r"is not a masked language model \(model_type 'gpt2'\)"):
         SpladeEncoder(tmp_path)
+
+
+def test_bad_corpus_line_leaves_nothing_at_the_target(tmp_path, encoder):
+    from splade_lucene.collection import InputError
+    from splade_lucene.encode import encode_corpus
+
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(f'{{"_id": "{i}", "text": "document {i}"}}\n' for i in range(300)) + '{"_id": "x"\n')
+    with pytest.raises(InputError, match=r"corpus.jsonl:301: not valid JSON"):
+        encode_corpus(corpus, tmp_path / "out", encoder=encoder, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus.jsonl"]
+
+
+def test_encode_corpus_streams_in_input_order(tmp_path, encoder):
+    from splade_lucene.encode import encode_corpus
+
+    corpus = tmp_path / "corpus.jsonl"
+    texts = ["wing " * (i % 7 + 1) + f"flow {i}" for i in range(600)] + [""]
+    corpus.write_text("".join(json.dumps({"_id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(texts)))
+    summary = encode_corpus(corpus, tmp_path / "out", encoder=encoder, progress=False)
+    assert summary.documents == 601 and summary.empty_documents == 0
+    records = [json.loads(line) for line in (tmp_path / "out" / "part-00000.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in records] == [f"d{i}" for i in range(601)]
+    expected = encoder.encode([texts[5], texts[599]])
+    for rec, vec in zip([records[5], records[599]], expected):
+        assert rec["vector"] == {t: round(w * 100) for t, w in encoder.to_terms(vec).items() if round(w * 100) > 0}
