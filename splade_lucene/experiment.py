@@ -81,8 +81,9 @@ class ExperimentResult:
 
 def run_experiment(dataset: str | Path | None = None, output: str | Path = "runs/scifact", *,
                    model: str | Path | None = None, scale: float = DEFAULT_SCALE,
-                   query_scale: float | None = None, query_model: str | Path | None = None, max_length: int = DEFAULT_MAX_LENGTH,
-                   query_max_length: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
+                   query_scale: float | None = None, query_model: str | Path | None = None,
+                   max_length: int = DEFAULT_MAX_LENGTH,
+                   query_max_length: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE, dtype: str = "fp32",
                    fmt: str = "vector", k: int = DEFAULT_K, threads: int = 1, split: str = "test",
                    remove_query: bool = True, overwrite: bool = False, progress: bool = True) -> ExperimentResult:
     folder = find_dataset(dataset)
@@ -95,7 +96,7 @@ def run_experiment(dataset: str | Path | None = None, output: str | Path = "runs
     queries = [(qid, text) for qid, text in read_queries(queries_file) if qid in qrels]
     seconds: dict[str, float] = {}
 
-    encoder = SpladeEncoder(model, max_length=max_length, batch_size=batch_size)
+    encoder = SpladeEncoder(model, max_length=max_length, batch_size=batch_size, dtype=dtype)
     t = time.perf_counter()
     encode_corpus(corpus, output / "collection", encoder=encoder, scale=scale, query_scale=query_scale,
                   fmt=fmt, query_max_length=query_max_length, query_model=query_model, overwrite=True,

@@ -35,11 +35,11 @@ class QueryEncoder:
     """
 
     def __init__(self, model: str | Path | None = None, *, scale: float = DEFAULT_SCALE,
-                 max_length: int = DEFAULT_MAX_LENGTH, pooling: str = "all",
+                 max_length: int = DEFAULT_MAX_LENGTH, pooling: str = "all", dtype: str = "fp32",
                  encoder: SpladeEncoder | None = None):
         self.scale = check_scale(scale)
         self.max_length = int(max_length)
-        self.encoder = encoder or SpladeEncoder(model, max_length=max_length, pooling=pooling)
+        self.encoder = encoder or SpladeEncoder(model, max_length=max_length, pooling=pooling, dtype=dtype)
 
     @classmethod
     def from_index(cls, index_dir: str | Path, model: str | Path | None = None) -> "QueryEncoder":
@@ -48,7 +48,7 @@ class QueryEncoder:
         encoder = cls(model if model is not None else meta.get("query_model", meta.get("model")),
                       scale=meta.get("query_scale", meta["scale"]),
                       max_length=meta.get("query_max_length", DEFAULT_MAX_LENGTH),
-                      pooling=meta.get("pooling", "all"))
+                      pooling=meta.get("pooling", "all"), dtype=meta.get("dtype", "fp32"))
         encoder.check(meta)
         return encoder
 

@@ -112,3 +112,17 @@ def test_encode_corpus_streams_in_input_order(tmp_path, encoder):
     expected = encoder.encode([texts[5], texts[599]])
     for rec, vec in zip([records[5], records[599]], expected):
         assert rec["vector"] == {t: round(w * 100) for t, w in encoder.to_terms(vec).items() if round(w * 100) > 0}
+
+
+def test_bf16_projection_stays_close(datasets, encoder):
+    docs = [d.text for d in read_corpus(datasets / "scifact" / "corpus.jsonl")][:24]
+    ref = plain_splade(encoder, docs)
+    fast = SpladeEncoder(dtype="bf16").encode(docs)
+    q_fast = np.stack([quantize_array(dense(v, encoder.vocab_size), 100) for v in fast])
+    q_ref = quantize_array(ref, 100)
+    nonzero = (q_fast > 0) | (q_ref > 0)
+    share = (q_fast[nonzero] == q_ref[nonzero]).mean()
+    assert 0.5 < share < 1.0  # close, and not silently the fp32 path
+    assert np.abs(q_fast - q_ref).max() <= 5
+    with pytest.raises(ValueError, match=r"dtype must be one of \('fp32', 'bf16'\)"):
+        SpladeEncoder(dtype="fp16")
