@@ -131,6 +131,28 @@ def child(args) -> None:
     print("RESULT " + json.dumps(result), flush=True)
 
 
+def streaming_child(args) -> None:
+    """encode_corpus on the first N SciFact documents (written to a temporary corpus); peak RSS."""
+    import torch
+
+    from splade_lucene.encode import SpladeEncoder, encode_corpus
+    from splade_lucene.experiment import find_dataset
+
+    torch.set_num_threads(args.threads)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-stream-"))
+    with open(find_dataset(None, "scifact") / "corpus.jsonl", encoding="utf-8") as src, \
+            open(tmp / "corpus.jsonl", "w", encoding="utf-8") as dst:
+        for i, line in enumerate(src):
+            if i == args.docs:
+                break
+            dst.write(line)
+    start = time.perf_counter()
+    summary = encode_corpus(tmp / "corpus.jsonl", tmp / "collection", progress=False,
+                            encoder=SpladeEncoder(max_length=args.max_length))
+    print("RESULT " + json.dumps({"docs": summary.documents, "seconds": [time.perf_counter() - start],
+                                  "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}), flush=True)
+
+
 def run_child(encoder: str, model: str, max_length: int, docs: int, reps: int, threads: int,
               vectors_out: str | None = None) -> dict | None:
     cmd = [sys.executable, __file__, "--child", "--encoder", encoder, "--model", model, "--max-length",
@@ -183,6 +205,8 @@ def main() -> int:
     ap.add_argument("--encoders", default="ours,ours-bf16,pyserini,plain,sentence-transformers")
     ap.add_argument("--base-docs", type=int, default=200, help="documents for the BERT-base-shaped model")
     ap.add_argument("--skip-base", action="store_true")
+    ap.add_argument("--stream-docs", type=int, default=1000,
+                    help="streaming check: encode_corpus on N and 4N documents, peak memory of each")
     # child mode
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--encoder", help=argparse.SUPPRESS)
@@ -191,7 +215,7 @@ def main() -> int:
     ap.add_argument("--vectors-out", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        child(args)
+        streaming_child(args) if args.encoder == "stream" else child(args)
         return 0
 
     from splade_lucene.encode import default_model_path
@@ -235,6 +259,20 @@ def main() -> int:
                 worst = row["max_weight_diff"] if row["max_weight_diff"] is not None else "-"
                 print(f"| {row['encoder']} | {row['docs_per_s']:.1f} | {ratio} | {row['peak_mb']:.0f} | {ident} | "
                       f"{worst} |", flush=True)
+    if args.stream_docs:
+        print(f"\nstreaming: encode_corpus (SPLADE-tiny, max length 512) on N and 4N SciFact documents")
+        print("| documents | seconds | peak MB |\n|---|---|---|")
+        peaks = []
+        for n in (args.stream_docs, 4 * args.stream_docs):
+            r = run_child("stream", str(tiny), 512, n, 1, args.threads)
+            if r:
+                peaks.append(r["peak_mb"])
+                rows.append({"model": "splade-tiny", "max_length": 512, "encoder": f"ours-encode-corpus-{r['docs']}",
+                             "docs_per_s": r["docs"] / r["seconds"][0], "peak_mb": r["peak_mb"],
+                             "identical_pairs": None})
+                print(f"| {r['docs']} | {r['seconds'][0]:.1f} | {r['peak_mb']:.0f} |", flush=True)
+        if len(peaks) == 2:
+            print(f"peak at 4N / peak at N: {peaks[1] / peaks[0]:.3f}")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")

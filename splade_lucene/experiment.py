@@ -60,11 +60,10 @@ def dataset_files(folder: Path, split: str = "test") -> tuple[Path, Path, Path]:
     queries = next((folder / n for n in ("queries.jsonl", "queries.jsonl.gz", "queries.tsv")
                     if (folder / n).is_file()), None)
     qrels = folder / "qrels" / f"{split}.tsv"
-    missing = [str(p) for p, n in ((corpus, "corpus.jsonl"), (queries, "queries.jsonl"), (qrels, None))
-               if p is None or not Path(p).is_file()]
-    if corpus is None or queries is None or not qrels.is_file():
-        raise FileNotFoundError(f"{folder} is not a BEIR dataset folder: need corpus.jsonl, queries.jsonl and "
-                                f"qrels/{split}.tsv ({len(missing)} missing)")
+    missing = [name for name, path in (("corpus.jsonl", corpus), ("queries.jsonl", queries),
+                                       (f"qrels/{split}.tsv", qrels)) if path is None or not path.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{folder} is not a BEIR dataset folder: missing {', '.join(missing)}")
     return corpus, queries, qrels
 
 

@@ -31,11 +31,11 @@ DEFAULT_INDEX_ROOT = Path("indexes")
 _BUILDING = ".building-"
 
 
-class IndexError_(RuntimeError):
+class IndexBuildError(RuntimeError):
     """An index that cannot be built or opened as asked."""
 
 
-class IncompatibleIndexError(IndexError_):
+class IncompatibleIndexError(IndexBuildError):
     """The index was built with another model or scale than the one asked for."""
 
 
@@ -49,7 +49,7 @@ def read_collection_metadata(collection: str | Path) -> dict:
 def read_metadata(index_dir: str | Path) -> dict:
     path = Path(index_dir) / METADATA_FILE
     if not path.is_file():
-        raise IndexError_(f"{index_dir} has no {METADATA_FILE}: it was not built by splade-lucene "
+        raise IndexBuildError(f"{index_dir} has no {METADATA_FILE}: it was not built by splade-lucene "
                           "(use Pyserini's LuceneImpactSearcher for foreign indexes)")
     return json.loads(path.read_text())
 
@@ -158,7 +158,7 @@ def build_index(collection: str | Path, index_dir: str | Path | None = None, *, 
         raise FileNotFoundError(f"collection folder {collection} does not exist")
     files = collection_files(collection)
     if not files:
-        raise IndexError_(f"{collection} holds no .jsonl collection files")
+        raise IndexBuildError(f"{collection} holds no .jsonl collection files")
     meta = read_collection_metadata(collection)
     fmt = meta.get("format") or _sniff_format(files[0])
     expected = meta.get("documents")
@@ -181,7 +181,7 @@ def build_index(collection: str | Path, index_dir: str | Path | None = None, *, 
         _run_indexer(cmd, expected, quiet=quiet)
         stats = lucene_stats(tmp)
         if stats["documents"] != expected:
-            raise IndexError_(f"Anserini indexed {stats['documents']} documents but the collection {collection} "
+            raise IndexBuildError(f"Anserini indexed {stats['documents']} documents but the collection {collection} "
                               f"has {expected}; the index was not kept")
         metadata = {
             **{k: v for k, v in meta.items() if k not in ("documents",)},
@@ -236,7 +236,7 @@ def _run_indexer(cmd: list[str], expected: int, *, quiet: bool) -> None:
             bar.update(expected - bar.n)
     if rc != 0:
         tail = "\n".join(log[-20:])
-        raise IndexError_(f"Anserini's indexer failed (exit {rc}):\n{tail}")
+        raise IndexBuildError(f"Anserini's indexer failed (exit {rc}):\n{tail}")
 
 
 def _indexed_count(line: str) -> int | None:

@@ -168,6 +168,7 @@ class Runner:
         self.folder = _dataset_folder(spec)
         self.name = Path(spec.dataset).name
         self.corpus, self.queries_file, self.qrels_file = dataset_files(self.folder, spec.split)
+        self.qrels = read_qrels(self.qrels_file)
         self.output = Path(output) / self.name
         self.threads = threads
         self.progress = progress
@@ -197,7 +198,7 @@ class Runner:
         if folder.exists():
             shutil.rmtree(folder)
         folder.mkdir(parents=True)
-        qrels = read_qrels(self.qrels_file)
+        qrels = self.qrels
         manifest: dict = {"condition": name, "type": cond.type, "settings": cond.settings, "k": self.spec.k,
                           "remove_query": self.spec.remove_query, "experiment_file": str(self.spec.path),
                           "dataset": self.dataset_manifest()}
@@ -205,7 +206,7 @@ class Runner:
         if cond.type == "splade":
             self._splade(cond, folder, manifest, times)
         elif cond.type == "bm25":
-            self._bm25(cond, folder, qrels, manifest, times)
+            self._bm25(cond, folder, manifest, times)
         else:
             components = [self._run(r) for r in cond.settings["runs"]]
             self._fuse(cond, folder, components, manifest, times)
@@ -227,8 +228,7 @@ class Runner:
     def _judged_queries(self) -> list[tuple[str, str]]:
         from .collection import read_queries
 
-        qrels = read_qrels(self.qrels_file)
-        return [(q, t) for q, t in read_queries(self.queries_file) if q in qrels]
+        return [(q, t) for q, t in read_queries(self.queries_file) if q in self.qrels]
 
     def _splade(self, cond: Condition, folder: Path, manifest: dict, times: dict) -> None:
         from .experiment import run_experiment
@@ -258,7 +258,7 @@ class Runner:
             "anserini_command": meta["anserini_command"],
         }
 
-    def _bm25(self, cond: Condition, folder: Path, qrels, manifest: dict, times: dict) -> None:
+    def _bm25(self, cond: Condition, folder: Path, manifest: dict, times: dict) -> None:
         from .bm25 import BM25Searcher, build_bm25_index
         from .index import document_frequencies
         from .search import write_run

@@ -48,3 +48,11 @@ def test_missing_dataset_says_how_to_provide_one(monkeypatch, tmp_path):
     monkeypatch.setenv("SPLADE_LUCENE_DATA", str(tmp_path))
     with pytest.raises(FileNotFoundError, match="pass --dataset DIR .* set SPLADE_LUCENE_DATA"):
         find_dataset()
+
+
+def test_incomplete_dataset_folder_names_what_is_missing(tmp_path):
+    from splade_lucene.experiment import dataset_files
+
+    (tmp_path / "corpus.jsonl").write_text('{"_id": "1", "text": "x"}\n')
+    with pytest.raises(FileNotFoundError, match=r"not a BEIR dataset folder: missing queries.jsonl, qrels/test.tsv"):
+        dataset_files(tmp_path)
