@@ -140,12 +140,17 @@ def streaming_child(args) -> None:
 
     torch.set_num_threads(args.threads)
     tmp = Path(tempfile.mkdtemp(prefix="bench-stream-"))
-    with open(find_dataset(None, "scifact") / "corpus.jsonl", encoding="utf-8") as src, \
-            open(tmp / "corpus.jsonl", "w", encoding="utf-8") as dst:
-        for i, line in enumerate(src):
-            if i == args.docs:
+    # The first BASE documents, repeated with new ids up to N: every copy has the same lengths, so a
+    # growth of peak memory with N could only come from the corpus size itself.
+    base = []
+    with open(find_dataset(None, "scifact") / "corpus.jsonl", encoding="utf-8") as src:
+        for line in src:
+            base.append(json.loads(line))
+            if len(base) == args.stream_base:
                 break
-            dst.write(line)
+    with open(tmp / "corpus.jsonl", "w", encoding="utf-8") as dst:
+        for i in range(args.docs):
+            dst.write(json.dumps({**base[i % len(base)], "_id": f"d{i}"}) + "\n")
     start = time.perf_counter()
     summary = encode_corpus(tmp / "corpus.jsonl", tmp / "collection", progress=False,
                             encoder=SpladeEncoder(max_length=args.max_length))
@@ -154,9 +159,10 @@ def streaming_child(args) -> None:
 
 
 def run_child(encoder: str, model: str, max_length: int, docs: int, reps: int, threads: int,
-              vectors_out: str | None = None) -> dict | None:
+              vectors_out: str | None = None, stream_base: int = 0) -> dict | None:
     cmd = [sys.executable, __file__, "--child", "--encoder", encoder, "--model", model, "--max-length",
-           str(max_length), "--docs", str(docs), "--reps", str(reps), "--threads", str(threads)]
+           str(max_length), "--docs", str(docs), "--reps", str(reps), "--threads", str(threads),
+           "--stream-base", str(stream_base)]
     if vectors_out:
         cmd += ["--vectors-out", vectors_out]
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -213,6 +219,8 @@ def main() -> int:
     ap.add_argument("--model", help=argparse.SUPPRESS)
     ap.add_argument("--max-length", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--vectors-out", help=argparse.SUPPRESS)
+    ap.add_argument("--stream-base", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--stream-only", action="store_true", help="only the streaming-memory check")
     args = ap.parse_args()
     if args.child:
         streaming_child(args) if args.encoder == "stream" else child(args)
@@ -224,8 +232,8 @@ def main() -> int:
     encoders = args.encoders.split(",")
     rows = []
     tmp = Path(tempfile.mkdtemp(prefix="bench-encode-"))
-    models = [("splade-tiny", str(tiny), args.docs)]
-    if not args.skip_base:
+    models = [] if args.stream_only else [("splade-tiny", str(tiny), args.docs)]
+    if not args.skip_base and not args.stream_only:
         models.append(("bert-base-shape", str(bert_base_shape(tmp / "bert-base-shape", tiny)), args.base_docs))
     for label, path, docs in models:
         for max_length in [int(x) for x in args.max_lengths.split(",")]:
@@ -260,11 +268,12 @@ def main() -> int:
                 print(f"| {row['encoder']} | {row['docs_per_s']:.1f} | {ratio} | {row['peak_mb']:.0f} | {ident} | "
                       f"{worst} |", flush=True)
     if args.stream_docs:
-        print(f"\nstreaming: encode_corpus (SPLADE-tiny, max length 512) on N and 4N SciFact documents")
+        print(f"\nstreaming: encode_corpus (SPLADE-tiny, max length 512) on the first N SciFact documents, "
+              f"and on the same N repeated 4 times (new ids)")
         print("| documents | seconds | peak MB |\n|---|---|---|")
         peaks = []
         for n in (args.stream_docs, 4 * args.stream_docs):
-            r = run_child("stream", str(tiny), 512, n, 1, args.threads)
+            r = run_child("stream", str(tiny), 512, n, 1, args.threads, stream_base=args.stream_docs)
             if r:
                 peaks.append(r["peak_mb"])
                 rows.append({"model": "splade-tiny", "max_length": 512, "encoder": f"ours-encode-corpus-{r['docs']}",
