@@ -332,9 +332,7 @@ def encode_corpus(corpus: str | Path, output: str | Path, *, encoder: SpladeEnco
 
 
 def _check_output(output: Path, overwrite: bool) -> None:
-    from .collection import collection_files
-
-    if output.exists() and not overwrite and (collection_files(output) or any(output.iterdir())):
+    if output.exists() and not overwrite and any(output.iterdir()):
         raise FileExistsError(f"{output} already exists and is not empty; pass --overwrite to replace it")
 
 

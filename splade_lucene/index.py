@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,15 +73,28 @@ def anserini_command(collection: str | Path, index_dir: str | Path, *, fmt: str,
     ]
 
 
-def lucene_stats(index_dir: str | Path, field: str = "contents") -> dict:
-    """Document count and term statistics read from the Lucene index in this process."""
+@contextmanager
+def _lucene_reader(index_dir: str | Path):
+    """A Lucene DirectoryReader on the index, in this process's JVM, closed on exit."""
     _java.ensure_jvm()
-    from jnius import autoclass, cast
+    from jnius import autoclass
 
     paths = autoclass("java.nio.file.Paths")
     directory = autoclass("org.apache.lucene.store.FSDirectory").open(paths.get(str(Path(index_dir).resolve())))
     reader = autoclass("org.apache.lucene.index.DirectoryReader").open(directory)
     try:
+        yield reader
+    finally:
+        reader.close()
+        directory.close()
+
+
+def lucene_stats(index_dir: str | Path, field: str = "contents") -> dict:
+    """Document count and term statistics read from the Lucene index in this process."""
+    _java.ensure_jvm()  # before the first jnius import
+    from jnius import autoclass, cast
+
+    with _lucene_reader(index_dir) as reader:
         terms = autoclass("org.apache.lucene.index.MultiTerms").getTerms(
             cast("org.apache.lucene.index.IndexReader", reader), field)
         return {
@@ -89,25 +103,16 @@ def lucene_stats(index_dir: str | Path, field: str = "contents") -> dict:
             "postings": int(terms.getSumDocFreq()) if terms is not None else 0,
             "total_impact": int(terms.getSumTotalTermFreq()) if terms is not None else 0,
         }
-    finally:
-        reader.close()
-        directory.close()
 
 
 def document_frequencies(index_dir: str | Path, terms, field: str = "contents") -> dict[str, int]:
     """Lucene document frequency of each term (0 where absent)."""
-    _java.ensure_jvm()
+    _java.ensure_jvm()  # before the first jnius import
     from jnius import autoclass
 
-    paths = autoclass("java.nio.file.Paths")
     term_cls = autoclass("org.apache.lucene.index.Term")
-    directory = autoclass("org.apache.lucene.store.FSDirectory").open(paths.get(str(Path(index_dir).resolve())))
-    reader = autoclass("org.apache.lucene.index.DirectoryReader").open(directory)
-    try:
+    with _lucene_reader(index_dir) as reader:
         return {t: int(reader.docFreq(term_cls(field, t))) for t in terms}
-    finally:
-        reader.close()
-        directory.close()
 
 
 def _clean_stale_builds(target: Path) -> None:

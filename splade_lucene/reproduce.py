@@ -198,7 +198,6 @@ class Runner:
         if folder.exists():
             shutil.rmtree(folder)
         folder.mkdir(parents=True)
-        qrels = self.qrels
         manifest: dict = {"condition": name, "type": cond.type, "settings": cond.settings, "k": self.spec.k,
                           "remove_query": self.spec.remove_query, "experiment_file": str(self.spec.path),
                           "dataset": self.dataset_manifest()}
@@ -211,7 +210,7 @@ class Runner:
             components = [self._run(r) for r in cond.settings["runs"]]
             self._fuse(cond, folder, components, manifest, times)
         t = time.perf_counter()
-        metrics = evaluate(qrels, read_run(folder / "run.trec"), remove_query=self.spec.remove_query,
+        metrics = evaluate(self.qrels, read_run(folder / "run.trec"), remove_query=self.spec.remove_query,
                            warn=False).metrics
         times["evaluate"] = time.perf_counter() - t
         write_metrics(metrics, folder / "metrics.json")
