@@ -27,6 +27,7 @@ from pathlib import Path
 
 BATCH_SIZE = 32
 SCALE = 100
+DEVICE = "cpu"  # set from --device in each child
 
 
 def load_texts(n: int) -> list[str]:
@@ -48,7 +49,7 @@ def run_ours(model: str, texts, max_length: int, variant: str):
     from splade_lucene.quantize import quantize_terms
 
     kwargs = {"dtype": "bf16"} if variant == "ours-bf16" else {}
-    enc = SpladeEncoder(model, max_length=max_length, batch_size=BATCH_SIZE, **kwargs)
+    enc = SpladeEncoder(model, max_length=max_length, batch_size=BATCH_SIZE, device=DEVICE, **kwargs)
 
     def encode(batch):
         return [quantize_terms(enc.to_terms(v), SCALE) for v in enc.encode(batch)]
@@ -59,7 +60,7 @@ def run_pyserini(model: str, texts, max_length: int, variant: str):
     import splade_lucene  # noqa: F401  (Java set-up before pyserini)
     from pyserini.encode import SpladeDocumentEncoder
 
-    enc = SpladeDocumentEncoder(model, device="cpu")
+    enc = SpladeDocumentEncoder(model, device=DEVICE)
 
     def encode(batch):
         out = []
@@ -74,7 +75,7 @@ def run_plain(model: str, texts, max_length: int, variant: str):
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model)
-    mlm = AutoModelForMaskedLM.from_pretrained(model).eval()
+    mlm = AutoModelForMaskedLM.from_pretrained(model).eval().to(DEVICE)
     vocab = tok.convert_ids_to_tokens(list(range(mlm.config.vocab_size)))
     special = tok.all_special_ids
 
@@ -82,12 +83,12 @@ def run_plain(model: str, texts, max_length: int, variant: str):
         out = []
         for start in range(0, len(batch), BATCH_SIZE):
             inputs = tok(batch[start:start + BATCH_SIZE], max_length=max_length, truncation=True, padding=True,
-                         return_tensors="pt")
+                         return_tensors="pt").to(DEVICE)
             with torch.inference_mode():
                 logits = mlm(**inputs).logits
             values, _ = torch.max(torch.log(1 + torch.relu(logits)) * inputs["attention_mask"].unsqueeze(-1), dim=1)
             values[:, special] = 0
-            for row in values.numpy():
+            for row in values.cpu().numpy():
                 ids = row.nonzero()[0]
                 q = {vocab[i]: round(float(row[i]) * SCALE) for i in ids}
                 out.append({t: w for t, w in q.items() if w > 0})
@@ -100,7 +101,7 @@ def run_st(model: str, texts, max_length: int, variant: str):
     from sentence_transformers.sparse_encoder.models import MLMTransformer, SpladePooling
 
     mlm = MLMTransformer(model, max_seq_length=max_length)
-    enc = SparseEncoder(modules=[mlm, SpladePooling(pooling_strategy="max")], device="cpu")
+    enc = SparseEncoder(modules=[mlm, SpladePooling(pooling_strategy="max")], device=DEVICE)
 
     def encode(batch):
         return enc.encode_document(batch, batch_size=BATCH_SIZE, convert_to_tensor=True)
@@ -115,6 +116,8 @@ def child(args) -> None:
     """Run one encoder; print a JSON line with its timings, peak memory and (optionally) vectors."""
     import torch
 
+    global DEVICE
+    DEVICE = args.device
     torch.set_num_threads(args.threads)
     texts = load_texts(args.docs)
     encode = RUNNERS[args.encoder](args.model, texts, args.max_length, args.encoder)
@@ -126,6 +129,8 @@ def child(args) -> None:
         times.append(time.perf_counter() - start)
     result = {"seconds": times, "docs": len(texts),
               "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if DEVICE.startswith("cuda"):
+        result["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
     if args.vectors_out and isinstance(vectors, list):
         Path(args.vectors_out).write_text(json.dumps(vectors))
     print("RESULT " + json.dumps(result), flush=True)
@@ -162,7 +167,7 @@ def run_child(encoder: str, model: str, max_length: int, docs: int, reps: int, t
               vectors_out: str | None = None, stream_base: int = 0) -> dict | None:
     cmd = [sys.executable, __file__, "--child", "--encoder", encoder, "--model", model, "--max-length",
            str(max_length), "--docs", str(docs), "--reps", str(reps), "--threads", str(threads),
-           "--stream-base", str(stream_base)]
+           "--stream-base", str(stream_base), "--device", DEVICE]
     if vectors_out:
         cmd += ["--vectors-out", vectors_out]
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -214,6 +219,8 @@ def main() -> int:
     ap.add_argument("--stream-docs", type=int, default=1000,
                     help="streaming check: encode_corpus on N and 4N documents, peak memory of each")
     # child mode
+    ap.add_argument("--device", default="cpu", help="cpu (default) or cuda: every encoder runs there")
+    ap.add_argument("--tiny-model", default=None, help="SPLADE-tiny folder (default: the installed one)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--encoder", help=argparse.SUPPRESS)
     ap.add_argument("--model", help=argparse.SUPPRESS)
@@ -222,13 +229,15 @@ def main() -> int:
     ap.add_argument("--stream-base", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--stream-only", action="store_true", help="only the streaming-memory check")
     args = ap.parse_args()
+    global DEVICE
+    DEVICE = args.device
     if args.child:
         streaming_child(args) if args.encoder == "stream" else child(args)
         return 0
 
     from splade_lucene.encode import default_model_path
 
-    tiny = default_model_path()
+    tiny = Path(args.tiny_model) if args.tiny_model else default_model_path()
     encoders = args.encoders.split(",")
     rows = []
     tmp = Path(tempfile.mkdtemp(prefix="bench-encode-"))
@@ -237,7 +246,7 @@ def main() -> int:
         models.append(("bert-base-shape", str(bert_base_shape(tmp / "bert-base-shape", tiny)), args.base_docs))
     for label, path, docs in models:
         for max_length in [int(x) for x in args.max_lengths.split(",")]:
-            print(f"\n{label}, max length {max_length}, {docs} SciFact documents, {args.threads} threads, "
+            print(f"\n{label}, max length {max_length}, {docs} SciFact documents, {DEVICE}, {args.threads} threads, "
                   f"batch {BATCH_SIZE}, median of {args.reps}", flush=True)
             results, vectors = {}, {}
             for enc in encoders:
@@ -258,15 +267,18 @@ def main() -> int:
                     ident, worst = agreement(vectors[enc], vectors["plain"])
                 rows.append({"model": label, "max_length": max_length, "encoder": enc, "docs_per_s": dps,
                              "peak_mb": r["peak_mb"], "identical_pairs": ident, "max_weight_diff": worst,
-                             "seconds": r["seconds"]})
-            print(f"| encoder | docs/s | ours / it | peak MB | identical (term, weight) pairs vs plain | "
-                  f"largest diff |\n|---|---|---|---|---|---|")
+                             "seconds": r["seconds"], "device": DEVICE, "peak_gpu_mb": r.get("peak_gpu_mb")})
+            gpu = DEVICE != "cpu"
+            print(f"| encoder | docs/s | ours / it | peak MB |{' peak GPU MB |' if gpu else ''} "
+                  f"identical (term, weight) pairs vs plain | largest diff |\n"
+                  f"|---|---|---|---|{'---|' if gpu else ''}---|---|")
             for row in [r for r in rows if r["model"] == label and r["max_length"] == max_length]:
                 ratio = f"{ours_speed / row['docs_per_s']:.2f}x" if ours_speed else "-"
                 ident = f"{row['identical_pairs'] * 100:.3f}%" if row["identical_pairs"] is not None else "-"
                 worst = row["max_weight_diff"] if row["max_weight_diff"] is not None else "-"
-                print(f"| {row['encoder']} | {row['docs_per_s']:.1f} | {ratio} | {row['peak_mb']:.0f} | {ident} | "
-                      f"{worst} |", flush=True)
+                gpu_mb = f" {row['peak_gpu_mb']:.0f} |" if gpu else ""
+                print(f"| {row['encoder']} | {row['docs_per_s']:.1f} | {ratio} | {row['peak_mb']:.0f} |{gpu_mb} "
+                      f"{ident} | {worst} |", flush=True)
     if args.stream_docs:
         print(f"\nstreaming: encode_corpus (SPLADE-tiny, max length 512) on the first N SciFact documents, "
               f"and on the same N repeated 4 times (new ids)")

@@ -16,31 +16,13 @@ import shutil
 import sys
 from pathlib import Path
 
-import numpy as np
-import scipy.sparse as sp
-
 import splade_lucene  # noqa: F401  (Java set-up)
 from splade_lucene.collection import read_corpus, read_queries
 from splade_lucene.encode import SpladeEncoder, write_vectors
 from splade_lucene.evaluate import evaluate, read_qrels
 from splade_lucene.experiment import dataset_files, find_dataset
 from splade_lucene.index import build_index
-from splade_lucene.search import Hit, QueryEncoder, Searcher
-
-
-def float_run(encoder, doc_vectors, docids, query_vectors, qids, k=1000):
-    def matrix(vectors):
-        rows = np.concatenate([np.full(len(v), i) for i, v in enumerate(vectors)])
-        cols = np.concatenate([v.ids for v in vectors])
-        vals = np.concatenate([v.weights for v in vectors]).astype(np.float64)
-        return sp.csr_matrix((vals, (rows, cols)), shape=(len(vectors), encoder.vocab_size))
-
-    scores = (matrix(query_vectors) @ matrix(doc_vectors).T).toarray()
-    run = {}
-    for i, qid in enumerate(qids):
-        top = np.argsort(-scores[i], kind="stable")[:k]
-        run[qid] = [(docids[j], float(scores[i, j])) for j in top if scores[i, j] > 0]
-    return run
+from splade_lucene.search import QueryEncoder, Searcher, exact_search, vectors_matrix
 
 
 def main() -> int:
@@ -63,7 +45,10 @@ def main() -> int:
     qids = [q for q, _ in queries]
 
     rows = []
-    ref = evaluate(qrels, float_run(encoder, doc_vectors, docids, query_vectors, qids), remove_query=True).metrics
+    exact = exact_search(vectors_matrix(query_vectors, encoder.vocab_size),
+                         vectors_matrix(doc_vectors, encoder.vocab_size), qids, docids)
+    ref = evaluate(qrels, {q: [(h.docid, h.score) for h in hits] for q, hits in exact.items()},
+                   remove_query=True).metrics
     rows.append({"scale": "float (brute force)", **ref, "index_mb": None, "postings_per_doc": None})
     out = Path(args.output)
     for scale in [float(s) for s in args.scales.split(",")]:

@@ -118,7 +118,10 @@ def prepare() -> None:
         configure_environment()
     except JavaNotFoundError:
         pass
-    import jnius_config
+    try:
+        import jnius_config
+    except ImportError:  # pyjnius is a dependency; without it only the Java-free stages (encoding) work
+        return
 
     if getattr(jnius_config.add_options, "_splade_lucene", False):
         return

@@ -27,6 +27,12 @@ PROJECTION_CHUNK_ROWS = 2048
 # Fused BERT head: vocabulary columns per block; one text's block of logits (<= 512 x 4096 floats)
 # stays in cache and is reduced to its max at once, so the full logits never exist.
 VOCAB_BLOCK = 4096
+# Fused BERT head: each text's rows are padded to a multiple of this, and batches to a multiple of
+# SEQ_BUCKET positions, so the math kernels see few distinct shapes: oneDNN keeps a compiled kernel
+# per shape, and without buckets its cache grows with the corpus (measured: 1.08 GB peak for 1,000
+# SciFact documents, 1.41 GB for the same documents four times).
+ROW_BUCKET = 32
+SEQ_BUCKET = 32
 DTYPES = ("fp32", "bf16")
 
 Pooling = Literal["all", "no-special"]
@@ -107,6 +113,40 @@ def splade_max_pool(rows, row_owner, n_texts: int):
     return torch.log1p(out)
 
 
+def _check_device(device):
+    """A torch.device, or a clear error when the asked-for accelerator is not there."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'mps', not {device!r}") from exc
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} asked for, but torch sees no CUDA GPU here; use 'cpu'")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r} asked for, but torch sees {torch.cuda.device_count()} GPU(s)")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {device!r} asked for, but MPS is not available here; use 'cpu'")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'mps', not {device!r}")
+    return dev
+
+
+def _pad_rows(rows, multiple: int):
+    """``rows`` with copies of its first row appended up to a multiple of ``multiple`` rows.
+
+    A max over the rows is unchanged; empty inputs are returned as they are.
+    """
+    n = rows.shape[0]
+    extra = -n % multiple
+    if n == 0 or extra == 0:
+        return rows
+    import torch
+
+    return torch.cat([rows, rows[:1].expand(extra, -1)])
+
+
 def dense_to_sparse(dense: np.ndarray, drop_ids: np.ndarray) -> list[SparseVector]:
     """Rows of a (B, V) array to sparse vectors, removing the ``drop_ids`` columns."""
     dense = dense.copy()
@@ -125,8 +165,10 @@ class SpladeEncoder:
     ``pooling``: ``"all"`` pools every real position, [CLS] and [SEP] included (naver/splade,
     Pyserini); ``"no-special"`` pools only the text's own tokens. Either way special tokens never
     appear in an output vector.
-    ``dtype``: ``"fp32"`` (default) or ``"bf16"`` for the vocabulary projection (faster on CPUs with
-    bf16 instructions; weights differ slightly, see the README's performance section).
+    ``dtype``: ``"fp32"`` (default) or ``"bf16"``: on a CPU the vocabulary projection runs in bf16
+    (faster on CPUs with bf16 instructions); on a GPU the whole model does. Weights differ slightly,
+    see the README's performance section.
+    ``device``: ``"cpu"`` (default), ``"cuda"``, ``"cuda:N"`` or ``"mps"``; nothing needs a GPU.
     """
 
     def __init__(
@@ -147,11 +189,11 @@ class SpladeEncoder:
             raise ValueError(f"max_length must be at least 2, not {max_length}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+        self.device = _check_device(device)
         self.model_name, self.model_path = resolve_model(model)
         self.max_length = int(max_length)
         self.batch_size = int(batch_size)
         self.pooling = pooling
-        self.device = device
         self.dtype = dtype
         self._load()
 
@@ -177,6 +219,9 @@ class SpladeEncoder:
             raise ValueError(f"{self.model_path} is not a masked language model "
                              f"(model_type {config.model_type!r}); SPLADE needs one: {exc}") from exc
         self.model.eval().to(self.device)
+        self._on_gpu = self.device.type != "cpu"
+        if self._on_gpu and self.dtype == "bf16":
+            self.model.to(torch.bfloat16)
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
         self.vocab_size = int(self.model.get_output_embeddings().weight.shape[0])
         self._special_ids = np.array(sorted(set(self.tokenizer.all_special_ids)), dtype=np.int64)
@@ -210,8 +255,10 @@ class SpladeEncoder:
         return model_weights_sha256(self.model_path)
 
     def tokenize(self, texts: Sequence[str], max_length: int | None = None):
+        max_length = max_length or self.max_length
         return self.tokenizer(
-            list(texts), max_length=max_length or self.max_length, truncation=True, padding="longest",
+            list(texts), max_length=max_length, truncation=True, padding="longest",
+            pad_to_multiple_of=SEQ_BUCKET if max_length % SEQ_BUCKET == 0 else None,
             return_tensors="pt", return_attention_mask=True, return_special_tokens_mask=True,
         )
 
@@ -223,8 +270,12 @@ class SpladeEncoder:
             mask &= ~batch["special_tokens_mask"].bool()
         with torch.inference_mode():
             if self._fused is not None:
-                hidden = self._body(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])[0]
-                pooled = self._fused_max_pool(hidden[mask], mask.sum(dim=1).tolist())
+                hidden = self._fused[0](self._body(input_ids=batch["input_ids"],
+                                                   attention_mask=batch["attention_mask"])[0])
+                if self._on_gpu:
+                    pooled = self._padded_max_pool(hidden, mask)
+                else:
+                    pooled = self._fused_max_pool(hidden[mask], mask.sum(dim=1).tolist())
             elif self._head is not None and self._body is not None:
                 hidden = self._body(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])[0]
                 rows = hidden[mask]
@@ -241,15 +292,20 @@ class SpladeEncoder:
         return dense_to_sparse(pooled.cpu().numpy(), self._special_ids)
 
     def _fused_max_pool(self, rows, counts: list[int]):
-        """log1p(relu(max over a text's rows of (transform(row) @ W + b))), block by block.
+        """log1p(relu(max over a text's rows of (row @ W + b))), block by block.
+
+        ``rows``: the head's transform applied to the real positions, text after text (``counts``
+        rows each).
 
         The bias is the same for every row, so it is added after the max; relu and log1p are
-        monotone, so they are applied once per text and term.
+        monotone, so they are applied once per text and term. Each text's rows are padded with copies
+        of its first row to a multiple of ROW_BUCKET (the max is unchanged), so the matrix products
+        take few distinct shapes and the math library's per-shape caches stay small while a corpus
+        streams through.
         """
         torch = self._torch
-        transform, blocks, bias = self._fused
-        hidden = transform(rows).to(blocks[0].dtype)
-        segments = torch.split(hidden, counts)
+        _, blocks, bias = self._fused
+        segments = [_pad_rows(seg, ROW_BUCKET) for seg in torch.split(rows.to(blocks[0].dtype), counts)]
         pooled = torch.full((len(counts), self.vocab_size), float("-inf"), dtype=torch.float32, device=self.device)
         start = 0
         for block in blocks:
@@ -257,6 +313,22 @@ class SpladeEncoder:
             for i, seg in enumerate(segments):
                 if seg.shape[0]:
                     pooled[i, start:end] = (seg @ block).amax(dim=0)
+            start = end
+        return torch.log1p(torch.relu(pooled + bias))
+
+    def _padded_max_pool(self, hidden, mask):
+        """GPU form of :meth:`_fused_max_pool`: one batched product per vocabulary block over the
+        padded (texts, positions) grid, padding masked to -inf before the max. Fewer, larger kernels
+        suit a GPU; on a CPU the per-text form is faster and never holds a batch's logits block."""
+        torch = self._torch
+        _, blocks, bias = self._fused
+        hidden = hidden.to(blocks[0].dtype)
+        pad = ~mask.unsqueeze(-1)
+        pooled = torch.empty((hidden.shape[0], self.vocab_size), dtype=torch.float32, device=self.device)
+        start = 0
+        for block in blocks:
+            end = start + block.shape[1]
+            pooled[:, start:end] = (hidden @ block).masked_fill_(pad, float("-inf")).amax(dim=1)
             start = end
         return torch.log1p(torch.relu(pooled + bias))
 

@@ -83,7 +83,7 @@ def run_experiment(dataset: str | Path | None = None, output: str | Path = "runs
                    query_scale: float | None = None, query_model: str | Path | None = None,
                    max_length: int = DEFAULT_MAX_LENGTH,
                    query_max_length: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE, dtype: str = "fp32",
-                   fmt: str = "vector", k: int = DEFAULT_K, threads: int = 1, split: str = "test",
+                   device: str = "cpu", fmt: str = "vector", k: int = DEFAULT_K, threads: int = 1, split: str = "test",
                    remove_query: bool = True, overwrite: bool = False, progress: bool = True) -> ExperimentResult:
     folder = find_dataset(dataset)
     corpus, queries_file, qrels_file = dataset_files(folder, split)
@@ -95,7 +95,7 @@ def run_experiment(dataset: str | Path | None = None, output: str | Path = "runs
     queries = [(qid, text) for qid, text in read_queries(queries_file) if qid in qrels]
     seconds: dict[str, float] = {}
 
-    encoder = SpladeEncoder(model, max_length=max_length, batch_size=batch_size, dtype=dtype)
+    encoder = SpladeEncoder(model, max_length=max_length, batch_size=batch_size, dtype=dtype, device=device)
     t = time.perf_counter()
     encode_corpus(corpus, output / "collection", encoder=encoder, scale=scale, query_scale=query_scale,
                   fmt=fmt, query_max_length=query_max_length, query_model=query_model, overwrite=True,

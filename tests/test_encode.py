@@ -126,3 +126,31 @@ def test_bf16_projection_stays_close(datasets, encoder):
     assert np.abs(q_fast - q_ref).max() <= 5
     with pytest.raises(ValueError, match=r"dtype must be one of \('fp32', 'bf16'\)"):
         SpladeEncoder(dtype="fp16")
+
+
+def test_gpu_form_of_the_pooling_gives_the_same_vectors(datasets, encoder):
+    # The batched form used on a GPU (padding masked to -inf) against the per-text CPU form, run here on CPU.
+    docs = [d.text for d in read_corpus(datasets / "scifact" / "corpus.jsonl")][:40]
+    cpu_form = encoder.encode(docs)
+    encoder._on_gpu = True
+    try:
+        gpu_form = encoder.encode(docs)
+    finally:
+        encoder._on_gpu = False
+    for a, b in zip(cpu_form, gpu_form):
+        assert np.abs(dense(a, encoder.vocab_size) - dense(b, encoder.vocab_size)).max() < 1e-4
+
+
+def test_batches_are_padded_to_few_shapes(encoder):
+    # Bounded shapes keep oneDNN's per-shape kernel cache, and so memory, flat over a long corpus.
+    assert encoder.tokenize(["three word text"])["input_ids"].shape[1] == 32
+    assert encoder.tokenize(["wing " * 40])["input_ids"].shape[1] == 64
+    assert encoder.tokenize(["wing " * 600])["input_ids"].shape[1] == 512
+
+
+def test_device_errors_are_clear():
+    with pytest.raises(ValueError, match="device must be"):
+        SpladeEncoder(device="tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU"):
+            SpladeEncoder(device="cuda")

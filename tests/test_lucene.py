@@ -224,3 +224,31 @@ def test_cranfield_within_0003_of_the_float_reference(cranfield):
     run = {q: [(h.docid, h.score) for h in hits] for q, hits in results.items()}
     ndcg = evaluate(cranfield["qrels"], run, remove_query=True).metrics["nDCG@10"]
     assert abs(ndcg - 0.3548) <= 0.003, ndcg
+
+
+def test_exact_search_agrees_with_the_index(cranfield):
+    from splade_lucene.search import exact_search, vectors_matrix
+
+    vocab = {t: i for i, t in enumerate(sorted({t for v in cranfield["vectors"].values() for t in v}))}
+
+    def pairs(terms):
+        kept = [(vocab[t], w) for t, w in sorted(terms.items()) if t in vocab]
+        return np.array([i for i, _ in kept], dtype=np.int64), np.array([w for _, w in kept], dtype=np.int64)
+
+    docids, qids = list(cranfield["vectors"]), list(cranfield["encoded"])
+    queries = vectors_matrix([pairs(cranfield["encoded"][q]) for q in qids], len(vocab))
+    docs = vectors_matrix([pairs(cranfield["vectors"][d]) for d in docids], len(vocab))
+    exact = exact_search(queries, docs, qids, docids, k=K)
+    with Searcher(cranfield["vector_index"], cranfield["query_encoder"]) as searcher:
+        lucene = searcher.batch_search_terms(cranfield["encoded"], k=K)
+    assert check_against_exact(exact, cranfield["vectors"], cranfield["encoded"]) > 100_000
+    for qid in qids:
+        # same documents with the same integer scores, except among documents tied at the k-th score
+        ours = [(round(h.score), h.docid) for h in exact[qid]]
+        theirs = [(round(h.score), h.docid) for h in lucene[qid]]
+        assert len(ours) == len(theirs), qid
+        if ours:
+            kth = ours[-1][0]
+            assert sorted(x for x in ours if x[0] > kth) == sorted(x for x in theirs if x[0] > kth), qid
+        # trec_eval's order: score descending, ties by doc id descending
+        assert ours == sorted(ours, reverse=True)

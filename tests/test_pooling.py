@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from splade_lucene.encode import dense_to_sparse, splade_max_pool
+from splade_lucene.encode import _pad_rows, dense_to_sparse, splade_max_pool
 
 
 def test_pooling_equals_the_splade_formula():
@@ -23,3 +23,14 @@ def test_dense_to_sparse_drops_special_ids():
     out = dense_to_sparse(dense, np.array([0]))
     assert out[0].ids.tolist() == [1, 3] and out[0].weights.tolist() == [1.5, 2.0]
     assert len(out[1]) == 0
+
+
+def test_row_padding_keeps_the_max_and_bounds_shapes():
+    torch.manual_seed(1)
+    for n in (1, 5, 32, 33, 70):
+        rows = torch.randn(n, 9)
+        padded = _pad_rows(rows, 32)
+        assert padded.shape[0] % 32 == 0 and padded.shape[0] - n < 32
+        assert torch.equal(padded[:n], rows)
+        assert torch.equal(padded.amax(dim=0), rows.amax(dim=0))
+    assert _pad_rows(torch.zeros(0, 9), 32).shape == (0, 9)
