@@ -168,3 +168,45 @@ def autoclass(name: str):
     from jnius import autoclass as _autoclass
 
     return _autoclass(name)
+
+
+_mapper = None
+
+
+def json_mapper():
+    """Jackson's ObjectMapper from Anserini's jar, declared with explicit signatures (pyjnius picks the
+    wrong overload of ``readValue``), configured to skip Lucene ``Document`` objects and sort values.
+
+    It moves a whole query or a whole result list across JNI as one JSON string: one call instead of
+    one per term or per hit, which is where Pyserini's searcher spends most of its time.
+    """
+    global _mapper
+    with _lock:
+        if _mapper is not None:
+            return _mapper
+    ensure_jvm()
+    from jnius import JavaClass, JavaMethod, MetaJavaClass, autoclass
+
+    class ObjectMapper(JavaClass, metaclass=MetaJavaClass):
+        __javaclass__ = "com/fasterxml/jackson/databind/ObjectMapper"
+        readValue = JavaMethod("(Ljava/lang/String;Lcom/fasterxml/jackson/databind/JavaType;)Ljava/lang/Object;")
+        writeValueAsString = JavaMethod("(Ljava/lang/Object;)Ljava/lang/String;")
+        configOverride = JavaMethod("(Ljava/lang/Class;)Lcom/fasterxml/jackson/databind/cfg/MutableConfigOverride;")
+        getTypeFactory = JavaMethod("()Lcom/fasterxml/jackson/databind/type/TypeFactory;")
+
+    cls = autoclass("java.lang.Class")
+    mapper = ObjectMapper()
+    mapper.configOverride(cls.forName("org.apache.lucene.document.Document")).setIsIgnoredType(
+        autoclass("java.lang.Boolean")("true"))
+    ignorals = autoclass("com.fasterxml.jackson.annotation.JsonIgnoreProperties$Value")
+    mapper.configOverride(cls.forName("org.apache.lucene.search.FieldDoc")).setIgnorals(
+        ignorals.forIgnoredProperties("fields"))
+    mapper.configOverride(cls.forName("io.anserini.search.ScoredDocs")).setIgnorals(
+        ignorals.forIgnoredProperties("lucene_documents"))
+    types = mapper.getTypeFactory()
+    string, hashmap = cls.forName("java.lang.String"), cls.forName("java.util.HashMap")
+    mapper.float_map = types.constructMapType(hashmap, string, cls.forName("java.lang.Float"))
+    mapper.int_map = types.constructMapType(hashmap, string, cls.forName("java.lang.Integer"))
+    with _lock:
+        _mapper = mapper
+    return mapper

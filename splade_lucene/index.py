@@ -9,6 +9,7 @@ the collection's, so a failed or killed build never leaves a partial index at th
 Beside the Lucene files, :data:`METADATA_FILE` records how the index was made: model (path and
 sha256 of its weights), scales, max lengths, pooling, document counts, tool versions and the exact
 Anserini command. :func:`check_compatible` refuses a query encoder that differs from it.
+:data:`DOCIDS_FILE` lists the external ids in Lucene docid order, for fast searching.
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ from . import _java
 from .collection import collection_files
 
 METADATA_FILE = "splade_lucene.json"
+# External doc ids in Lucene docid order (a JSON list), so a search maps hits to ids without loading
+# each hit's stored fields.
+DOCIDS_FILE = "docids.json"
+_DOCID_PAGE = 100_000
 COLLECTION_METADATA_FILE = "collection.meta"
 DEFAULT_INDEX_ROOT = Path("indexes")
 _BUILDING = ".building-"
@@ -115,6 +120,46 @@ def document_frequencies(index_dir: str | Path, terms, field: str = "contents") 
         return {t: int(reader.docFreq(term_cls(field, t))) for t in terms}
 
 
+def extract_docids(index_dir: str | Path) -> list[str]:
+    """Every document's external id, in Lucene docid order, read from the index's stored ``id`` field
+    in pages of :data:`_DOCID_PAGE` documents (one JNI round trip per page)."""
+    mapper = _java.json_mapper()
+    from jnius import autoclass, cast
+
+    with _lucene_reader(index_dir) as reader:
+        searcher = autoclass("org.apache.lucene.search.IndexSearcher")(
+            cast("org.apache.lucene.index.IndexReader", reader))
+        query = autoclass("org.apache.lucene.search.MatchAllDocsQuery")()
+        scored_docs = autoclass("io.anserini.search.ScoredDocs")
+        ids: list[str | None] = [None] * int(reader.maxDoc())
+        after = None
+        while True:
+            page = (searcher.search(query, _DOCID_PAGE) if after is None
+                    else searcher.searchAfter(after, query, _DOCID_PAGE))
+            docs = page.scoreDocs
+            if not docs:
+                break
+            found = json.loads(mapper.writeValueAsString(scored_docs.fromTopDocs(page, searcher)))
+            for lucene_docid, docid in zip(found["lucene_docids"], found["docids"]):
+                ids[lucene_docid] = docid
+            after = docs[-1]
+        if any(i is None for i in ids):
+            raise IndexBuildError(f"{index_dir}: some Lucene documents have no stored id")
+        return ids  # type: ignore[return-value]
+
+
+def docid_table(index_dir: str | Path) -> list[str]:
+    """External ids by Lucene docid: from :data:`DOCIDS_FILE` when the index has one that fits it
+    (indexes built by this package do), else read from the index."""
+    path = Path(index_dir) / DOCIDS_FILE
+    if path.is_file():
+        ids = json.loads(path.read_text(encoding="utf-8"))
+        with _lucene_reader(index_dir) as reader:
+            if len(ids) == int(reader.maxDoc()):
+                return ids
+    return extract_docids(index_dir)
+
+
 def _clean_stale_builds(target: Path) -> None:
     """Remove temporary folders left by builds of this target whose process is gone."""
     for tmp in target.parent.glob(f"{target.name}{_BUILDING}*"):
@@ -199,6 +244,7 @@ def build_index(collection: str | Path, index_dir: str | Path | None = None, *, 
             "versions": _package_versions(),
         }
         (tmp / METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+        (tmp / DOCIDS_FILE).write_text(json.dumps(extract_docids(tmp), ensure_ascii=False), encoding="utf-8")
         if target.exists():
             old = target.parent / f"{target.name}{_BUILDING}old-{os.getpid()}"
             target.rename(old)

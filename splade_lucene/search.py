@@ -1,14 +1,16 @@
 """Searching a splade-lucene impact index, and the query encoder that plugs into Pyserini.
 
 Queries are encoded with the index's model, quantized with the index's query scale through
-:func:`splade_lucene.quantize.quantize_terms`, and sent to Anserini's ``SimpleImpactSearcher`` as
-``Map<String, Integer>``: integer weights, never truncated floats, and no term is dropped for its
-idf (Pyserini's ``LuceneImpactSearcher`` drops terms with idf <= ``min_idf``, 0 by default). A hit's
-score is Lucene's: the exact integer dot product, less Anserini's 1e-6-per-rank nudge on ties.
+:func:`splade_lucene.quantize.quantize_terms`, and run as Anserini's impact query: integer weights,
+never truncated floats, and no term is dropped for its idf (Pyserini's ``LuceneImpactSearcher`` drops
+terms with idf <= ``min_idf``, 0 by default). A hit's score is Lucene's: the exact integer dot
+product, less Anserini's 1e-6-per-rank nudge on ties. :func:`exact_search` is the brute-force
+reference.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -17,11 +19,13 @@ import numpy as np
 
 from . import _java
 from .encode import DEFAULT_MAX_LENGTH, SpladeEncoder
-from .index import check_compatible, read_metadata
+from .index import IndexBuildError, check_compatible, docid_table, read_metadata
 from .quantize import DEFAULT_SCALE, check_scale, quantize_terms
 
 DEFAULT_K = 1000
 DEFAULT_TAG = "splade-lucene"
+# Searcher: hits fetched beyond k, so that documents tied with the k-th can be ordered by id here.
+TIE_MARGIN = 16
 # exact_search: query rows scored at once, so that a block of dense scores stays near 200 MB.
 _EXACT_BLOCK_CELLS = 25_000_000
 
@@ -68,21 +72,62 @@ class QueryEncoder:
         return [quantize_terms(self.encoder.to_terms(v), self.scale) for v in self.encoder.encode(texts, max_length=self.max_length)]
 
 
-def _java_query(terms: dict[str, int]):
-    from jnius import autoclass
-
-    jmap = autoclass("java.util.HashMap")()
-    jint = autoclass("java.lang.Integer")
+def _check_query(terms: dict[str, int]) -> None:
     for term, weight in terms.items():
         if not isinstance(weight, int) or isinstance(weight, bool):
             raise TypeError(f"query weight for {term!r} must be an int, got {weight!r} "
                             "(quantize with splade_lucene.quantize.quantize_terms)")
-        jmap.put(term, jint(weight))
-    return jmap
+
+
+def adjust_ties(scores: Sequence[float]) -> list[float]:
+    """Anserini's ``ScoreTiesAdjusterReranker`` in float32: each score rounded to 1e-4, and each run of
+    tied scores lowered by 1e-6 per place, so that any tool sorting by score keeps the order.
+    ``scores`` are Lucene's float32 scores in rank order."""
+    f32 = np.float32
+    raw = np.asarray(scores, dtype=np.float32)
+    rounded = (np.floor(raw.astype(np.float64) * 1e4 + 0.5) / 1e4).astype(np.float32)  # Math.round(s * 1e4d) / 1e4d
+    if len(rounded) < 2:
+        return rounded.astype(np.float64).tolist()
+    gaps = rounded[:-1] - rounded[1:]
+    # Anserini compares with the previous score after its nudge; that can only matter where a gap is
+    # within the nudges (<= 1e-6 per place) of 1e-4: replay it score by score there.
+    if np.any((gaps > f32(1e-4)) & (gaps <= f32(1e-4) + f32(1e-6) * f32(len(rounded) + 1))):
+        return _adjust_ties_sequential(rounded)
+    place = np.arange(len(rounded))
+    starts = np.concatenate([[True], gaps > f32(1e-4)])
+    dup = place - np.maximum.accumulate(np.where(starts, place, 0))
+    return (rounded - f32(1e-6) * dup.astype(np.float32)).astype(np.float32).astype(np.float64).tolist()
+
+
+def _adjust_ties_sequential(rounded: np.ndarray) -> list[float]:
+    f32 = np.float32
+    out: list[float] = []
+    dup = 0
+    prev = f32(0)
+    for i, score in enumerate(rounded):
+        if i == 0 or prev - score > f32(1e-4):
+            dup = 0
+        else:
+            dup += 1
+            score = f32(score - f32(f32(1e-6) * f32(dup)))
+        out.append(float(score))
+        prev = score
+    return out
 
 
 class Searcher:
-    """Exact top-k search over a splade-lucene impact index."""
+    """Exact top-k search over a splade-lucene impact index, with Anserini's results.
+
+    Hits, scores and order are those of Anserini's ``SimpleImpactSearcher`` (and so of Pyserini's
+    ``LuceneImpactSearcher`` with ``min_idf=-1``): the same Lucene query (a bag of boosted terms
+    under ``ImpactSimilarity``), ties broken by doc id, scores rounded and nudged as Anserini does.
+    The path across JNI is shorter: a query crosses as one JSON string, the hits come back as one
+    JSON string of Lucene docids and scores, and the ids are looked up in the index's docid table,
+    so no stored field is read and no Java object is made per term or per hit. Lucene returns a few
+    more than k hits by score, which are ordered by (score, id) here; only when the documents tied
+    with the k-th run past those does the search rerun sorted by (score, id) in Lucene, Anserini's
+    order, to pick the same tied documents.
+    """
 
     def __init__(self, index_dir: str | Path, query_encoder: QueryEncoder | None = None, *,
                  model: str | Path | None = None):
@@ -95,45 +140,68 @@ class Searcher:
         else:
             query_encoder.check(self.metadata)
         self.query_encoder = query_encoder
-        _java.ensure_jvm()
-        from jnius import autoclass
+        self._mapper = _java.json_mapper()
+        from jnius import autoclass, cast
 
-        self._searcher = autoclass("io.anserini.search.SimpleImpactSearcher")(str(self.index_dir.resolve()))
+        self._docids = docid_table(self.index_dir)
+        paths = autoclass("java.nio.file.Paths")
+        self._directory = autoclass("org.apache.lucene.store.FSDirectory").open(
+            paths.get(str(self.index_dir.resolve())))
+        self._reader = autoclass("org.apache.lucene.index.DirectoryReader").open(self._directory)
+        self._searcher = autoclass("org.apache.lucene.search.IndexSearcher")(
+            cast("org.apache.lucene.index.IndexReader", self._reader))
+        self._searcher.setSimilarity(autoclass("io.anserini.search.similarity.ImpactSimilarity")())
+        self._generator = autoclass("io.anserini.search.query.BagOfWordsQueryGenerator")()
+        sort_field = autoclass("org.apache.lucene.search.SortField")
+        self._sort = autoclass("org.apache.lucene.search.Sort")(
+            sort_field.FIELD_SCORE, sort_field("id", autoclass("org.apache.lucene.search.SortField$Type").STRING_VAL))
+        if len(self._docids) != int(self._reader.maxDoc()):
+            raise IndexBuildError(f"{self.index_dir}: docid table does not match the index")
 
     @property
     def num_docs(self) -> int:
-        return int(self._searcher.get_total_num_docs())
+        return int(self._reader.numDocs())
+
+    def _hits(self, top) -> list[tuple[int, float]]:
+        return [(d["doc"], d["score"]) for d in json.loads(self._mapper.writeValueAsString(top.scoreDocs))]
 
     def search_terms(self, terms: dict[str, int], k: int = 10) -> list[Hit]:
         """Search with an already quantized query."""
         if k < 1:
             raise ValueError(f"k must be at least 1, not {k}")
+        _check_query(terms)
         if not terms:
             return []
-        hits = self._searcher.search(_java_query(terms), int(k))
-        return [Hit(h.docid, float(h.score)) for h in hits]
+        query = self._generator.buildQuery("contents", self._mapper.readValue(json.dumps(terms), self._mapper.float_map))
+        fetch = k + max(TIE_MARGIN, k // 8)
+        hits = self._hits(self._searcher.search(query, fetch))
+        if len(hits) == fetch and hits[-1][1] == hits[k - 1][1]:
+            # the documents tied with the k-th may go on past what was fetched: let Lucene pick by id
+            hits = self._hits(self._searcher.search(query, int(k), self._sort, True))
+        docids = self._docids
+        ranked = sorted(((s, docids[d]) for d, s in hits[:k]), key=lambda h: (-h[0], h[1]))
+        return [Hit(d, s) for (_, d), s in zip(ranked, adjust_ties([s for s, _ in ranked]))]
 
     def search(self, query: str, k: int = 10) -> list[Hit]:
         return self.search_terms(self.query_encoder.encode(query), k)
 
     def batch_search_terms(self, queries: dict[str, dict[str, int]], k: int = 10,
                            threads: int = 1) -> dict[str, list[Hit]]:
-        from jnius import autoclass
-
+        """Search many quantized queries; ``threads`` Python threads share the index (each Lucene call
+        runs outside the GIL). Results keyed by qid in input order."""
         if k < 1:
             raise ValueError(f"k must be at least 1, not {k}")
-        results: dict[str, list[Hit]] = {qid: [] for qid in queries}
-        qids = autoclass("java.util.ArrayList")()
-        jqueries = autoclass("java.util.ArrayList")()
-        for qid, terms in queries.items():
-            if terms:
-                qids.add(qid)
-                jqueries.add(_java_query(terms))
-        if qids.size():
-            out = self._searcher.batch_search(jqueries, qids, int(k), int(threads))
-            for entry in out.entrySet().toArray():
-                results[entry.getKey()] = [Hit(h.docid, float(h.score)) for h in entry.getValue()]
-        return results
+        if threads < 1:
+            raise ValueError(f"threads must be at least 1, not {threads}")
+        for terms in queries.values():
+            _check_query(terms)
+        if threads == 1 or len(queries) < 2:
+            return {qid: self.search_terms(terms, k) for qid, terms in queries.items()}
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            found = pool.map(lambda terms: self.search_terms(terms, k), queries.values())
+            return dict(zip(queries, found))
 
     def batch_search(self, queries: Sequence[tuple[str, str]], k: int = 10, threads: int = 1,
                      progress: bool = False) -> dict[str, list[Hit]]:
@@ -148,7 +216,10 @@ class Searcher:
         return self.batch_search_terms(encoded, k=k, threads=threads)
 
     def close(self) -> None:
-        self._searcher.close()
+        if self._reader is not None:
+            self._reader.close()
+            self._directory.close()
+            self._reader = None
 
     def __enter__(self):
         return self
@@ -197,12 +268,12 @@ def exact_search(queries, docs, qids: Sequence[str], docids: Sequence[str], k: i
     the top ``k`` hits with a positive score per query, by score descending, ties by doc id
     descending (trec_eval's order). The reference the impact index is checked against.
     """
-    docs_t = docs.T.tocsc()
     block = max(1, _EXACT_BLOCK_CELLS // max(1, docs.shape[0]))
     docids_arr = np.asarray(docids, dtype=object)
     results: dict[str, list[Hit]] = {}
     for start in range(0, queries.shape[0], block):
-        scores = (queries[start:start + block] @ docs_t).toarray()
+        # (docs x vocab, sparse) @ (vocab x queries, dense): one pass over the documents per block
+        scores = np.asarray(docs @ queries[start:start + block].T.toarray()).T
         for row, qid in zip(scores, qids[start:start + block]):
             positive = np.flatnonzero(row > 0)
             if len(positive) > k:

@@ -127,19 +127,23 @@ def test_every_hit_is_the_exact_integer_dot_product(cranfield):
     assert check_against_exact(results, cranfield["vectors"], cranfield["encoded"]) > 100_000
 
 
-def test_no_query_term_dropped_for_idf(cranfield, tmp_path):
-    # A term in every document has idf <= 0: Pyserini's default min_idf=0 drops it from the query.
-    from pyserini.search.lucene import LuceneImpactSearcher
-
-    docs = {"a": {"the": 3, "cat": 2}, "b": {"the": 1, "dog": 4}, "c": {"the": 2}}
-    collection = tmp_path / "tiny"
+def tiny_index(cranfield, folder, docs: dict[str, dict[str, int]]):
+    """An index of hand-written vectors, with the Cranfield collection's model metadata."""
+    collection = folder / "tiny"
     collection.mkdir()
     with open(collection / "part-00000.jsonl", "w") as fh:
         for docid, terms in docs.items():
             fh.write(json.dumps({"id": docid, "contents": "", "vector": terms}) + "\n")
     meta = json.loads((cranfield["base"] / "vector" / COLLECTION_METADATA_FILE).read_text())
-    (collection / COLLECTION_METADATA_FILE).write_text(json.dumps({**meta, "documents": 3}))
-    index = build_index(collection, tmp_path / "tiny-index", quiet=True).index_dir
+    (collection / COLLECTION_METADATA_FILE).write_text(json.dumps({**meta, "documents": len(docs)}))
+    return build_index(collection, folder / "tiny-index", quiet=True).index_dir
+
+
+def test_no_query_term_dropped_for_idf(cranfield, tmp_path):
+    # A term in every document has idf <= 0: Pyserini's default min_idf=0 drops it from the query.
+    from pyserini.search.lucene import LuceneImpactSearcher
+
+    index = tiny_index(cranfield, tmp_path, {"a": {"the": 3, "cat": 2}, "b": {"the": 1, "dog": 4}, "c": {"the": 2}})
     query = {"the": 10, "cat": 1}
     with Searcher(index, cranfield["query_encoder"]) as searcher:
         hits = searcher.search_terms(query, k=10)
@@ -181,7 +185,8 @@ def test_pyserini_impact_searcher_reproduces_our_run(cranfield):
     theirs = LuceneImpactSearcher(index, QueryEncoder.from_index(index), min_idf=-1)
     got = theirs.batch_search([t for _, t in queries], [q for q, _ in queries], k=K, threads=1)
     for qid, _ in queries:
-        assert [(h.docid, round(h.score, 6)) for h in got[qid]] == [(h.docid, round(h.score, 6)) for h in ours[qid]]
+        # the same documents, order and float scores (Anserini's tie nudges included), to the last bit
+        assert [(h.docid, h.score) for h in got[qid]] == [(h.docid, h.score) for h in ours[qid]]
 
 
 def test_incompatible_encoder_is_refused(cranfield, encoder):
@@ -252,3 +257,28 @@ def test_exact_search_agrees_with_the_index(cranfield):
             assert sorted(x for x in ours if x[0] > kth) == sorted(x for x in theirs if x[0] > kth), qid
         # trec_eval's order: score descending, ties by doc id descending
         assert ours == sorted(ours, reverse=True)
+
+
+def test_ties_at_the_cut_pick_anserinis_documents(cranfield, tmp_path):
+    # Twelve documents tie on score; their ids sort differently from their Lucene order, so a
+    # search that kept the first k by Lucene docid would pick other documents than Anserini.
+    from pyserini.search.lucene import LuceneImpactSearcher
+
+    ids = ["m", "b", "z", "a", "q", "c", "y", "k", "d", "x", "e", "w"]
+    docs = {"top": {"cat": 9}, **{i: {"cat": 2, "dog": 1} for i in ids}, "low": {"dog": 1}}
+    index = tiny_index(cranfield, tmp_path, docs)
+    query = {"cat": 3, "dog": 2}
+
+    class Fixed:
+        def encode(self, text):
+            return query
+
+    theirs = LuceneImpactSearcher(str(index), Fixed(), min_idf=-1)
+    with Searcher(index, cranfield["query_encoder"]) as searcher:
+        for k in (1, 2, 5, 13, 14, 100):
+            got = [(h.docid, h.score) for h in searcher.search_terms(query, k=k)]
+            assert got == [(h.docid, h.score) for h in theirs.search("ignored", k=k)], k
+        five = searcher.search_terms(query, k=5)
+    assert [h.docid for h in five] == ["top", "a", "b", "c", "d"]
+    assert [h.score for h in five] == pytest.approx([27, 8, 8 - 1e-6, 8 - 2e-6, 8 - 3e-6], abs=3e-7)
+

@@ -1,0 +1,331 @@
+#!/usr/bin/env python
+"""Search benchmark: this project's searcher against Pyserini's impact searcher, an exact brute-force
+scorer and Seismic, on the same index and the same pre-encoded, quantized queries.
+
+Indexes (built under --root on first use, reused after):
+- ``scifact``: the SciFact corpus encoded with the default model (SPLADE-tiny, scale 100);
+- ``synthetic-100k``, ``synthetic-1m``: documents drawn from SciFact's term and weight distributions
+  by ``scripts/synthetic_collection.py`` (seeded), indexed the same way.
+
+Queries: the first N SciFact queries (test and train alike), encoded once with the index's query
+encoder. For each index and k (10 and 1000), each searcher answers every query:
+- ``ours``: ``Searcher.search_terms``, one query at a time;
+- ``ours-batch``: ``Searcher.batch_search_terms`` with --threads threads, in batches of --batch;
+- ``pyserini``: ``LuceneImpactSearcher(index, encoder, min_idf=-1).search``, reading each hit's
+  docid and score as a user does; ``pyserini-batch``: its ``batch_search`` with --threads threads;
+- ``bruteforce``: exact integer dot products with scipy (``splade_lucene.search.exact_search``),
+  one query at a time: the reference for correctness;
+- ``seismic``: pyseismic-lsr (approximate), with its recall@10 against the exact top 10.
+Single-query rows give p50/p99 of each query's latency; batch rows give p50/p99 of the per-query
+time of each batch (batch time / batch size). ``same_results``: every query's hits equal the brute
+force's, ties aside (same documents above the k-th score, the same integer scores, as many hits).
+A last part times a SciFact text query end to end (encoding included) through ``Searcher.search``.
+
+    bash scripts/env.sh python scripts/bench_search.py --indexes scifact,synthetic-100k,synthetic-1m \\
+        --queries 300 --json runs/bench_search.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+import splade_lucene  # noqa: F401  (Java set-up before pyserini)
+from splade_lucene.collection import collection_files, read_queries
+from splade_lucene.encode import SpladeEncoder, encode_corpus
+from splade_lucene.experiment import dataset_files, find_dataset
+from splade_lucene.index import build_index
+from splade_lucene.search import QueryEncoder, Searcher, exact_search
+
+SYNTHETIC = {"synthetic-100k": 100_000, "synthetic-1m": 1_000_000}
+WARMUP = 20
+
+
+# ---- indexes ---------------------------------------------------------------------------------
+
+def ensure_index(name: str, root: Path, seed: int, threads: int) -> Path:
+    """The folder holding ``collection/`` and ``index/`` for a benchmark index, built if missing."""
+    folder = root / name
+    if (folder / "index").is_dir():
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    if name == "scifact":
+        corpus, _, _ = dataset_files(find_dataset(None, "scifact"))
+        if not (folder / "collection").is_dir():
+            encode_corpus(corpus, folder / "collection", encoder=SpladeEncoder(), progress=True)
+    elif name in SYNTHETIC:
+        from synthetic_collection import generate
+
+        source = ensure_index("scifact", root, seed, threads) / "collection"
+        if not (folder / "collection").is_dir():
+            t = time.perf_counter()
+            generate(source, folder / "collection", docs=SYNTHETIC[name], seed=seed)
+            print(f"{name}: generated in {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
+    else:
+        raise SystemExit(f"unknown index {name!r}: scifact, {', '.join(SYNTHETIC)}")
+    t = time.perf_counter()
+    build_index(folder / "collection", folder / "index", threads=threads)
+    print(f"{name}: indexed in {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
+    return folder
+
+
+def read_collection(collection: Path) -> tuple[list[str], list[str], object]:
+    """(vocabulary, doc ids, CSR matrix of integer weights) of a vector collection."""
+    import scipy.sparse as sp
+
+    vocab: dict[str, int] = {}
+    docids, indptr, indices, data = [], [0], [], []
+    for path in collection_files(collection):
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                rec = json.loads(line)
+                docids.append(rec["id"])
+                for term, weight in rec["vector"].items():
+                    indices.append(vocab.setdefault(term, len(vocab)))
+                    data.append(weight)
+                indptr.append(len(indices))
+    # float32 holds every score exactly: integer dot products stay far below 2**24 here
+    matrix = sp.csr_matrix((np.array(data, dtype=np.float32), np.array(indices, dtype=np.int32),
+                            np.array(indptr, dtype=np.int64)), shape=(len(docids), len(vocab)))
+    return list(vocab), docids, matrix
+
+
+def query_matrix(encoded: list[dict[str, int]], vocab: list[str]):
+    import scipy.sparse as sp
+
+    index = {t: i for i, t in enumerate(vocab)}
+    rows, cols, vals = [], [], []
+    for r, terms in enumerate(encoded):
+        for term, weight in terms.items():
+            if term in index:
+                rows.append(r), cols.append(index[term]), vals.append(weight)
+    return sp.csr_matrix((np.array(vals, dtype=np.float32), (rows, cols)), shape=(len(encoded), len(vocab)))
+
+
+# ---- timing and checks -----------------------------------------------------------------------
+
+def timed_each(fn, items):
+    """Per-item latencies (s) and results, after a warm-up on the first items."""
+    for item in items[:WARMUP]:
+        fn(item)
+    latencies, results = [], []
+    for item in items:
+        start = time.perf_counter()
+        results.append(fn(item))
+        latencies.append(time.perf_counter() - start)
+    return latencies, results
+
+
+def timed_batches(fn, items, batch: int):
+    """Per-query latency of each batch (batch time / batch size) and the results, after a warm-up."""
+    fn(items[:WARMUP])
+    latencies, results = [], []
+    for start in range(0, len(items), batch):
+        chunk = items[start:start + batch]
+        t = time.perf_counter()
+        results.extend(fn(chunk))
+        latencies.extend([(time.perf_counter() - t) / len(chunk)] * len(chunk))
+    return latencies, results
+
+
+def summary(latencies: list[float]) -> dict:
+    ms = np.array(latencies) * 1000
+    return {"qps": len(ms) / (ms.sum() / 1000), "p50_ms": float(np.percentile(ms, 50)),
+            "p99_ms": float(np.percentile(ms, 99))}
+
+
+def same_as_exact(hits: list[tuple[str, float]], exact: list[tuple[str, float]]) -> bool:
+    """The same documents with the same integer scores above the k-th exact score, and as many hits."""
+    if len(hits) != len(exact):
+        return False
+    if not exact:
+        return True
+    kth = round(exact[-1][1])
+    above = sorted((d, round(s)) for d, s in exact if round(s) > kth)
+    return above == sorted((d, round(s)) for d, s in hits if round(s) > kth) and \
+        all(round(s) >= kth for _, s in hits)
+
+
+def recall_at_10(hits: list[str], exact: list[tuple[str, float]]) -> float:
+    """Share of the exact top 10 found, ties aside: a hit counts when its exact score reaches the 10th."""
+    top = exact[:10]
+    if not top:
+        return 1.0
+    kth = top[-1][1]
+    scores = dict(exact)
+    return min(1.0, sum(1 for d in hits[:10] if scores.get(d, -1) >= kth) / len(top))
+
+
+# ---- searchers -------------------------------------------------------------------------------
+
+class Precomputed:
+    """A Pyserini query encoder that returns pre-encoded queries (looked up by the query string)."""
+
+    def __init__(self, encoded: dict[str, dict[str, int]]):
+        self.encoded = encoded
+
+    def encode(self, text: str) -> dict[str, int]:
+        return self.encoded[text]
+
+
+def bench_index(name: str, folder: Path, qids: list[str], encoded: dict[str, dict[str, int]], ks: list[int],
+                threads: int, batch: int, use_seismic: bool) -> list[dict]:
+    from pyserini.search.lucene import LuceneImpactSearcher
+
+    index = folder / "index"
+    t = time.perf_counter()
+    vocab, docids, docs = read_collection(folder / "collection")
+    queries = query_matrix([encoded[q] for q in qids], vocab)
+    print(f"{name}: {len(docids)} documents, {docs.nnz} postings, read in {time.perf_counter() - t:.0f} s",
+          file=sys.stderr, flush=True)
+    ours = Searcher(index, QueryEncoder.from_index(index))
+    theirs = LuceneImpactSearcher(str(index), Precomputed(encoded), min_idf=-1)
+    seismic = build_seismic(docs, docids, vocab, threads) if use_seismic else None
+    rows = []
+    for k in ks:
+        runs: dict[str, tuple[list[float], list[list[tuple[str, float]]]]] = {}
+        row_of = {qid: i for i, qid in enumerate(qids)}
+
+        def brute(qid):
+            hits = exact_search(queries[row_of[qid]], docs, [qid], docids, k=k)[qid]
+            return [(h.docid, h.score) for h in hits]
+        runs["bruteforce"] = timed_each(brute, qids)
+        runs["ours"] = timed_each(lambda q: [(h.docid, h.score) for h in ours.search_terms(encoded[q], k)], qids)
+        runs["ours-batch"] = timed_batches(
+            lambda qs: [[(h.docid, h.score) for h in hits] for hits in
+                        ours.batch_search_terms({q: encoded[q] for q in qs}, k, threads=threads).values()],
+            qids, batch)
+        runs["pyserini"] = timed_each(lambda q: [(h.docid, h.score) for h in theirs.search(q, k)], qids)
+
+        def pyserini_batch(qs):
+            found = theirs.batch_search(qs, qs, k=k, threads=threads)
+            return [[(h.docid, h.score) for h in found[q]] for q in qs]
+        runs["pyserini-batch"] = timed_batches(pyserini_batch, qids, batch)
+        if seismic is not None:
+            runs["seismic"] = timed_each(lambda q: seismic(encoded[q], k), qids)
+        exact = runs["bruteforce"][1]
+        for searcher, (latencies, results) in runs.items():
+            row = {"index": name, "k": k, "searcher": searcher, **summary(latencies), "same_results": None,
+                   "recall_at_10": None, "documents": len(docids), "queries": len(qids)}
+            if searcher == "seismic":
+                row["recall_at_10"] = float(np.mean([recall_at_10([d for d, _ in r], e)
+                                                     for r, e in zip(results, exact)]))
+            elif searcher != "bruteforce":
+                row["same_results"] = all(same_as_exact(r, e) for r, e in zip(results, exact))
+            rows.append(row)
+    ours.close()
+    return rows
+
+
+def build_seismic(docs, docids: list[str], vocab: list[str], threads: int):
+    """A Seismic index of the collection and a search function over it, or None where pyseismic-lsr
+    is not installed. Default build settings; queries scan their 20 heaviest terms' lists
+    (query_cut=20) and skip blocks below 0.8 of the current k-th score (heap_factor=0.8)."""
+    os.environ.setdefault("RAYON_NUM_THREADS", str(threads))  # read when seismic is first imported
+    try:
+        from seismic import SeismicDataset, SeismicIndex, get_seismic_string
+    except ImportError:
+        print("seismic: pyseismic-lsr is not installed (pip install pyseismic-lsr); skipped", file=sys.stderr)
+        return None
+    text = get_seismic_string()
+    t = time.perf_counter()
+    docs = docs.copy()
+    docs.sort_indices()  # term ids strictly increasing within each document
+    dataset = SeismicDataset(dim=docs.shape[1])
+    dataset.add_documents_by_id(list(docids), docs.indices.astype(np.int64), docs.data.astype(np.float32),
+                                docs.indptr.astype(np.int64))
+    index = SeismicIndex.build_from_dataset(dataset)
+    del dataset, docs
+    print(f"seismic: built in {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
+    term_id = {t: str(i) for i, t in enumerate(vocab)}
+
+    def search(terms: dict[str, int], k: int) -> list[tuple[str, float]]:
+        known = [(term_id[t], w) for t, w in terms.items() if t in term_id]
+        components = np.array([c for c, _ in known], dtype=text)
+        values = np.array([w for _, w in known], dtype=np.float32)
+        return [(doc, score) for _, score, doc in index.search("q", components, values, k=k, query_cut=20,
+                                                               heap_factor=0.8)]
+    return search
+
+
+def end_to_end(folder: Path, queries: list[tuple[str, str]]) -> list[dict]:
+    """Text query to hits through Searcher.search (encoding included), one query at a time, k=10."""
+    with Searcher(folder / "index") as searcher:
+        latencies, _ = timed_each(lambda text: searcher.search(text, k=10), [t for _, t in queries])
+        encode_only, _ = timed_each(lambda text: searcher.query_encoder.encode(text), [t for _, t in queries])
+    return [{"index": "scifact", "k": 10, "searcher": "ours-text", **summary(latencies), "same_results": None,
+             "recall_at_10": None, "queries": len(queries)},
+            {"index": "scifact", "k": 10, "searcher": "query-encoding", **summary(encode_only), "same_results": None,
+             "recall_at_10": None, "queries": len(queries)}]
+
+
+def print_table(rows: list[dict]) -> None:
+    by = {(r["index"], r["k"], r["searcher"]): r for r in rows}
+    for (index, k) in dict.fromkeys((r["index"], r["k"]) for r in rows):
+        group = [r for r in rows if r["index"] == index and r["k"] == k]
+        docs = group[0].get("documents")
+        print(f"\n{index}{f' ({docs:,} documents)' if docs else ''}, k={k}, {group[0]['queries']} queries")
+        print("| searcher | qps | p50 ms | p99 ms | ours / it (qps) | same results | recall@10 |")
+        print("|---|---|---|---|---|---|---|")
+        for r in group:
+            peer = "ours-batch" if r["searcher"].endswith("batch") else "ours"
+            ref = by.get((index, k, peer))
+            ratio = f"{ref['qps'] / r['qps']:.2f}x" if ref and r["searcher"] not in ("ours-text", "query-encoding") else "-"
+            same = {True: "yes", False: "NO", None: "-"}[r["same_results"]]
+            recall = f"{r['recall_at_10']:.3f}" if r["recall_at_10"] is not None else "-"
+            print(f"| {r['searcher']} | {r['qps']:.1f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {ratio} | {same} | "
+                  f"{recall} |", flush=True)
+    lat = {(r["index"], r["k"]): r["p50_ms"] for r in rows if r["searcher"] == "ours"}
+    for k in sorted({k for _, k in lat}):
+        if ("synthetic-100k", k) in lat and ("synthetic-1m", k) in lat:
+            print(f"ours, k={k}: p50 {lat[('synthetic-100k', k)]:.2f} ms at 100k -> {lat[('synthetic-1m', k)]:.2f} ms "
+                  f"at 1M ({lat[('synthetic-1m', k)] / lat[('synthetic-100k', k)]:.1f}x for 10x the documents)")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--indexes", default="scifact,synthetic-100k,synthetic-1m")
+    ap.add_argument("--queries", type=int, default=300, help="first N SciFact queries (at most 1109)")
+    ap.add_argument("--ks", default="10,1000")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="batch searchers' threads")
+    ap.add_argument("--batch", type=int, default=100, help="queries per batch call")
+    ap.add_argument("--root", default="indexes/bench", help="where benchmark indexes are built and kept")
+    ap.add_argument("--seed", type=int, default=13, help="synthetic collections' seed")
+    ap.add_argument("--no-seismic", action="store_true")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+
+    root = Path(args.root)
+    names = args.indexes.split(",")
+    ks = [int(k) for k in args.ks.split(",")]
+    folders = {name: ensure_index(name, root, args.seed, args.threads) for name in names}
+    scifact = ensure_index("scifact", root, args.seed, args.threads)
+    queries = read_queries(find_dataset(None, "scifact") / "queries.jsonl")[:args.queries]
+    qenc = QueryEncoder.from_index(scifact / "index")
+    encoded = dict(zip((q for q, _ in queries), qenc.encode_batch([t for _, t in queries])))
+    qids = [q for q, terms in encoded.items() if terms]
+    print(f"{len(qids)} queries, {statistics.mean(len(encoded[q]) for q in qids):.1f} terms each on average; "
+          f"{args.threads} threads for batches of {args.batch}", file=sys.stderr, flush=True)
+
+    rows = []
+    for name in names:
+        rows.extend(bench_index(name, folders[name], qids, encoded, ks, args.threads, args.batch,
+                                not args.no_seismic))
+    if "scifact" in names:
+        rows.extend(end_to_end(scifact, queries))
+    print_table(rows)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
