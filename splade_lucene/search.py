@@ -179,7 +179,7 @@ class Searcher:
             # the documents tied with the k-th may go on past what was fetched: let Lucene pick by id
             hits = self._hits(self._searcher.search(query, int(k), self._sort, True))
         docids = self._docids
-        ranked = sorted(((s, docids[d]) for d, s in hits[:k]), key=lambda h: (-h[0], h[1]))
+        ranked = sorted(((s, docids[d]) for d, s in hits), key=lambda h: (-h[0], h[1]))[:k]
         return [Hit(d, s) for (_, d), s in zip(ranked, adjust_ties([s for s, _ in ranked]))]
 
     def search(self, query: str, k: int = 10) -> list[Hit]:
