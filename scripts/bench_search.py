@@ -13,8 +13,9 @@ encoder. For each index and k (10 and 1000), each searcher answers every query:
 - ``ours-batch``: ``Searcher.batch_search_terms`` with --threads threads, in batches of --batch;
 - ``pyserini``: ``LuceneImpactSearcher(index, encoder, min_idf=-1).search``, reading each hit's
   docid and score as a user does; ``pyserini-batch``: its ``batch_search`` with --threads threads;
-- ``bruteforce``: exact integer dot products with scipy (``splade_lucene.search.exact_search``),
-  one query at a time: the reference for correctness;
+- ``bruteforce``: exact integer dot products with scipy (``splade_lucene.search.exact_search``):
+  the reference for correctness, computed for every query; timed one query at a time on the first
+  --brute-queries;
 - ``seismic``: pyseismic-lsr (approximate), with its recall@10 against the exact top 10.
 Single-query rows give p50/p99 of each query's latency; batch rows give p50/p99 of the per-query
 time of each batch (batch time / batch size). ``same_results``: every query's hits equal the brute
@@ -66,7 +67,7 @@ def ensure_index(name: str, root: Path, seed: int, threads: int) -> Path:
         source = ensure_index("scifact", root, seed, threads) / "collection"
         if not (folder / "collection").is_dir():
             t = time.perf_counter()
-            generate(source, folder / "collection", docs=SYNTHETIC[name], seed=seed)
+            generate(source, folder / "collection", docs=SYNTHETIC[name], seed=seed, arrays=folder / "vectors.npz")
             print(f"{name}: generated in {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
     else:
         raise SystemExit(f"unknown index {name!r}: scifact, {', '.join(SYNTHETIC)}")
@@ -76,9 +77,20 @@ def ensure_index(name: str, root: Path, seed: int, threads: int) -> Path:
     return folder
 
 
-def read_collection(collection: Path) -> tuple[list[str], list[str], object]:
-    """(vocabulary, doc ids, CSR matrix of integer weights) of a vector collection."""
+def read_collection(folder: Path) -> tuple[list[str], list[str], object]:
+    """(vocabulary, doc ids, CSR matrix of integer weights) of a benchmark collection: from the
+    synthetic generator's arrays where they exist, else from the collection's JSON records."""
     import scipy.sparse as sp
+
+    if (folder / "vectors.npz").is_file():
+        arrays = np.load(folder / "vectors.npz")
+        lengths = arrays["lengths"]
+        width = max(7, len(str(len(lengths) - 1)))
+        indptr = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
+        matrix = sp.csr_matrix((arrays["weights"].astype(np.float32), arrays["terms"], indptr),
+                               shape=(len(lengths), len(arrays["vocab"])))
+        return arrays["vocab"].tolist(), [f"syn{i:0{width}d}" for i in range(len(lengths))], matrix
+    collection = folder / "collection"
 
     vocab: dict[str, int] = {}
     docids, indptr, indices, data = [], [0], [], []
@@ -176,12 +188,12 @@ class Precomputed:
 
 
 def bench_index(name: str, folder: Path, qids: list[str], encoded: dict[str, dict[str, int]], ks: list[int],
-                threads: int, batch: int, use_seismic: bool) -> list[dict]:
+                threads: int, batch: int, use_seismic: bool, brute_queries: int) -> list[dict]:
     from pyserini.search.lucene import LuceneImpactSearcher
 
     index = folder / "index"
     t = time.perf_counter()
-    vocab, docids, docs = read_collection(folder / "collection")
+    vocab, docids, docs = read_collection(folder)
     queries = query_matrix([encoded[q] for q in qids], vocab)
     print(f"{name}: {len(docids)} documents, {docs.nnz} postings, read in {time.perf_counter() - t:.0f} s",
           file=sys.stderr, flush=True)
@@ -194,9 +206,12 @@ def bench_index(name: str, folder: Path, qids: list[str], encoded: dict[str, dic
         row_of = {qid: i for i, qid in enumerate(qids)}
 
         def brute(qid):
-            hits = exact_search(queries[row_of[qid]], docs, [qid], docids, k=k)[qid]
+            hits = exact_search(queries[row_of[qid]:row_of[qid] + 1], docs, [qid], docids, k=k)[qid]
             return [(h.docid, h.score) for h in hits]
-        runs["bruteforce"] = timed_each(brute, qids)
+        # the reference for every query, in blocks; the timing on the first --brute-queries, one by one
+        reference = exact_search(queries, docs, qids, docids, k=k)
+        exact = [[(h.docid, h.score) for h in reference[q]] for q in qids]
+        runs["bruteforce"] = timed_each(brute, qids[:brute_queries])
         runs["ours"] = timed_each(lambda q: [(h.docid, h.score) for h in ours.search_terms(encoded[q], k)], qids)
         runs["ours-batch"] = timed_batches(
             lambda qs: [[(h.docid, h.score) for h in hits] for hits in
@@ -210,10 +225,9 @@ def bench_index(name: str, folder: Path, qids: list[str], encoded: dict[str, dic
         runs["pyserini-batch"] = timed_batches(pyserini_batch, qids, batch)
         if seismic is not None:
             runs["seismic"] = timed_each(lambda q: seismic(encoded[q], k), qids)
-        exact = runs["bruteforce"][1]
         for searcher, (latencies, results) in runs.items():
             row = {"index": name, "k": k, "searcher": searcher, **summary(latencies), "same_results": None,
-                   "recall_at_10": None, "documents": len(docids), "queries": len(qids)}
+                   "recall_at_10": None, "documents": len(docids), "queries": len(latencies)}
             if searcher == "seismic":
                 row["recall_at_10"] = float(np.mean([recall_at_10([d for d, _ in r], e)
                                                      for r, e in zip(results, exact)]))
@@ -241,9 +255,13 @@ def build_seismic(docs, docids: list[str], vocab: list[str], threads: int):
     dataset = SeismicDataset(dim=docs.shape[1])
     dataset.add_documents_by_id(list(docids), docs.indices.astype(np.int64), docs.data.astype(np.float32),
                                 docs.indptr.astype(np.int64))
-    index = SeismicIndex.build_from_dataset(dataset)
+    # Seismic keeps n_postings x vocabulary postings in all (3,500 by default: no pruning up to about
+    # 100k documents here); at 1M documents 1,500 keeps about 13% of them (Seismic's guidelines: 10-30%)
+    settings = {"n_postings": 1500} if docs.shape[0] > 500_000 else {}
+    index = SeismicIndex.build_from_dataset(dataset, **settings)
     del dataset, docs
-    print(f"seismic: built in {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
+    print(f"seismic: built in {time.perf_counter() - t:.0f} s ({settings or 'default settings'})", file=sys.stderr,
+          flush=True)
     term_id = {t: str(i) for i, t in enumerate(vocab)}
 
     def search(terms: dict[str, int], k: int) -> list[tuple[str, float]]:
@@ -299,6 +317,8 @@ def main() -> int:
     ap.add_argument("--root", default="indexes/bench", help="where benchmark indexes are built and kept")
     ap.add_argument("--seed", type=int, default=13, help="synthetic collections' seed")
     ap.add_argument("--no-seismic", action="store_true")
+    ap.add_argument("--brute-queries", type=int, default=50,
+                    help="queries timed one by one for the brute-force row (all are checked)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
 
@@ -317,7 +337,7 @@ def main() -> int:
     rows = []
     for name in names:
         rows.extend(bench_index(name, folders[name], qids, encoded, ks, args.threads, args.batch,
-                                not args.no_seismic))
+                                not args.no_seismic, args.brute_queries))
     if "scifact" in names:
         rows.extend(end_to_end(scifact, queries))
     print_table(rows)

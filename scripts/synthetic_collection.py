@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from splade_lucene.collection import CollectionWriter, collection_files
+from splade_lucene.collection import PART_SIZE, collection_files
 from splade_lucene.index import COLLECTION_METADATA_FILE, read_collection_metadata
 
 CHUNK = 20_000
@@ -66,21 +66,17 @@ class TermModel:
         terms = np.searchsorted(self.cdf, rng.random(int(drawn.sum())), side="right")
         picks = self.offsets[terms] + (rng.random(len(terms)) * self.df[terms]).astype(np.int64)
         weights = self.weights[picks]
-        out_len = np.zeros(n, dtype=np.int64)
-        out_terms, out_weights = [], []
-        start = 0
-        for i, (length, count) in enumerate(zip(lengths.tolist(), drawn.tolist())):
-            doc: dict[int, int] = {}
-            for term, weight in zip(terms[start:start + count].tolist(), weights[start:start + count].tolist()):
-                if term not in doc:
-                    doc[term] = weight
-                    if len(doc) == length:
-                        break
-            start += count
-            out_len[i] = len(doc)
-            out_terms.extend(doc)
-            out_weights.extend(doc.values())
-        return out_len, np.array(out_terms, dtype=np.int64), np.array(out_weights, dtype=np.int64)
+        doc = np.repeat(np.arange(n), drawn)
+        position = np.arange(len(terms))
+        # first draw of each (document, term), back in draw order, then the first `length` of each document
+        order = np.lexsort((position, terms, doc))
+        first = np.ones(len(order), dtype=bool)
+        first[1:] = (doc[order][1:] != doc[order][:-1]) | (terms[order][1:] != terms[order][:-1])
+        kept = np.sort(order[first])
+        starts = np.searchsorted(doc[kept], np.arange(n))
+        rank = np.arange(len(kept)) - starts[doc[kept]]
+        kept = kept[rank < lengths[doc[kept]]]
+        return np.bincount(doc[kept], minlength=n), terms[kept], weights[kept]
 
 
 def synthetic_chunks(source: str | Path, docs: int, seed: int):
@@ -92,9 +88,11 @@ def synthetic_chunks(source: str | Path, docs: int, seed: int):
         yield model.draw(rng, min(CHUNK, docs - start))
 
 
-def generate(source: str | Path, output: str | Path, *, docs: int, seed: int, overwrite: bool = False) -> Path:
+def generate(source: str | Path, output: str | Path, *, docs: int, seed: int, overwrite: bool = False,
+             arrays: str | Path | None = None) -> Path:
     """Write a synthetic collection of ``docs`` documents (ids ``syn0000000``...) to ``output``,
-    atomically (a temporary folder renamed into place)."""
+    atomically (a temporary folder renamed into place); ``arrays`` also saves the vectors as numpy
+    arrays (``vocab``, ``lengths``, ``terms``, ``weights``), for a brute-force scorer."""
     source, output = Path(source), Path(output)
     if output.exists():
         if not overwrite:
@@ -102,23 +100,37 @@ def generate(source: str | Path, output: str | Path, *, docs: int, seed: int, ov
         shutil.rmtree(output)
     tmp = output.parent / f".{output.name}.writing"
     shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
     width = max(7, len(str(docs - 1)))
     chunks = synthetic_chunks(source, docs, seed)
-    vocab = next(chunks)
+    vocab = np.array(next(chunks), dtype=object)
+    saved: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     i = 0
-    with CollectionWriter(tmp, "vector") as writer:
-        for lengths, terms, weights in chunks:
-            start = 0
-            for length in lengths.tolist():
-                writer.write(f"syn{i:0{width}d}", {vocab[t]: w for t, w in zip(terms[start:start + length].tolist(),
-                                                                              weights[start:start + length].tolist())})
-                start += length
-                i += 1
+    fh = None
+    for lengths, terms, weights in chunks:
+        if arrays is not None:
+            saved.append((lengths.astype(np.int32), terms.astype(np.int32), weights.astype(np.int32)))
+        names, values = vocab[terms].tolist(), weights.tolist()
+        start = 0
+        for length in lengths.tolist():
+            if i % PART_SIZE == 0:
+                if fh is not None:
+                    fh.close()
+                fh = open(tmp / f"part-{i // PART_SIZE:05d}.jsonl", "w", encoding="utf-8")
+            vector = json.dumps(dict(zip(names[start:start + length], values[start:start + length])))
+            fh.write(f'{{"id": "syn{i:0{width}d}", "contents": "", "vector": {vector}}}\n')
+            start += length
+            i += 1
+    if fh is not None:
+        fh.close()
     meta = read_collection_metadata(source)
     meta.update({"documents": docs, "empty_documents": 0, "synthetic": {
         "source": source.name, "seed": seed, "overdraw": OVERDRAW}})
     meta.pop("corpus", None)
     (tmp / COLLECTION_METADATA_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    if arrays is not None:
+        np.savez(arrays, vocab=np.array(vocab.tolist()), lengths=np.concatenate([c[0] for c in saved]),
+                 terms=np.concatenate([c[1] for c in saved]), weights=np.concatenate([c[2] for c in saved]))
     tmp.rename(output)
     return output
 

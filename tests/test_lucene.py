@@ -170,6 +170,28 @@ def test_vector_and_pseudo_formats_rank_and_score_identically(cranfield):
     assert len(runs["vector_index"]) > 0
 
 
+def test_threads_give_the_same_results_and_share_one_searcher(cranfield):
+    import threading
+
+    with Searcher(cranfield["vector_index"], cranfield["query_encoder"]) as searcher:
+        one = searcher.batch_search_terms(cranfield["encoded"], k=100)
+        assert searcher.batch_search_terms(cranfield["encoded"], k=100, threads=3) == one
+        assert list(searcher.batch_search_terms(cranfield["encoded"], k=100, threads=3)) == list(one)
+        # several Python threads calling one searcher at once
+        got: dict[str, list] = {}
+        qids = list(cranfield["encoded"])
+
+        def work(part):
+            for qid in part:
+                got[qid] = searcher.search_terms(cranfield["encoded"][qid], k=100)
+        threads = [threading.Thread(target=work, args=(qids[i::4],)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert got == one
+
+
 def test_single_and_batch_search_agree(cranfield):
     with Searcher(cranfield["vector_index"], cranfield["query_encoder"]) as searcher:
         qid, text = cranfield["queries"][0]
