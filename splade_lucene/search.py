@@ -163,7 +163,9 @@ class Searcher:
         return int(self._reader.numDocs())
 
     def _hits(self, top) -> list[tuple[int, float]]:
-        return [(d["doc"], d["score"]) for d in json.loads(self._mapper.writeValueAsString(top.scoreDocs))]
+        # the TopDocs object itself is serialised: reading top.scoreDocs would wrap every hit in Python
+        found = json.loads(self._mapper.writeValueAsString(top))["scoreDocs"]
+        return [(d["doc"], d["score"]) for d in found]
 
     def search_terms(self, terms: dict[str, int], k: int = 10) -> list[Hit]:
         """Search with an already quantized query."""
