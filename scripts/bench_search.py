@@ -302,7 +302,8 @@ def print_table(rows: list[dict]) -> None:
     for (index, k) in dict.fromkeys((r["index"], r["k"]) for r in rows):
         group = [r for r in rows if r["index"] == index and r["k"] == k]
         docs = group[0].get("documents")
-        print(f"\n{index}{f' ({docs:,} documents)' if docs else ''}, k={k}, {group[0]['queries']} queries")
+        print(f"\n{index}{f' ({docs:,} documents)' if docs else ''}, k={k}, {max(r['queries'] for r in group)} "
+              f"queries (brute force timed on {min(r['queries'] for r in group)})")
         print("| searcher | qps | p50 ms | p99 ms | ours / it (qps) | same results | recall@10 |")
         print("|---|---|---|---|---|---|---|")
         for r in group:
