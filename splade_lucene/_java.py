@@ -206,7 +206,6 @@ def json_mapper():
     types = mapper.getTypeFactory()
     string, hashmap = cls.forName("java.lang.String"), cls.forName("java.util.HashMap")
     mapper.float_map = types.constructMapType(hashmap, string, cls.forName("java.lang.Float"))
-    mapper.int_map = types.constructMapType(hashmap, string, cls.forName("java.lang.Integer"))
     with _lock:
         _mapper = mapper
     return mapper
