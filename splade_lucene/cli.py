@@ -57,6 +57,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--index", default=None, help="index folder (default: indexes/NAME of the collection)")
     p.add_argument("--threads", type=int, default=1, help="indexing threads (default: 1)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing index")
+    p.add_argument("--no-impact-table", action="store_true",
+                   help="skip the in-memory search table (searches then go through Lucene, several times slower)")
+
+    p = sub.add_parser("impacts", parents=[quiet], help="(re)write an index's in-memory search table",
+                       description="Write INDEX/impacts from the collection the index was built from, checked "
+                                   "against the index term by term (for indexes built with --no-impact-table, "
+                                   "or after the index changed).")
+    p.add_argument("--index", required=True, help="index folder")
+    p.add_argument("--collection", default=None,
+                   help="collection folder the index was built from (default: the one its metadata records)")
 
     p = sub.add_parser("search", parents=[quiet], help="search an index, writing a TREC run file",
                        description="Run queries (BEIR queries.jsonl or TSV qid<TAB>text) against an index.")
@@ -68,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="query model (default: the one recorded with the index)")
     p.add_argument("--remove-query", action="store_true", help="drop hits whose doc id equals the query id")
     p.add_argument("--tag", default="splade-lucene", help="run tag (default: splade-lucene)")
+    p.add_argument("--engine", choices=("auto", "memory", "lucene"), default="auto",
+                   help="memory: the index's impact table; lucene: Lucene's query evaluation; auto: memory "
+                        "where the index has a table (default: auto). Both give the same results")
 
     p = sub.add_parser("evaluate", parents=[quiet], help="evaluate a run against qrels (trec_eval definitions)",
                        description="Print nDCG@10, RR@10, R@100, R@1000 and MAP, as trec_eval -c computes them.")
@@ -134,14 +147,21 @@ def _dispatch(args: argparse.Namespace, progress: bool) -> int:
         from .index import build_index
 
         r = build_index(args.collection, args.index, threads=args.threads, overwrite=args.overwrite,
-                        quiet=not progress)
+                        quiet=not progress, impact_table=not args.no_impact_table)
         print(f"indexed {r.documents} documents into {r.index_dir} in {r.seconds:.1f} s")
+    elif args.command == "impacts":
+        from .impacts import write_impact_table
+        from .index import read_metadata
+
+        collection = args.collection or read_metadata(args.index)["collection"]
+        folder = write_impact_table(args.index, collection)
+        print(f"impact table written to {folder}")
     elif args.command == "search":
         from .collection import read_queries
         from .search import Searcher, write_run
 
         queries = read_queries(args.queries)
-        with Searcher(args.index, model=args.model) as searcher:
+        with Searcher(args.index, model=args.model, engine=args.engine) as searcher:
             results = searcher.batch_search(queries, k=args.k, threads=args.threads, progress=progress)
         write_run(results, args.output, tag=args.tag, remove_query=args.remove_query)
         print(f"searched {len(queries)} queries; run written to {args.output}")

@@ -120,44 +120,49 @@ def document_frequencies(index_dir: str | Path, terms, field: str = "contents") 
         return {t: int(reader.docFreq(term_cls(field, t))) for t in terms}
 
 
-def extract_docids(index_dir: str | Path) -> list[str]:
+def extract_docids(index_dir: str | Path, reader=None) -> list[str]:
     """Every document's external id, in Lucene docid order, read from the index's stored ``id`` field
-    in pages of :data:`_DOCID_PAGE` documents (one JNI round trip per page)."""
+    in pages of :data:`_DOCID_PAGE` documents (one JNI round trip per page). ``reader``: an open
+    Lucene reader on the index (else one is opened)."""
+    if reader is None:
+        with _lucene_reader(index_dir) as opened:
+            return extract_docids(index_dir, opened)
     mapper = _java.json_mapper()
     from jnius import autoclass, cast
 
-    with _lucene_reader(index_dir) as reader:
-        searcher = autoclass("org.apache.lucene.search.IndexSearcher")(
-            cast("org.apache.lucene.index.IndexReader", reader))
-        query = autoclass("org.apache.lucene.search.MatchAllDocsQuery")()
-        scored_docs = autoclass("io.anserini.search.ScoredDocs")
-        ids: list[str | None] = [None] * int(reader.maxDoc())
-        after = None
-        while True:
-            page = (searcher.search(query, _DOCID_PAGE) if after is None
-                    else searcher.searchAfter(after, query, _DOCID_PAGE))
-            docs = page.scoreDocs
-            if not docs:
-                break
-            found = json.loads(mapper.writeValueAsString(scored_docs.fromTopDocs(page, searcher)))
-            for lucene_docid, docid in zip(found["lucene_docids"], found["docids"]):
-                ids[lucene_docid] = docid
-            after = docs[-1]
-        if any(i is None for i in ids):
-            raise IndexBuildError(f"{index_dir}: some Lucene documents have no stored id")
-        return ids  # type: ignore[return-value]
+    searcher = autoclass("org.apache.lucene.search.IndexSearcher")(cast("org.apache.lucene.index.IndexReader", reader))
+    query = autoclass("org.apache.lucene.search.MatchAllDocsQuery")()
+    scored_docs = autoclass("io.anserini.search.ScoredDocs")
+    ids: list[str | None] = [None] * int(reader.maxDoc())
+    after = None
+    while True:
+        page = (searcher.search(query, _DOCID_PAGE) if after is None
+                else searcher.searchAfter(after, query, _DOCID_PAGE))
+        docs = page.scoreDocs
+        if not docs:
+            break
+        found = json.loads(mapper.writeValueAsString(scored_docs.fromTopDocs(page, searcher)))
+        for lucene_docid, docid in zip(found["lucene_docids"], found["docids"]):
+            ids[lucene_docid] = docid
+        after = docs[-1]
+    if any(i is None for i in ids):
+        raise IndexBuildError(f"{index_dir}: some Lucene documents have no stored id")
+    return ids  # type: ignore[return-value]
 
 
-def docid_table(index_dir: str | Path) -> list[str]:
+def docid_table(index_dir: str | Path, reader=None) -> list[str]:
     """External ids by Lucene docid: from :data:`DOCIDS_FILE` when the index has one that fits it
-    (indexes built by this package do), else read from the index."""
+    (indexes built by this package do), else read from the index. ``reader``: an open Lucene reader
+    on the index (else one is opened)."""
+    if reader is None:
+        with _lucene_reader(index_dir) as opened:
+            return docid_table(index_dir, opened)
     path = Path(index_dir) / DOCIDS_FILE
     if path.is_file():
         ids = json.loads(path.read_text(encoding="utf-8"))
-        with _lucene_reader(index_dir) as reader:
-            if len(ids) == int(reader.maxDoc()):
-                return ids
-    return extract_docids(index_dir)
+        if len(ids) == int(reader.maxDoc()):
+            return ids
+    return extract_docids(index_dir, reader)
 
 
 def _clean_stale_builds(target: Path) -> None:
@@ -200,9 +205,11 @@ class BuildResult:
 
 
 def build_index(collection: str | Path, index_dir: str | Path | None = None, *, threads: int = 1,
-                overwrite: bool = False, quiet: bool = False) -> BuildResult:
+                overwrite: bool = False, quiet: bool = False, impact_table: bool = True) -> BuildResult:
     """Build a Lucene impact index from a collection written by :mod:`splade_lucene.encode`'s
-    pipeline (or any JsonVectorCollection folder), atomically, and check its document count."""
+    pipeline (or any JsonVectorCollection folder), atomically, and check its document count.
+    ``impact_table``: also write the in-memory search table (:mod:`splade_lucene.impacts`), checked
+    against the finished index."""
     collection = Path(collection)
     if not collection.is_dir():
         raise FileNotFoundError(f"collection folder {collection} does not exist")
@@ -245,6 +252,10 @@ def build_index(collection: str | Path, index_dir: str | Path | None = None, *, 
         }
         (tmp / METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
         (tmp / DOCIDS_FILE).write_text(json.dumps(extract_docids(tmp), ensure_ascii=False), encoding="utf-8")
+        if impact_table:
+            from .impacts import write_impact_table
+
+            write_impact_table(tmp, collection)
         if target.exists():
             old = target.parent / f"{target.name}{_BUILDING}old-{os.getpid()}"
             target.rename(old)

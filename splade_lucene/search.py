@@ -11,6 +11,7 @@ reference.
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -19,7 +20,8 @@ import numpy as np
 
 from . import _java
 from .encode import DEFAULT_MAX_LENGTH, SpladeEncoder
-from .index import IndexBuildError, check_compatible, docid_table, read_metadata
+from .impacts import ImpactTable, ImpactTableError
+from .index import check_compatible, docid_table, read_metadata
 from .quantize import DEFAULT_SCALE, check_scale, quantize_terms
 
 DEFAULT_K = 1000
@@ -115,22 +117,35 @@ def _adjust_ties_sequential(rounded: np.ndarray) -> list[float]:
     return out
 
 
+ENGINES = ("auto", "memory", "lucene")
+
+
 class Searcher:
     """Exact top-k search over a splade-lucene impact index, with Anserini's results.
 
     Hits, scores and order are those of Anserini's ``SimpleImpactSearcher`` (and so of Pyserini's
-    ``LuceneImpactSearcher`` with ``min_idf=-1``): the same Lucene query (a bag of boosted terms
-    under ``ImpactSimilarity``), ties broken by doc id, scores rounded and nudged as Anserini does.
-    The path across JNI is shorter: a query crosses as one JSON string, the hits come back as one
-    JSON string of Lucene docids and scores, and the ids are looked up in the index's docid table,
-    so no stored field is read and no Java object is made per term or per hit. Lucene returns a few
-    more than k hits by score, which are ordered by (score, id) here; only when the documents tied
-    with the k-th run past those does the search rerun sorted by (score, id) in Lucene, Anserini's
-    order, to pick the same tied documents.
+    ``LuceneImpactSearcher`` with ``min_idf=-1``): the sum of query weight times impact over shared
+    terms, ties broken by doc id, scores rounded and nudged as Anserini does. Two engines give them:
+
+    - ``memory``: the index's impact table (:mod:`splade_lucene.impacts`, written by ``build_index``)
+      scores every document term-at-a-time in one integer accumulator; several times faster than
+      Lucene, at 8 bytes of memory a posting. A query it cannot answer exactly (a weight below 1)
+      goes to Lucene.
+    - ``lucene``: the same Lucene query as Anserini's (a bag of boosted terms under
+      ``ImpactSimilarity``) over a shorter path across JNI: the query crosses as one JSON string, the
+      hits come back as one, and ids are looked up in the index's docid table, so no stored field is
+      read and no Java object is made per term or per hit. Lucene returns a few more than k hits by
+      score, ordered by (score, id) here; only when the documents tied with the k-th run past those
+      does the search rerun sorted by (score, id) in Lucene, Anserini's order.
+
+    ``engine="auto"`` (the default) takes ``memory`` where the index has a table and ``lucene``
+    elsewhere.
     """
 
     def __init__(self, index_dir: str | Path, query_encoder: QueryEncoder | None = None, *,
-                 model: str | Path | None = None):
+                 model: str | Path | None = None, engine: str = "auto"):
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}, not {engine!r}")
         self.index_dir = Path(index_dir)
         if not self.index_dir.is_dir():
             raise FileNotFoundError(f"index folder {self.index_dir} does not exist")
@@ -143,11 +158,21 @@ class Searcher:
         self._mapper = _java.json_mapper()
         from jnius import autoclass, cast
 
-        self._docids = docid_table(self.index_dir)
         paths = autoclass("java.nio.file.Paths")
         self._directory = autoclass("org.apache.lucene.store.FSDirectory").open(
             paths.get(str(self.index_dir.resolve())))
         self._reader = autoclass("org.apache.lucene.index.DirectoryReader").open(self._directory)
+        try:
+            self._docids = docid_table(self.index_dir, self._reader)
+            self._table = self._load_table(engine)
+        except BaseException:
+            self.close()
+            raise
+        if engine == "memory" and self._table is None:
+            self.close()
+            raise ImpactTableError(f"{self.index_dir} has no impact table for engine='memory'; write one with "
+                                   "`splade-lucene impacts` (or use engine='lucene')")
+        self.engine = "memory" if self._table is not None else "lucene"
         self._searcher = autoclass("org.apache.lucene.search.IndexSearcher")(
             cast("org.apache.lucene.index.IndexReader", self._reader))
         self._searcher.setSimilarity(autoclass("io.anserini.search.similarity.ImpactSimilarity")())
@@ -155,8 +180,17 @@ class Searcher:
         sort_field = autoclass("org.apache.lucene.search.SortField")
         self._sort = autoclass("org.apache.lucene.search.Sort")(
             sort_field.FIELD_SCORE, sort_field("id", autoclass("org.apache.lucene.search.SortField$Type").STRING_VAL))
-        if len(self._docids) != int(self._reader.maxDoc()):
-            raise IndexBuildError(f"{self.index_dir}: docid table does not match the index")
+
+    def _load_table(self, engine: str) -> ImpactTable | None:
+        if engine == "lucene":
+            return None
+        try:
+            return ImpactTable.load(self.index_dir, self._reader)
+        except ImpactTableError as err:
+            if engine == "memory":
+                raise
+            warnings.warn(f"{err}; searching through Lucene", stacklevel=3)
+            return None
 
     @property
     def num_docs(self) -> int:
@@ -167,13 +201,7 @@ class Searcher:
         found = json.loads(self._mapper.writeValueAsString(top))["scoreDocs"]
         return [(d["doc"], d["score"]) for d in found]
 
-    def search_terms(self, terms: dict[str, int], k: int = 10) -> list[Hit]:
-        """Search with an already quantized query."""
-        if k < 1:
-            raise ValueError(f"k must be at least 1, not {k}")
-        _check_query(terms)
-        if not terms:
-            return []
+    def _lucene_top(self, terms: dict[str, int], k: int) -> list[tuple[int, float]]:
         query = self._generator.buildQuery("contents", self._mapper.readValue(json.dumps(terms), self._mapper.float_map))
         fetch = k + max(TIE_MARGIN, k // 8)
         hits = self._hits(self._searcher.search(query, fetch))
@@ -181,8 +209,21 @@ class Searcher:
             # the documents tied with the k-th may go on past what was fetched: let Lucene pick by id
             hits = self._hits(self._searcher.search(query, int(k), self._sort, True))
         docids = self._docids
-        ranked = sorted(((s, docids[d]) for d, s in hits), key=lambda h: (-h[0], h[1]))[:k]
-        return [Hit(d, s) for (_, d), s in zip(ranked, adjust_ties([s for s, _ in ranked]))]
+        ranked = sorted(((s, docids[d], d) for d, s in hits), key=lambda h: (-h[0], h[1]))[:k]
+        return [(d, s) for s, _, d in ranked]
+
+    def search_terms(self, terms: dict[str, int], k: int = 10) -> list[Hit]:
+        """Search with an already quantized query."""
+        if k < 1:
+            raise ValueError(f"k must be at least 1, not {k}")
+        _check_query(terms)
+        if not terms:
+            return []
+        ranked = self._table.top(terms, k) if self._table is not None else None
+        if ranked is None:
+            ranked = self._lucene_top(terms, k)
+        docids = self._docids
+        return [Hit(docids[d], s) for (d, _), s in zip(ranked, adjust_ties([s for _, s in ranked]))]
 
     def search(self, query: str, k: int = 10) -> list[Hit]:
         return self.search_terms(self.query_encoder.encode(query), k)

@@ -198,12 +198,15 @@ def test_single_and_batch_search_agree(cranfield):
         assert searcher.search(text, k=50) == searcher.batch_search([(qid, text)], k=50, threads=2)[qid]
 
 
-def test_pyserini_impact_searcher_reproduces_our_run(cranfield):
+@pytest.mark.parametrize("engine", ["memory", "lucene"])
+def test_pyserini_impact_searcher_reproduces_our_run(cranfield, engine):
     from pyserini.search.lucene import LuceneImpactSearcher
 
     index = str(cranfield["vector_index"])
     queries = cranfield["queries"]
-    ours = Searcher(index).batch_search(queries, k=K)
+    searcher = Searcher(index, engine=engine)
+    assert searcher.engine == engine
+    ours = searcher.batch_search(queries, k=K)
     theirs = LuceneImpactSearcher(index, QueryEncoder.from_index(index), min_idf=-1)
     got = theirs.batch_search([t for _, t in queries], [q for q, _ in queries], k=K, threads=1)
     for qid, _ in queries:
@@ -281,7 +284,8 @@ def test_exact_search_agrees_with_the_index(cranfield):
         assert ours == sorted(ours, reverse=True)
 
 
-def test_ties_at_the_cut_pick_anserinis_documents(cranfield, tmp_path):
+@pytest.mark.parametrize("engine", ["memory", "lucene"])
+def test_ties_at_the_cut_pick_anserinis_documents(cranfield, tmp_path, engine):
     # Twelve documents tie on score; their ids sort differently from their Lucene order, so a
     # search that kept the first k by Lucene docid would pick other documents than Anserini.
     from pyserini.search.lucene import LuceneImpactSearcher
@@ -296,7 +300,7 @@ def test_ties_at_the_cut_pick_anserinis_documents(cranfield, tmp_path):
             return query
 
     theirs = LuceneImpactSearcher(str(index), Fixed(), min_idf=-1)
-    with Searcher(index, cranfield["query_encoder"]) as searcher:
+    with Searcher(index, cranfield["query_encoder"], engine=engine) as searcher:
         for k in (1, 2, 5, 13, 14, 100):
             got = [(h.docid, h.score) for h in searcher.search_terms(query, k=k)]
             assert got == [(h.docid, h.score) for h in theirs.search("ignored", k=k)], k
@@ -304,3 +308,99 @@ def test_ties_at_the_cut_pick_anserinis_documents(cranfield, tmp_path):
     assert [h.docid for h in five] == ["top", "a", "b", "c", "d"]
     assert [h.score for h in five] == pytest.approx([27, 8, 8 - 1e-6, 8 - 2e-6, 8 - 3e-6], abs=3e-7)
 
+
+
+def test_memory_and_lucene_engines_return_the_same_hits(cranfield):
+    results = {}
+    for engine in ("auto", "lucene"):
+        with Searcher(cranfield["vector_index"], cranfield["query_encoder"], engine=engine) as searcher:
+            assert searcher.engine == {"auto": "memory", "lucene": "lucene"}[engine]
+            results[engine] = [searcher.batch_search_terms(cranfield["encoded"], k=k, threads=2) for k in (1, 10, K)]
+    assert results["auto"] == results["lucene"]
+    assert sum(len(hits) for hits in results["auto"][2].values()) > 100_000
+
+
+def test_impact_table_matches_the_index_term_by_term(cranfield):
+    from splade_lucene.impacts import ImpactTable
+    from splade_lucene.index import document_frequencies
+
+    for key in ("vector_index", "pseudo_index"):
+        table = ImpactTable.load(cranfield[key])
+        stats = lucene_stats(cranfield[key])
+        assert table.postings == stats["postings"]
+        assert int(table.impacts.sum()) == stats["total_impact"]
+        assert len(table.term_ids) == stats["unique_terms"]
+    sample = sorted(table.term_ids)[::50]
+    df = document_frequencies(cranfield["vector_index"], sample)
+    assert {t: int(np.diff(table.offsets)[table.term_ids[t]]) for t in sample} == df
+
+
+def test_unusual_query_weights_give_lucenes_answer(cranfield, tmp_path):
+    # weights the table does not answer (zero, huge) go to Lucene: both engines agree with Pyserini
+    from pyserini.search.lucene import LuceneImpactSearcher
+
+    index = tiny_index(cranfield, tmp_path, {"a": {"cat": 3, "dog": 1}, "b": {"dog": 200}, "c": {"cat": 1}})
+    for query in ({"cat": 0, "dog": 2}, {"cat": 10 ** 6, "dog": 1}, {"cat": 2, "bird": 5}):
+        class Fixed:
+            def encode(self, text):
+                return query
+
+        theirs = [(h.docid, h.score) for h in LuceneImpactSearcher(str(index), Fixed(), min_idf=-1).search("q", k=10)]
+        for engine in ("memory", "lucene"):
+            with Searcher(index, cranfield["query_encoder"], engine=engine) as searcher:
+                assert [(h.docid, h.score) for h in searcher.search_terms(query, k=10)] == theirs, (query, engine)
+
+
+def test_a_table_that_does_not_fit_its_index_is_refused(cranfield, tmp_path):
+    import shutil
+
+    from splade_lucene.impacts import TABLE_DIR, ImpactTableError, write_impact_table
+
+    docs = {"a": {"cat": 3, "dog": 1}, "b": {"dog": 2}, "c": {"cat": 1, "emu": 4}}
+    index = tiny_index(cranfield, tmp_path, docs)
+    table = index / TABLE_DIR
+    before = {p.name: p.read_bytes() for p in table.iterdir()}
+    # a collection other than the index's: refused, the existing table kept as it was
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "part-00000.jsonl").write_text("".join(
+        json.dumps({"id": d, "contents": "", "vector": {**v, "cat": 2} if d == "c" else v}) + "\n"
+        for d, v in docs.items()))
+    with pytest.raises(ImpactTableError, match=r"with other frequencies \['cat'\]"):
+        write_impact_table(index, other)
+    assert {p.name: p.read_bytes() for p in table.iterdir()} == before
+    assert not list(index.glob(f"{TABLE_DIR}.writing-*"))
+
+    # a table from another state of the index: auto searches through Lucene (and says so), memory refuses
+    meta = json.loads((table / "table.json").read_text())
+    meta["commit"]["version"] += 1
+    (table / "table.json").write_text(json.dumps(meta))
+    with pytest.warns(UserWarning, match="another state of the index.*searching through Lucene"):
+        with Searcher(index, cranfield["query_encoder"]) as searcher:
+            assert searcher.engine == "lucene"
+            assert [h.docid for h in searcher.search_terms({"cat": 1}, k=10)] == ["a", "c"]
+    with pytest.raises(ImpactTableError, match="another state of the index"):
+        Searcher(index, cranfield["query_encoder"], engine="memory")
+    shutil.rmtree(table)
+    with pytest.raises(ImpactTableError, match="has no impact table"):
+        Searcher(index, cranfield["query_encoder"], engine="memory")
+    with pytest.raises(ValueError, match="engine must be one of"):
+        Searcher(index, cranfield["query_encoder"], engine="fast")
+
+
+def test_index_without_table_and_the_impacts_command(cranfield, tmp_path):
+    import sys
+
+    collection = cranfield["base"] / "vector"
+    index = build_index(collection, tmp_path / "plain", quiet=True, impact_table=False).index_dir
+    assert not (index / "impacts").exists()
+    with Searcher(index, cranfield["query_encoder"]) as searcher:
+        assert searcher.engine == "lucene"
+        before = searcher.batch_search_terms(cranfield["encoded"], k=100)
+    proc = subprocess.run([sys.executable, "-m", "splade_lucene", "impacts", "--index", str(index)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "impact table written" in proc.stdout
+    with Searcher(index, cranfield["query_encoder"]) as searcher:
+        assert searcher.engine == "memory"
+        assert searcher.batch_search_terms(cranfield["encoded"], k=100) == before

@@ -1,0 +1,292 @@
+"""An impact index's postings held in memory, for exact search several times faster than Lucene's.
+
+A Lucene impact index stores, for each term, the documents it occurs in and an integer impact (the
+term frequency of the pseudo-document, that is the quantized weight). A query's score for a document
+is the sum of ``query weight * impact`` over the terms they share. :class:`ImpactTable` keeps those
+postings as three flat arrays (term-major: per-term offsets, Lucene docids, impacts) and scores a
+query term-at-a-time into one integer accumulator, all documents at once, then selects the top k.
+No document is skipped, so the result is exact: the same documents, the same integer scores and
+the same order as Lucene's search (ties broken by doc id as Anserini does).
+
+The table lives in the index folder (:data:`TABLE_DIR`), written by :func:`write_impact_table` from
+the collection the index was built from (``build_index`` does it) and then checked against the
+Lucene index itself: the same documents, the same set of terms, and for every term the same
+document frequency and total impact. It records the Lucene commit it describes; a table that no
+longer fits its index is not used.
+
+Memory: 8 bytes a posting in memory (docid and impact as int32), fewer on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from .collection import collection_files, open_text
+
+TABLE_DIR = "impacts"
+TABLE_VERSION = 1
+_META = "table.json"
+# Integer scores stay exact in Lucene's float32 below this; a query that could reach it goes to Lucene.
+EXACT_LIMIT = 2 ** 24
+
+
+class ImpactTableError(RuntimeError):
+    """An impact table that cannot be written or does not fit its index."""
+
+
+def _scatter_add():
+    """``add(scores, docs, impacts, weight)``: ``scores[docs] += weight * impacts`` in place. scipy's
+    compiled sparse matrix-vector kernel does it in one pass without temporaries; ``np.add.at`` is the
+    fallback where that kernel is not importable."""
+    try:
+        from scipy.sparse import _sparsetools
+
+        def add(scores, docs, impacts, weight):
+            _sparsetools.csc_matvec(len(scores), 1, np.array([0, len(docs)], dtype=docs.dtype), docs, impacts,
+                                    np.array([weight], dtype=scores.dtype), scores)
+
+        probe = np.zeros(4, dtype=np.int32)
+        add(probe, np.array([1, 3], dtype=np.int32), np.array([2, 5], dtype=np.int32), 3)
+        if probe.tolist() == [0, 6, 0, 15]:
+            return add
+    except (ImportError, AttributeError, TypeError, ValueError):  # pragma: no cover - depends on scipy
+        pass
+    return _add_at
+
+
+def _add_at(scores, docs, impacts, weight):
+    np.add.at(scores, docs, impacts * np.int32(weight))
+
+
+_ADD = _scatter_add()
+
+
+def _records(collection: Path) -> Iterator[tuple[str, dict[str, int]]]:
+    """(doc id, {term: impact}) of each record of a JsonVectorCollection or pseudo-document folder."""
+    files = collection_files(collection)
+    if not files:
+        raise ImpactTableError(f"{collection} holds no .jsonl collection files")
+    for path in files:
+        with open_text(path) as fh:
+            for line in fh:
+                if not line.strip():
+                    continue
+                rec = json.loads(line)
+                if "vector" in rec:
+                    yield rec["id"], rec["vector"]
+                else:
+                    counts: dict[str, int] = {}
+                    for term in rec["contents"].split():
+                        counts[term] = counts.get(term, 0) + 1
+                    yield rec["id"], counts
+
+
+def _lucene_terms(reader, field: str) -> dict[str, tuple[int, int]]:
+    """{term: (document frequency, total term frequency)} of a field, read from the index."""
+    from jnius import autoclass, cast
+
+    terms = autoclass("org.apache.lucene.index.MultiTerms").getTerms(
+        cast("org.apache.lucene.index.IndexReader", reader), field)
+    out: dict[str, tuple[int, int]] = {}
+    if terms is None:
+        return out
+    it = terms.iterator()
+    while True:
+        term = it.next()
+        if term is None:
+            return out
+        out[term.utf8ToString()] = (int(it.docFreq()), int(it.totalTermFreq()))
+
+
+def _commit(reader) -> dict:
+    return {"max_doc": int(reader.maxDoc()), "num_docs": int(reader.numDocs()), "version": int(reader.getVersion())}
+
+
+def write_impact_table(index_dir: str | Path, collection: str | Path, *, field: str = "contents") -> Path:
+    """Write ``index_dir/impacts`` from the collection ``index_dir`` was built from, and check it
+    against the index: every document, every term, each term's document frequency and total impact.
+    Raises :class:`ImpactTableError` (writing nothing) where they differ."""
+    from .index import _lucene_reader, docid_table
+
+    index_dir, collection = Path(index_dir), Path(collection)
+    with _lucene_reader(index_dir) as reader:
+        commit = _commit(reader)
+        if commit["num_docs"] != commit["max_doc"]:
+            raise ImpactTableError(f"{index_dir} has deleted documents; an impact table describes whole indexes only")
+        lucene_terms = _lucene_terms(reader, field)
+    docids = docid_table(index_dir)
+    row_of = {d: i for i, d in enumerate(docids)}
+    if len(row_of) != len(docids):
+        raise ImpactTableError(f"{index_dir}: duplicate doc ids in the index")
+
+    vocab: dict[str, int] = {}
+    rows, lengths, term_chunks, impact_chunks = [], [], [], []
+    terms_buf: list[int] = []
+    impacts_buf: list[int] = []
+    for docid, vector in _records(collection):
+        row = row_of.get(docid)
+        if row is None:
+            raise ImpactTableError(f"document {docid!r} of {collection} is not in {index_dir}")
+        kept = {t: w for t, w in vector.items() if w > 0}  # Anserini indexes no zero weights
+        rows.append(row)
+        lengths.append(len(kept))
+        terms_buf.extend(vocab.setdefault(t, len(vocab)) for t in kept)
+        impacts_buf.extend(kept.values())
+        if len(terms_buf) > 10_000_000:
+            term_chunks.append(np.array(terms_buf, dtype=np.int32))
+            impact_chunks.append(np.array(impacts_buf, dtype=np.int64))
+            terms_buf, impacts_buf = [], []
+    term_chunks.append(np.array(terms_buf, dtype=np.int32))
+    impact_chunks.append(np.array(impacts_buf, dtype=np.int64))
+    del terms_buf, impacts_buf
+    if len(rows) != len(docids) or len(set(rows)) != len(rows):
+        raise ImpactTableError(f"{collection} has {len(rows)} records for the {len(docids)} documents of {index_dir}")
+
+    import scipy.sparse as sp
+
+    term_ids = np.concatenate(term_chunks)
+    impacts = np.concatenate(impact_chunks)
+    del term_chunks, impact_chunks
+    if len(impacts) and int(impacts.max()) >= 2 ** 31:
+        raise ImpactTableError(f"{collection}: an impact does not fit in 32 bits")
+    indptr = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=indptr[1:])
+    # collection order -> Lucene docid order -> term-major (each term's docids ascending)
+    by_doc = sp.csr_matrix((impacts.astype(np.int32), term_ids, indptr), shape=(len(rows), len(vocab)))
+    del term_ids, impacts
+    order = np.empty(len(rows), dtype=np.int64)
+    order[np.asarray(rows, dtype=np.int64)] = np.arange(len(rows))
+    by_term = by_doc[order].tocsc()  # csr -> csc keeps each term's docids ascending
+    del by_doc
+
+    terms = list(vocab)  # every one has a posting: zero weights were dropped
+    offsets = by_term.indptr.astype(np.int64)
+    docs = by_term.indices.astype(np.int32, copy=False)
+    values = by_term.data
+    df = np.diff(offsets)
+    total = np.add.reduceat(values.astype(np.int64), offsets[:-1]) if len(values) else np.zeros(0, np.int64)
+    ours = {t: (int(d), int(s)) for t, d, s in zip(terms, df, total)}
+    if ours != lucene_terms:
+        missing = sorted(set(lucene_terms) - set(ours))[:5]
+        extra = sorted(set(ours) - set(lucene_terms))[:5]
+        differ = sorted(t for t in set(ours) & set(lucene_terms) if ours[t] != lucene_terms[t])[:5]
+        raise ImpactTableError(
+            f"{collection} does not describe {index_dir}: terms only in the index {missing}, only in the "
+            f"collection {extra}, with other frequencies {differ}")
+    max_impact = int(values.max()) if len(values) else 0
+    small = np.uint8 if max_impact < 2 ** 8 else np.uint16 if max_impact < 2 ** 16 else np.int32
+    # each document's rank among the doc ids, for ordering ties by id without comparing strings
+    id_rank = np.empty(len(docids), dtype=np.int32)
+    id_rank[np.argsort(np.asarray(docids, dtype=object), kind="stable")] = np.arange(len(docids), dtype=np.int32)
+
+    target = index_dir / TABLE_DIR
+    tmp = index_dir / f"{TABLE_DIR}.writing-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        np.save(tmp / "offsets.npy", offsets)
+        np.save(tmp / "docs.npy", docs)
+        np.save(tmp / "impacts.npy", values.astype(small))
+        np.save(tmp / "id_rank.npy", id_rank)
+        (tmp / "terms.json").write_text(json.dumps(terms, ensure_ascii=False), encoding="utf-8")
+        (tmp / _META).write_text(json.dumps({
+            "version": TABLE_VERSION, "field": field, "commit": commit, "terms": len(terms),
+            "postings": int(len(docs)), "max_impact": max_impact}, indent=2) + "\n")
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+class ImpactTable:
+    """The postings of an impact index in memory, with exact term-at-a-time top-k search.
+
+    Open it with :meth:`load`; :meth:`top` gives the (Lucene docid, score) pairs Lucene would return for
+    a query, or ``None`` where the query is one this table does not answer exactly (a weight below 1,
+    or scores that could pass float32's exact integers), to be left to Lucene.
+    """
+
+    def __init__(self, terms: list[str], offsets: np.ndarray, docs: np.ndarray, impacts: np.ndarray,
+                 id_rank: np.ndarray, max_impact: int):
+        self.term_ids = {t: i for i, t in enumerate(terms)}
+        self.offsets = offsets
+        self.docs = docs
+        self.impacts = impacts
+        self.id_rank = id_rank
+        self.max_impact = max_impact
+        self.num_docs = len(id_rank)
+
+    @classmethod
+    def load(cls, index_dir: str | Path, reader=None) -> "ImpactTable | None":
+        """The index's table, or ``None`` where it has none. A table written for another commit of the
+        index raises :class:`ImpactTableError`. ``reader``: an open Lucene reader on the index, to
+        compare commits with (else one is opened)."""
+        folder = Path(index_dir) / TABLE_DIR
+        if not (folder / _META).is_file():
+            return None
+        meta = json.loads((folder / _META).read_text())
+        if meta.get("version") != TABLE_VERSION:
+            raise ImpactTableError(f"{folder} is a version {meta.get('version')} table; rewrite it "
+                                   "(splade-lucene impacts)")
+        if reader is None:
+            from .index import _lucene_reader
+
+            with _lucene_reader(index_dir) as r:
+                commit = _commit(r)
+        else:
+            commit = _commit(reader)
+        if commit != meta["commit"]:
+            raise ImpactTableError(f"{folder} was written for another state of the index ({meta['commit']}, "
+                                   f"the index is now {commit}); rewrite it (splade-lucene impacts) or delete it")
+        try:
+            terms = json.loads((folder / "terms.json").read_text(encoding="utf-8"))
+            impacts = np.load(folder / "impacts.npy").astype(np.int32, copy=False)
+            table = cls(terms, np.load(folder / "offsets.npy"), np.load(folder / "docs.npy"), impacts,
+                        np.load(folder / "id_rank.npy"), int(meta["max_impact"]))
+        except (OSError, ValueError, KeyError) as err:
+            raise ImpactTableError(f"{folder} is damaged ({err}); rewrite it (splade-lucene impacts)") from err
+        if (len(table.offsets) != len(terms) + 1 or not len(table.docs) == len(impacts) == meta["postings"]
+                or len(table.id_rank) != commit["max_doc"]):
+            raise ImpactTableError(f"{folder} is damaged: array lengths disagree; rewrite it (splade-lucene impacts)")
+        return table
+
+    @property
+    def postings(self) -> int:
+        return len(self.docs)
+
+    def scores(self, terms: dict[str, int]) -> np.ndarray | None:
+        """Every document's integer score for a query, or ``None`` (see the class)."""
+        found = [(self.term_ids[t], w) for t, w in terms.items() if t in self.term_ids]
+        if any(w < 1 for _, w in terms.items()) or sum(w for _, w in found) * self.max_impact >= EXACT_LIMIT:
+            return None
+        scores = np.zeros(self.num_docs, dtype=np.int32)
+        offsets, docs, impacts = self.offsets, self.docs, self.impacts
+        for term, weight in found:
+            start, end = offsets[term], offsets[term + 1]
+            _ADD(scores, docs[start:end], impacts[start:end], weight)
+        return scores
+
+    def top(self, terms: dict[str, int], k: int) -> list[tuple[int, float]] | None:
+        """The top ``k`` (Lucene docid, score) by score, then doc id: Lucene's hits for the query."""
+        scores = self.scores(terms)
+        if scores is None:
+            return None
+        if k < self.num_docs:
+            import torch
+
+            kth = int(torch.topk(torch.from_numpy(scores), k, sorted=False).values.min())
+            candidates = np.flatnonzero(scores >= max(kth, 1))
+        else:
+            candidates = np.flatnonzero(scores > 0)
+        found = scores[candidates]
+        order = np.lexsort((self.id_rank[candidates], -found))[:k]
+        return list(zip(candidates[order].tolist(), found[order].astype(np.float64).tolist()))
