@@ -49,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="vector: JsonVectorCollection {term: int}; pseudo: contents repeating each term "
                         "by its weight (default: vector)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing collection")
+    p.add_argument("--part-size", type=int, default=None,
+                   help="documents per collection file, the unit a killed run resumes from (default: 100000)")
+    p.add_argument("--no-resume", action="store_true",
+                   help="start over even where an interrupted run with the same settings left finished parts")
     _add_model_options(p)
 
     p = sub.add_parser("index", parents=[quiet], help="build a Lucene impact index with Anserini",
@@ -140,9 +144,11 @@ def _dispatch(args: argparse.Namespace, progress: bool) -> int:
                                 device=args.device)
         s = encode_corpus(args.corpus, args.output, encoder=encoder, scale=args.scale, query_scale=args.query_scale,
                           fmt=args.format, query_max_length=args.query_max_length, query_model=args.query_model,
-                          overwrite=args.overwrite, progress=progress)
-        print(f"encoded {s.documents} documents ({s.empty_documents} with an empty vector) into {s.output} "
-              f"in {s.seconds:.1f} s")
+                          overwrite=args.overwrite, progress=progress, part_size=args.part_size,
+                          resume=not args.no_resume)
+        resumed = f"; {s.resumed_documents} kept from an interrupted run" if s.resumed_documents else ""
+        print(f"encoded {s.documents} documents ({s.empty_documents} with an empty vector, {s.truncated_documents} "
+              f"truncated at {encoder.max_length} tokens{resumed}) into {s.output} in {s.seconds:.1f} s")
     elif args.command == "index":
         from .index import build_index
 

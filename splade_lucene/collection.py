@@ -24,6 +24,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Literal, Sequence
@@ -181,42 +182,72 @@ def make_record(fmt: Format, docid: str, terms: dict[str, int]) -> dict:
 
 
 class CollectionWriter:
-    """Writes records into ``part-NNNNN.jsonl`` files of at most ``part_size`` documents."""
+    """Writes records into ``part-NNNNN.jsonl`` files of at most ``part_size`` documents.
 
-    def __init__(self, folder: str | Path, fmt: Format = "vector", part_size: int = PART_SIZE):
+    A part is written as ``part-NNNNN.jsonl.partial``, flushed to disk and renamed when full (or when
+    the writer closes without an error), then reported to ``on_part(info)`` with ``info`` =
+    ``{"file", "documents", "empty", "truncated"}``: a part file without ``.partial`` is complete.
+    ``start`` continues the numbering after that many documents already written (a resumed run). A
+    writer left by an exception keeps its last part ``.partial``.
+    """
+
+    def __init__(self, folder: str | Path, fmt: Format = "vector", part_size: int = PART_SIZE, *,
+                 start: int = 0, on_part=None):
         if fmt not in FORMATS:
             raise ValueError(f"format must be one of {FORMATS}, not {fmt!r}")
+        if part_size < 1 or start % part_size:
+            raise ValueError(f"part_size must be at least 1 and divide start ({part_size}, {start})")
         self.folder = Path(folder)
         self.fmt = fmt
         self.part_size = part_size
-        self.count = 0
+        self.count = start
         self.empty = 0
+        self.truncated = 0
+        self.on_part = on_part
         self._fh = None
+        self._part = {"documents": 0, "empty": 0, "truncated": 0}
         self.folder.mkdir(parents=True, exist_ok=True)
 
-    def write(self, docid: str, terms: dict[str, int]) -> None:
-        if self.count % self.part_size == 0:
-            self._rotate()
-        if not terms:
-            self.empty += 1
+    def write(self, docid: str, terms: dict[str, int], *, truncated: bool = False) -> None:
+        if self._fh is None:
+            name = f"part-{self.count // self.part_size:05d}.jsonl"
+            self._fh = open(self.folder / f"{name}.partial", "w", encoding="utf-8")
+            self._part = {"file": name, "documents": 0, "empty": 0, "truncated": 0}
         self._fh.write(json.dumps(make_record(self.fmt, docid, terms), ensure_ascii=True) + "\n")
         self.count += 1
+        self._part["documents"] += 1
+        if not terms:
+            self.empty += 1
+            self._part["empty"] += 1
+        if truncated:
+            self.truncated += 1
+            self._part["truncated"] += 1
+        if self._part["documents"] == self.part_size:
+            self._finish_part()
 
-    def _rotate(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-        self._fh = open(self.folder / f"part-{self.count // self.part_size:05d}.jsonl", "w", encoding="utf-8")
+    def _finish_part(self) -> None:
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self._fh.close()
+        self._fh = None
+        name = self._part["file"]
+        (self.folder / f"{name}.partial").replace(self.folder / name)
+        if self.on_part is not None:
+            self.on_part(dict(self._part))
 
     def close(self) -> None:
         if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+            self._finish_part()
 
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        self.close()
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.close()
+        elif self._fh is not None:
+            self._fh.close()
+            self._fh = None
 
 
 def collection_files(folder: str | Path) -> Sequence[Path]:

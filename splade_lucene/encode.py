@@ -11,6 +11,7 @@ chunks that keep memory bounded whatever the batch size and length.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.metadata
 from dataclasses import dataclass
@@ -84,6 +85,7 @@ class SparseVector:
 
     ids: np.ndarray  # int64
     weights: np.ndarray  # float32
+    truncated: bool = False  # the text was cut at the max length
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])
@@ -265,6 +267,7 @@ class SpladeEncoder:
     def _encode_batch(self, texts: Sequence[str], max_length: int | None) -> list[SparseVector]:
         torch = self._torch
         batch = self.tokenize(texts, max_length).to(self.device)
+        cut = self._truncated(texts, batch["attention_mask"], max_length or self.max_length)
         mask = batch["attention_mask"].bool()
         if self.pooling == "no-special":
             mask &= ~batch["special_tokens_mask"].bool()
@@ -289,7 +292,20 @@ class SpladeEncoder:
                 logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
                 owner = torch.nonzero(mask, as_tuple=True)[0]
                 pooled = splade_max_pool(logits[mask], owner, len(texts))
-        return dense_to_sparse(pooled.cpu().numpy(), self._special_ids)
+        vectors = dense_to_sparse(pooled.cpu().numpy(), self._special_ids)
+        for i in cut:
+            vectors[i] = dataclasses.replace(vectors[i], truncated=True)
+        return vectors
+
+    def _truncated(self, texts: Sequence[str], attention_mask, max_length: int) -> list[int]:
+        """Positions of the texts cut at ``max_length``: only texts filling it can have been cut, so only
+        those are tokenized again, whole."""
+        full = [i for i, n in enumerate(attention_mask.sum(dim=1).tolist()) if n >= max_length]
+        if not full:
+            return []
+        whole = self.tokenizer([texts[i] for i in full], truncation=False, return_attention_mask=False,
+                               return_token_type_ids=False, verbose=False)["input_ids"]
+        return [i for i, ids in zip(full, whole) if len(ids) > max_length]
 
     def _fused_max_pool(self, rows, counts: list[int]):
         """log1p(relu(max over a text's rows of (row @ W + b))), block by block.
@@ -377,30 +393,83 @@ class EncodeSummary:
     output: Path
     seconds: float
     metadata: dict
+    truncated_documents: int = 0  # texts cut at the max length
+    resumed_documents: int = 0  # documents found already encoded by an interrupted run, not encoded again
+
+
+PROGRESS_FILE = "progress.json"
 
 
 def encode_corpus(corpus: str | Path, output: str | Path, *, encoder: SpladeEncoder | None = None,
                   scale: float | None = None, query_scale: float | None = None, fmt: str = "vector",
                   query_max_length: int | None = None, query_model: str | Path | None = None,
-                  overwrite: bool = False, progress: bool = True) -> EncodeSummary:
+                  overwrite: bool = False, progress: bool = True, part_size: int | None = None,
+                  resume: bool = True) -> EncodeSummary:
     """Encode a corpus file into an integer-weighted Anserini collection folder.
 
-    The folder gets ``part-NNNNN.jsonl`` files and ``collection.meta`` (JSON: model, sha256 of its
-    weights, scales, max lengths, pooling, format, counts), which the index build carries over. The
-    corpus is streamed (memory does not grow with it) and checked as it is read; output goes to a
-    temporary folder that replaces ``output`` only when complete, so bad input leaves nothing there.
+    The folder gets ``part-NNNNN.jsonl`` files of ``part_size`` documents and ``collection.meta``
+    (JSON: model, sha256 of its weights, scales, max lengths, pooling, format, counts), which the
+    index build carries over. The corpus is streamed (memory does not grow with it) and checked as it
+    is read; output goes to a temporary folder beside ``output`` (``.NAME.writing``) that replaces
+    ``output`` only when complete, so bad input leaves nothing there.
+
+    Each finished part is recorded in that folder's ``progress.json``. A run that was killed is
+    resumed by running it again with the same corpus (same size and modification time) and settings
+    (``resume=True``): the parts already finished are kept, the corpus is read again from the start
+    (every line is still checked) and only the documents after them are encoded. The result is
+    byte-identical to an uninterrupted run. With other settings the old parts are discarded.
     """
-    from .collection import count_lines, read_corpus
+    import shutil
+
+    from .collection import PART_SIZE, count_lines, read_corpus
 
     corpus, output = Path(corpus), Path(output)
     _check_output(output, overwrite)
     if not corpus.is_file():
         raise FileNotFoundError(f"no such corpus file: {corpus}")
     encoder = encoder or SpladeEncoder()
-    items = encoder.iter_encode_keyed((d.id, d.text) for d in read_corpus(corpus))
+    part_size = int(part_size or PART_SIZE)
+    stat = corpus.stat()
+    settings = {"corpus": str(corpus.resolve()), "corpus_size": stat.st_size, "corpus_mtime_ns": stat.st_mtime_ns,
+                "model_sha256": encoder.weights_sha256, "model": encoder.model_name, "max_length": encoder.max_length,
+                "pooling": encoder.pooling, "dtype": encoder.dtype, "device": str(encoder.device), "scale": scale,
+                "query_scale": query_scale, "format": fmt, "part_size": part_size,
+                "query_max_length": query_max_length, "query_model": str(query_model) if query_model else None}
+    tmp = _writing_folder(output)
+    parts = _finished_parts(tmp, settings) if resume else []
+    if not parts:
+        shutil.rmtree(tmp, ignore_errors=True)
+    skip = sum(p["documents"] for p in parts)
+    docs = (d for i, d in enumerate(read_corpus(corpus)) if i >= skip)
+    items = encoder.iter_encode_keyed((d.id, d.text) for d in docs)
     return write_vectors(items, output, encoder=encoder, scale=scale, query_scale=query_scale, fmt=fmt,
                          query_max_length=query_max_length, query_model=query_model, corpus=corpus,
-                         overwrite=overwrite, progress=progress, total=count_lines(corpus))
+                         overwrite=overwrite, progress=progress, total=count_lines(corpus), part_size=part_size,
+                         _resume=(settings, parts))
+
+
+def _writing_folder(output: Path) -> Path:
+    return output.parent / f".{output.name}.writing"
+
+
+def _finished_parts(tmp: Path, settings: dict) -> list[dict]:
+    """The parts an interrupted run with the same settings finished in ``tmp`` (others removed), or []."""
+    import json
+
+    try:
+        state = json.loads((tmp / PROGRESS_FILE).read_text())
+    except (OSError, ValueError):
+        return []
+    if state.get("settings") != settings:
+        return []
+    parts = state.get("parts", [])
+    listed = {p["file"] for p in parts}
+    if not all((tmp / name).is_file() for name in listed):
+        return []
+    for path in tmp.iterdir():
+        if path.name not in listed and path.name != PROGRESS_FILE:
+            path.unlink()  # the part being written when the run stopped
+    return parts
 
 
 def _check_output(output: Path, overwrite: bool) -> None:
@@ -412,7 +481,7 @@ def write_vectors(items: Iterable[tuple[str, SparseVector]], output: str | Path,
                   encoder: SpladeEncoder, scale: float | None = None, query_scale: float | None = None,
                   fmt: str = "vector", query_max_length: int | None = None, query_model: str | Path | None = None,
                   corpus: str | Path | None = None, overwrite: bool = False, progress: bool = True,
-                  total: int | None = None) -> EncodeSummary:
+                  total: int | None = None, part_size: int | None = None, _resume=None) -> EncodeSummary:
     """Quantize (doc id, float vector) pairs and write them, with ``collection.meta``, as a collection
     folder; ``total`` (the expected count) only sizes the progress bar.
 
@@ -423,7 +492,7 @@ def write_vectors(items: Iterable[tuple[str, SparseVector]], output: str | Path,
 
     from tqdm import tqdm
 
-    from .collection import FORMATS, CollectionWriter
+    from .collection import FORMATS, PART_SIZE, CollectionWriter
     from .index import COLLECTION_METADATA_FILE
     from .quantize import DEFAULT_SCALE, check_scale, quantize
 
@@ -434,25 +503,41 @@ def write_vectors(items: Iterable[tuple[str, SparseVector]], output: str | Path,
     output = Path(output)
     _check_output(output, overwrite)
     start = time.perf_counter()
-    tmp = output.parent / f".{output.name}.writing"
-    if tmp.exists():
+    tmp = _writing_folder(output)
+    settings, parts = _resume if _resume is not None else (None, [])
+    if not parts and tmp.exists():
         shutil.rmtree(tmp)
+    done = sum(p["documents"] for p in parts)
+
+    def finished(part: dict) -> None:
+        parts.append(part)
+        if settings is not None:  # what a resumed run may keep
+            state = tmp / f"{PROGRESS_FILE}.tmp"
+            state.write_text(json.dumps({"settings": settings, "parts": parts}, indent=1))
+            state.replace(tmp / PROGRESS_FILE)
+
     terms = encoder.id_to_term
     try:
-        with CollectionWriter(tmp, fmt) as writer, \
-                tqdm(total=total, desc="encode", unit="doc", disable=not progress) as bar:
+        with CollectionWriter(tmp, fmt, part_size or PART_SIZE, start=done, on_part=finished) as writer, \
+                tqdm(total=total, initial=done, desc="encode", unit="doc", disable=not progress) as bar:
             for docid, vec in items:
                 ids, weights = quantize(vec.ids, vec.weights, scale)
-                writer.write(docid, {terms[i]: w for i, w in zip(ids.tolist(), weights.tolist())})
+                writer.write(docid, {terms[i]: w for i, w in zip(ids.tolist(), weights.tolist())},
+                             truncated=vec.truncated)
                 bar.update(1)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        # nothing reaches `output`; a resumable run keeps its finished parts for the next run
+        if settings is None or not parts:
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
     if query_model is None:
         query_name, query_sha = encoder.model_name, encoder.weights_sha256
     else:
         query_name, query_path = resolve_model(query_model)
         query_sha = model_weights_sha256(query_path)
+    documents = sum(p["documents"] for p in parts)
+    empty = sum(p["empty"] for p in parts)
+    truncated = sum(p["truncated"] for p in parts)
     metadata = {
         "model": encoder.model_name,
         "model_path": encoder.model_path,
@@ -466,13 +551,15 @@ def write_vectors(items: Iterable[tuple[str, SparseVector]], output: str | Path,
         "pooling": encoder.pooling,
         "dtype": encoder.dtype,
         "format": fmt,
-        "documents": writer.count,
-        "empty_documents": writer.empty,
+        "documents": documents,
+        "empty_documents": empty,
+        "truncated_documents": truncated,
         "corpus": str(corpus) if corpus is not None else None,
     }
+    (tmp / PROGRESS_FILE).unlink(missing_ok=True)
     (tmp / COLLECTION_METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
     if output.exists():
         shutil.rmtree(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp.rename(output)
-    return EncodeSummary(writer.count, writer.empty, output, time.perf_counter() - start, metadata)
+    return EncodeSummary(documents, empty, output, time.perf_counter() - start, metadata, truncated, done)

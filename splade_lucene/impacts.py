@@ -280,13 +280,20 @@ class ImpactTable:
         scores = self.scores(terms)
         if scores is None:
             return None
+        return self.order(scores, self.candidates(scores, k), k)
+
+    def candidates(self, scores: np.ndarray, k: int) -> np.ndarray:
+        """The documents whose score reaches the k-th best (every one tied with it included), matched
+        ones only (a matched document scores at least 1)."""
         if k < self.num_docs:
             import torch
 
             kth = int(torch.topk(torch.from_numpy(scores), k, sorted=False).values.min())
-            candidates = np.flatnonzero(scores >= max(kth, 1))
-        else:
-            candidates = np.flatnonzero(scores > 0)
+            return np.flatnonzero(scores >= max(kth, 1))
+        return np.flatnonzero(scores > 0)
+
+    def order(self, scores: np.ndarray, candidates: np.ndarray, k: int) -> list[tuple[int, float]]:
+        """The first ``k`` candidates by score descending, then doc id ascending."""
         found = scores[candidates]
-        order = np.lexsort((self.id_rank[candidates], -found))[:k]
-        return list(zip(candidates[order].tolist(), found[order].astype(np.float64).tolist()))
+        first = np.lexsort((self.id_rank[candidates], -found))[:k]
+        return list(zip(candidates[first].tolist(), found[first].astype(np.float64).tolist()))

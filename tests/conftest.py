@@ -62,3 +62,46 @@ def reproduced(datasets, tmp_path_factory):
     report = subprocess.run([sys.executable, "-m", "splade_lucene", "report", "--output", str(out)],
                             capture_output=True, text=True, timeout=600)
     return out, proc, report
+
+
+def read_vectors(folder: Path) -> dict[str, dict[str, int]]:
+    import json
+
+    from splade_lucene.collection import collection_files
+
+    return {r["id"]: r["vector"] for f in collection_files(folder)
+            for r in map(json.loads, f.read_text().splitlines())}
+
+
+@pytest.fixture(scope="session")
+def cranfield(datasets, encoder, tmp_path_factory):
+    """Cranfield (1,400 documents, two of them empty) encoded with SPLADE-tiny, indexed from the
+    JsonVectorCollection files and from the equivalent pseudo-documents, with its queries encoded."""
+    import json
+
+    from splade_lucene.collection import pseudo_record, read_queries
+    from splade_lucene.encode import encode_corpus
+    from splade_lucene.evaluate import read_qrels
+    from splade_lucene.index import COLLECTION_METADATA_FILE, build_index
+    from splade_lucene.search import QueryEncoder
+
+    base = tmp_path_factory.mktemp("cranfield")
+    folder = datasets / "cranfield"
+    summary = encode_corpus(folder / "corpus.jsonl", base / "vector", encoder=encoder, progress=False)
+    # The same vectors as pseudo-documents (what --format pseudo writes).
+    vectors = read_vectors(base / "vector")
+    (base / "pseudo").mkdir()
+    with open(base / "pseudo" / "part-00000.jsonl", "w") as fh:
+        for docid, terms in vectors.items():
+            fh.write(json.dumps(pseudo_record(docid, terms)) + "\n")
+    meta = json.loads((base / "vector" / COLLECTION_METADATA_FILE).read_text())
+    (base / "pseudo" / COLLECTION_METADATA_FILE).write_text(json.dumps({**meta, "format": "pseudo"}))
+    vector_index = build_index(base / "vector", base / "index-vector", quiet=True)
+    pseudo_index = build_index(base / "pseudo", base / "index-pseudo", quiet=True)
+    qrels = read_qrels(folder / "qrels" / "test.tsv")
+    queries = read_queries(folder / "queries.jsonl")
+    qenc = QueryEncoder(encoder=encoder)
+    encoded = dict(zip([q for q, _ in queries], qenc.encode_batch([t for _, t in queries])))
+    return {"base": base, "summary": summary, "vectors": vectors, "vector_index": vector_index.index_dir,
+            "pseudo_index": pseudo_index.index_dir, "queries": queries, "encoded": encoded, "qrels": qrels,
+            "query_encoder": qenc}

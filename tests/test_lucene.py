@@ -8,50 +8,18 @@ from __future__ import annotations
 
 import json
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
 
 from splade_lucene import _java
-from splade_lucene.collection import collection_files, pseudo_record, read_queries
-from splade_lucene.encode import encode_corpus
-from splade_lucene.evaluate import evaluate, read_qrels, read_run
+from splade_lucene.evaluate import evaluate, read_run
 from splade_lucene.index import (COLLECTION_METADATA_FILE, IncompatibleIndexError, build_index, lucene_stats,
                                  read_metadata)
 from splade_lucene.search import QueryEncoder, Searcher, write_run
 
 K = 1000
-
-
-def read_vectors(folder: Path) -> dict[str, dict[str, int]]:
-    return {r["id"]: r["vector"] for f in collection_files(folder)
-            for r in map(json.loads, f.read_text().splitlines())}
-
-
-@pytest.fixture(scope="session")
-def cranfield(datasets, encoder, tmp_path_factory):
-    base = tmp_path_factory.mktemp("cranfield")
-    folder = datasets / "cranfield"
-    summary = encode_corpus(folder / "corpus.jsonl", base / "vector", encoder=encoder, progress=False)
-    # The same vectors as pseudo-documents (what --format pseudo writes).
-    vectors = read_vectors(base / "vector")
-    (base / "pseudo").mkdir()
-    with open(base / "pseudo" / "part-00000.jsonl", "w") as fh:
-        for docid, terms in vectors.items():
-            fh.write(json.dumps(pseudo_record(docid, terms)) + "\n")
-    meta = json.loads((base / "vector" / COLLECTION_METADATA_FILE).read_text())
-    (base / "pseudo" / COLLECTION_METADATA_FILE).write_text(json.dumps({**meta, "format": "pseudo"}))
-    vector_index = build_index(base / "vector", base / "index-vector", quiet=True)
-    pseudo_index = build_index(base / "pseudo", base / "index-pseudo", quiet=True)
-    qrels = read_qrels(folder / "qrels" / "test.tsv")
-    queries = read_queries(folder / "queries.jsonl")
-    qenc = QueryEncoder(encoder=encoder)
-    encoded = dict(zip([q for q, _ in queries], qenc.encode_batch([t for _, t in queries])))
-    return {"base": base, "summary": summary, "vectors": vectors, "vector_index": vector_index.index_dir,
-            "pseudo_index": pseudo_index.index_dir, "queries": queries, "encoded": encoded, "qrels": qrels,
-            "query_encoder": qenc}
 
 
 def test_every_document_is_indexed(cranfield):

@@ -1,0 +1,195 @@
+"""Issue 6's faults and edge cases: killed runs lose nothing, odd queries return nothing, and the
+same input gives the same bytes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from splade_lucene.encode import encode_corpus
+from splade_lucene.index import build_index
+from splade_lucene.search import QueryEncoder, Searcher, write_run
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "splade_lucene", "--quiet", *args]
+
+
+def digests(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def wait_for(condition, proc, timeout: float = 300) -> None:
+    end = time.monotonic() + timeout
+    while not condition():
+        if proc.poll() is not None:
+            raise AssertionError(f"the process ended (exit {proc.returncode}) before it could be killed: "
+                                 f"{proc.stderr.read() if proc.stderr else ''}")
+        if time.monotonic() > end:
+            proc.kill()
+            raise AssertionError("timed out waiting for the process")
+        time.sleep(0.02)
+
+
+@pytest.fixture(scope="module")
+def small_corpus(datasets, tmp_path_factory) -> Path:
+    """The first 240 Cranfield documents (some longer than 64 tokens)."""
+    path = tmp_path_factory.mktemp("corpus") / "corpus.jsonl"
+    with open(datasets / "cranfield" / "corpus.jsonl", encoding="utf-8") as fh:
+        path.write_text("".join(next(fh) for _ in range(240)), encoding="utf-8")
+    return path
+
+
+def test_killed_encoding_resumes_and_equals_an_uninterrupted_run(small_corpus, encoder, tmp_path):
+    out = tmp_path / "out"
+    args = cli("encode", "--corpus", str(small_corpus), "--output", str(out), "--part-size", "40")
+    progress = tmp_path / ".out.writing" / "progress.json"
+
+    def two_parts() -> bool:
+        try:
+            return len(json.loads(progress.read_text())["parts"]) >= 2
+        except (OSError, ValueError):
+            return False
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(two_parts, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not out.exists()  # nothing at the target
+
+    resumed = subprocess.run(args, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    kept = int(resumed.stdout.split(" kept from an interrupted run")[0].rsplit("; ", 1)[1])
+    assert 80 <= kept < 240 and kept % 40 == 0, resumed.stdout  # finished parts kept, only the rest encoded
+    assert not (tmp_path / ".out.writing").exists()
+
+    reference = encode_corpus(small_corpus, tmp_path / "reference", encoder=encoder, part_size=40, progress=False)
+    assert reference.resumed_documents == 0
+    assert digests(out) == digests(tmp_path / "reference")  # byte-identical, collection.meta included
+    ids = [json.loads(line)["id"] for f in sorted(out.glob("part-*.jsonl")) for line in f.read_text().splitlines()]
+    assert len(ids) == len(set(ids)) == 240
+
+
+def test_resume_needs_the_same_settings(small_corpus, encoder, tmp_path):
+    from splade_lucene.collection import InputError
+
+    # a run stopped by a bad line after the first window of 256 documents was encoded keeps its parts
+    bad = tmp_path / "corpus.jsonl"
+    lines = small_corpus.read_text().splitlines(keepends=True)
+    extra = [json.dumps({"_id": f"extra-{i}", "text": f"extra document {i}"}) + "\n" for i in range(40)]
+    bad.write_text("".join(lines + extra) + "not json\n")
+    with pytest.raises(InputError, match=r"corpus.jsonl:281: not valid JSON"):
+        encode_corpus(bad, tmp_path / "out", encoder=encoder, part_size=40, progress=False)
+    assert not (tmp_path / "out").exists()
+    left = sorted(p.name for p in (tmp_path / ".out.writing").iterdir())
+    assert left == [f"part-{i:05d}.jsonl" for i in range(6)] + ["part-00006.jsonl.partial", "progress.json"]
+    # the corpus was mended since: its size and time changed, so nothing is kept from the old run
+    bad.write_text("".join(lines + extra))
+    summary = encode_corpus(bad, tmp_path / "out", encoder=encoder, part_size=40, progress=False)
+    assert (summary.documents, summary.resumed_documents) == (280, 0)
+
+
+def test_truncated_documents_are_counted(small_corpus, tmp_path):
+    from splade_lucene.collection import read_corpus
+    from splade_lucene.encode import SpladeEncoder
+
+    encoder = SpladeEncoder(max_length=64)
+    whole = encoder.tokenizer([d.text for d in read_corpus(small_corpus)])["input_ids"]
+    expected = sum(1 for ids in whole if len(ids) > 64)
+    summary = encode_corpus(small_corpus, tmp_path / "out", encoder=encoder, progress=False)
+    assert 0 < summary.truncated_documents == expected < 240
+    assert json.loads((tmp_path / "out" / "collection.meta").read_text())["truncated_documents"] == expected
+
+
+@pytest.mark.parametrize("text", ["", "   ", "?!", "*** --- ###", "\t\n"])
+def test_queries_without_words_return_no_hits(cranfield, text):
+    from pyserini.search.lucene import LuceneImpactSearcher
+
+    index = cranfield["vector_index"]
+    assert cranfield["query_encoder"].encode(text) == {}
+    with Searcher(index, cranfield["query_encoder"]) as searcher:
+        assert searcher.search(text, k=10) == []
+        assert searcher.batch_search([("q1", text), ("q2", "flow")], k=10)["q1"] == []
+    assert LuceneImpactSearcher(str(index), cranfield["query_encoder"], min_idf=-1).search(text, k=10) == []
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    found = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                if text in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
+                    found.append(int(pid))
+            except OSError:
+                pass
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to find the JVM")
+def test_killed_index_build_leaves_no_index_no_folder_and_no_jvm(cranfield, tmp_path):
+    # Cranfield's vectors 15 times over (21,000 documents): a build that takes far longer than the wait
+    # below, so a JVM that outlived its parent would still be found
+    collection = tmp_path / "collection"
+    collection.mkdir()
+    records = [line for f in sorted((cranfield["base"] / "vector").glob("part-*.jsonl"))
+               for line in f.read_text().splitlines()]
+    with open(collection / "part-00000.jsonl", "w") as fh:
+        for copy in range(15):
+            for line in records:
+                rec = json.loads(line)
+                fh.write(json.dumps({**rec, "id": f"{rec['id']}-{copy}"}) + "\n")
+    target = tmp_path / "idx"
+    proc = subprocess.Popen(cli("index", "--collection", str(collection), "--index", str(target)),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: any(tmp_path.glob("idx.building-*/*")), proc)  # Anserini is writing Lucene files
+    building = next(tmp_path.glob("idx.building-*"))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    end = time.monotonic() + 5
+    while _processes_mentioning(str(building)) and time.monotonic() < end:
+        time.sleep(0.1)
+    assert _processes_mentioning(str(building)) == []  # the child JVM died with its parent
+    assert not target.exists()
+    small = tmp_path / "small"
+    small.mkdir()
+    (small / "part-00000.jsonl").write_text("".join(line + "\n" for line in records[:100]))
+    assert build_index(small, target, quiet=True).documents == 100
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["collection", "idx", "small"]  # the stale folder is gone
+
+
+def test_same_input_gives_the_same_bytes(small_corpus, encoder, tmp_path):
+    import torch
+
+    threads = torch.get_num_threads()
+    first = encode_corpus(small_corpus, tmp_path / "a", encoder=encoder, progress=False)
+    torch.set_num_threads(1)
+    try:
+        second = encode_corpus(small_corpus, tmp_path / "b", encoder=encoder, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert digests(first.output) == digests(second.output)  # across runs and torch thread counts
+
+    qenc = QueryEncoder(encoder=encoder)
+    texts = ["aerodynamic heating of wings", "boundary layer transition", "shock waves", "heat transfer"]
+    encoded = {str(i): terms for i, terms in enumerate(qenc.encode_batch(texts))}
+    runs = {}
+    for index_threads in (1, 2):
+        index = build_index(first.output, tmp_path / f"index-{index_threads}", threads=index_threads,
+                            quiet=True).index_dir
+        for engine in ("memory", "lucene"):
+            for search_threads in (1, 2):
+                with Searcher(index, qenc, engine=engine) as searcher:
+                    results = searcher.batch_search_terms(encoded, k=100, threads=search_threads)
+                path = tmp_path / f"run-{index_threads}-{engine}-{search_threads}.trec"
+                write_run(results, path)
+                runs[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert len(set(runs.values())) == 1, runs
