@@ -104,10 +104,16 @@ class Evaluation:
     queries_without_run: int
     run_queries_without_qrels: int
     unjudged_run_docs: int
+    judged_docs_not_in_corpus: int | None = None  # where the corpus ids were given
 
 
-def evaluate(qrels: Qrels, run: Run, *, remove_query: bool = False, warn: bool = True) -> Evaluation:
-    """Mean metrics over every query in ``qrels`` (trec_eval ``-c``)."""
+def evaluate(qrels: Qrels, run: Run, *, remove_query: bool = False, warn: bool = True,
+             corpus_ids=None) -> Evaluation:
+    """Mean metrics over every query in ``qrels`` (trec_eval ``-c``).
+
+    Warns with counts where judged queries have no hits in the run, and (given ``corpus_ids``, a
+    container of the corpus's doc ids) where judged documents are not in the corpus: trec_eval counts
+    them as relevant documents that can never be retrieved, and so do these metrics."""
     per_query = {}
     for qid, judged in qrels.items():
         hits = run.get(qid, [])
@@ -122,7 +128,14 @@ def evaluate(qrels: Qrels, run: Run, *, remove_query: bool = False, warn: bool =
     if warn and missing:
         warnings.warn(f"{missing} of {n} judged queries have no hits in the run; they score 0 (trec_eval -c)",
                       stacklevel=2)
-    return Evaluation(metrics, per_query, missing, extra, unjudged)
+    outside = None
+    if corpus_ids is not None:
+        outside = sum(1 for judged in qrels.values() for d in judged if d not in corpus_ids)
+        if warn and outside:
+            in_queries = sum(1 for judged in qrels.values() if any(d not in corpus_ids for d in judged))
+            warnings.warn(f"{outside} judged documents (in {in_queries} queries) are not in the corpus; they count "
+                          "as relevant documents never retrieved, as in trec_eval", stacklevel=2)
+    return Evaluation(metrics, per_query, missing, extra, unjudged, outside)
 
 
 def evaluate_files(qrels_path: str | Path, run_path: str | Path, *, remove_query: bool = False) -> Evaluation:

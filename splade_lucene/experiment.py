@@ -111,13 +111,14 @@ def run_experiment(dataset: str | Path | None = None, output: str | Path = "runs
                                  scale=query_scale or scale, max_length=query_max_length or max_length)
     with Searcher(index_dir, query_encoder) as searcher:
         results = searcher.batch_search(queries, k=k, threads=threads, progress=progress)
+        corpus_ids = set(searcher.docids)
     run_file = output / "run.trec"
     write_run(results, run_file, remove_query=remove_query)
     seconds["search"] = time.perf_counter() - t
 
     from .evaluate import read_run
 
-    metrics = evaluate(qrels, read_run(run_file), remove_query=remove_query).metrics
+    metrics = evaluate(qrels, read_run(run_file), remove_query=remove_query, corpus_ids=corpus_ids).metrics
     write_metrics(metrics, output / "metrics.json")
     (output / "timings.json").write_text(json.dumps(seconds, indent=2) + "\n")
     return ExperimentResult(folder, split, output, metrics, run_file, index_dir, seconds)

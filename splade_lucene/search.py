@@ -201,6 +201,11 @@ class Searcher:
             return None
 
     @property
+    def docids(self) -> list[str]:
+        """The index's external doc ids, by Lucene docid."""
+        return self._docids
+
+    @property
     def num_docs(self) -> int:
         return int(self._reader.numDocs())
 

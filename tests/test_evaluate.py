@@ -66,3 +66,17 @@ def test_trec_qrels_and_bad_lines(tmp_path):
     (tmp_path / "bad.run").write_text("1 Q0 a 1 2.0\n")
     with pytest.raises(ValueError, match=r"bad.run:1: a TREC run line has 6 columns"):
         read_run(tmp_path / "bad.run")
+
+
+def test_judgements_outside_the_run_or_corpus_are_counted_in_warnings(files):
+    qrels, run = files
+    with pytest.warns(UserWarning) as caught:
+        ev = evaluate(qrels, run, corpus_ids={"d1", "d2", "d3", "d4", "d5"})
+    messages = [str(w.message) for w in caught]
+    # q3 has no hits; d9 (q1) and d7 (q3) are judged but not in the corpus
+    assert "1 of 3 judged queries have no hits in the run" in messages[0]
+    assert "2 judged documents (in 2 queries) are not in the corpus" in messages[1]
+    assert (ev.queries_without_run, ev.judged_docs_not_in_corpus) == (1, 2)
+    # the metrics are trec_eval's all the same: the missing documents stay relevant, never retrieved
+    assert ev.metrics == evaluate(qrels, run, warn=False).metrics
+    assert ev.per_query["q3"]["nDCG@10"] == 0.0 and ev.per_query["q1"]["R@1000"] == pytest.approx(2 / 3)
