@@ -171,6 +171,10 @@ class SpladeEncoder:
     (faster on CPUs with bf16 instructions); on a GPU the whole model does. Weights differ slightly,
     see the README's performance section.
     ``device``: ``"cpu"`` (default), ``"cuda"``, ``"cuda:N"`` or ``"mps"``; nothing needs a GPU.
+
+    A text with no letter or digit (empty, blank, only punctuation or symbols) encodes to the empty
+    vector without running the model: the model would expand [CLS] and [SEP] alone into terms, so an
+    empty document would match queries and an empty query would rank documents.
     """
 
     def __init__(
@@ -372,8 +376,13 @@ class SpladeEncoder:
 
     def _encode_window(self, texts: list[str], max_length: int | None) -> list[SparseVector]:
         lengths = [len(t) for t in texts]
-        order = sorted(range(len(texts)), key=lambda i: (lengths[i], i))
         result: list[SparseVector | None] = [None] * len(texts)
+        # a text with no letter or digit says nothing: the model would expand [CLS] and [SEP] alone
+        # into terms ("and", "is", ...) that match unrelated texts
+        for i, text in enumerate(texts):
+            if not any(c.isalnum() for c in text):
+                result[i] = SparseVector(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32))
+        order = sorted((i for i in range(len(texts)) if result[i] is None), key=lambda i: (lengths[i], i))
         for start in range(0, len(order), self.batch_size):
             idx = order[start:start + self.batch_size]
             for i, vec in zip(idx, self._encode_batch([texts[i] for i in idx], max_length)):

@@ -284,13 +284,22 @@ class ImpactTable:
 
     def candidates(self, scores: np.ndarray, k: int) -> np.ndarray:
         """The documents whose score reaches the k-th best (every one tied with it included), matched
-        ones only (a matched document scores at least 1)."""
-        if k < self.num_docs:
-            import torch
+        ones only (a matched document scores at least 1).
 
-            kth = int(torch.topk(torch.from_numpy(scores), k, sorted=False).values.min())
-            return np.flatnonzero(scores >= max(kth, 1))
-        return np.flatnonzero(scores > 0)
+        The k-th best score is at least the smallest of the maxima of k disjoint blocks of documents
+        (k documents reach it), so only documents reaching that bound are looked at, and the exact
+        k-th score is found among them: two passes over the scores, no sort of all documents."""
+        n = len(scores)
+        if k >= n:
+            return np.flatnonzero(scores > 0)
+        size = n // k
+        bound = int(scores[:k * size].reshape(k, size).max(axis=1).min())
+        found = np.flatnonzero(scores >= max(bound, 1))
+        if len(found) > k:
+            values = scores[found]
+            kth = np.partition(values, len(values) - k)[len(values) - k]
+            found = found[values >= max(kth, 1)]
+        return found
 
     def order(self, scores: np.ndarray, candidates: np.ndarray, k: int) -> list[tuple[int, float]]:
         """The first ``k`` candidates by score descending, then doc id ascending."""

@@ -71,15 +71,9 @@ class QueryEncoder:
         return self.encode_batch([text])[0]
 
     def encode_batch(self, texts: Sequence[str]) -> list[dict[str, int]]:
-        """Integer weights per text. A text with no letter or digit (empty, blank, only punctuation or
-        symbols) gets no terms, so it matches nothing: the model would otherwise expand [CLS] and
-        [SEP] alone into terms and rank documents for a query that says nothing."""
-        out: list[dict[str, int]] = [{} for _ in texts]
-        wordy = [i for i, text in enumerate(texts) if any(c.isalnum() for c in text)]
-        vectors = self.encoder.encode([texts[i] for i in wordy], max_length=self.max_length) if wordy else []
-        for i, vector in zip(wordy, vectors):
-            out[i] = quantize_terms(self.encoder.to_terms(vector), self.scale)
-        return out
+        """Integer weights per text; a text with no letter or digit (empty, blank, only punctuation)
+        gets no terms (see :class:`~splade_lucene.encode.SpladeEncoder`), so it matches nothing."""
+        return [quantize_terms(self.encoder.to_terms(v), self.scale) for v in self.encoder.encode(texts, max_length=self.max_length)]
 
 
 def _check_query(terms: dict[str, int]) -> None:

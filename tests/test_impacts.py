@@ -71,3 +71,21 @@ def test_queries_it_cannot_answer_exactly_are_left_to_lucene():
     assert table.top({"t1": big}, 10) is None  # a score could leave float32's exact integers
     assert table.top({"t1": big - 1}, 10) is not None
     assert table.top({"absent": 4}, 10) == []
+
+
+@pytest.mark.parametrize("case", ["random", "ties", "top-in-one-block", "few-matches"])
+@pytest.mark.parametrize("k", [1, 3, 10, 999, 1000, 1001, 5000])
+def test_candidates_are_every_document_reaching_the_kth_score(case, k):
+    rng = np.random.default_rng(len(case) * 7 + k)
+    n = 1000
+    scores = {
+        "random": rng.integers(0, 10**6, n),
+        "ties": rng.integers(0, 4, n),
+        "top-in-one-block": np.concatenate([np.arange(900, 1000), np.zeros(n - 100, dtype=np.int64)]),
+        "few-matches": np.where(rng.random(n) < 0.005, rng.integers(1, 50, n), 0),
+    }[case].astype(np.int32)
+    table, _, _ = random_table(np.random.default_rng(0), docs=n)
+    matched = np.sort(scores[scores > 0])[::-1]
+    kth = matched[min(k, len(matched)) - 1] if len(matched) else 1
+    expected = np.flatnonzero((scores >= kth) & (scores > 0))
+    assert table.candidates(scores, k).tolist() == expected.tolist()

@@ -193,3 +193,20 @@ def test_same_input_gives_the_same_bytes(small_corpus, encoder, tmp_path):
                 write_run(results, path)
                 runs[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
     assert len(set(runs.values())) == 1, runs
+
+
+def test_empty_documents_are_indexed_counted_and_retrievable(cranfield):
+    from pyserini.search.lucene import LuceneSearcher
+
+    from splade_lucene.collection import EMPTY_DOCUMENT_TERM
+
+    empty = sorted(d for d, terms in cranfield["vectors"].items() if terms == {EMPTY_DOCUMENT_TERM: 1})
+    assert len(empty) == cranfield["summary"].empty_documents == 2  # Cranfield has two empty texts
+    index = cranfield["vector_index"]
+    lucene = LuceneSearcher(str(index))
+    for docid in empty:
+        assert lucene.doc(docid) is not None and lucene.doc(docid).docid() == docid
+    with Searcher(index, cranfield["query_encoder"]) as searcher:
+        assert set(empty) <= set(searcher.docids)
+        hits = searcher.batch_search_terms(cranfield["encoded"], k=1400)
+    assert not {h.docid for found in hits.values() for h in found} & set(empty)  # no query matches them
