@@ -86,6 +86,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="memory: the index's impact table; lucene: Lucene's query evaluation; auto: memory "
                         "where the index has a table (default: auto). Both give the same results")
 
+    p = sub.add_parser("explain", parents=[quiet], help="why a document matched a query, term by term",
+                       description="Each shared term's query weight x document weight (read from the index), "
+                                   "their sum against Lucene's score, and which terms are expansions "
+                                   "(absent from the document's text).")
+    p.add_argument("--index", required=True, help="index folder built by `index`")
+    p.add_argument("--query", required=True, help="query text")
+    p.add_argument("--doc", required=True, help="document id")
+    p.add_argument("--top", type=int, default=10, help="top terms shown for the query and the document (default: 10)")
+    p.add_argument("--json", action="store_true", help="print JSON: score, terms [{term, query_weight, doc_weight, "
+                                                      "contribution, expansion}], ...")
+
+    p = sub.add_parser("show-vector", parents=[quiet], help="a text's SPLADE vector, expansions marked",
+                       description="Encode a text and print its terms by weight (floats, or integers with --scale).")
+    p.add_argument("text", help="the text to encode")
+    p.add_argument("--model", default=None, help=f"masked-LM folder or hub name ({DEFAULT_MODEL_HELP})")
+    p.add_argument("--scale", type=float, default=None, help="quantize with this scale (default: float weights)")
+    p.add_argument("--max-length", type=int, default=None, help="max length in tokens (default: 512)")
+    p.add_argument("--top", type=int, default=None, help="show only the heaviest N terms")
+    p.add_argument("--json", action="store_true", help="print JSON: {term: weight}")
+
     p = sub.add_parser("evaluate", parents=[quiet], help="evaluate a run against qrels (trec_eval definitions)",
                        description="Print nDCG@10, RR@10, R@100, R@1000 and MAP, as trec_eval -c computes them.")
     p.add_argument("--qrels", required=True, help="BEIR qrels/*.tsv or TREC qrels")
@@ -171,6 +191,28 @@ def _dispatch(args: argparse.Namespace, progress: bool) -> int:
             results = searcher.batch_search(queries, k=args.k, threads=args.threads, progress=progress)
         write_run(results, args.output, tag=args.tag, remove_query=args.remove_query)
         print(f"searched {len(queries)} queries; run written to {args.output}")
+    elif args.command == "explain":
+        from .explain import format_explanation
+        from .search import Searcher
+
+        with Searcher(args.index) as searcher:
+            ex = searcher.explain(args.query, args.doc)
+        print(json.dumps(ex.to_json(), indent=2) if args.json else format_explanation(ex, top=args.top))
+    elif args.command == "show-vector":
+        from .encode import DEFAULT_MAX_LENGTH, SpladeEncoder
+        from .explain import format_vector
+        from .quantize import quantize_terms
+
+        encoder = SpladeEncoder(args.model, max_length=args.max_length or DEFAULT_MAX_LENGTH)
+        terms = encoder.to_terms(encoder.encode([args.text])[0])
+        if args.scale is not None:
+            terms = quantize_terms(terms, args.scale)
+        else:
+            terms = {t: round(w, 4) for t, w in terms.items()}
+        if args.json:
+            print(json.dumps(dict(sorted(terms.items(), key=lambda kv: (-kv[1], kv[0]))[:args.top])))
+        else:
+            print(format_vector(terms, args.text, encoder.tokenizer, top=args.top))
     elif args.command == "evaluate":
         from .evaluate import evaluate_files, format_table
 

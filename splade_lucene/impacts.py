@@ -217,6 +217,7 @@ class ImpactTable:
 
     def __init__(self, terms: list[str], offsets: np.ndarray, docs: np.ndarray, impacts: np.ndarray,
                  id_rank: np.ndarray, max_impact: int):
+        self.terms = terms
         self.term_ids = {t: i for i, t in enumerate(terms)}
         self.offsets = offsets
         self.docs = docs
@@ -258,6 +259,17 @@ class ImpactTable:
                 or len(table.id_rank) != commit["max_doc"]):
             raise ImpactTableError(f"{folder} is damaged: array lengths disagree; rewrite it (splade-lucene impacts)")
         return table
+
+    def document(self, row: int) -> dict[str, int]:
+        """One document's {term: impact} (``row``: its Lucene docid): a binary search in each term's
+        postings, so for inspecting a document, not for bulk use."""
+        out = {}
+        for i, term in enumerate(self.terms):
+            start, end = self.offsets[i], self.offsets[i + 1]
+            j = start + int(np.searchsorted(self.docs[start:end], row))
+            if j < end and self.docs[j] == row:
+                out[term] = int(self.impacts[j])
+        return out
 
     @property
     def postings(self) -> int:

@@ -157,6 +157,7 @@ class Searcher:
         else:
             query_encoder.check(self.metadata)
         self.query_encoder = query_encoder
+        self._rows: dict[str, int] | None = None
         self._mapper = _java.json_mapper()
         from jnius import autoclass, cast
 
@@ -199,6 +200,42 @@ class Searcher:
         """The index's external doc ids, by Lucene docid."""
         return self._docids
 
+    def docid_row(self, docid: str) -> int:
+        """A document's Lucene docid; KeyError naming it where the index has no such document."""
+        if self._rows is None:
+            self._rows = {d: i for i, d in enumerate(self._docids)}
+        try:
+            return self._rows[docid]
+        except KeyError:
+            raise KeyError(f"no document {docid!r} in {self.index_dir}") from None
+
+    def _query(self, terms: dict[str, int]):
+        return self._generator.buildQuery("contents", self._mapper.readValue(json.dumps(terms), self._mapper.float_map))
+
+    def lucene_score(self, terms: dict[str, int], row: int) -> float:
+        """Lucene's own score (``IndexSearcher.explain``) of the document at Lucene docid ``row``."""
+        return float(self._searcher.explain(self._query(terms), int(row)).getValue().floatValue())
+
+    def lucene_doc_weights(self, terms, row: int) -> dict[str, int]:
+        """The document's weight (its term frequency in the index) for each of ``terms``, read from
+        Lucene's postings; 0 where the document lacks the term."""
+        from jnius import autoclass, cast
+
+        multi = autoclass("org.apache.lucene.index.MultiTerms")
+        lucene_term = autoclass("org.apache.lucene.index.Term")
+        reader = cast("org.apache.lucene.index.IndexReader", self._reader)
+        out = {}
+        for term in terms:
+            postings = multi.getTermPostingsEnum(reader, "contents", lucene_term("contents", term).bytes())
+            out[term] = int(postings.freq()) if postings is not None and postings.advance(int(row)) == row else 0
+        return out
+
+    def explain(self, query: str | dict[str, int], docid: str):
+        """Why ``docid`` matched ``query``: see :func:`splade_lucene.explain.explain`."""
+        from .explain import explain
+
+        return explain(self, query, docid)
+
     @property
     def num_docs(self) -> int:
         return int(self._reader.numDocs())
@@ -209,7 +246,7 @@ class Searcher:
         return [(d["doc"], d["score"]) for d in found]
 
     def _lucene_top(self, terms: dict[str, int], k: int) -> list[tuple[int, float]]:
-        query = self._generator.buildQuery("contents", self._mapper.readValue(json.dumps(terms), self._mapper.float_map))
+        query = self._query(terms)
         fetch = k + max(TIE_MARGIN, k // 8)
         hits = self._hits(self._searcher.search(query, fetch))
         if len(hits) == fetch and hits[-1][1] == hits[k - 1][1]:

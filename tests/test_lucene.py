@@ -372,3 +372,48 @@ def test_index_without_table_and_the_impacts_command(cranfield, tmp_path):
     with Searcher(index, cranfield["query_encoder"]) as searcher:
         assert searcher.engine == "memory"
         assert searcher.batch_search_terms(cranfield["encoded"], k=100) == before
+
+
+def test_explanations_sum_to_lucenes_scores_on_real_hits(cranfield):
+    with Searcher(cranfield["vector_index"], cranfield["query_encoder"]) as searcher:
+        checked, expansions = 0, set()
+        for qid, terms in list(cranfield["encoded"].items())[:8]:
+            for hit in searcher.search_terms(terms, k=5):
+                ex = searcher.explain(terms, hit.docid)
+                assert ex.total == round(ex.score) == round(hit.score)  # exact, and Lucene's own value
+                doc = cranfield["vectors"][hit.docid]
+                assert all(t.doc_weight == doc[t.term] and t.query_weight == terms[t.term]
+                           and t.contribution == t.query_weight * t.doc_weight for t in ex.terms)
+                assert {t.term for t in ex.terms} == set(terms) & set(doc)
+                assert ex.doc_terms == doc  # the whole vector, from the impact table
+                expansions |= {t.expansion for t in ex.terms}
+                checked += 1
+        assert checked == 40 and expansions == {True, False}  # every term's text status is known
+        missing = next(d for d in cranfield["vectors"] if not set(cranfield["vectors"][d]) & set(terms))
+        none = searcher.explain(terms, missing)
+        assert (none.score, none.terms, none.total) == (0.0, [], 0)
+        with pytest.raises(KeyError, match="no document 'nope'"):
+            searcher.explain(terms, "nope")
+
+
+def test_explain_and_show_vector_commands(cranfield):
+    import sys
+
+    index = str(cranfield["vector_index"])
+    qid, text = cranfield["queries"][0]
+    with Searcher(index) as searcher:
+        top = searcher.search(text, k=1)[0]
+    run = subprocess.run([sys.executable, "-m", "splade_lucene", "explain", "--index", index, "--query", text,
+                          "--doc", top.docid, "--json"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    out = json.loads(run.stdout)
+    assert round(out["score"]) == out["sum_of_contributions"] == round(top.score)
+    assert set(out["terms"][0]) == {"term", "query_weight", "doc_weight", "contribution", "expansion"}
+    table = subprocess.run([sys.executable, "-m", "splade_lucene", "explain", "--index", index, "--query", text,
+                            "--doc", top.docid], capture_output=True, text=True).stdout
+    assert f"document {top.docid}: Lucene score" in table and "MISMATCH" not in table
+    vec = subprocess.run([sys.executable, "-m", "splade_lucene", "show-vector", "a kitten sleeps", "--scale", "100",
+                          "--json"], capture_output=True, text=True)
+    assert vec.returncode == 0, vec.stderr
+    weights = json.loads(vec.stdout)
+    assert "kitten" in weights and "cat" in weights and all(isinstance(w, int) for w in weights.values())
