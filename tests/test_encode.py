@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from splade_lucene.collection import read_corpus
+from splade_lucene.collection import EMPTY_DOCUMENT_TERM, read_corpus
 from splade_lucene.encode import SpladeEncoder, default_model_path
 from splade_lucene.quantize import quantize_array
 
@@ -106,9 +106,10 @@ def test_encode_corpus_streams_in_input_order(tmp_path, encoder):
     texts = ["wing " * (i % 7 + 1) + f"flow {i}" for i in range(600)] + [""]
     corpus.write_text("".join(json.dumps({"_id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(texts)))
     summary = encode_corpus(corpus, tmp_path / "out", encoder=encoder, progress=False)
-    assert summary.documents == 601 and summary.empty_documents == 0
+    assert summary.documents == 601 and summary.empty_documents == 1  # the empty text
     records = [json.loads(line) for line in (tmp_path / "out" / "part-00000.jsonl").read_text().splitlines()]
     assert [r["id"] for r in records] == [f"d{i}" for i in range(601)]
+    assert records[600]["vector"] == {EMPTY_DOCUMENT_TERM: 1}
     expected = encoder.encode([texts[5], texts[599]])
     for rec, vec in zip([records[5], records[599]], expected):
         assert rec["vector"] == {t: round(w * 100) for t, w in encoder.to_terms(vec).items() if round(w * 100) > 0}
@@ -154,3 +155,14 @@ def test_device_errors_are_clear():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA GPU"):
             SpladeEncoder(device="cuda")
+
+
+@pytest.mark.parametrize("text", ["", "  \n", "?!", "*** ---"])
+def test_texts_without_words_encode_to_the_empty_vector(encoder, text):
+    vectors = encoder.encode([text, "a kitten"])
+    assert len(vectors[0]) == 0 and len(vectors[1]) > 0
+    # the model itself would give [CLS] and [SEP] alone some terms: that is what is avoided
+    batch = encoder.tokenize([text])
+    with torch.inference_mode():
+        logits = encoder.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    assert (torch.log1p(torch.relu(logits)).amax(dim=1) > 0).sum() > 0
