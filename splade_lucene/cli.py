@@ -53,6 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="documents per collection file, the unit a killed run resumes from (default: 100000)")
     p.add_argument("--no-resume", action="store_true",
                    help="start over even where an interrupted run with the same settings left finished parts")
+    p.add_argument("--doc-top-k", type=int, default=None, help="static pruning: keep each document's N heaviest terms")
+    p.add_argument("--doc-min-weight", type=float, default=None,
+                   help="static pruning: drop document terms whose float weight is below this")
+    p.add_argument("--query-top-k", type=int, default=None,
+                   help="keep each query's N heaviest terms (recorded; applied by searches of the index)")
+    p.add_argument("--query-min-weight", type=float, default=None,
+                   help="drop query terms whose float weight is below this (recorded likewise)")
     _add_model_options(p)
 
     p = sub.add_parser("index", parents=[quiet], help="build a Lucene impact index with Anserini",
@@ -165,7 +172,8 @@ def _dispatch(args: argparse.Namespace, progress: bool) -> int:
         s = encode_corpus(args.corpus, args.output, encoder=encoder, scale=args.scale, query_scale=args.query_scale,
                           fmt=args.format, query_max_length=args.query_max_length, query_model=args.query_model,
                           overwrite=args.overwrite, progress=progress, part_size=args.part_size,
-                          resume=not args.no_resume)
+                          resume=not args.no_resume, doc_top_k=args.doc_top_k, doc_min_weight=args.doc_min_weight,
+                          query_top_k=args.query_top_k, query_min_weight=args.query_min_weight)
         resumed = f"; {s.resumed_documents} kept from an interrupted run" if s.resumed_documents else ""
         print(f"encoded {s.documents} documents ({s.empty_documents} with an empty vector, {s.truncated_documents} "
               f"truncated at {encoder.max_length} tokens{resumed}) into {s.output} in {s.seconds:.1f} s")

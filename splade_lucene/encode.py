@@ -413,7 +413,8 @@ def encode_corpus(corpus: str | Path, output: str | Path, *, encoder: SpladeEnco
                   scale: float | None = None, query_scale: float | None = None, fmt: str = "vector",
                   query_max_length: int | None = None, query_model: str | Path | None = None,
                   overwrite: bool = False, progress: bool = True, part_size: int | None = None,
-                  resume: bool = True) -> EncodeSummary:
+                  resume: bool = True, doc_top_k: int | None = None, doc_min_weight: float | None = None,
+                  query_top_k: int | None = None, query_min_weight: float | None = None) -> EncodeSummary:
     """Encode a corpus file into an integer-weighted Anserini collection folder.
 
     The folder gets ``part-NNNNN.jsonl`` files of ``part_size`` documents and ``collection.meta``
@@ -427,6 +428,10 @@ def encode_corpus(corpus: str | Path, output: str | Path, *, encoder: SpladeEnco
     (``resume=True``): the parts already finished are kept, the corpus is read again from the start
     (every line is still checked) and only the documents after them are encoded. The result is
     byte-identical to an uninterrupted run. With other settings the old parts are discarded.
+
+    Static pruning (:func:`splade_lucene.quantize.prune`, before quantization): ``doc_top_k`` keeps
+    each document's heaviest terms, ``doc_min_weight`` drops lighter ones; ``query_top_k`` and
+    ``query_min_weight`` are recorded for the queries (``QueryEncoder.from_index`` applies them).
     """
     import shutil
 
@@ -443,7 +448,9 @@ def encode_corpus(corpus: str | Path, output: str | Path, *, encoder: SpladeEnco
                 "model_sha256": encoder.weights_sha256, "model": encoder.model_name, "max_length": encoder.max_length,
                 "pooling": encoder.pooling, "dtype": encoder.dtype, "device": str(encoder.device), "scale": scale,
                 "query_scale": query_scale, "format": fmt, "part_size": part_size,
-                "query_max_length": query_max_length, "query_model": str(query_model) if query_model else None}
+                "query_max_length": query_max_length, "query_model": str(query_model) if query_model else None,
+                "doc_top_k": doc_top_k, "doc_min_weight": doc_min_weight, "query_top_k": query_top_k,
+                "query_min_weight": query_min_weight}
     tmp = _writing_folder(output)
     parts = _finished_parts(tmp, settings) if resume else []
     if not parts:
@@ -454,7 +461,8 @@ def encode_corpus(corpus: str | Path, output: str | Path, *, encoder: SpladeEnco
     return write_vectors(items, output, encoder=encoder, scale=scale, query_scale=query_scale, fmt=fmt,
                          query_max_length=query_max_length, query_model=query_model, corpus=corpus,
                          overwrite=overwrite, progress=progress, total=count_lines(corpus), part_size=part_size,
-                         _resume=(settings, parts))
+                         doc_top_k=doc_top_k, doc_min_weight=doc_min_weight, query_top_k=query_top_k,
+                         query_min_weight=query_min_weight, _resume=(settings, parts))
 
 
 def _writing_folder(output: Path) -> Path:
@@ -490,7 +498,9 @@ def write_vectors(items: Iterable[tuple[str, SparseVector]], output: str | Path,
                   encoder: SpladeEncoder, scale: float | None = None, query_scale: float | None = None,
                   fmt: str = "vector", query_max_length: int | None = None, query_model: str | Path | None = None,
                   corpus: str | Path | None = None, overwrite: bool = False, progress: bool = True,
-                  total: int | None = None, part_size: int | None = None, _resume=None) -> EncodeSummary:
+                  total: int | None = None, part_size: int | None = None, doc_top_k: int | None = None,
+                  doc_min_weight: float | None = None, query_top_k: int | None = None,
+                  query_min_weight: float | None = None, _resume=None) -> EncodeSummary:
     """Quantize (doc id, float vector) pairs and write them, with ``collection.meta``, as a collection
     folder; ``total`` (the expected count) only sizes the progress bar.
 
@@ -503,12 +513,15 @@ def write_vectors(items: Iterable[tuple[str, SparseVector]], output: str | Path,
 
     from .collection import FORMATS, PART_SIZE, CollectionWriter
     from .index import COLLECTION_METADATA_FILE
-    from .quantize import DEFAULT_SCALE, check_scale, quantize
+    from .quantize import DEFAULT_SCALE, check_pruning, check_scale, prune, quantize
 
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, not {fmt!r}")
     scale = check_scale(DEFAULT_SCALE if scale is None else scale)
     query_scale = check_scale(scale if query_scale is None else query_scale)
+    doc_top_k, doc_min_weight = check_pruning(doc_top_k, doc_min_weight)
+    query_top_k, query_min_weight = check_pruning(query_top_k, query_min_weight)
+    pruning = doc_top_k is not None or doc_min_weight is not None
     output = Path(output)
     _check_output(output, overwrite)
     start = time.perf_counter()
@@ -530,7 +543,10 @@ def write_vectors(items: Iterable[tuple[str, SparseVector]], output: str | Path,
         with CollectionWriter(tmp, fmt, part_size or PART_SIZE, start=done, on_part=finished) as writer, \
                 tqdm(total=total, initial=done, desc="encode", unit="doc", disable=not progress) as bar:
             for docid, vec in items:
-                ids, weights = quantize(vec.ids, vec.weights, scale)
+                ids, weights = vec.ids, vec.weights
+                if pruning:
+                    ids, weights = prune(ids, weights, top_k=doc_top_k, min_weight=doc_min_weight)
+                ids, weights = quantize(ids, weights, scale)
                 writer.write(docid, {terms[i]: w for i, w in zip(ids.tolist(), weights.tolist())},
                              truncated=vec.truncated)
                 bar.update(1)
@@ -563,6 +579,10 @@ def write_vectors(items: Iterable[tuple[str, SparseVector]], output: str | Path,
         "documents": documents,
         "empty_documents": empty,
         "truncated_documents": truncated,
+        "doc_top_k": doc_top_k,
+        "doc_min_weight": doc_min_weight,
+        "query_top_k": query_top_k,
+        "query_min_weight": query_min_weight,
         "corpus": str(corpus) if corpus is not None else None,
     }
     (tmp / PROGRESS_FILE).unlink(missing_ok=True)

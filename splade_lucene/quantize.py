@@ -43,3 +43,27 @@ def quantize_terms(weights: dict[str, float], scale: float) -> dict[str, int]:
         if q > 0:
             out[term] = int(q)
     return out
+
+
+def check_pruning(top_k: int | None, min_weight: float | None) -> tuple[int | None, float | None]:
+    if top_k is not None and (isinstance(top_k, bool) or int(top_k) != top_k or top_k < 1):
+        raise ValueError(f"top_k must be a positive int or None, not {top_k!r}")
+    if min_weight is not None and (not math.isfinite(float(min_weight)) or min_weight < 0):
+        raise ValueError(f"min_weight must be a non-negative number or None, not {min_weight!r}")
+    return (None if top_k is None else int(top_k)), (None if min_weight is None else float(min_weight))
+
+
+def prune(ids: np.ndarray, weights: np.ndarray, *, top_k: int | None = None,
+          min_weight: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Static pruning of one float vector, before quantization: keep the terms whose weight is at
+    least ``min_weight`` and, of those, the ``top_k`` heaviest (ties at the k-th weight broken by the
+    lower vocabulary id, so the result is deterministic). The kept terms stay in their input order."""
+    top_k, min_weight = check_pruning(top_k, min_weight)
+    ids, weights = np.asarray(ids), np.asarray(weights)
+    keep = np.ones(len(ids), dtype=bool) if min_weight is None else weights >= min_weight
+    if top_k is not None and keep.sum() > top_k:
+        candidates = np.flatnonzero(keep)
+        order = np.lexsort((ids[candidates], -weights[candidates].astype(np.float64)))[:top_k]
+        keep = np.zeros(len(ids), dtype=bool)
+        keep[candidates[order]] = True
+    return ids[keep], weights[keep]

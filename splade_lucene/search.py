@@ -19,10 +19,10 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from . import _java
-from .encode import DEFAULT_MAX_LENGTH, SpladeEncoder
+from .encode import DEFAULT_MAX_LENGTH, SparseVector, SpladeEncoder
 from .impacts import ImpactTable, ImpactTableError
 from .index import check_compatible, docid_table, read_metadata
-from .quantize import DEFAULT_SCALE, check_scale, quantize_terms
+from .quantize import DEFAULT_SCALE, check_pruning, check_scale, prune, quantize_terms
 
 DEFAULT_K = 1000
 DEFAULT_TAG = "splade-lucene"
@@ -46,8 +46,9 @@ class QueryEncoder:
 
     def __init__(self, model: str | Path | None = None, *, scale: float = DEFAULT_SCALE,
                  max_length: int = DEFAULT_MAX_LENGTH, pooling: str = "all", dtype: str = "fp32",
-                 encoder: SpladeEncoder | None = None):
+                 encoder: SpladeEncoder | None = None, top_k: int | None = None, min_weight: float | None = None):
         self.scale = check_scale(scale)
+        self.top_k, self.min_weight = check_pruning(top_k, min_weight)
         self.max_length = int(max_length)
         self.encoder = encoder or SpladeEncoder(model, max_length=max_length, pooling=pooling, dtype=dtype)
 
@@ -58,7 +59,8 @@ class QueryEncoder:
         encoder = cls(model if model is not None else meta.get("query_model", meta.get("model")),
                       scale=meta.get("query_scale", meta["scale"]),
                       max_length=meta.get("query_max_length", DEFAULT_MAX_LENGTH),
-                      pooling=meta.get("pooling", "all"), dtype=meta.get("dtype", "fp32"))
+                      pooling=meta.get("pooling", "all"), dtype=meta.get("dtype", "fp32"),
+                      top_k=meta.get("query_top_k"), min_weight=meta.get("query_min_weight"))
         encoder.check(meta)
         return encoder
 
@@ -73,7 +75,11 @@ class QueryEncoder:
     def encode_batch(self, texts: Sequence[str]) -> list[dict[str, int]]:
         """Integer weights per text; a text with no letter or digit (empty, blank, only punctuation)
         gets no terms (see :class:`~splade_lucene.encode.SpladeEncoder`), so it matches nothing."""
-        return [quantize_terms(self.encoder.to_terms(v), self.scale) for v in self.encoder.encode(texts, max_length=self.max_length)]
+        vectors = self.encoder.encode(texts, max_length=self.max_length)
+        if self.top_k is not None or self.min_weight is not None:
+            vectors = [SparseVector(*prune(v.ids, v.weights, top_k=self.top_k, min_weight=self.min_weight))
+                       for v in vectors]
+        return [quantize_terms(self.encoder.to_terms(v), self.scale) for v in vectors]
 
 
 def _check_query(terms: dict[str, int]) -> None:

@@ -32,3 +32,25 @@ def test_returns_python_ints():
 def test_bad_scale(scale):
     with pytest.raises(ValueError, match="scale"):
         quantize_terms({"a": 1.0}, scale)
+
+
+def test_pruning_keeps_exactly_the_top_k_and_the_threshold():
+    from splade_lucene.quantize import prune
+
+    rng = np.random.default_rng(4)
+    ids = np.sort(rng.choice(30522, 300, replace=False))
+    weights = rng.random(300).astype(np.float32) * 3
+    weights[[10, 20, 30]] = weights[5]  # ties at some weight
+    for k in (1, 7, 50, 299, 300, 1000):
+        kept_ids, kept_w = prune(ids, weights, top_k=k)
+        ranked = sorted(zip(-weights.astype(np.float64), ids))[:k]
+        assert sorted(kept_ids.tolist()) == sorted(i for _, i in ranked)
+        assert list(kept_ids) == sorted(kept_ids)  # input order kept
+    kept_ids, kept_w = prune(ids, weights, min_weight=1.5)
+    assert kept_ids.tolist() == ids[weights >= 1.5].tolist() and (kept_w >= 1.5).all()
+    both_ids, _ = prune(ids, weights, top_k=20, min_weight=2.9)
+    assert set(both_ids) == set(ids[weights >= 2.9]) and len(both_ids) <= 20
+    assert prune(ids, weights)[0].tolist() == ids.tolist()
+    for bad in ({"top_k": 0}, {"top_k": 2.5}, {"min_weight": -1}, {"min_weight": float("nan")}):
+        with pytest.raises(ValueError):
+            prune(ids, weights, **bad)

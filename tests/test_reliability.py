@@ -210,3 +210,27 @@ def test_empty_documents_are_indexed_counted_and_retrievable(cranfield):
         assert set(empty) <= set(searcher.docids)
         hits = searcher.batch_search_terms(cranfield["encoded"], k=1400)
     assert not {h.docid for found in hits.values() for h in found} & set(empty)  # no query matches them
+
+
+def test_pruning_is_applied_recorded_and_used_by_the_query_encoder(small_corpus, encoder, tmp_path):
+    from splade_lucene.index import read_metadata
+
+    full = encode_corpus(small_corpus, tmp_path / "full", encoder=encoder, progress=False)
+    pruned = encode_corpus(small_corpus, tmp_path / "pruned", encoder=encoder, progress=False, doc_top_k=16,
+                           doc_min_weight=0.2, query_top_k=8)
+    read = lambda folder: {json.loads(x)["id"]: json.loads(x)["vector"]  # noqa: E731
+                           for f in sorted(folder.glob("part-*.jsonl")) for x in f.read_text().splitlines()}
+    a, b = read(full.output), read(pruned.output)
+    assert a.keys() == b.keys()
+    for docid, terms in b.items():
+        assert len(terms) <= 16 and set(terms) <= set(a[docid])
+        assert all(a[docid][t] == w for t, w in terms.items())  # the kept weights are unchanged
+        assert all(w >= 20 for w in terms.values())  # 0.2 at scale 100
+    assert sum(map(len, b.values())) < sum(map(len, a.values())) / 2
+    index = build_index(pruned.output, tmp_path / "index", quiet=True).index_dir
+    meta = read_metadata(index)
+    assert (meta["doc_top_k"], meta["doc_min_weight"], meta["query_top_k"], meta["query_min_weight"]) == (16, 0.2, 8, None)
+    qenc = QueryEncoder.from_index(index)
+    assert qenc.top_k == 8
+    long_query = "boundary layer transition on a flat plate at supersonic speeds with heat transfer"
+    assert len(qenc.encode(long_query)) == 8 < len(QueryEncoder(encoder=encoder).encode(long_query))
