@@ -20,10 +20,9 @@ import time
 from pathlib import Path
 
 import splade_lucene  # noqa: F401  (Java set-up, harmless where no Java is needed)
-from splade_lucene.collection import read_corpus, read_queries
 from splade_lucene.encode import DEFAULT_MAX_LENGTH, SpladeEncoder
-from splade_lucene.evaluate import METRICS, evaluate, read_qrels
-from splade_lucene.experiment import dataset_files, find_dataset
+from splade_lucene.evaluate import METRICS, evaluate
+from splade_lucene.experiment import find_dataset, judged_dataset
 from splade_lucene.quantize import DEFAULT_SCALE, quantize
 from splade_lucene.search import exact_search, vectors_matrix
 
@@ -53,10 +52,7 @@ def main() -> int:
     args = ap.parse_args()
 
     folder = find_dataset(args.dataset)
-    corpus, queries_file, qrels_file = dataset_files(folder)
-    qrels = read_qrels(qrels_file)
-    queries = [(q, t) for q, t in read_queries(queries_file) if q in qrels]
-    docs = list(read_corpus(corpus))
+    docs, queries, qrels = judged_dataset(folder)
     docids, qids = [d.id for d in docs], [q for q, _ in queries]
 
     rows, quantized = [], {}

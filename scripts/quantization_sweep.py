@@ -17,10 +17,9 @@ import sys
 from pathlib import Path
 
 import splade_lucene  # noqa: F401  (Java set-up)
-from splade_lucene.collection import read_corpus, read_queries
 from splade_lucene.encode import SpladeEncoder, write_vectors
-from splade_lucene.evaluate import evaluate, read_qrels
-from splade_lucene.experiment import dataset_files, find_dataset
+from splade_lucene.evaluate import evaluate
+from splade_lucene.experiment import find_dataset, judged_dataset
 from splade_lucene.index import build_index
 from splade_lucene.search import QueryEncoder, Searcher, exact_search, vectors_matrix
 
@@ -34,10 +33,7 @@ def main() -> int:
     args = ap.parse_args()
 
     folder = find_dataset(args.dataset)
-    corpus, queries_file, qrels_file = dataset_files(folder)
-    qrels = read_qrels(qrels_file)
-    queries = [(q, t) for q, t in read_queries(queries_file) if q in qrels]
-    docs = list(read_corpus(corpus))
+    docs, queries, qrels = judged_dataset(folder)
     encoder = SpladeEncoder()
     doc_vectors = encoder.encode([d.text for d in docs])
     query_vectors = encoder.encode([t for _, t in queries])

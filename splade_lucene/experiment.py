@@ -67,6 +67,17 @@ def dataset_files(folder: Path, split: str = "test") -> tuple[Path, Path, Path]:
     return corpus, queries, qrels
 
 
+def judged_dataset(dataset: str | Path | None = None, split: str = "test"):
+    """(documents, judged queries as (qid, text), qrels) of a BEIR folder (default: SciFact from the
+    data root): what the measurement scripts encode once and reuse."""
+    from .collection import read_corpus, read_queries
+    from .evaluate import read_qrels
+
+    corpus, queries_file, qrels_file = dataset_files(find_dataset(dataset), split)
+    qrels = read_qrels(qrels_file)
+    return list(read_corpus(corpus)), [(q, t) for q, t in read_queries(queries_file) if q in qrels], qrels
+
+
 @dataclass
 class ExperimentResult:
     dataset: Path

@@ -1,0 +1,149 @@
+#!/usr/bin/env python
+"""Static pruning: effectiveness against index size and query latency, on a BEIR dataset (SciFact).
+
+Encodes the corpus and the judged queries once (float weights), then for each setting prunes
+(``splade_lucene.quantize.prune``: each document's top-k terms and/or terms above a weight, and the
+queries' top-k), quantizes at the default scale, indexes with Anserini, searches every judged query
+(k=1000, BEIR convention) with both engines and evaluates. Latency: p50 of one query at a time at
+k=10, after a warm-up. Prints a Markdown table; writes the rows as JSON and a PNG of nDCG@10 against
+index size and against latency.
+
+    bash scripts/env.sh python scripts/pruning_sweep.py --json runs/pruning-sweep.json --plot docs/pruning.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import splade_lucene  # noqa: F401  (Java set-up)
+from splade_lucene.encode import SparseVector, SpladeEncoder, write_vectors
+from splade_lucene.evaluate import evaluate
+from splade_lucene.experiment import judged_dataset
+from splade_lucene.impacts import TABLE_DIR
+from splade_lucene.index import build_index, lucene_stats
+from splade_lucene.quantize import DEFAULT_SCALE, prune, quantize_terms
+from splade_lucene.search import QueryEncoder, Searcher
+
+# (label, document top-k, document min weight, query top-k)
+SETTINGS = [
+    ("none", None, None, None),
+    ("doc top-256", 256, None, None),
+    ("doc top-128", 128, None, None),
+    ("doc top-64", 64, None, None),
+    ("doc top-32", 32, None, None),
+    ("doc weight >= 0.5", None, 0.5, None),
+    ("doc weight >= 1.0", None, 1.0, None),
+    ("doc top-128, query top-16", 128, None, 16),
+    ("doc top-64, query top-16", 64, None, 16),
+]
+WARMUP = 20
+
+
+def folder_mb(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2 ** 20
+
+
+def p50_ms(searcher: Searcher, queries: list[dict[str, int]]) -> float:
+    for terms in queries[:WARMUP]:
+        searcher.search_terms(terms, k=10)
+    times = []
+    for terms in queries:
+        t = time.perf_counter()
+        searcher.search_terms(terms, k=10)
+        times.append(time.perf_counter() - t)
+    return 1000 * statistics.median(times)
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, key, label in ((axes[0], "lucene_mb", "Lucene index size (MiB)"),
+                           (axes[1], "lucene_p50_ms", "query latency, Lucene engine, p50 ms (k=10)")):
+        ax.plot([r[key] for r in rows], [r["nDCG@10"] for r in rows], "o", color="tab:blue")
+        for r in rows:
+            ax.annotate(r["setting"], (r[key], r["nDCG@10"]), fontsize=7, xytext=(4, 2), textcoords="offset points")
+        ax.set_xlabel(label)
+        ax.set_ylabel("nDCG@10")
+        ax.grid(alpha=0.3)
+    fig.suptitle("SciFact, SPLADE-tiny: static pruning")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", default=None, help="BEIR folder (default: scifact from the data root)")
+    ap.add_argument("--output", default="runs/pruning-sweep")
+    ap.add_argument("--json", default=None, help="write the rows as JSON here")
+    ap.add_argument("--plot", default=None, help="write the PNG here")
+    args = ap.parse_args()
+
+    docs, queries, qrels = judged_dataset(args.dataset)
+    encoder = SpladeEncoder()
+    t = time.perf_counter()
+    doc_vectors = encoder.encode([d.text for d in docs])
+    query_vectors = encoder.encode([t for _, t in queries])
+    print(f"encoded {len(docs)} documents and {len(queries)} queries in {time.perf_counter() - t:.0f} s",
+          file=sys.stderr, flush=True)
+    docids = [d.id for d in docs]
+    out = Path(args.output)
+    rows = []
+    for label, doc_k, doc_min, query_k in SETTINGS:
+        where = out / label.replace(" ", "").replace(",", "-").replace(">=", "ge")
+        if where.exists():
+            shutil.rmtree(where)
+        write_vectors(zip(docids, doc_vectors), where / "collection", encoder=encoder, progress=False,
+                      doc_top_k=doc_k, doc_min_weight=doc_min, query_top_k=query_k)
+        build_index(where / "collection", where / "index", quiet=True)
+        stats = lucene_stats(where / "index")
+        encoded = {}
+        for (qid, _), vec in zip(queries, query_vectors):
+            ids, weights = prune(vec.ids, vec.weights, top_k=query_k)
+            encoded[qid] = quantize_terms(encoder.to_terms(SparseVector(ids, weights)), DEFAULT_SCALE)
+        qenc = QueryEncoder(encoder=encoder)
+        row = {"setting": label, "doc_top_k": doc_k, "doc_min_weight": doc_min, "query_top_k": query_k}
+        for engine in ("memory", "lucene"):
+            with Searcher(where / "index", qenc, engine=engine) as searcher:
+                if engine == "memory":
+                    results = searcher.batch_search_terms(encoded, k=1000)
+                    run = {q: [(h.docid, h.score) for h in hits] for q, hits in results.items()}
+                    row.update(evaluate(qrels, run, remove_query=True).metrics)
+                row[f"{engine}_p50_ms"] = p50_ms(searcher, list(encoded.values()))
+        row.update({"postings_per_doc": stats["postings"] / stats["documents"],
+                    "terms_per_query": statistics.mean(len(v) for v in encoded.values()),
+                    "lucene_mb": folder_mb(where / "index") - folder_mb(where / "index" / TABLE_DIR),
+                    "table_mb": folder_mb(where / "index" / TABLE_DIR)})
+        rows.append(row)
+        print(f"{label}: nDCG@10 {row['nDCG@10']:.4f}, {row['postings_per_doc']:.0f} postings/doc, "
+              f"{row['lucene_mb']:.1f} MiB, p50 {row['memory_p50_ms']:.2f} / {row['lucene_p50_ms']:.2f} ms",
+              file=sys.stderr, flush=True)
+
+    base = rows[0]
+    print("| setting | nDCG@10 | change | R@1000 | postings/doc | terms/query | Lucene index MiB | "
+          "p50 ms memory | p50 ms Lucene |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['setting']} | {r['nDCG@10']:.4f} | {r['nDCG@10'] - base['nDCG@10']:+.4f} | {r['R@1000']:.4f} | "
+              f"{r['postings_per_doc']:.0f} | {r['terms_per_query']:.1f} | {r['lucene_mb']:.2f} | "
+              f"{r['memory_p50_ms']:.2f} | {r['lucene_p50_ms']:.2f} |")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+    if args.plot:
+        plot(rows, Path(args.plot))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
