@@ -29,6 +29,9 @@ def _add_model_options(p: argparse.ArgumentParser, *, with_scale: bool = True) -
                    help="precision: the vocabulary projection on a CPU, the whole model on a GPU "
                         "(default: fp32; bf16 is faster, not identical)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or mps")
+    p.add_argument("--stride", type=int, default=None,
+                   help="encode documents longer than --max-length in windows starting every N tokens, max-pooled "
+                        "(default: truncate)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -168,7 +171,7 @@ def _dispatch(args: argparse.Namespace, progress: bool) -> int:
         from .encode import SpladeEncoder, encode_corpus
 
         encoder = SpladeEncoder(args.model, max_length=args.max_length, batch_size=args.batch_size, dtype=args.dtype,
-                                device=args.device)
+                                device=args.device, stride=args.stride)
         s = encode_corpus(args.corpus, args.output, encoder=encoder, scale=args.scale, query_scale=args.query_scale,
                           fmt=args.format, query_max_length=args.query_max_length, query_model=args.query_model,
                           overwrite=args.overwrite, progress=progress, part_size=args.part_size,
@@ -233,7 +236,7 @@ def _dispatch(args: argparse.Namespace, progress: bool) -> int:
         r = run_experiment(args.dataset, args.output, model=args.model, scale=args.scale,
                            query_scale=args.query_scale, query_model=args.query_model, max_length=args.max_length,
                            query_max_length=args.query_max_length, batch_size=args.batch_size, dtype=args.dtype,
-                           device=args.device, fmt=args.format,
+                           device=args.device, stride=args.stride, fmt=args.format,
                            k=args.k, threads=args.threads, split=args.split,
                            remove_query=not args.keep_query_hits, overwrite=args.overwrite, progress=progress)
         print(format_table(r.metrics, title=f"{r.dataset.name} ({r.split} split), model {args.model or 'splade-tiny'}, "

@@ -171,6 +171,9 @@ class SpladeEncoder:
     (faster on CPUs with bf16 instructions); on a GPU the whole model does. Weights differ slightly,
     see the README's performance section.
     ``device``: ``"cpu"`` (default), ``"cuda"``, ``"cuda:N"`` or ``"mps"``; nothing needs a GPU.
+    ``stride``: encode texts longer than ``max_length`` in overlapping windows of ``max_length``
+    tokens starting every ``stride`` tokens, max-pooled into one vector (default: None, truncate).
+    Texts that fit are encoded exactly as without it.
 
     A text with no letter or digit (empty, blank, only punctuation or symbols) encodes to the empty
     vector without running the model: the model would expand [CLS] and [SEP] alone into terms, so an
@@ -186,6 +189,7 @@ class SpladeEncoder:
         pooling: Pooling = "all",
         device: str = "cpu",
         dtype: str = "fp32",
+        stride: int | None = None,
     ):
         if pooling not in ("all", "no-special"):
             raise ValueError(f"pooling must be 'all' or 'no-special', not {pooling!r}")
@@ -195,12 +199,15 @@ class SpladeEncoder:
             raise ValueError(f"max_length must be at least 2, not {max_length}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+        if stride is not None and not 1 <= stride <= max_length - 2:
+            raise ValueError(f"stride must be between 1 and max_length - 2 ({max_length - 2}), not {stride}")
         self.device = _check_device(device)
         self.model_name, self.model_path = resolve_model(model)
         self.max_length = int(max_length)
         self.batch_size = int(batch_size)
         self.pooling = pooling
         self.dtype = dtype
+        self.stride = None if stride is None else int(stride)
         self._load()
 
     def _load(self) -> None:
@@ -272,6 +279,16 @@ class SpladeEncoder:
         torch = self._torch
         batch = self.tokenize(texts, max_length).to(self.device)
         cut = self._truncated(texts, batch["attention_mask"], max_length or self.max_length)
+        vectors = self._forward(batch)
+        for i in cut:
+            vectors[i] = dataclasses.replace(vectors[i], truncated=True)
+        return vectors
+
+    def _forward(self, batch) -> list[SparseVector]:
+        """One padded batch (input_ids, attention_mask, special_tokens_mask) through the model and
+        the SPLADE pooling, a vector per row."""
+        torch = self._torch
+        texts = range(batch["input_ids"].shape[0])
         mask = batch["attention_mask"].bool()
         if self.pooling == "no-special":
             mask &= ~batch["special_tokens_mask"].bool()
@@ -296,10 +313,35 @@ class SpladeEncoder:
                 logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
                 owner = torch.nonzero(mask, as_tuple=True)[0]
                 pooled = splade_max_pool(logits[mask], owner, len(texts))
-        vectors = dense_to_sparse(pooled.cpu().numpy(), self._special_ids)
-        for i in cut:
-            vectors[i] = dataclasses.replace(vectors[i], truncated=True)
-        return vectors
+        return dense_to_sparse(pooled.cpu().numpy(), self._special_ids)
+
+    def _encode_windows(self, text: str, max_length: int) -> SparseVector:
+        """A text longer than ``max_length`` tokens, encoded in windows of ``max_length`` tokens
+        ([CLS] + text tokens + [SEP]) starting every ``self.stride`` text tokens, the last one ending
+        with the text, max-pooled: the SPLADE aggregation over windows. The first window is the
+        truncated encoding, so the result is at least it term by term."""
+        torch = self._torch
+        ids = self.tokenizer(text, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
+        span = max_length - 2
+        starts = list(range(0, max(1, len(ids) - span), self.stride))
+        if starts[-1] + span < len(ids):
+            starts.append(len(ids) - span)
+        cls, sep = self.tokenizer.cls_token_id, self.tokenizer.sep_token_id
+        windows = [[cls, *ids[s:s + span], sep] for s in starts]
+        best: dict[int, float] = {}
+        for b in range(0, len(windows), self.batch_size):
+            chunk = windows[b:b + self.batch_size]
+            batch = self.tokenizer.pad({"input_ids": chunk}, padding="longest", return_tensors="pt",
+                                       pad_to_multiple_of=SEQ_BUCKET if max_length % SEQ_BUCKET == 0 else None,
+                                       return_attention_mask=True)
+            batch["special_tokens_mask"] = torch.tensor(
+                [[1 if t in (cls, sep) else 0 for t in row] for row in batch["input_ids"].tolist()])
+            for vec in self._forward(batch.to(self.device)):
+                for i, w in zip(vec.ids.tolist(), vec.weights.tolist()):
+                    if w > best.get(i, 0.0):
+                        best[i] = w
+        order = sorted(best)
+        return SparseVector(np.array(order, dtype=np.int64), np.array([best[i] for i in order], dtype=np.float32))
 
     def _truncated(self, texts: Sequence[str], attention_mask, max_length: int) -> list[int]:
         """Positions of the texts cut at ``max_length``: only texts filling it can have been cut, so only
@@ -383,6 +425,12 @@ class SpladeEncoder:
             if not any(c.isalnum() for c in text):
                 result[i] = SparseVector(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32))
         order = sorted((i for i in range(len(texts)) if result[i] is None), key=lambda i: (lengths[i], i))
+        if self.stride is not None:
+            limit = max_length or self.max_length
+            long = [i for i in order if len(self.tokenizer(texts[i], truncation=False, verbose=False)["input_ids"]) > limit]
+            for i in long:
+                result[i] = self._encode_windows(texts[i], limit)
+            order = [i for i in order if result[i] is None]
         for start in range(0, len(order), self.batch_size):
             idx = order[start:start + self.batch_size]
             for i, vec in zip(idx, self._encode_batch([texts[i] for i in idx], max_length)):
@@ -446,6 +494,7 @@ def encode_corpus(corpus: str | Path, output: str | Path, *, encoder: SpladeEnco
     stat = corpus.stat()
     settings = {"corpus": str(corpus.resolve()), "corpus_size": stat.st_size, "corpus_mtime_ns": stat.st_mtime_ns,
                 "model_sha256": encoder.weights_sha256, "model": encoder.model_name, "max_length": encoder.max_length,
+                "stride": encoder.stride,
                 "pooling": encoder.pooling, "dtype": encoder.dtype, "device": str(encoder.device), "scale": scale,
                 "query_scale": query_scale, "format": fmt, "part_size": part_size,
                 "query_max_length": query_max_length, "query_model": str(query_model) if query_model else None,
@@ -572,6 +621,7 @@ def write_vectors(items: Iterable[tuple[str, SparseVector]], output: str | Path,
         "scale": scale,
         "query_scale": query_scale,
         "max_length": encoder.max_length,
+        "stride": encoder.stride,
         "query_max_length": query_max_length or encoder.max_length,
         "pooling": encoder.pooling,
         "dtype": encoder.dtype,

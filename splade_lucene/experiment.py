@@ -95,7 +95,8 @@ def run_experiment(dataset: str | Path | None = None, output: str | Path = "runs
                    max_length: int = DEFAULT_MAX_LENGTH,
                    query_max_length: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE, dtype: str = "fp32",
                    device: str = "cpu", fmt: str = "vector", k: int = DEFAULT_K, threads: int = 1, split: str = "test",
-                   remove_query: bool = True, overwrite: bool = False, progress: bool = True) -> ExperimentResult:
+                   remove_query: bool = True, overwrite: bool = False, progress: bool = True,
+                   stride: int | None = None) -> ExperimentResult:
     folder = find_dataset(dataset)
     corpus, queries_file, qrels_file = dataset_files(folder, split)
     output = Path(output)
@@ -106,7 +107,8 @@ def run_experiment(dataset: str | Path | None = None, output: str | Path = "runs
     queries = [(qid, text) for qid, text in read_queries(queries_file) if qid in qrels]
     seconds: dict[str, float] = {}
 
-    encoder = SpladeEncoder(model, max_length=max_length, batch_size=batch_size, dtype=dtype, device=device)
+    encoder = SpladeEncoder(model, max_length=max_length, batch_size=batch_size, dtype=dtype, device=device,
+                            stride=stride)
     t = time.perf_counter()
     encode_corpus(corpus, output / "collection", encoder=encoder, scale=scale, query_scale=query_scale,
                   fmt=fmt, query_max_length=query_max_length, query_model=query_model, overwrite=True,

@@ -166,3 +166,24 @@ def test_texts_without_words_encode_to_the_empty_vector(encoder, text):
     with torch.inference_mode():
         logits = encoder.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     assert (torch.log1p(torch.relu(logits)).amax(dim=1) > 0).sum() > 0
+
+
+def test_windows_leave_short_texts_alone_and_extend_long_ones(datasets, encoder):
+    long_docs = [d.text for d in read_corpus(datasets / "scifact" / "corpus.jsonl")][:6]
+    short = ["a kitten sleeps on the mat", "boundary layer transition in supersonic flow"]
+    plain = SpladeEncoder(max_length=64)
+    windowed = SpladeEncoder(max_length=64, stride=32)
+    for x, y in zip(plain.encode(short), windowed.encode(short)):  # fit in 64 tokens: the very same vector
+        assert x.ids.tolist() == y.ids.tolist() and x.weights.tolist() == y.weights.tolist()
+    for text, x, y in zip(long_docs, plain.encode(long_docs), windowed.encode(long_docs)):
+        assert len(plain.tokenizer(text, verbose=False)["input_ids"]) > 64
+        cut, pooled = dict(zip(x.ids.tolist(), x.weights.tolist())), dict(zip(y.ids.tolist(), y.weights.tolist()))
+        # the first window is the truncated text: max-pooling can only add terms and raise weights
+        assert all(pooled.get(i, 0.0) >= w - 1e-5 for i, w in cut.items())
+        assert len(pooled) > len(cut) and x.truncated and not y.truncated
+        # the last window ends with the text: a term only in the tail is found
+        tail = plain.tokenizer.tokenize(text)[-20:]
+        tail_ids = set(plain.tokenizer.convert_tokens_to_ids(tail)) - set(plain._special_ids.tolist())
+        assert tail_ids & set(pooled) - set(cut) or tail_ids <= set(cut)
+    with pytest.raises(ValueError, match="stride must be between 1 and max_length - 2"):
+        SpladeEncoder(max_length=64, stride=63)
