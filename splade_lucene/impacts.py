@@ -120,7 +120,7 @@ def write_impact_table(index_dir: str | Path, collection: str | Path, *, field: 
         if commit["num_docs"] != commit["max_doc"]:
             raise ImpactTableError(f"{index_dir} has deleted documents; an impact table describes whole indexes only")
         lucene_terms = _lucene_terms(reader, field)
-    docids = docid_table(index_dir)
+        docids = docid_table(index_dir, reader)
     row_of = {d: i for i, d in enumerate(docids)}
     if len(row_of) != len(docids):
         raise ImpactTableError(f"{index_dir}: duplicate doc ids in the index")
