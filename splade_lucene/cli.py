@@ -63,13 +63,33 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep each query's N heaviest terms (recorded; applied by searches of the index)")
     p.add_argument("--query-min-weight", type=float, default=None,
                    help="drop query terms whose float weight is below this (recorded likewise)")
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local: this process; ray: a Ray cluster, one encoder per worker (same output files)")
+    p.add_argument("--address", default=None,
+                   help="with --engine ray: a running cluster's address (e.g. ray://HOST:10001 or auto); "
+                        "default: start a local one")
+    p.add_argument("--workers", type=int, default=None,
+                   help="with --engine ray: encoder workers (default: the cluster's CPUs, or GPUs with --gpus-per-worker)")
+    p.add_argument("--gpus-per-worker", type=float, default=None,
+                   help="with --engine ray: GPUs each worker holds (its encoder runs on CUDA)")
     _add_model_options(p)
+
+    p = sub.add_parser("merge", parents=[quiet], help="merge impact indexes (shards) into one with Lucene's addIndexes",
+                       description="Merge indexes built by `index` (e.g. with --shard I/N, on any machine) into one "
+                                   "Lucene index; the parts must share model and settings and no document.")
+    p.add_argument("--index", required=True, help="the merged index folder to write")
+    p.add_argument("parts", nargs="+", metavar="INDEX", help="the indexes to merge, in order")
+    p.add_argument("--segments", type=int, default=None, help="then force-merge to at most N segments")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing merged index")
+    p.add_argument("--no-impact-table", action="store_true", help="skip the in-memory search table")
 
     p = sub.add_parser("index", parents=[quiet], help="build a Lucene impact index with Anserini",
                        description="Build a Lucene impact index (-impact -pretokenized) from a collection.")
     p.add_argument("--collection", required=True, help="collection folder written by `encode`")
     p.add_argument("--index", default=None, help="index folder (default: indexes/NAME of the collection)")
     p.add_argument("--threads", type=int, default=1, help="indexing threads (default: 1)")
+    p.add_argument("--shard", default=None, metavar="I/N",
+                   help="index only part files I, I+N, I+2N, ... (one of N shards for `merge`)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing index")
     p.add_argument("--no-impact-table", action="store_true",
                    help="skip the in-memory search table (searches then go through Lucene, several times slower)")
@@ -176,7 +196,9 @@ def _dispatch(args: argparse.Namespace, progress: bool) -> int:
                           fmt=args.format, query_max_length=args.query_max_length, query_model=args.query_model,
                           overwrite=args.overwrite, progress=progress, part_size=args.part_size,
                           resume=not args.no_resume, doc_top_k=args.doc_top_k, doc_min_weight=args.doc_min_weight,
-                          query_top_k=args.query_top_k, query_min_weight=args.query_min_weight)
+                          query_top_k=args.query_top_k, query_min_weight=args.query_min_weight,
+                          engine=args.engine, address=args.address, workers=args.workers,
+                          gpus_per_worker=args.gpus_per_worker)
         resumed = f"; {s.resumed_documents} kept from an interrupted run" if s.resumed_documents else ""
         print(f"encoded {s.documents} documents ({s.empty_documents} with an empty vector, {s.truncated_documents} "
               f"truncated at {encoder.max_length} tokens{resumed}) into {s.output} in {s.seconds:.1f} s")
@@ -184,14 +206,19 @@ def _dispatch(args: argparse.Namespace, progress: bool) -> int:
         from .index import build_index
 
         r = build_index(args.collection, args.index, threads=args.threads, overwrite=args.overwrite,
-                        quiet=not progress, impact_table=not args.no_impact_table)
+                        quiet=not progress, impact_table=not args.no_impact_table, shard=args.shard)
         print(f"indexed {r.documents} documents into {r.index_dir} in {r.seconds:.1f} s")
+    elif args.command == "merge":
+        from .index import merge_indexes
+
+        r = merge_indexes(args.parts, args.index, overwrite=args.overwrite, segments=args.segments,
+                          impact_table=not args.no_impact_table, quiet=True)
+        print(f"merged {len(args.parts)} indexes ({r.documents} documents) into {r.index_dir} in {r.seconds:.1f} s")
     elif args.command == "impacts":
         from .impacts import write_impact_table
-        from .index import read_metadata
+        from .index import read_metadata, table_sources
 
-        collection = args.collection or read_metadata(args.index)["collection"]
-        folder = write_impact_table(args.index, collection)
+        folder = write_impact_table(args.index, args.collection or table_sources(read_metadata(args.index)))
         print(f"impact table written to {folder}")
     elif args.command == "search":
         from .collection import read_queries

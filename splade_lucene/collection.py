@@ -49,23 +49,30 @@ def open_text(path: str | Path):
     return open(path, encoding="utf-8")
 
 
+def parse_line(raw: bytes, path: Path | str, lineno: int) -> dict | None:
+    """One line of a JSON-lines file as its object (None for a blank line), or :class:`InputError`."""
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}:{lineno}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    if not line.strip():
+        return None
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
+    if not isinstance(obj, dict):
+        raise InputError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
 def _json_lines(path: Path) -> Iterator[tuple[int, dict]]:
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rb") as fh:
         for lineno, raw in enumerate(fh, 1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise InputError(f"{path}:{lineno}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-            if not isinstance(obj, dict):
-                raise InputError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
-            yield lineno, obj
+            obj = parse_line(raw, path, lineno)
+            if obj is not None:
+                yield lineno, obj
 
 
 def count_lines(path: str | Path) -> int:
@@ -181,6 +188,39 @@ def make_record(fmt: Format, docid: str, terms: dict[str, int]) -> dict:
     raise ValueError(f"format must be one of {FORMATS}, not {fmt!r}")
 
 
+def part_name(number: int) -> str:
+    """The file name of a collection's part ``number`` (from 0)."""
+    return f"part-{number:05d}.jsonl"
+
+
+def record_line(fmt: Format, docid: str, terms: dict[str, int]) -> str:
+    """One record as its line in a part file (ASCII JSON and a newline)."""
+    return json.dumps(make_record(fmt, docid, terms), ensure_ascii=True) + "\n"
+
+
+def _publish_part(partial: Path, fh) -> Path:
+    """Flush ``fh`` (open on ``partial``, a ``.partial`` file) to disk, close it and rename the file
+    to its final name: a part file without ``.partial`` is complete."""
+    fh.flush()
+    os.fsync(fh.fileno())
+    fh.close()
+    final = partial.with_name(partial.name.removesuffix(".partial"))
+    partial.replace(final)
+    return final
+
+
+def write_part(folder: str | Path, number: int, text: str) -> Path:
+    """Write a whole part (its records' lines) the way :class:`CollectionWriter` does."""
+    partial = Path(folder) / f"{part_name(number)}.partial"
+    fh = open(partial, "w", encoding="utf-8")
+    try:
+        fh.write(text)
+    except BaseException:
+        fh.close()
+        raise
+    return _publish_part(partial, fh)
+
+
 class CollectionWriter:
     """Writes records into ``part-NNNNN.jsonl`` files of at most ``part_size`` documents.
 
@@ -210,10 +250,10 @@ class CollectionWriter:
 
     def write(self, docid: str, terms: dict[str, int], *, truncated: bool = False) -> None:
         if self._fh is None:
-            name = f"part-{self.count // self.part_size:05d}.jsonl"
+            name = part_name(self.count // self.part_size)
             self._fh = open(self.folder / f"{name}.partial", "w", encoding="utf-8")
             self._part = {"file": name, "documents": 0, "empty": 0, "truncated": 0}
-        self._fh.write(json.dumps(make_record(self.fmt, docid, terms), ensure_ascii=True) + "\n")
+        self._fh.write(record_line(self.fmt, docid, terms))
         self.count += 1
         self._part["documents"] += 1
         if not terms:
@@ -226,12 +266,8 @@ class CollectionWriter:
             self._finish_part()
 
     def _finish_part(self) -> None:
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
-        self._fh.close()
-        self._fh = None
-        name = self._part["file"]
-        (self.folder / f"{name}.partial").replace(self.folder / name)
+        fh, self._fh = self._fh, None
+        _publish_part(self.folder / f"{self._part['file']}.partial", fh)
         if self.on_part is not None:
             self.on_part(dict(self._part))
 

@@ -267,6 +267,12 @@ class SpladeEncoder:
     def weights_sha256(self) -> str | None:
         return model_weights_sha256(self.model_path)
 
+    def options(self) -> dict:
+        """The constructor arguments that rebuild this encoder elsewhere (a worker process), the
+        device left out."""
+        return {"model": self.model_path, "max_length": self.max_length, "batch_size": self.batch_size,
+                "pooling": self.pooling, "dtype": self.dtype, "stride": self.stride}
+
     def tokenize(self, texts: Sequence[str], max_length: int | None = None):
         max_length = max_length or self.max_length
         return self.tokenizer(
@@ -462,7 +468,9 @@ def encode_corpus(corpus: str | Path, output: str | Path, *, encoder: SpladeEnco
                   query_max_length: int | None = None, query_model: str | Path | None = None,
                   overwrite: bool = False, progress: bool = True, part_size: int | None = None,
                   resume: bool = True, doc_top_k: int | None = None, doc_min_weight: float | None = None,
-                  query_top_k: int | None = None, query_min_weight: float | None = None) -> EncodeSummary:
+                  query_top_k: int | None = None, query_min_weight: float | None = None,
+                  engine: str = "local", address: str | None = None, workers: int | None = None,
+                  gpus_per_worker: float | None = None) -> EncodeSummary:
     """Encode a corpus file into an integer-weighted Anserini collection folder.
 
     The folder gets ``part-NNNNN.jsonl`` files of ``part_size`` documents and ``collection.meta``
@@ -480,6 +488,11 @@ def encode_corpus(corpus: str | Path, output: str | Path, *, encoder: SpladeEnco
     Static pruning (:func:`splade_lucene.quantize.prune`, before quantization): ``doc_top_k`` keeps
     each document's heaviest terms, ``doc_min_weight`` drops lighter ones; ``query_top_k`` and
     ``query_min_weight`` are recorded for the queries (``QueryEncoder.from_index`` applies them).
+
+    ``engine="ray"`` encodes the parts on a Ray cluster (:mod:`splade_lucene.distributed`; ``address``
+    names a running cluster, else a local one is started with ``workers`` workers) and writes the same
+    files. Parts are the unit of work either way: each part's documents are encoded on their own, so
+    the output does not depend on the engine, the number of workers or where a run resumed.
     """
     import shutil
 
@@ -501,12 +514,20 @@ def encode_corpus(corpus: str | Path, output: str | Path, *, encoder: SpladeEnco
                 "doc_top_k": doc_top_k, "doc_min_weight": doc_min_weight, "query_top_k": query_top_k,
                 "query_min_weight": query_min_weight}
     tmp = _writing_folder(output)
+    if engine == "ray":
+        from .distributed import encode_corpus_ray
+
+        return encode_corpus_ray(corpus, output, encoder=encoder, settings=settings, address=address,
+                                 workers=workers, gpus_per_worker=gpus_per_worker, resume=resume,
+                                 progress=progress, overwrite=overwrite, query_model=query_model)
+    if engine != "local":
+        raise ValueError(f"engine must be 'local' or 'ray', not {engine!r}")
     parts = _finished_parts(tmp, settings) if resume else []
     if not parts:
         shutil.rmtree(tmp, ignore_errors=True)
     skip = sum(p["documents"] for p in parts)
     docs = (d for i, d in enumerate(read_corpus(corpus)) if i >= skip)
-    items = encoder.iter_encode_keyed((d.id, d.text) for d in docs)
+    items = encode_by_part(encoder, ((d.id, d.text) for d in docs), part_size)
     return write_vectors(items, output, encoder=encoder, scale=scale, query_scale=query_scale, fmt=fmt,
                          query_max_length=query_max_length, query_model=query_model, corpus=corpus,
                          overwrite=overwrite, progress=progress, total=count_lines(corpus), part_size=part_size,
@@ -514,12 +535,44 @@ def encode_corpus(corpus: str | Path, output: str | Path, *, encoder: SpladeEnco
                          query_min_weight=query_min_weight, _resume=(settings, parts))
 
 
+def encode_by_part(encoder: SpladeEncoder, items: Iterable[tuple[K, str]], part_size: int
+                   ) -> Iterator[tuple[K, SparseVector]]:
+    """(key, text) pairs encoded part by part: each run of ``part_size`` items is encoded on its own
+    (its own length-sorted batches), so a part's vectors are the same whichever process encodes it
+    and wherever a run starts or resumes."""
+    from itertools import chain, islice
+
+    it = iter(items)
+    while True:
+        head = list(islice(it, 1))
+        if not head:
+            return
+        yield from encoder.iter_encode_keyed(chain(head, islice(it, part_size - 1)))
+
+
+def quantized_records(items: Iterable[tuple[str, SparseVector]], terms: list[str], scale: float, *,
+                      doc_top_k: int | None = None, doc_min_weight: float | None = None
+                      ) -> Iterator[tuple[str, dict[str, int], bool]]:
+    """(doc id, float vector) pairs pruned, quantized and named: (doc id, {term: int}, truncated)."""
+    from .quantize import prune, quantize
+
+    pruning = doc_top_k is not None or doc_min_weight is not None
+    for docid, vec in items:
+        ids, weights = vec.ids, vec.weights
+        if pruning:
+            ids, weights = prune(ids, weights, top_k=doc_top_k, min_weight=doc_min_weight)
+        ids, weights = quantize(ids, weights, scale)
+        yield docid, {terms[i]: w for i, w in zip(ids.tolist(), weights.tolist())}, vec.truncated
+
+
 def _writing_folder(output: Path) -> Path:
     return output.parent / f".{output.name}.writing"
 
 
-def _finished_parts(tmp: Path, settings: dict) -> list[dict]:
-    """The parts an interrupted run with the same settings finished in ``tmp`` (others removed), or []."""
+def _finished_parts(tmp: Path, settings: dict, *, contiguous: bool = True) -> list[dict]:
+    """The parts an interrupted run with the same settings finished in ``tmp`` (others removed), or [].
+    ``contiguous``: only the unbroken run of parts from the first (a distributed run finishes parts
+    out of order; a local run resumes after the last part of that run)."""
     import json
 
     try:
@@ -528,7 +581,16 @@ def _finished_parts(tmp: Path, settings: dict) -> list[dict]:
         return []
     if state.get("settings") != settings:
         return []
-    parts = state.get("parts", [])
+    from .collection import part_name
+
+    parts = sorted(state.get("parts", []), key=lambda p: (len(p["file"]), p["file"]))
+    if contiguous:
+        prefix = []
+        for number, part in enumerate(parts):
+            if part["file"] != part_name(number):
+                break
+            prefix.append(part)
+        parts = prefix
     listed = {p["file"] for p in parts}
     if not all((tmp / name).is_file() for name in listed):
         return []
@@ -554,23 +616,16 @@ def write_vectors(items: Iterable[tuple[str, SparseVector]], output: str | Path,
     folder; ``total`` (the expected count) only sizes the progress bar.
 
     ``query_model`` names a separate query encoder (default: the document model)."""
-    import json
     import shutil
     import time
 
     from tqdm import tqdm
 
-    from .collection import FORMATS, PART_SIZE, CollectionWriter
-    from .index import COLLECTION_METADATA_FILE
-    from .quantize import DEFAULT_SCALE, check_pruning, check_scale, prune, quantize
+    from .collection import PART_SIZE, CollectionWriter
 
-    if fmt not in FORMATS:
-        raise ValueError(f"format must be one of {FORMATS}, not {fmt!r}")
-    scale = check_scale(DEFAULT_SCALE if scale is None else scale)
-    query_scale = check_scale(scale if query_scale is None else query_scale)
-    doc_top_k, doc_min_weight = check_pruning(doc_top_k, doc_min_weight)
-    query_top_k, query_min_weight = check_pruning(query_top_k, query_min_weight)
-    pruning = doc_top_k is not None or doc_min_weight is not None
+    options = check_collection_options(scale=scale, query_scale=query_scale, fmt=fmt, doc_top_k=doc_top_k,
+                                       doc_min_weight=doc_min_weight, query_top_k=query_top_k,
+                                       query_min_weight=query_min_weight)
     output = Path(output)
     _check_output(output, overwrite)
     start = time.perf_counter()
@@ -579,66 +634,100 @@ def write_vectors(items: Iterable[tuple[str, SparseVector]], output: str | Path,
     if not parts and tmp.exists():
         shutil.rmtree(tmp)
     done = sum(p["documents"] for p in parts)
-
-    def finished(part: dict) -> None:
-        parts.append(part)
-        if settings is not None:  # what a resumed run may keep
-            state = tmp / f"{PROGRESS_FILE}.tmp"
-            state.write_text(json.dumps({"settings": settings, "parts": parts}, indent=1))
-            state.replace(tmp / PROGRESS_FILE)
-
-    terms = encoder.id_to_term
+    records = quantized_records(items, encoder.id_to_term, options["scale"], doc_top_k=options["doc_top_k"],
+                                doc_min_weight=options["doc_min_weight"])
     try:
-        with CollectionWriter(tmp, fmt, part_size or PART_SIZE, start=done, on_part=finished) as writer, \
+        with CollectionWriter(tmp, fmt, part_size or PART_SIZE, start=done,
+                              on_part=lambda part: record_progress(tmp, settings, parts, part)) as writer, \
                 tqdm(total=total, initial=done, desc="encode", unit="doc", disable=not progress) as bar:
-            for docid, vec in items:
-                ids, weights = vec.ids, vec.weights
-                if pruning:
-                    ids, weights = prune(ids, weights, top_k=doc_top_k, min_weight=doc_min_weight)
-                ids, weights = quantize(ids, weights, scale)
-                writer.write(docid, {terms[i]: w for i, w in zip(ids.tolist(), weights.tolist())},
-                             truncated=vec.truncated)
+            for docid, terms, truncated in records:
+                writer.write(docid, terms, truncated=truncated)
                 bar.update(1)
     except BaseException:
         # nothing reaches `output`; a resumable run keeps its finished parts for the next run
         if settings is None or not parts:
             shutil.rmtree(tmp, ignore_errors=True)
         raise
+    metadata = collection_metadata(encoder, parts, options, query_max_length=query_max_length,
+                                   query_model=query_model, corpus=corpus)
+    publish_collection(tmp, output, metadata)
+    return EncodeSummary(metadata["documents"], metadata["empty_documents"], output, time.perf_counter() - start,
+                         metadata, metadata["truncated_documents"], done)
+
+
+def check_collection_options(*, scale: float | None = None, query_scale: float | None = None, fmt: str = "vector",
+                             doc_top_k: int | None = None, doc_min_weight: float | None = None,
+                             query_top_k: int | None = None, query_min_weight: float | None = None) -> dict:
+    """The quantization, format and pruning settings of a collection, checked, defaults filled in."""
+    from .collection import FORMATS
+    from .quantize import DEFAULT_SCALE, check_pruning, check_scale
+
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}, not {fmt!r}")
+    scale = check_scale(DEFAULT_SCALE if scale is None else scale)
+    query_scale = check_scale(scale if query_scale is None else query_scale)
+    doc_top_k, doc_min_weight = check_pruning(doc_top_k, doc_min_weight)
+    query_top_k, query_min_weight = check_pruning(query_top_k, query_min_weight)
+    return {"scale": scale, "query_scale": query_scale, "format": fmt, "doc_top_k": doc_top_k,
+            "doc_min_weight": doc_min_weight, "query_top_k": query_top_k, "query_min_weight": query_min_weight}
+
+
+def record_progress(tmp: Path, settings: dict | None, parts: list[dict], part: dict) -> None:
+    """Add a finished part to ``parts`` and, for a resumable run (``settings``), to ``progress.json``."""
+    import json
+
+    parts.append(part)
+    if settings is not None:  # what a resumed run may keep
+        state = tmp / f"{PROGRESS_FILE}.tmp"
+        state.write_text(json.dumps({"settings": settings, "parts": parts}, indent=1))
+        state.replace(tmp / PROGRESS_FILE)
+
+
+def collection_metadata(encoder: SpladeEncoder, parts: list[dict], options: dict, *,
+                        query_max_length: int | None = None, query_model: str | Path | None = None,
+                        corpus: str | Path | None = None) -> dict:
+    """``collection.meta`` of a collection made of ``parts`` by ``encoder`` with ``options``
+    (:func:`check_collection_options`)."""
     if query_model is None:
         query_name, query_sha = encoder.model_name, encoder.weights_sha256
     else:
         query_name, query_path = resolve_model(query_model)
         query_sha = model_weights_sha256(query_path)
-    documents = sum(p["documents"] for p in parts)
-    empty = sum(p["empty"] for p in parts)
-    truncated = sum(p["truncated"] for p in parts)
-    metadata = {
+    return {
         "model": encoder.model_name,
         "model_path": encoder.model_path,
         "model_sha256": encoder.weights_sha256,
         "query_model": query_name,
         "query_model_sha256": query_sha,
-        "scale": scale,
-        "query_scale": query_scale,
+        "scale": options["scale"],
+        "query_scale": options["query_scale"],
         "max_length": encoder.max_length,
         "stride": encoder.stride,
         "query_max_length": query_max_length or encoder.max_length,
         "pooling": encoder.pooling,
         "dtype": encoder.dtype,
-        "format": fmt,
-        "documents": documents,
-        "empty_documents": empty,
-        "truncated_documents": truncated,
-        "doc_top_k": doc_top_k,
-        "doc_min_weight": doc_min_weight,
-        "query_top_k": query_top_k,
-        "query_min_weight": query_min_weight,
+        "format": options["format"],
+        "documents": sum(p["documents"] for p in parts),
+        "empty_documents": sum(p["empty"] for p in parts),
+        "truncated_documents": sum(p["truncated"] for p in parts),
+        "doc_top_k": options["doc_top_k"],
+        "doc_min_weight": options["doc_min_weight"],
+        "query_top_k": options["query_top_k"],
+        "query_min_weight": options["query_min_weight"],
         "corpus": str(corpus) if corpus is not None else None,
     }
+
+
+def publish_collection(tmp: Path, output: Path, metadata: dict) -> None:
+    """Write ``collection.meta`` into the finished writing folder ``tmp`` and move it to ``output``."""
+    import json
+    import shutil
+
+    from .index import COLLECTION_METADATA_FILE
+
     (tmp / PROGRESS_FILE).unlink(missing_ok=True)
     (tmp / COLLECTION_METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
     if output.exists():
         shutil.rmtree(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp.rename(output)
-    return EncodeSummary(documents, empty, output, time.perf_counter() - start, metadata, truncated, done)

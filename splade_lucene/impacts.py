@@ -23,7 +23,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -67,11 +67,15 @@ def _add_at(scores, docs, impacts, weight):
 _ADD = _scatter_add()
 
 
-def _records(collection: Path) -> Iterator[tuple[str, dict[str, int]]]:
-    """(doc id, {term: impact}) of each record of a JsonVectorCollection or pseudo-document folder."""
-    files = collection_files(collection)
-    if not files:
-        raise ImpactTableError(f"{collection} holds no .jsonl collection files")
+def _records(collections: list[Path]) -> Iterator[tuple[str, dict[str, int]]]:
+    """(doc id, {term: impact}) of each record of JsonVectorCollection or pseudo-document folders (or
+    single part files)."""
+    files = []
+    for collection in collections:
+        found = [collection] if collection.is_file() else collection_files(collection)
+        if not found:
+            raise ImpactTableError(f"{collection} holds no .jsonl collection files")
+        files.extend(found)
     for path in files:
         with open_text(path) as fh:
             for line in fh:
@@ -108,13 +112,17 @@ def _commit(reader) -> dict:
     return {"max_doc": int(reader.maxDoc()), "num_docs": int(reader.numDocs()), "version": int(reader.getVersion())}
 
 
-def write_impact_table(index_dir: str | Path, collection: str | Path, *, field: str = "contents") -> Path:
-    """Write ``index_dir/impacts`` from the collection ``index_dir`` was built from, and check it
-    against the index: every document, every term, each term's document frequency and total impact.
-    Raises :class:`ImpactTableError` (writing nothing) where they differ."""
+def write_impact_table(index_dir: str | Path, collection: str | Path | Sequence[str | Path], *,
+                       field: str = "contents") -> Path:
+    """Write ``index_dir/impacts`` from the collection ``index_dir`` was built from (or the
+    collections of a merged index's parts), and check it against the index: every document, every
+    term, each term's document frequency and total impact. Raises :class:`ImpactTableError` (writing
+    nothing) where they differ."""
     from .index import _lucene_reader, docid_table
 
-    index_dir, collection = Path(index_dir), Path(collection)
+    index_dir = Path(index_dir)
+    collections = [Path(collection)] if isinstance(collection, (str, Path)) else [Path(c) for c in collection]
+    collection = collections[0] if len(collections) == 1 else ", ".join(map(str, collections))
     with _lucene_reader(index_dir) as reader:
         commit = _commit(reader)
         if commit["num_docs"] != commit["max_doc"]:
@@ -129,7 +137,7 @@ def write_impact_table(index_dir: str | Path, collection: str | Path, *, field: 
     rows, lengths, term_chunks, impact_chunks = [], [], [], []
     terms_buf: list[int] = []
     impacts_buf: list[int] = []
-    for docid, vector in _records(collection):
+    for docid, vector in _records(collections):
         row = row_of.get(docid)
         if row is None:
             raise ImpactTableError(f"document {docid!r} of {collection} is not in {index_dir}")

@@ -104,10 +104,24 @@ def lucene_stats(index_dir: str | Path, field: str = "contents") -> dict:
             cast("org.apache.lucene.index.IndexReader", reader), field)
         return {
             "documents": int(reader.numDocs()),
-            "unique_terms": int(terms.size()) if terms is not None else 0,
+            "unique_terms": _term_count(terms),
             "postings": int(terms.getSumDocFreq()) if terms is not None else 0,
             "total_impact": int(terms.getSumTotalTermFreq()) if terms is not None else 0,
         }
+
+
+def _term_count(terms) -> int:
+    """The number of distinct terms of a field (Lucene answers -1 over several segments: then they are
+    counted, one step a term)."""
+    if terms is None:
+        return 0
+    size = int(terms.size())
+    if size >= 0:
+        return size
+    it, size = terms.iterator(), 0
+    while it.next() is not None:
+        size += 1
+    return size
 
 
 def document_frequencies(index_dir: str | Path, terms, field: str = "contents") -> dict[str, int]:
@@ -204,21 +218,42 @@ class BuildResult:
     metadata: dict
 
 
+def parse_shard(shard: str | tuple[int, int] | None) -> tuple[int, int] | None:
+    """``"I/N"`` (or ``(I, N)``) as (I, N) with 0 <= I < N; None stays None."""
+    if shard is None:
+        return None
+    try:
+        i, n = (int(x) for x in shard.split("/")) if isinstance(shard, str) else (int(shard[0]), int(shard[1]))
+    except (ValueError, TypeError, IndexError):
+        raise ValueError(f"shard must be I/N (part files I, I+N, I+2N, ...), not {shard!r}") from None
+    if not 0 <= i < n:
+        raise ValueError(f"shard I/N needs 0 <= I < N, not {i}/{n}")
+    return i, n
+
+
 def build_index(collection: str | Path, index_dir: str | Path | None = None, *, threads: int = 1,
-                overwrite: bool = False, quiet: bool = False, impact_table: bool = True) -> BuildResult:
+                overwrite: bool = False, quiet: bool = False, impact_table: bool = True,
+                shard: str | tuple[int, int] | None = None) -> BuildResult:
     """Build a Lucene impact index from a collection written by :mod:`splade_lucene.encode`'s
     pipeline (or any JsonVectorCollection folder), atomically, and check its document count.
     ``impact_table``: also write the in-memory search table (:mod:`splade_lucene.impacts`), checked
-    against the finished index."""
+    against the finished index. ``shard="I/N"``: index only the part files I, I+N, I+2N, ... (in
+    name order), one of N shard indexes that :func:`merge_indexes` joins into one."""
     collection = Path(collection)
     if not collection.is_dir():
         raise FileNotFoundError(f"collection folder {collection} does not exist")
     files = collection_files(collection)
     if not files:
         raise IndexBuildError(f"{collection} holds no .jsonl collection files")
+    shard = parse_shard(shard)
+    if shard is not None:
+        files = files[shard[0]::shard[1]]
+        if not files:
+            raise IndexBuildError(f"shard {shard[0]}/{shard[1]} of {collection} holds no part file "
+                                  f"(the collection has {len(collection_files(collection))})")
     meta = read_collection_metadata(collection)
     fmt = meta.get("format") or _sniff_format(files[0])
-    expected = meta.get("documents")
+    expected = meta.get("documents") if shard is None else None
     if expected is None:
         expected = sum(1 for f in files for line in open(f, encoding="utf-8") if line.strip())
     target = Path(index_dir) if index_dir is not None else default_index_dir(collection)
@@ -229,7 +264,24 @@ def build_index(collection: str | Path, index_dir: str | Path | None = None, *, 
     target.parent.mkdir(parents=True, exist_ok=True)
     _clean_stale_builds(target)
     tmp = target.parent / f"{target.name}{_BUILDING}{os.getpid()}"
-    args = anserini_command(collection.resolve(), tmp.resolve(), fmt=fmt, threads=threads)
+    source = collection
+    if shard is not None:  # Anserini reads a folder: one of links to the shard's part files
+        source = target.parent / f"{target.name}{_BUILDING}links-{os.getpid()}"
+        shutil.rmtree(source, ignore_errors=True)
+        source.mkdir()
+        for f in files:
+            (source / f.name).symlink_to(f.resolve())
+    try:
+        return _build(collection, source, files, target, tmp, meta, fmt, expected, threads=threads, quiet=quiet,
+                      impact_table=impact_table, shard=shard)
+    finally:
+        if source != collection:
+            shutil.rmtree(source, ignore_errors=True)
+
+
+def _build(collection: Path, source: Path, files: list[Path], target: Path, tmp: Path, meta: dict, fmt: str,
+           expected: int, *, threads: int, quiet: bool, impact_table: bool, shard) -> BuildResult:
+    args = anserini_command(source.resolve(), tmp.resolve(), fmt=fmt, threads=threads)
     java = _java.java_executable()
     _java.configure_environment()
     cmd = [java, "-cp", str(_java.anserini_jar()), *args]
@@ -241,32 +293,42 @@ def build_index(collection: str | Path, index_dir: str | Path | None = None, *, 
             raise IndexBuildError(f"Anserini indexed {stats['documents']} documents but the collection {collection} "
                               f"has {expected}; the index was not kept")
         metadata = {
-            **{k: v for k, v in meta.items() if k not in ("documents",)},
+            # a shard's counts are its own: the collection's totals are left out
+            **{k: v for k, v in meta.items()
+               if k != "documents" and (shard is None or k not in ("empty_documents", "truncated_documents"))},
             "format": fmt,
             "documents": stats["documents"],
             "index_stats": stats,
             "collection": str(collection),
             "anserini_command": ["java", "-cp", _java.anserini_jar().name, *anserini_command(
-                collection, target, fmt=fmt, threads=threads)],
+                source if shard is None else "<links to collection_files>", target, fmt=fmt, threads=threads)],
             "versions": _package_versions(),
         }
+        if shard is not None:
+            metadata["shard"] = f"{shard[0]}/{shard[1]}"
+            metadata["collection_files"] = [str(collection / f.name) for f in files]
         (tmp / METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
         (tmp / DOCIDS_FILE).write_text(json.dumps(extract_docids(tmp), ensure_ascii=False), encoding="utf-8")
         if impact_table:
             from .impacts import write_impact_table
 
-            write_impact_table(tmp, collection)
-        if target.exists():
-            old = target.parent / f"{target.name}{_BUILDING}old-{os.getpid()}"
-            target.rename(old)
-            tmp.rename(target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(target)
+            write_impact_table(tmp, source)
+        _move_into_place(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return BuildResult(target, stats["documents"], time.perf_counter() - start, metadata)
+
+
+def _move_into_place(tmp: Path, target: Path) -> None:
+    """Replace ``target`` (if any) by the finished build ``tmp``."""
+    if target.exists():
+        old = target.parent / f"{target.name}{_BUILDING}old-{os.getpid()}"
+        target.rename(old)
+        tmp.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(target)
 
 
 def _sniff_format(path: Path) -> str:
@@ -337,3 +399,132 @@ def check_compatible(metadata: dict, *, model_sha256: str | None, model: str, sc
     if index_scale is not None and float(index_scale) != float(scale):
         raise IncompatibleIndexError(
             f"the index expects query scale {index_scale} but the query encoder uses scale {scale}")
+
+
+# Settings that must agree between the parts of a merged index: its vectors and queries mean the
+# same only where these do.
+_MERGE_KEYS = ("model_sha256", "query_model_sha256", "model", "query_model", "scale", "query_scale", "max_length",
+               "query_max_length", "stride", "pooling", "dtype", "format", "doc_top_k", "doc_min_weight",
+               "query_top_k", "query_min_weight")
+
+
+def table_sources(metadata: dict) -> list[str]:
+    """The collection folders or part files an index's documents were written from."""
+    if "parts" in metadata:
+        return [s for part in metadata["parts"] for s in part["sources"]]
+    return list(metadata.get("collection_files") or [metadata["collection"]])
+
+
+def merge_indexes(indexes, index_dir: str | Path, *, overwrite: bool = False, segments: int | None = None,
+                  impact_table: bool = True, quiet: bool = False) -> BuildResult:
+    """Merge impact indexes built by :func:`build_index` (one per shard: ``shard="I/N"``, or built
+    from separate collections, on any machine) into one Lucene index with Lucene's own
+    ``IndexWriter.addIndexes``, atomically. The parts must share the model, scales, lengths, pooling
+    and pruning, and no document id may be in two of them. ``segments``: then force-merge to at most
+    that many segments (fewer segments search a little faster; the merge costs time). The merged
+    index's metadata lists every part; its impact table is written from the parts' collections
+    (where they are gone, the index is kept without one and searches go through Lucene).
+
+    Documents keep their order (the first part's, then the second's, ...); scores do not depend on
+    segments, so searches give the same results as an index built in one go."""
+    parts = [Path(p) for p in indexes]
+    if not parts:
+        raise ValueError("merge needs at least one index")
+    if len({p.resolve() for p in parts}) != len(parts):
+        raise ValueError("an index is named twice among the parts")
+    if segments is not None and segments < 1:
+        raise ValueError(f"segments must be at least 1, not {segments}")
+    metas = []
+    for p in parts:
+        if not p.is_dir():
+            raise FileNotFoundError(f"index {p} does not exist")
+        metas.append(read_metadata(p))
+    for key in _MERGE_KEYS:
+        values = {json.dumps(m.get(key)) for m in metas}
+        if len(values) > 1:
+            shown = ", ".join(f"{p}: {m.get(key)!r}" for p, m in zip(parts, metas))
+            raise IncompatibleIndexError(f"the parts differ in {key} ({shown}); only indexes of the same encoder "
+                                         "and settings can be merged")
+    target = Path(index_dir)
+    if any(target.resolve() == p.resolve() for p in parts):
+        raise ValueError(f"the merged index {target} cannot be one of its parts")
+    if target.exists() and not overwrite:
+        raise FileExistsError(f"index {target} already exists; pass --overwrite (overwrite=True) to replace it")
+    start = time.perf_counter()
+    seen: dict[str, Path] = {}
+    for p in parts:
+        for docid in docid_table(p):
+            if docid in seen:
+                raise IndexBuildError(f"document {docid!r} is in both {seen[docid]} and {p}; merged indexes must "
+                                      "not share documents")
+            seen[docid] = p
+    expected = len(seen)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _clean_stale_builds(target)
+    tmp = target.parent / f"{target.name}{_BUILDING}{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        _add_indexes(tmp, parts, segments)
+        stats = lucene_stats(tmp)
+        if stats["documents"] != expected:
+            raise IndexBuildError(f"the merged index holds {stats['documents']} documents, not the parts' {expected}")
+        metadata = {
+            **{k: metas[0].get(k) for k in _MERGE_KEYS},
+            # where every part comes from the same collection and corpus (shards), they are the index's
+            **{k: metas[0].get(k) if len({m.get(k) for m in metas}) == 1 else None for k in ("collection", "corpus")},
+            "documents": stats["documents"],
+            "index_stats": stats,
+            "merged_with": "org.apache.lucene.index.IndexWriter.addIndexes"
+                           + (f", forceMerge({segments})" if segments else ""),
+            "parts": [{"index": str(p), "documents": m["documents"], "shard": m.get("shard"),
+                       "collection": m.get("collection"), "sources": table_sources(m),
+                       "index_stats": m.get("index_stats")} for p, m in zip(parts, metas)],
+            "versions": _package_versions(),
+        }
+        (tmp / METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+        (tmp / DOCIDS_FILE).write_text(json.dumps(extract_docids(tmp), ensure_ascii=False), encoding="utf-8")
+        if impact_table:
+            sources = table_sources(metadata)
+            missing = [s for s in sources if not Path(s).exists()]
+            if missing:
+                import warnings
+
+                warnings.warn(f"no impact table for {target}: {missing[0]} (of the parts' collections) is gone; "
+                              "searches will go through Lucene", stacklevel=2)
+            else:
+                from .impacts import write_impact_table
+
+                write_impact_table(tmp, sources)
+        _move_into_place(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if not quiet:
+        print(f"merged {len(parts)} indexes ({expected} documents) into {target}", file=sys.stderr)
+    return BuildResult(target, expected, time.perf_counter() - start, metadata)
+
+
+def _add_indexes(folder: Path, parts: list[Path], segments: int | None) -> None:
+    """Lucene: a new index in ``folder`` holding the segments of ``parts``, in order."""
+    _java.ensure_jvm()
+    from jnius import autoclass, cast
+
+    paths = autoclass("java.nio.file.Paths")
+    fs = autoclass("org.apache.lucene.store.FSDirectory")
+    config = autoclass("org.apache.lucene.index.IndexWriterConfig")(
+        autoclass("org.apache.lucene.analysis.core.WhitespaceAnalyzer")())
+    config.setOpenMode(autoclass("org.apache.lucene.index.IndexWriterConfig$OpenMode").CREATE)
+    config.setUseCompoundFile(False)  # as Anserini's IndexCollection writes them
+    out = fs.open(paths.get(str(folder.resolve())))
+    inputs = [fs.open(paths.get(str(p.resolve()))) for p in parts]
+    writer = autoclass("org.apache.lucene.index.IndexWriter")(out, config)
+    try:
+        writer.addIndexes(*[cast("org.apache.lucene.store.Directory", d) for d in inputs])
+        if segments:
+            writer.forceMerge(segments)
+        writer.commit()
+    finally:
+        writer.close()
+        for d in inputs:
+            d.close()
+        out.close()

@@ -82,7 +82,7 @@ def test_killed_encoding_resumes_and_equals_an_uninterrupted_run(small_corpus, e
 def test_resume_needs_the_same_settings(small_corpus, encoder, tmp_path):
     from splade_lucene.collection import InputError
 
-    # a run stopped by a bad line after the first window of 256 documents was encoded keeps its parts
+    # a run stopped by a bad line keeps the parts it finished (parts are encoded one at a time: all 7)
     bad = tmp_path / "corpus.jsonl"
     lines = small_corpus.read_text().splitlines(keepends=True)
     extra = [json.dumps({"_id": f"extra-{i}", "text": f"extra document {i}"}) + "\n" for i in range(40)]
@@ -91,7 +91,7 @@ def test_resume_needs_the_same_settings(small_corpus, encoder, tmp_path):
         encode_corpus(bad, tmp_path / "out", encoder=encoder, part_size=40, progress=False)
     assert not (tmp_path / "out").exists()
     left = sorted(p.name for p in (tmp_path / ".out.writing").iterdir())
-    assert left == [f"part-{i:05d}.jsonl" for i in range(6)] + ["part-00006.jsonl.partial", "progress.json"]
+    assert left == [f"part-{i:05d}.jsonl" for i in range(7)] + ["progress.json"]
     # the corpus was mended since: its size and time changed, so nothing is kept from the old run
     bad.write_text("".join(lines + extra))
     summary = encode_corpus(bad, tmp_path / "out", encoder=encoder, part_size=40, progress=False)

@@ -1,0 +1,233 @@
+"""Encoding a corpus on a Ray cluster (Ray Data), into the same collection a local run writes.
+
+The corpus is cut into the collection's parts (``part_size`` documents each) by byte ranges of the
+file; a Ray Data pipeline hands the parts to a pool of actors, each holding one
+:class:`~splade_lucene.encode.SpladeEncoder` (on one GPU where ``gpus_per_worker`` asks for it). An
+actor reads its part's lines from the corpus (checked as :func:`~splade_lucene.collection.read_corpus`
+checks them), encodes them exactly as a local run encodes a part
+(:func:`~splade_lucene.encode.encode_by_part`), quantizes them and sends the part's records back. The
+driver alone writes the collection: each part file as it arrives (``.partial``, fsynced, renamed), its
+progress in ``.NAME.writing/progress.json``, and ``collection.meta`` at the end, so the output is the
+same files, byte for byte, as ``engine="local"`` writes.
+
+Faults: an actor that dies is restarted by Ray and its part encoded again (a part is written only
+whole, so nothing is lost or written twice); a driver that dies leaves its finished parts, which the
+same command resumes (in any order; a local run resumes from the unbroken run of first parts). On a
+cluster the corpus must be readable at the same path on every node (a shared file system); the
+collection is written where the driver runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+from .collection import InputError, PART_SIZE, part_name, write_part
+from .encode import (
+    EncodeSummary,
+    SpladeEncoder,
+    _finished_parts,
+    check_collection_options,
+    collection_metadata,
+    publish_collection,
+    record_progress,
+)
+
+
+def corpus_parts(corpus: str | Path, part_size: int) -> list[dict]:
+    """The byte ranges of ``corpus`` that hold each part's ``part_size`` documents (non-blank lines):
+    ``{"number", "start", "stop", "first_line", "documents"}``. Reads bytes only, parses nothing."""
+    parts: list[dict] = []
+    number, start, first, count, pos = 0, 0, 1, 0, 0
+    with open(corpus, "rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            if raw.strip():
+                if count == 0:
+                    start, first = pos, lineno
+                count += 1
+            pos += len(raw)
+            if count == part_size:
+                parts.append({"number": number, "start": start, "stop": pos, "first_line": first, "documents": count})
+                number, count = number + 1, 0
+    if count:
+        parts.append({"number": number, "start": start, "stop": pos, "first_line": first, "documents": count})
+    return parts
+
+
+def read_part(corpus: str | Path, part: dict) -> list[tuple[str, str, int]]:
+    """A part's documents as (id, text, line), each line checked as ``read_corpus`` checks it."""
+    from .collection import _doc_id, document_text, parse_line
+
+    path = Path(corpus)
+    docs = []
+    with open(path, "rb") as fh:
+        fh.seek(part["start"])
+        data = fh.read(part["stop"] - part["start"])
+    lines = data.split(b"\n")
+    if lines and not lines[-1]:
+        lines.pop()  # the part's last newline
+    for lineno, raw in enumerate(lines, part["first_line"]):
+        obj = parse_line(raw, path, lineno)
+        if obj is None:
+            continue
+        docs.append((_doc_id(obj, path, lineno), document_text(obj, path, lineno), lineno))
+    if len(docs) != part["documents"]:
+        raise InputError(f"{path} changed while it was being encoded (part {part['number']} has "
+                         f"{len(docs)} documents, not {part['documents']})")
+    return docs
+
+
+class PartEncoder:
+    """A Ray Data actor: one encoder, called with a batch of part descriptions, returning each part's
+    records (one string) with its counts and document ids."""
+
+    def __init__(self, corpus: str, encoder_options: dict, device: str, threads: int | None, options: dict):
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
+        self.corpus = corpus
+        self.encoder = SpladeEncoder(**encoder_options, device=device)
+        self.options = options
+
+    def __call__(self, batch: dict) -> dict:
+        from .collection import record_line
+        from .encode import encode_by_part, quantized_records
+
+        out: dict[str, list] = {"number": [], "text": [], "documents": [], "empty": [], "truncated": [], "ids": []}
+        for i in range(len(batch["number"])):
+            part = {key: int(batch[key][i]) for key in ("number", "start", "stop", "first_line", "documents")}
+            docs = read_part(self.corpus, part)
+            vectors = encode_by_part(self.encoder, ((d[0], d[1]) for d in docs), len(docs))
+            lines, empty, truncated = [], 0, 0
+            for docid, terms, cut in quantized_records(vectors, self.encoder.id_to_term, self.options["scale"],
+                                                       doc_top_k=self.options["doc_top_k"],
+                                                       doc_min_weight=self.options["doc_min_weight"]):
+                lines.append(record_line(self.options["format"], docid, terms))
+                empty += not terms
+                truncated += bool(cut)
+            out["number"].append(part["number"])
+            out["text"].append("".join(lines))
+            out["documents"].append(len(lines))
+            out["empty"].append(empty)
+            out["truncated"].append(truncated)
+            out["ids"].append(json.dumps([[d[0], d[2]] for d in docs]))
+        return out
+
+
+def _start_ray(address: str | None, workers: int | None):
+    import ray
+
+    if ray.is_initialized():
+        return ray, False
+    kwargs = {"include_dashboard": False, "log_to_driver": False, "logging_level": "error"}
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        ray.init(num_cpus=workers or os.cpu_count(), **kwargs)
+    return ray, True
+
+
+def encode_corpus_ray(corpus: Path, output: Path, *, encoder: SpladeEncoder, settings: dict,
+                      address: str | None = None, workers: int | None = None,
+                      gpus_per_worker: float | None = None, resume: bool = True, progress: bool = True,
+                      overwrite: bool = False, query_model: str | Path | None = None) -> EncodeSummary:
+    """``encode_corpus(..., engine="ray")``: see the module's description. ``settings`` are the run's
+    settings as :func:`~splade_lucene.encode.encode_corpus` records them for resuming."""
+    from tqdm import tqdm
+
+    if corpus.suffix == ".gz":
+        raise InputError(f"{corpus}: the Ray engine reads the corpus by byte ranges and cannot read a gzipped "
+                         "file; decompress it first (gunzip -k) or use the local engine")
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be at least 1, not {workers}")
+    if gpus_per_worker is not None and gpus_per_worker <= 0:
+        raise ValueError(f"gpus_per_worker must be positive, not {gpus_per_worker}")
+    options = check_collection_options(
+        scale=settings["scale"], query_scale=settings["query_scale"], fmt=settings["format"],
+        doc_top_k=settings["doc_top_k"], doc_min_weight=settings["doc_min_weight"],
+        query_top_k=settings["query_top_k"], query_min_weight=settings["query_min_weight"])
+    device = "cuda" if gpus_per_worker else "cpu"
+    settings = {**settings, "device": device}
+    start_time = time.perf_counter()
+    tmp = output.parent / f".{output.name}.writing"
+    done = _finished_parts(tmp, settings, contiguous=False) if resume else []
+    if not done:
+        shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True, exist_ok=True)
+    parts = corpus_parts(corpus, int(settings["part_size"]))
+    finished = {p["file"] for p in done}
+    todo = [p for p in parts if part_name(p["number"]) not in finished]
+    resumed = sum(p["documents"] for p in done)
+    ids: dict[int, list] = {}
+    if todo:
+        ray, started = _start_ray(address, workers)
+        try:
+            pool = workers or max(1, int(ray.cluster_resources().get("GPU" if gpus_per_worker else "CPU", 1)
+                                         // (gpus_per_worker or 1)))
+            pool = min(pool, len(todo))
+            threads = None if gpus_per_worker else max(1, int(ray.cluster_resources().get("CPU", 1)) // pool)
+            ray.data.DataContext.get_current().enable_progress_bars = False
+            dataset = ray.data.from_items(todo, override_num_blocks=len(todo)).map_batches(
+                PartEncoder, batch_size=1, compute=ray.data.ActorPoolStrategy(size=pool),
+                num_cpus=None if gpus_per_worker else threads, num_gpus=gpus_per_worker,
+                fn_constructor_kwargs={"corpus": str(corpus.resolve()), "encoder_options": encoder.options(),
+                                       "device": device, "threads": threads, "options": options})
+            total = sum(p["documents"] for p in parts)
+            with tqdm(total=total, initial=resumed, desc="encode (ray)", unit="doc", disable=not progress) as bar:
+                for row in dataset.iter_rows():
+                    number = int(row["number"])
+                    write_part(tmp, number, row["text"])
+                    record_progress(tmp, settings, done, {
+                        "file": part_name(number), "documents": int(row["documents"]), "empty": int(row["empty"]),
+                        "truncated": int(row["truncated"])})
+                    ids[number] = json.loads(row["ids"])
+                    bar.update(int(row["documents"]))
+        except Exception as exc:
+            raise _user_error(exc) from exc
+        finally:
+            if started:
+                ray.shutdown()
+    _check_unique_ids(corpus, tmp, done, ids)
+    done.sort(key=lambda p: (len(p["file"]), p["file"]))
+    metadata = collection_metadata(encoder, done, options, query_max_length=settings["query_max_length"],
+                                   query_model=query_model, corpus=corpus)
+    if output.exists() and not overwrite and any(output.iterdir()):
+        raise FileExistsError(f"{output} already exists and is not empty; pass --overwrite to replace it")
+    publish_collection(tmp, output, metadata)
+    return EncodeSummary(metadata["documents"], metadata["empty_documents"], output,
+                         time.perf_counter() - start_time, metadata, metadata["truncated_documents"], resumed)
+
+
+def _user_error(exc: Exception) -> Exception:
+    """The error a worker raised (bad input, a model that cannot load), not Ray's wrapping of it."""
+    seen = exc
+    for _ in range(10):
+        cause = getattr(seen, "cause", None) or seen.__cause__
+        if cause is None:
+            break
+        seen = cause
+    if isinstance(seen, (InputError, FileNotFoundError, ValueError)):
+        return type(seen)(str(seen))
+    return exc
+
+
+def _check_unique_ids(corpus: Path, tmp: Path, parts: list[dict], ids: dict[int, list]) -> None:
+    """Every document id once across the parts encoded in this run and those it resumed."""
+    seen: dict[str, int | None] = {}
+    for part in sorted(parts, key=lambda p: (len(p["file"]), p["file"])):
+        number = int(part["file"].split("-")[1].split(".")[0])
+        if number in ids:
+            pairs = ids[number]
+        else:  # a part finished by an earlier run: its ids from its records, lines unknown
+            with open(tmp / part["file"], encoding="utf-8") as fh:
+                pairs = [[json.loads(line)["id"], None] for line in fh]
+        for docid, line in pairs:
+            if docid in seen:
+                where = f"line {line}" if line else "in a part encoded earlier"
+                first = f"line {seen[docid]}" if seen[docid] else "in a part encoded earlier"
+                raise InputError(f"{corpus}: duplicate document id {docid!r} ({where}; first {first})")
+            seen[docid] = line

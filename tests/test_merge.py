@@ -1,0 +1,124 @@
+"""Sharded indexing: shard indexes merged by Lucene's addIndexes search exactly like one index."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from splade_lucene.index import (
+    COLLECTION_METADATA_FILE,
+    METADATA_FILE,
+    IncompatibleIndexError,
+    IndexBuildError,
+    build_index,
+    lucene_stats,
+    merge_indexes,
+    parse_shard,
+    read_metadata,
+)
+from splade_lucene.search import QueryEncoder, Searcher
+
+
+@pytest.fixture(scope="module")
+def shards(cranfield, tmp_path_factory):
+    """Cranfield's collection cut into 5 part files, indexed as 3 shards (parts 0+3, 1+4, 2)."""
+    base = tmp_path_factory.mktemp("shards")
+    parts = base / "collection"
+    parts.mkdir()
+    source = cranfield["base"] / "vector"
+    lines = (source / "part-00000.jsonl").read_text().splitlines(keepends=True)
+    size = -(-len(lines) // 5)
+    for number in range(5):
+        (parts / f"part-{number:05d}.jsonl").write_text("".join(lines[number * size:(number + 1) * size]))
+    shutil.copy(source / COLLECTION_METADATA_FILE, parts / COLLECTION_METADATA_FILE)
+    indexes = [build_index(parts, base / f"shard-{i}", shard=f"{i}/3", quiet=True).index_dir for i in range(3)]
+    return {"base": base, "collection": parts, "indexes": indexes, "lines": lines}
+
+
+def runs(index: Path, queries, engine: str) -> dict:
+    with Searcher(index, engine=engine) as searcher:
+        assert searcher.engine == engine
+        found = searcher.batch_search_terms(queries, k=100)
+    return {q: [(h.docid, h.score) for h in hits] for q, hits in found.items()}
+
+
+def test_shards_hold_their_part_files(shards):
+    sizes = [read_metadata(i)["documents"] for i in shards["indexes"]]
+    per_part = -(-len(shards["lines"]) // 5)
+    assert sizes == [2 * per_part, 2 * per_part, len(shards["lines"]) - 4 * per_part]
+    meta = read_metadata(shards["indexes"][0])
+    assert meta["shard"] == "0/3"
+    assert [Path(f).name for f in meta["collection_files"]] == ["part-00000.jsonl", "part-00003.jsonl"]
+
+
+def test_merged_index_searches_exactly_like_one_built_in_one_go(cranfield, shards):
+    merged = merge_indexes(shards["indexes"], shards["base"] / "merged", quiet=True)
+    one_go = cranfield["vector_index"]
+    assert merged.documents == 1400
+    assert lucene_stats(merged.index_dir) == lucene_stats(one_go)
+    meta = read_metadata(merged.index_dir)
+    assert [p["shard"] for p in meta["parts"]] == ["0/3", "1/3", "2/3"]
+    assert [p["index"] for p in meta["parts"]] == [str(i) for i in shards["indexes"]]
+    assert sum(p["documents"] for p in meta["parts"]) == 1400
+    assert meta["model_sha256"] == read_metadata(one_go)["model_sha256"]
+    queries = cranfield["encoded"]
+    for engine in ("memory", "lucene"):
+        assert runs(merged.index_dir, queries, engine) == runs(one_go, queries, "lucene")
+
+
+def test_merged_index_opens_in_plain_pyserini(cranfield, shards):
+    """The CLI merge, force-merged to one segment, read by Pyserini's LuceneImpactSearcher."""
+    out = shards["base"] / "merged-cli"
+    proc = subprocess.run([sys.executable, "-m", "splade_lucene", "--quiet", "merge", "--index", str(out),
+                           "--segments", "1", *map(str, shards["indexes"])], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "merged 3 indexes (1400 documents)" in proc.stdout
+    assert "forceMerge(1)" in read_metadata(out)["merged_with"]
+    from splade_lucene.index import _lucene_reader
+
+    with _lucene_reader(out) as reader:
+        assert reader.leaves().size() == 1
+    from pyserini.search.lucene import LuceneImpactSearcher
+
+    queries = cranfield["queries"][:25]
+    theirs = LuceneImpactSearcher(str(out), QueryEncoder.from_index(out), min_idf=-1)
+    got = theirs.batch_search([t for _, t in queries], [q for q, _ in queries], k=100, threads=1)
+    with Searcher(cranfield["vector_index"]) as one_go:
+        ours = one_go.batch_search(queries, k=100)
+    for qid, _ in queries:
+        assert [(h.docid, h.score) for h in got[qid]] == [(h.docid, h.score) for h in ours[qid]]
+
+
+def test_merge_refuses_mismatched_overlapping_or_repeated_parts(shards, tmp_path):
+    first, second = shards["indexes"][:2]
+    with pytest.raises(ValueError, match="named twice"):
+        merge_indexes([first, first], tmp_path / "m1", quiet=True)
+    copy = tmp_path / "copy-of-shard-0"
+    shutil.copytree(first, copy)
+    with pytest.raises(IndexBuildError, match="is in both"):
+        merge_indexes([first, copy], tmp_path / "m2", quiet=True)
+    meta = json.loads((copy / METADATA_FILE).read_text())
+    (copy / METADATA_FILE).write_text(json.dumps({**meta, "scale": 50.0}))
+    with pytest.raises(IncompatibleIndexError, match="differ in scale"):
+        merge_indexes([second, copy], tmp_path / "m3", quiet=True)
+    with pytest.raises(FileNotFoundError):
+        merge_indexes([second, tmp_path / "nowhere"], tmp_path / "m4", quiet=True)
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(FileExistsError):
+        merge_indexes([first, second], tmp_path / "taken", quiet=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["copy-of-shard-0", "taken"]  # nothing half-written
+
+
+def test_shard_arguments_are_checked(shards, tmp_path):
+    assert parse_shard("1/3") == (1, 3)
+    for bad in ("3/3", "-1/2", "x", "1/0", "1"):
+        with pytest.raises(ValueError, match="shard"):
+            parse_shard(bad)
+    with pytest.raises(IndexBuildError, match="holds no part file"):
+        build_index(shards["collection"], tmp_path / "empty-shard", shard="5/6", quiet=True)
+    assert not any(tmp_path.iterdir())
