@@ -71,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None,
                    help="with --engine ray: encoder workers (default: the cluster's CPUs, or GPUs with --gpus-per-worker)")
     p.add_argument("--gpus-per-worker", type=float, default=None,
-                   help="with --engine ray: GPUs each worker holds (its encoder runs on CUDA)")
+                   help="with --engine ray: GPUs each worker holds, its encoder on CUDA (default: 1 where the "
+                        "cluster has GPUs, else 0: CPU workers)")
     _add_model_options(p)
 
     p = sub.add_parser("merge", parents=[quiet], help="merge impact indexes (shards) into one with Lucene's addIndexes",

@@ -97,10 +97,17 @@ class PartEncoder:
         from .collection import record_line
         from .encode import encode_by_part, quantized_records
 
-        out: dict[str, list] = {"number": [], "text": [], "documents": [], "empty": [], "truncated": [], "ids": []}
+        out: dict[str, list] = {"number": [], "text": [], "documents": [], "empty": [], "truncated": [], "ids": [],
+                                "error": []}
         for i in range(len(batch["number"])):
             part = {key: int(batch[key][i]) for key in ("number", "start", "stop", "first_line", "documents")}
-            docs = read_part(self.corpus, part)
+            try:
+                docs = read_part(self.corpus, part)
+            except (InputError, OSError) as exc:  # bad input: the driver raises it as it is
+                for key, value in (("number", part["number"]), ("text", ""), ("documents", 0), ("empty", 0),
+                                   ("truncated", 0), ("ids", "[]"), ("error", f"{type(exc).__name__}: {exc}")):
+                    out[key].append(value)
+                continue
             vectors = encode_by_part(self.encoder, ((d[0], d[1]) for d in docs), len(docs))
             lines, empty, truncated = [], 0, 0
             for docid, terms, cut in quantized_records(vectors, self.encoder.id_to_term, self.options["scale"],
@@ -115,10 +122,13 @@ class PartEncoder:
             out["empty"].append(empty)
             out["truncated"].append(truncated)
             out["ids"].append(json.dumps([[d[0], d[2]] for d in docs]))
+            out["error"].append("")
         return out
 
 
-def _start_ray(address: str | None, workers: int | None):
+def start_ray(address: str | None = None, workers: int | None = None):
+    """Connect to the Ray cluster at ``address``, or start a local one of ``workers`` CPUs (default: all);
+    (ray module, whether this call started it). A running connection is reused."""
     import ray
 
     if ray.is_initialized():
@@ -127,6 +137,8 @@ def _start_ray(address: str | None, workers: int | None):
     if address:
         ray.init(address=address, **kwargs)
     else:
+        # Ray starts workers at niceness 15 (background work); on a local cluster they are the job
+        os.environ.setdefault("RAY_worker_niceness", "0")
         ray.init(num_cpus=workers or os.cpu_count(), **kwargs)
     return ray, True
 
@@ -134,9 +146,9 @@ def _start_ray(address: str | None, workers: int | None):
 def encode_corpus_ray(corpus: Path, output: Path, *, encoder: SpladeEncoder, settings: dict,
                       address: str | None = None, workers: int | None = None,
                       gpus_per_worker: float | None = None, resume: bool = True, progress: bool = True,
-                      overwrite: bool = False, query_model: str | Path | None = None) -> EncodeSummary:
-    """``encode_corpus(..., engine="ray")``: see the module's description. ``settings`` are the run's
-    settings as :func:`~splade_lucene.encode.encode_corpus` records them for resuming."""
+                      query_model: str | Path | None = None) -> EncodeSummary:
+    """``encode_corpus(..., engine="ray")``, called by it once the output may be written: see the
+    module's description. ``settings``: the run's :func:`~splade_lucene.encode.run_settings`."""
     from tqdm import tqdm
 
     if corpus.suffix == ".gz":
@@ -144,41 +156,47 @@ def encode_corpus_ray(corpus: Path, output: Path, *, encoder: SpladeEncoder, set
                          "file; decompress it first (gunzip -k) or use the local engine")
     if workers is not None and workers < 1:
         raise ValueError(f"workers must be at least 1, not {workers}")
-    if gpus_per_worker is not None and gpus_per_worker <= 0:
-        raise ValueError(f"gpus_per_worker must be positive, not {gpus_per_worker}")
+    if gpus_per_worker is not None and gpus_per_worker < 0:
+        raise ValueError(f"gpus_per_worker must be 0 (CPU) or positive, not {gpus_per_worker}")
     options = check_collection_options(
         scale=settings["scale"], query_scale=settings["query_scale"], fmt=settings["format"],
         doc_top_k=settings["doc_top_k"], doc_min_weight=settings["doc_min_weight"],
         query_top_k=settings["query_top_k"], query_min_weight=settings["query_min_weight"])
-    device = "cuda" if gpus_per_worker else "cpu"
-    settings = {**settings, "device": device}
     start_time = time.perf_counter()
-    tmp = output.parent / f".{output.name}.writing"
-    done = _finished_parts(tmp, settings, contiguous=False) if resume else []
-    if not done:
-        shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True, exist_ok=True)
     parts = corpus_parts(corpus, int(settings["part_size"]))
-    finished = {p["file"] for p in done}
-    todo = [p for p in parts if part_name(p["number"]) not in finished]
-    resumed = sum(p["documents"] for p in done)
-    ids: dict[int, list] = {}
-    if todo:
-        ray, started = _start_ray(address, workers)
-        try:
-            pool = workers or max(1, int(ray.cluster_resources().get("GPU" if gpus_per_worker else "CPU", 1)
-                                         // (gpus_per_worker or 1)))
-            pool = min(pool, len(todo))
-            threads = None if gpus_per_worker else max(1, int(ray.cluster_resources().get("CPU", 1)) // pool)
+    ray, started = start_ray(address, workers)
+    try:
+        resources = ray.cluster_resources()
+        if gpus_per_worker is None:  # one worker per GPU where the cluster has GPUs
+            gpus_per_worker = 1.0 if resources.get("GPU", 0) >= 1 else 0.0
+        device = "cuda" if gpus_per_worker else "cpu"
+        settings = {**settings, "device": device}
+        tmp = output.parent / f".{output.name}.writing"
+        done = _finished_parts(tmp, settings, contiguous=False) if resume else []
+        if not done:
+            shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True, exist_ok=True)
+        finished = {p["file"] for p in done}
+        todo = [p for p in parts if part_name(p["number"]) not in finished]
+        resumed = sum(p["documents"] for p in done)
+        ids: dict[int, list] = {}
+        if todo:
+            cpus = max(1, int(resources.get("CPU", 1)))
+            pool = workers or (int(resources["GPU"] // gpus_per_worker) if gpus_per_worker else cpus)
+            pool = max(1, min(pool, len(todo)))
+            threads = None if gpus_per_worker else max(1, cpus // pool)
             ray.data.DataContext.get_current().enable_progress_bars = False
             dataset = ray.data.from_items(todo, override_num_blocks=len(todo)).map_batches(
                 PartEncoder, batch_size=1, compute=ray.data.ActorPoolStrategy(size=pool),
-                num_cpus=None if gpus_per_worker else threads, num_gpus=gpus_per_worker,
+                num_cpus=threads, num_gpus=gpus_per_worker or None,
                 fn_constructor_kwargs={"corpus": str(corpus.resolve()), "encoder_options": encoder.options(),
                                        "device": device, "threads": threads, "options": options})
             total = sum(p["documents"] for p in parts)
             with tqdm(total=total, initial=resumed, desc="encode (ray)", unit="doc", disable=not progress) as bar:
                 for row in dataset.iter_rows():
+                    if row["error"]:
+                        kind, _, message = row["error"].partition(": ")
+                        raise (FileNotFoundError if kind == "FileNotFoundError" else InputError)(message)
                     number = int(row["number"])
                     write_part(tmp, number, row["text"])
                     record_progress(tmp, settings, done, {
@@ -186,33 +204,16 @@ def encode_corpus_ray(corpus: Path, output: Path, *, encoder: SpladeEncoder, set
                         "truncated": int(row["truncated"])})
                     ids[number] = json.loads(row["ids"])
                     bar.update(int(row["documents"]))
-        except Exception as exc:
-            raise _user_error(exc) from exc
-        finally:
-            if started:
-                ray.shutdown()
+    finally:
+        if started:
+            ray.shutdown()
     _check_unique_ids(corpus, tmp, done, ids)
     done.sort(key=lambda p: (len(p["file"]), p["file"]))
     metadata = collection_metadata(encoder, done, options, query_max_length=settings["query_max_length"],
                                    query_model=query_model, corpus=corpus)
-    if output.exists() and not overwrite and any(output.iterdir()):
-        raise FileExistsError(f"{output} already exists and is not empty; pass --overwrite to replace it")
     publish_collection(tmp, output, metadata)
     return EncodeSummary(metadata["documents"], metadata["empty_documents"], output,
                          time.perf_counter() - start_time, metadata, metadata["truncated_documents"], resumed)
-
-
-def _user_error(exc: Exception) -> Exception:
-    """The error a worker raised (bad input, a model that cannot load), not Ray's wrapping of it."""
-    seen = exc
-    for _ in range(10):
-        cause = getattr(seen, "cause", None) or seen.__cause__
-        if cause is None:
-            break
-        seen = cause
-    if isinstance(seen, (InputError, FileNotFoundError, ValueError)):
-        return type(seen)(str(seen))
-    return exc
 
 
 def _check_unique_ids(corpus: Path, tmp: Path, parts: list[dict], ids: dict[int, list]) -> None:

@@ -504,22 +504,16 @@ def encode_corpus(corpus: str | Path, output: str | Path, *, encoder: SpladeEnco
         raise FileNotFoundError(f"no such corpus file: {corpus}")
     encoder = encoder or SpladeEncoder()
     part_size = int(part_size or PART_SIZE)
-    stat = corpus.stat()
-    settings = {"corpus": str(corpus.resolve()), "corpus_size": stat.st_size, "corpus_mtime_ns": stat.st_mtime_ns,
-                "model_sha256": encoder.weights_sha256, "model": encoder.model_name, "max_length": encoder.max_length,
-                "stride": encoder.stride,
-                "pooling": encoder.pooling, "dtype": encoder.dtype, "device": str(encoder.device), "scale": scale,
-                "query_scale": query_scale, "format": fmt, "part_size": part_size,
-                "query_max_length": query_max_length, "query_model": str(query_model) if query_model else None,
-                "doc_top_k": doc_top_k, "doc_min_weight": doc_min_weight, "query_top_k": query_top_k,
-                "query_min_weight": query_min_weight}
+    settings = run_settings(corpus, encoder, scale=scale, query_scale=query_scale, fmt=fmt, part_size=part_size,
+                            query_max_length=query_max_length, query_model=query_model, doc_top_k=doc_top_k,
+                            doc_min_weight=doc_min_weight, query_top_k=query_top_k, query_min_weight=query_min_weight)
     tmp = _writing_folder(output)
     if engine == "ray":
         from .distributed import encode_corpus_ray
 
         return encode_corpus_ray(corpus, output, encoder=encoder, settings=settings, address=address,
                                  workers=workers, gpus_per_worker=gpus_per_worker, resume=resume,
-                                 progress=progress, overwrite=overwrite, query_model=query_model)
+                                 progress=progress, query_model=query_model)
     if engine != "local":
         raise ValueError(f"engine must be 'local' or 'ray', not {engine!r}")
     parts = _finished_parts(tmp, settings) if resume else []
@@ -533,6 +527,25 @@ def encode_corpus(corpus: str | Path, output: str | Path, *, encoder: SpladeEnco
                          overwrite=overwrite, progress=progress, total=count_lines(corpus), part_size=part_size,
                          doc_top_k=doc_top_k, doc_min_weight=doc_min_weight, query_top_k=query_top_k,
                          query_min_weight=query_min_weight, _resume=(settings, parts))
+
+
+def run_settings(corpus: Path, encoder: SpladeEncoder, *, scale: float | None = None,
+                 query_scale: float | None = None, fmt: str = "vector", part_size: int | None = None,
+                 query_max_length: int | None = None, query_model: str | Path | None = None,
+                 doc_top_k: int | None = None, doc_min_weight: float | None = None, query_top_k: int | None = None,
+                 query_min_weight: float | None = None) -> dict:
+    """What an encoding run records in ``progress.json``: a later run resumes its parts only where all
+    of it is the same (the corpus by path, size and modification time)."""
+    from .collection import PART_SIZE
+
+    stat = corpus.stat()
+    return {"corpus": str(corpus.resolve()), "corpus_size": stat.st_size, "corpus_mtime_ns": stat.st_mtime_ns,
+            "model_sha256": encoder.weights_sha256, "model": encoder.model_name, "max_length": encoder.max_length,
+            "stride": encoder.stride, "pooling": encoder.pooling, "dtype": encoder.dtype,
+            "device": str(encoder.device), "scale": scale, "query_scale": query_scale, "format": fmt,
+            "part_size": int(part_size or PART_SIZE), "query_max_length": query_max_length,
+            "query_model": str(query_model) if query_model else None, "doc_top_k": doc_top_k,
+            "doc_min_weight": doc_min_weight, "query_top_k": query_top_k, "query_min_weight": query_min_weight}
 
 
 def encode_by_part(encoder: SpladeEncoder, items: Iterable[tuple[K, str]], part_size: int
