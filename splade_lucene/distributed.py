@@ -30,6 +30,7 @@ from .encode import (
     EncodeSummary,
     SpladeEncoder,
     _finished_parts,
+    _writing_folder,
     check_collection_options,
     collection_metadata,
     publish_collection,
@@ -171,7 +172,7 @@ def encode_corpus_ray(corpus: Path, output: Path, *, encoder: SpladeEncoder, set
             gpus_per_worker = 1.0 if resources.get("GPU", 0) >= 1 else 0.0
         device = "cuda" if gpus_per_worker else "cpu"
         settings = {**settings, "device": device}
-        tmp = output.parent / f".{output.name}.writing"
+        tmp = _writing_folder(output)
         done = _finished_parts(tmp, settings, contiguous=False) if resume else []
         if not done:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -108,6 +108,26 @@ def _lucene_terms(reader, field: str) -> dict[str, tuple[int, int]]:
         out[term.utf8ToString()] = (int(it.docFreq()), int(it.totalTermFreq()))
 
 
+def _sort_postings(docs: np.ndarray, values: np.ndarray, offsets: np.ndarray) -> None:
+    """Order each term's postings by Lucene docid, in place (they arrive in collection order, which is
+    docid order only for a one-thread build). Equal docids cannot occur: a document is read once."""
+    chunk = 1 << 24
+    last = len(docs) - 1
+    found = [np.nonzero(docs[lo + 1:min(lo + chunk, last) + 1] < docs[lo:min(lo + chunk, last)])[0] + (lo + 1)
+             for lo in range(0, max(0, last), chunk)]
+    falling = np.concatenate(found) if found else np.zeros(0, np.int64)  # posting i below posting i - 1 ...
+    if not len(falling):
+        return
+    starts = offsets[:-1]
+    term_of = np.searchsorted(offsets, falling, side="right") - 1
+    unsorted = np.unique(term_of[falling != starts[term_of]])  # ... within one term
+    for term in unsorted.tolist():
+        lo, hi = int(offsets[term]), int(offsets[term + 1])
+        order = np.argsort(docs[lo:hi], kind="stable")
+        docs[lo:hi] = docs[lo:hi][order]
+        values[lo:hi] = values[lo:hi][order]
+
+
 def _commit(reader) -> dict:
     return {"max_doc": int(reader.maxDoc()), "num_docs": int(reader.numDocs()), "version": int(reader.getVersion())}
 
@@ -133,60 +153,75 @@ def write_impact_table(index_dir: str | Path, collection: str | Path | Sequence[
     if len(row_of) != len(docids):
         raise ImpactTableError(f"{index_dir}: duplicate doc ids in the index")
 
-    vocab: dict[str, int] = {}
-    rows, lengths, term_chunks, impact_chunks = [], [], [], []
-    terms_buf: list[int] = []
-    impacts_buf: list[int] = []
+    # Each term's slot in the table is known from Lucene's document frequencies: the postings are
+    # placed as the collection streams by (in chunks, vectorized), so memory is the table itself
+    # (8 bytes a posting) and one chunk, whatever the collection's size.
+    terms = list(lucene_terms)
+    term_index = {t: i for i, t in enumerate(terms)}
+    df = np.fromiter((lucene_terms[t][0] for t in terms), dtype=np.int64, count=len(terms))
+    offsets = np.zeros(len(terms) + 1, dtype=np.int64)
+    np.cumsum(df, out=offsets[1:])
+    docs = np.empty(int(offsets[-1]), dtype=np.int32)
+    values = np.empty(int(offsets[-1]), dtype=np.int32)
+    cursor = offsets[:-1].copy()
+    seen_rows = np.zeros(len(docids), dtype=bool)
+
+    def mismatch(detail: str) -> ImpactTableError:
+        return ImpactTableError(f"{collection} does not describe {index_dir}: {detail}")
+
+    def place(t_buf: list[int], r_buf: list[int], w_buf: list[int]) -> None:
+        t = np.asarray(t_buf, dtype=np.int32)
+        w = np.asarray(w_buf, dtype=np.int64)
+        if len(w) and int(w.max()) >= 2 ** 31:
+            raise ImpactTableError(f"{collection}: an impact does not fit in 32 bits")
+        order = np.argsort(t, kind="stable")
+        ts = t[order]
+        counts = np.bincount(ts, minlength=len(terms))
+        first = np.zeros(len(terms), dtype=np.int64)
+        np.cumsum(counts[:-1], out=first[1:])
+        pos = cursor[ts] + (np.arange(len(ts), dtype=np.int64) - first[ts])
+        cursor[:] += counts
+        over = np.nonzero(cursor > offsets[1:])[0]
+        if len(over):
+            raise mismatch(f"terms in more documents than the index has them in {[terms[i] for i in over[:5]]}")
+        docs[pos] = np.asarray(r_buf, dtype=np.int32)[order]
+        values[pos] = w[order]
+
+    t_buf: list[int] = []
+    r_buf: list[int] = []
+    w_buf: list[int] = []
+    records = 0
     for docid, vector in _records(collections):
         row = row_of.get(docid)
         if row is None:
             raise ImpactTableError(f"document {docid!r} of {collection} is not in {index_dir}")
+        if seen_rows[row]:
+            raise ImpactTableError(f"{collection} has document {docid!r} twice")
+        seen_rows[row] = True
+        records += 1
         kept = {t: w for t, w in vector.items() if w > 0}  # Anserini indexes no zero weights
-        rows.append(row)
-        lengths.append(len(kept))
-        terms_buf.extend(vocab.setdefault(t, len(vocab)) for t in kept)
-        impacts_buf.extend(kept.values())
-        if len(terms_buf) > 10_000_000:
-            term_chunks.append(np.array(terms_buf, dtype=np.int32))
-            impact_chunks.append(np.array(impacts_buf, dtype=np.int64))
-            terms_buf, impacts_buf = [], []
-    term_chunks.append(np.array(terms_buf, dtype=np.int32))
-    impact_chunks.append(np.array(impacts_buf, dtype=np.int64))
-    del terms_buf, impacts_buf
-    if len(rows) != len(docids) or len(set(rows)) != len(rows):
-        raise ImpactTableError(f"{collection} has {len(rows)} records for the {len(docids)} documents of {index_dir}")
-
-    import scipy.sparse as sp
-
-    term_ids = np.concatenate(term_chunks)
-    impacts = np.concatenate(impact_chunks)
-    del term_chunks, impact_chunks
-    if len(impacts) and int(impacts.max()) >= 2 ** 31:
-        raise ImpactTableError(f"{collection}: an impact does not fit in 32 bits")
-    indptr = np.zeros(len(rows) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=indptr[1:])
-    # collection order -> Lucene docid order -> term-major (each term's docids ascending)
-    by_doc = sp.csr_matrix((impacts.astype(np.int32), term_ids, indptr), shape=(len(rows), len(vocab)))
-    del term_ids, impacts
-    order = np.empty(len(rows), dtype=np.int64)
-    order[np.asarray(rows, dtype=np.int64)] = np.arange(len(rows))
-    by_term = by_doc[order].tocsc()  # csr -> csc keeps each term's docids ascending
-    del by_doc
-
-    terms = list(vocab)  # every one has a posting: zero weights were dropped
-    offsets = by_term.indptr.astype(np.int64)
-    docs = by_term.indices.astype(np.int32, copy=False)
-    values = by_term.data
-    df = np.diff(offsets)
-    total = np.add.reduceat(values.astype(np.int64), offsets[:-1]) if len(values) else np.zeros(0, np.int64)
-    ours = {t: (int(d), int(s)) for t, d, s in zip(terms, df, total)}
-    if ours != lucene_terms:
-        missing = sorted(set(lucene_terms) - set(ours))[:5]
-        extra = sorted(set(ours) - set(lucene_terms))[:5]
-        differ = sorted(t for t in set(ours) & set(lucene_terms) if ours[t] != lucene_terms[t])[:5]
-        raise ImpactTableError(
-            f"{collection} does not describe {index_dir}: terms only in the index {missing}, only in the "
-            f"collection {extra}, with other frequencies {differ}")
+        try:
+            t_buf.extend(term_index[t] for t in kept)
+        except KeyError as exc:
+            raise mismatch(f"term {exc.args[0]!r} of document {docid!r} is not in the index") from None
+        r_buf.extend([row] * len(kept))
+        w_buf.extend(kept.values())
+        if len(t_buf) >= 2_000_000:
+            place(t_buf, r_buf, w_buf)
+            t_buf, r_buf, w_buf = [], [], []
+    place(t_buf, r_buf, w_buf)
+    del t_buf, r_buf, w_buf
+    if records != len(docids):
+        raise ImpactTableError(f"{collection} has {records} records for the {len(docids)} documents of {index_dir}")
+    short = np.nonzero(cursor != offsets[1:])[0]
+    if len(short):
+        raise mismatch(f"terms in fewer documents than the index has them in {[terms[i] for i in short[:5]]}")
+    total = np.add.reduceat(values, offsets[:-1], dtype=np.int64) if len(values) else np.zeros(0, np.int64)
+    ttf = np.fromiter((lucene_terms[t][1] for t in terms), dtype=np.int64, count=len(terms))
+    differ = np.nonzero(total != ttf)[0]
+    if len(differ):
+        raise mismatch(f"terms with other total impacts {[terms[i] for i in differ[:5]]}")
+    _sort_postings(docs, values, offsets)
     max_impact = int(values.max()) if len(values) else 0
     small = np.uint8 if max_impact < 2 ** 8 else np.uint16 if max_impact < 2 ** 16 else np.int32
     # each document's rank among the doc ids, for ordering ties by id without comparing strings

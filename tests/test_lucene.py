@@ -334,7 +334,7 @@ def test_a_table_that_does_not_fit_its_index_is_refused(cranfield, tmp_path):
     (other / "part-00000.jsonl").write_text("".join(
         json.dumps({"id": d, "contents": "", "vector": {**v, "cat": 2} if d == "c" else v}) + "\n"
         for d, v in docs.items()))
-    with pytest.raises(ImpactTableError, match=r"with other frequencies \['cat'\]"):
+    with pytest.raises(ImpactTableError, match=r"with other total impacts \['cat'\]"):
         write_impact_table(index, other)
     assert {p.name: p.read_bytes() for p in table.iterdir()} == before
     assert not list(index.glob(f"{TABLE_DIR}.writing-*"))

@@ -122,3 +122,20 @@ def test_shard_arguments_are_checked(shards, tmp_path):
     with pytest.raises(IndexBuildError, match="holds no part file"):
         build_index(shards["collection"], tmp_path / "empty-shard", shard="5/6", quiet=True)
     assert not any(tmp_path.iterdir())
+
+
+def test_merge_without_the_parts_collections_keeps_the_index_and_says_so(cranfield, shards, tmp_path):
+    moved = []
+    for index in shards["indexes"][:2]:
+        copy = tmp_path / index.name
+        shutil.copytree(index, copy)
+        meta = json.loads((copy / METADATA_FILE).read_text())
+        meta["collection_files"] = [str(tmp_path / "gone" / Path(f).name) for f in meta["collection_files"]]
+        (copy / METADATA_FILE).write_text(json.dumps(meta))
+        moved.append(copy)
+    with pytest.warns(UserWarning, match="no impact table .* is gone; searches will go through Lucene"):
+        merged = merge_indexes(moved, tmp_path / "merged", quiet=True)
+    assert not (merged.index_dir / "impacts").exists()
+    with Searcher(merged.index_dir) as searcher:
+        assert searcher.engine == "lucene"
+        assert len(searcher.docids) == merged.documents == sum(read_metadata(i)["documents"] for i in moved)
