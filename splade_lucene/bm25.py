@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import time
 from pathlib import Path
 from typing import Sequence
 
 from . import _java
-from .index import lucene_stats
+from .collection import count_lines
+from .index import _move_into_place, _run_indexer, lucene_stats
 from .search import Hit
 
 BM25_K1 = 0.9
@@ -51,16 +50,12 @@ def build_bm25_index(corpus: str | Path, index_dir: str | Path, *, threads: int 
     (staging / corpus.name).symlink_to(corpus.resolve())
     args = bm25_index_command(staging.resolve(), tmp.resolve(), threads)
     try:
+        # the same child JVM handling as the impact index build: dies with this process, fails loudly
         _java.configure_environment()
-        proc = subprocess.run([_java.java_executable(), "-cp", str(_java.anserini_jar()), *args],
-                              capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise RuntimeError(f"Anserini's BM25 indexing failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}"
-                               f"{proc.stderr[-3000:]}")
+        _run_indexer([_java.java_executable(), "-cp", str(_java.anserini_jar()), *args], count_lines(corpus),
+                     quiet=True)
         stats = lucene_stats(tmp)
-        if index_dir.exists():
-            shutil.rmtree(index_dir)
-        tmp.rename(index_dir)
+        _move_into_place(tmp, index_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         shutil.rmtree(tmp, ignore_errors=True)
