@@ -108,19 +108,32 @@ def _lucene_terms(reader, field: str) -> dict[str, tuple[int, int]]:
         out[term.utf8ToString()] = (int(it.docFreq()), int(it.totalTermFreq()))
 
 
+def _term_totals(values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Each term's total impact (int64), summed a slice of about 2^24 postings at a time (a whole
+    int64 copy of the impacts would double the table's memory)."""
+    terms = len(offsets) - 1
+    total = np.zeros(terms, dtype=np.int64)
+    start = 0
+    while start < terms:
+        end = int(np.searchsorted(offsets, offsets[start] + (1 << 24), side="right")) - 1
+        end = min(max(end, start + 1), terms)  # every term has a posting: the slices are not empty
+        lo, hi = int(offsets[start]), int(offsets[end])
+        total[start:end] = np.add.reduceat(values[lo:hi].astype(np.int64), offsets[start:end] - lo)
+        start = end
+    return total
+
+
 def _sort_postings(docs: np.ndarray, values: np.ndarray, offsets: np.ndarray) -> None:
     """Order each term's postings by Lucene docid, in place (they arrive in collection order, which is
     docid order only for a one-thread build). Equal docids cannot occur: a document is read once."""
-    chunk = 1 << 24
-    last = len(docs) - 1
-    found = [np.nonzero(docs[lo + 1:min(lo + chunk, last) + 1] < docs[lo:min(lo + chunk, last)])[0] + (lo + 1)
-             for lo in range(0, max(0, last), chunk)]
-    falling = np.concatenate(found) if found else np.zeros(0, np.int64)  # posting i below posting i - 1 ...
-    if not len(falling):
-        return
-    starts = offsets[:-1]
-    term_of = np.searchsorted(offsets, falling, side="right") - 1
-    unsorted = np.unique(term_of[falling != starts[term_of]])  # ... within one term
+    chunk, last = 1 << 24, len(docs) - 1
+    unsorted = []
+    for lo in range(0, max(0, last), chunk):
+        hi = min(lo + chunk, last)
+        falling = np.nonzero(docs[lo + 1:hi + 1] < docs[lo:hi])[0] + (lo + 1)  # posting i below i - 1 ...
+        term_of = np.searchsorted(offsets, falling, side="right") - 1
+        unsorted.append(np.unique(term_of[falling != offsets[term_of]]))  # ... within one term
+    unsorted = np.unique(np.concatenate(unsorted)) if unsorted else np.zeros(0, np.int64)
     for term in unsorted.tolist():
         lo, hi = int(offsets[term]), int(offsets[term + 1])
         order = np.argsort(docs[lo:hi], kind="stable")
@@ -216,7 +229,7 @@ def write_impact_table(index_dir: str | Path, collection: str | Path | Sequence[
     short = np.nonzero(cursor != offsets[1:])[0]
     if len(short):
         raise mismatch(f"terms in fewer documents than the index has them in {[terms[i] for i in short[:5]]}")
-    total = np.add.reduceat(values, offsets[:-1], dtype=np.int64) if len(values) else np.zeros(0, np.int64)
+    total = _term_totals(values, offsets)
     ttf = np.fromiter((lucene_terms[t][1] for t in terms), dtype=np.int64, count=len(terms))
     differ = np.nonzero(total != ttf)[0]
     if len(differ):

@@ -31,7 +31,7 @@ METADATA_FILE = "splade_lucene.json"
 # External doc ids in Lucene docid order (a JSON list), so a search maps hits to ids without loading
 # each hit's stored fields.
 DOCIDS_FILE = "docids.json"
-_DOCID_PAGE = 100_000
+_DOCID_PAGE = 10_000
 COLLECTION_METADATA_FILE = "collection.meta"
 DEFAULT_INDEX_ROOT = Path("indexes")
 _BUILDING = ".building-"
@@ -159,6 +159,9 @@ def extract_docids(index_dir: str | Path, reader=None) -> list[str]:
         for lucene_docid, docid in zip(found["lucene_docids"], found["docids"]):
             ids[lucene_docid] = docid
         after = docs[-1]
+    # the pages left garbage in this process's JVM: a full collection gives its heap back (G1 shrinks
+    # after one), so it does not sit beside the impact table built next (measured: 1.1 GB at 1M documents)
+    autoclass("java.lang.System").gc()
     if any(i is None for i in ids):
         raise IndexBuildError(f"{index_dir}: some Lucene documents have no stored id")
     return ids  # type: ignore[return-value]
