@@ -193,6 +193,11 @@ def part_name(number: int) -> str:
     return f"part-{number:05d}.jsonl"
 
 
+def part_number(name: str) -> int:
+    """The number of a part file named by :func:`part_name`."""
+    return int(name.removeprefix("part-").split(".", 1)[0])
+
+
 def record_line(fmt: Format, docid: str, terms: dict[str, int]) -> str:
     """One record as its line in a part file (ASCII JSON and a newline)."""
     return json.dumps(make_record(fmt, docid, terms), ensure_ascii=True) + "\n"

@@ -25,7 +25,7 @@ import shutil
 import time
 from pathlib import Path
 
-from .collection import InputError, PART_SIZE, part_name, write_part
+from .collection import InputError, part_name, part_number, write_part
 from .encode import (
     EncodeSummary,
     SpladeEncoder,
@@ -209,7 +209,7 @@ def encode_corpus_ray(corpus: Path, output: Path, *, encoder: SpladeEncoder, set
         if started:
             ray.shutdown()
     _check_unique_ids(corpus, tmp, done, ids)
-    done.sort(key=lambda p: (len(p["file"]), p["file"]))
+    done.sort(key=lambda p: part_number(p["file"]))
     metadata = collection_metadata(encoder, done, options, query_max_length=settings["query_max_length"],
                                    query_model=query_model, corpus=corpus)
     publish_collection(tmp, output, metadata)
@@ -220,8 +220,8 @@ def encode_corpus_ray(corpus: Path, output: Path, *, encoder: SpladeEncoder, set
 def _check_unique_ids(corpus: Path, tmp: Path, parts: list[dict], ids: dict[int, list]) -> None:
     """Every document id once across the parts encoded in this run and those it resumed."""
     seen: dict[str, int | None] = {}
-    for part in sorted(parts, key=lambda p: (len(p["file"]), p["file"])):
-        number = int(part["file"].split("-")[1].split(".")[0])
+    for part in sorted(parts, key=lambda p: part_number(p["file"])):
+        number = part_number(part["file"])
         if number in ids:
             pairs = ids[number]
         else:  # a part finished by an earlier run: its ids from its records, lines unknown

@@ -594,9 +594,9 @@ def _finished_parts(tmp: Path, settings: dict, *, contiguous: bool = True) -> li
         return []
     if state.get("settings") != settings:
         return []
-    from .collection import part_name
+    from .collection import part_name, part_number
 
-    parts = sorted(state.get("parts", []), key=lambda p: (len(p["file"]), p["file"]))
+    parts = sorted(state.get("parts", []), key=lambda p: part_number(p["file"]))
     if contiguous:
         prefix = []
         for number, part in enumerate(parts):
