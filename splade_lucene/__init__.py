@@ -36,6 +36,8 @@ _EXPORTS = {
     "read_run": "evaluate",
     "run_experiment": "experiment",
     "find_dataset": "experiment",
+    "train": "training",
+    "TrainSettings": "training",
 }
 
 __all__ = sorted(_EXPORTS)

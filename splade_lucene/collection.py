@@ -75,6 +75,17 @@ def _json_lines(path: Path) -> Iterator[tuple[int, dict]]:
                 yield lineno, obj
 
 
+def sha256_file(path: str | Path) -> str:
+    """sha256 of a file's bytes, read in 1 MiB blocks."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def count_lines(path: str | Path) -> int:
     """Non-empty lines of a (possibly gzipped) file, read as bytes: a cheap first pass for progress bars."""
     path = Path(path)
@@ -86,8 +97,9 @@ def count_lines(path: str | Path) -> int:
 @dataclass(frozen=True)
 class Document:
     id: str
-    text: str
+    text: str  # what is encoded: title + " " + text for BEIR records with a title
     line: int
+    title: str = ""  # the BEIR title alone ("" where there is none)
 
 
 def _doc_id(obj: dict, path: Path, lineno: int) -> str:
@@ -125,7 +137,7 @@ def read_corpus(path: str | Path, *, on_duplicate: Literal["error", "keep-first"
                 continue
             raise InputError(f"{path}:{lineno}: duplicate document id {docid!r} (first on line {seen[docid]})")
         seen[docid] = lineno
-        yield Document(docid, text, lineno)
+        yield Document(docid, text, lineno, str(obj.get("title") or "") if "text" in obj else "")
 
 
 def read_queries(path: str | Path) -> list[tuple[str, str]]:

@@ -12,7 +12,6 @@ chunks that keep memory bounded whatever the batch size and length.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import importlib.metadata
 from dataclasses import dataclass
 from functools import cached_property
@@ -68,14 +67,12 @@ def resolve_model(model: str | Path | None) -> tuple[str, str]:
 
 def model_weights_sha256(model_dir: str | Path) -> str | None:
     """sha256 of a local model's weight file (safetensors preferred), or None for a hub name."""
+    from .collection import sha256_file
+
     path = Path(model_dir)
     for name in ("model.safetensors", "pytorch_model.bin"):
         if (path / name).is_file():
-            digest = hashlib.sha256()
-            with open(path / name, "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    digest.update(block)
-            return digest.hexdigest()
+            return sha256_file(path / name)
     return None
 
 
@@ -160,6 +157,52 @@ def dense_to_sparse(dense: np.ndarray, drop_ids: np.ndarray) -> list[SparseVecto
     return out
 
 
+class ModelError(ValueError):
+    """A model folder that cannot serve as SPLADE (not a masked LM, head missing, vocabularies differ)."""
+
+
+def load_masked_lm(path: str, config=None, *, allow_new_head: bool = False):
+    """``AutoModelForMaskedLM`` from ``path``, refusing a checkpoint whose MLM head is missing or
+    partly missing: transformers would initialise it at random with only a log warning, and every
+    vector would be noise. ``allow_new_head`` accepts it (training a head from scratch is legitimate).
+    """
+    from transformers import AutoConfig, AutoModelForMaskedLM
+
+    if config is None:
+        try:
+            config = AutoConfig.from_pretrained(path)
+        except Exception as exc:
+            raise ModelError(f"cannot load a model config from {path}: {exc}") from exc
+    try:
+        model, info = AutoModelForMaskedLM.from_pretrained(path, output_loading_info=True)
+    except ValueError as exc:
+        raise ModelError(f"{path} is not a masked language model (model_type {config.model_type!r}); "
+                         f"SPLADE needs one: {exc}") from exc
+    missing = sorted(info.get("missing_keys") or [])
+    if missing and not allow_new_head:
+        shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+        raise ModelError(f"{path} has no complete masked-LM head (missing {shown}): transformers would "
+                         "initialise it at random; use a masked-LM checkpoint (or, to train a new head, "
+                         "--new-head)")
+    return model
+
+
+def tokenize(tokenizer, texts: Sequence[str], max_length: int):
+    """The model batch of ``texts``: truncated at ``max_length`` tokens, padded to the longest (to a
+    multiple of SEQ_BUCKET where ``max_length`` is one), with attention and special-token masks.
+    Encoding and training both tokenize here, so they see the same tokens."""
+    return tokenizer(
+        list(texts), max_length=max_length, truncation=True, padding="longest",
+        pad_to_multiple_of=SEQ_BUCKET if max_length % SEQ_BUCKET == 0 else None,
+        return_tensors="pt", return_attention_mask=True, return_special_tokens_mask=True,
+    )
+
+
+def has_words(text: str) -> bool:
+    """Whether a text has a letter or digit: one without says nothing and encodes to the empty vector."""
+    return any(c.isalnum() for c in text)
+
+
 class SpladeEncoder:
     """A masked-LM checkpoint used as SPLADE.
 
@@ -212,7 +255,7 @@ class SpladeEncoder:
 
     def _load(self) -> None:
         import torch
-        from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer
+        from transformers import AutoConfig, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
@@ -226,17 +269,16 @@ class SpladeEncoder:
             config = AutoConfig.from_pretrained(self.model_path)
         except Exception as exc:
             raise ValueError(f"cannot load a model config from {self.model_path}: {exc}") from exc
-        try:
-            self.model = AutoModelForMaskedLM.from_pretrained(self.model_path)
-        except ValueError as exc:
-            raise ValueError(f"{self.model_path} is not a masked language model "
-                             f"(model_type {config.model_type!r}); SPLADE needs one: {exc}") from exc
+        self.model = load_masked_lm(self.model_path, config)
         self.model.eval().to(self.device)
         self._on_gpu = self.device.type != "cpu"
         if self._on_gpu and self.dtype == "bf16":
             self.model.to(torch.bfloat16)
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
         self.vocab_size = int(self.model.get_output_embeddings().weight.shape[0])
+        if len(self.tokenizer) > self.vocab_size:
+            raise ModelError(f"{self.model_path}: the tokenizer has {len(self.tokenizer)} entries but the output "
+                             f"layer only {self.vocab_size}: tokenizer and model do not belong together")
         self._special_ids = np.array(sorted(set(self.tokenizer.all_special_ids)), dtype=np.int64)
         self._torch = torch
         # BERT-like models: body + head split, so the head runs on real tokens only.
@@ -274,12 +316,7 @@ class SpladeEncoder:
                 "pooling": self.pooling, "dtype": self.dtype, "stride": self.stride}
 
     def tokenize(self, texts: Sequence[str], max_length: int | None = None):
-        max_length = max_length or self.max_length
-        return self.tokenizer(
-            list(texts), max_length=max_length, truncation=True, padding="longest",
-            pad_to_multiple_of=SEQ_BUCKET if max_length % SEQ_BUCKET == 0 else None,
-            return_tensors="pt", return_attention_mask=True, return_special_tokens_mask=True,
-        )
+        return tokenize(self.tokenizer, texts, max_length or self.max_length)
 
     def _encode_batch(self, texts: Sequence[str], max_length: int | None) -> list[SparseVector]:
         torch = self._torch
@@ -428,7 +465,7 @@ class SpladeEncoder:
         # a text with no letter or digit says nothing: the model would expand [CLS] and [SEP] alone
         # into terms ("and", "is", ...) that match unrelated texts
         for i, text in enumerate(texts):
-            if not any(c.isalnum() for c in text):
+            if not has_words(text):
                 result[i] = SparseVector(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32))
         order = sorted((i for i in range(len(texts)) if result[i] is None), key=lambda i: (lengths[i], i))
         if self.stride is not None:

@@ -201,7 +201,7 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _package_versions() -> dict:
+def package_versions() -> dict:
     import importlib.metadata as md
 
     versions = {"python": sys.version.split()[0], "anserini": _java.anserini_version(), "java": _java.java_version()}
@@ -305,7 +305,7 @@ def _build(collection: Path, source: Path, files: list[Path], target: Path, tmp:
             "collection": str(collection),
             "anserini_command": ["java", "-cp", _java.anserini_jar().name, *anserini_command(
                 source if shard is None else "<links to collection_files>", target, fmt=fmt, threads=threads)],
-            "versions": _package_versions(),
+            "versions": package_versions(),
         }
         if shard is not None:
             metadata["shard"] = f"{shard[0]}/{shard[1]}"
@@ -482,7 +482,7 @@ def merge_indexes(indexes, index_dir: str | Path, *, overwrite: bool = False, se
             "parts": [{"index": str(p), "documents": m["documents"], "shard": m.get("shard"),
                        "collection": m.get("collection"), "sources": table_sources(m),
                        "index_stats": m.get("index_stats")} for p, m in zip(parts, metas)],
-            "versions": _package_versions(),
+            "versions": package_versions(),
         }
         (tmp / METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
         (tmp / DOCIDS_FILE).write_text(json.dumps(extract_docids(tmp), ensure_ascii=False), encoding="utf-8")

@@ -21,20 +21,24 @@ equal to 4 decimals, ``FAIL`` otherwise, with both numbers.
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import json
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .collection import sha256_file
 from .evaluate import METRICS, evaluate, read_qrels, read_run, write_metrics
 
-CONDITION_TYPES = ("bm25", "splade", "rrf", "interpolation")
+CONDITION_TYPES = ("bm25", "splade", "train", "rrf", "interpolation")
+_SPLADE = {"model": "splade-tiny", "scale": 100.0, "query_scale": None, "max_length": 512,
+           "query_max_length": None, "format": "vector", "batch_size": 32}
 _SETTINGS = {
     "bm25": {"k1": 0.9, "b": 0.4},
-    "splade": {"model": "splade-tiny", "scale": 100.0, "query_scale": None, "max_length": 512,
-               "query_max_length": None, "format": "vector", "batch_size": 32},
+    "splade": _SPLADE,
+    # fine-tune `model` on the dataset (`train`: TrainSettings fields), then the splade condition with it
+    "train": {**_SPLADE, "train": {}},
     "rrf": {"runs": None, "rrf_k": 60, "depth": 1000},
     "interpolation": {"runs": None, "alpha": 0.5, "depth": 1000},
 }
@@ -116,6 +120,19 @@ def load_spec(path: str | Path) -> ExperimentSpec:
                                       f"known: {list(METRICS)}")
         conditions[name] = Condition(name, kind, settings, {m: float(v) for m, v in expected.items()})
     for c in conditions.values():
+        if c.type == "train":
+            from .training import TrainSettings
+
+            fields = {f.name for f in dataclasses.fields(TrainSettings)}
+            train = c.settings["train"]
+            if not isinstance(train, dict) or set(train) - fields:
+                raise ExperimentFileError(f"{path}: condition {c.name!r} has unknown training settings "
+                                          f"{sorted(set(train) - fields) if isinstance(train, dict) else train!r}; "
+                                          f"allowed: {sorted(fields - {'model', 'max_length', 'query_max_length'})}")
+            for key in ("model", "max_length", "query_max_length"):
+                if key in train:
+                    raise ExperimentFileError(f"{path}: condition {c.name!r}: set {key!r} beside 'train', not in it "
+                                              "(training and encoding share it)")
         if c.type in ("rrf", "interpolation"):
             runs = c.settings["runs"]
             if not isinstance(runs, list) or len(runs) < 2 or any(r not in conditions for r in runs):
@@ -123,14 +140,6 @@ def load_spec(path: str | Path) -> ExperimentSpec:
                                           f"conditions of this file, got {runs!r}")
     return ExperimentSpec(path, str(data["dataset"]), str(data.get("split", "test")), int(data.get("k", 1000)),
                           bool(data.get("remove_query", True)), conditions)
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _dataset_folder(spec: ExperimentSpec) -> Path:
@@ -204,6 +213,8 @@ class Runner:
         times: dict[str, float] = {}
         if cond.type == "splade":
             self._splade(cond, folder, manifest, times)
+        elif cond.type == "train":
+            self._train(cond, folder, manifest, times)
         elif cond.type == "bm25":
             self._bm25(cond, folder, manifest, times)
         else:
@@ -214,9 +225,9 @@ class Runner:
                            warn=False).metrics
         times["evaluate"] = time.perf_counter() - t
         write_metrics(metrics, folder / "metrics.json")
-        from .index import _package_versions
+        from .index import package_versions
 
-        manifest.update({"versions": _package_versions(), "run_sha256": sha256_file(folder / "run.trec"),
+        manifest.update({"versions": package_versions(), "run_sha256": sha256_file(folder / "run.trec"),
                          "metrics": metrics, "seconds": times})
         (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         result = ConditionResult(cond, folder, metrics,
@@ -256,6 +267,35 @@ class Runner:
             "mean_postings_per_query": sum(df.get(t, 0) for q in encoded for t in q) / len(encoded),
             "anserini_command": meta["anserini_command"],
         }
+
+    def _train(self, cond: Condition, folder: Path, manifest: dict, times: dict) -> None:
+        """Fine-tune, then run the splade condition with the trained model. The model is kept at
+        ``<dataset>/<condition>.model`` and reused while its training settings and data are the same."""
+        from .training import MANIFEST_FILE, make_settings, train
+
+        s = cond.settings
+        settings = {**s["train"], "model": s["model"], "max_length": s["max_length"],
+                    "query_max_length": s["query_max_length"]}
+        if settings.get("queries_file") and not Path(settings["queries_file"]).is_absolute():
+            settings["queries_file"] = str(self.folder / settings["queries_file"])  # beside the dataset
+        model_dir = self.output / f"{cond.name}.model"
+        previous = model_dir / MANIFEST_FILE
+        t = time.perf_counter()
+        reused = False
+        if previous.is_file():
+            old = json.loads(previous.read_text())
+            wanted = dataclasses.asdict(make_settings(**settings))
+            reused = old.get("settings") == wanted and all(
+                f["sha256"] == sha256_file(f["path"]) for f in old["dataset"]["files"].values())
+        if not reused:
+            train(self.folder, model_dir, overwrite=True, progress=self.progress, **settings)
+        times["train"] = time.perf_counter() - t
+        trained = json.loads(previous.read_text())
+        self._splade(Condition(cond.name, "splade", {**s, "model": str(model_dir)}, cond.expected), folder,
+                     manifest, times)
+        manifest["training"] = {"model_dir": str(model_dir), "reused": reused,
+                                **{k: trained[k] for k in ("base_model", "model_sha256", "settings", "derived",
+                                                           "kept", "dev", "dev_base", "seconds", "dataset")}}
 
     def _bm25(self, cond: Condition, folder: Path, manifest: dict, times: dict) -> None:
         from .bm25 import BM25Searcher, build_bm25_index

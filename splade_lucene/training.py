@@ -1,0 +1,733 @@
+"""Fine-tuning a masked LM as SPLADE: a contrastive ranking loss plus FLOPS regularisation.
+
+The objective is naver/splade's (and sentence-transformers' ``SpladeLoss`` around
+``SparseMultipleNegativesRankingLoss``): for a batch of queries, each with one judged positive and
+``negatives_per_query`` hard negatives mined with BM25 (judged documents are never negatives), the
+score of a query and a document is the dot product of their SPLADE vectors, and the ranking loss is
+the cross-entropy of each query's positive against every document of the batch (its own negatives
+and everyone else's: in-batch negatives; a batch document judged relevant to the query is masked
+out, not counted as a negative). The FLOPS term ``sum_j (mean_i w_ij)^2`` over the batch's query
+vectors and document vectors, weighted by ``lambda_q`` and ``lambda_d``, pushes towards sparse
+vectors; both weights rise quadratically, ``lambda_t = lambda * min(1, t / T)^2``.
+
+The vectors trained are the encoder's: the same tokenization (:func:`splade_lucene.encode.tokenize`),
+the same pooling over real positions, special tokens removed from the output, the same max lengths.
+
+Training pairs come from a BEIR folder's ``qrels/<split>.tsv`` (queries from ``queries.jsonl``), from
+a file of generated queries (``{"_id": doc id, "query": text}`` lines), or from the corpus itself
+(pseudo-queries: see :func:`pseudo_query_pairs`). A dev part is carved from those queries, fixed by
+the seed, and evaluated at the end of every epoch through this package's own encode, index and
+search path on a dev pool of documents; the best evaluation's weights are kept.
+
+State lives in a work folder beside the output (``.NAME.training``): the mined negatives, a
+checkpoint of model, optimiser and history every ``checkpoint_every`` steps, the best weights so far.
+Every random choice is a function of (seed, step), so a killed run started again with the same
+command resumes from its last checkpoint and ends with the same weights, byte for byte, as a run
+never interrupted (on a CPU). The output folder appears only when training is complete.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Sequence
+
+import numpy as np
+
+from .collection import InputError, open_text, parse_line, read_corpus, read_queries, sha256_file
+from .encode import (DEFAULT_MAX_LENGTH, ModelError, SpladeEncoder, has_words, load_masked_lm, model_weights_sha256,
+                     resolve_model, tokenize)
+from .evaluate import evaluate, read_qrels, read_run
+
+MANIFEST_FILE = "training.json"
+CHECKPOINT_FILE = "checkpoint.pt"
+STATE_FILE = "state.json"
+NEGATIVE_SOURCES = ("bm25", "none")
+PAIR_SOURCES = ("qrels", "queries-file", "pseudo")
+
+
+class TrainingError(RuntimeError):
+    """Training cannot start or cannot go on (bad data, settings, or a diverging loss)."""
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Every setting of a training run (recorded in the manifest; a resumed run must match them).
+
+    The defaults are the recommended SciFact recipe (see the README's training section).
+    """
+
+    model: str = "splade-tiny"
+    split: str = "train"
+    epochs: int = 4
+    max_steps: int | None = None
+    batch_size: int = 16
+    lr: float = 5e-5
+    weight_decay: float = 0.01
+    warmup_steps: int | None = None  # linear learning-rate warm-up; default: 10% of the steps
+    lambda_q: float = 1e-3
+    lambda_d: float = 1e-3
+    lambda_warmup_steps: int | None = None  # T of lambda * min(1, t/T)^2; default: a third of the steps
+    negatives: Literal["bm25", "none"] = "bm25"
+    negatives_depth: int = 100  # hard negatives drawn from BM25's top N, judged documents left out
+    negatives_per_query: int = 1
+    max_length: int = DEFAULT_MAX_LENGTH
+    query_max_length: int | None = None  # default: max_length, as encode and experiment do
+    pooling: Literal["all", "no-special"] = "all"
+    seed: int = 13
+    dev_fraction: float = 0.1
+    dev_depth: int = 30  # dev pool: the dev queries' judged documents and BM25's top N for each
+    checkpoint_every: int = 25
+    dev_baseline: bool = True  # also evaluate the base model on the dev pool (recorded, never kept)
+    scale: float = 100.0  # quantization of the dev index, as the default pipeline's
+    new_head: bool = False  # accept a checkpoint without a complete MLM head (the head then starts random)
+    pairs: Literal["qrels", "queries-file", "pseudo"] = "qrels"
+    queries_file: str | None = None
+    device: str = "cpu"
+
+    def check(self) -> "TrainSettings":
+        def need(ok: bool, message: str) -> None:
+            if not ok:
+                raise ValueError(message)
+
+        need(self.epochs >= 1, f"--epochs must be at least 1, not {self.epochs}")
+        need(self.max_steps is None or self.max_steps >= 1, f"--max-steps must be at least 1, not {self.max_steps}")
+        need(self.batch_size >= 2, f"--batch-size must be at least 2 (in-batch negatives), not {self.batch_size}")
+        need(math.isfinite(self.lr) and self.lr > 0, f"--lr must be a positive number, not {self.lr}")
+        for name in ("lambda_q", "lambda_d", "weight_decay"):
+            value = getattr(self, name)
+            need(math.isfinite(value) and value >= 0, f"--{name.replace('_', '-')} must be >= 0, not {value}")
+        need(self.negatives in NEGATIVE_SOURCES, f"--negatives must be one of {NEGATIVE_SOURCES}, not {self.negatives!r}")
+        need(self.negatives_depth >= 1, f"--negatives-depth must be at least 1, not {self.negatives_depth}")
+        need(self.negatives_per_query >= 0, f"--negatives-per-query must be >= 0, not {self.negatives_per_query}")
+        need(self.max_length >= 8, f"--max-length must be at least 8, not {self.max_length}")
+        need(self.query_max_length is None or self.query_max_length >= 8,
+             f"--query-max-length must be at least 8, not {self.query_max_length}")
+        need(self.pooling in ("all", "no-special"), f"pooling must be 'all' or 'no-special', not {self.pooling!r}")
+        need(0 <= self.dev_fraction < 1, f"--dev-fraction must be in [0, 1), not {self.dev_fraction}")
+        need(self.dev_depth >= 0, f"--dev-depth must be >= 0, not {self.dev_depth}")
+        need(self.checkpoint_every >= 1, f"--checkpoint-every must be at least 1, not {self.checkpoint_every}")
+        need(self.pairs in PAIR_SOURCES, f"pairs must be one of {PAIR_SOURCES}, not {self.pairs!r}")
+        need((self.pairs == "queries-file") == (self.queries_file is not None),
+             "--queries-file names the generated queries file (and only it)")
+        for name in ("warmup_steps", "lambda_warmup_steps"):
+            value = getattr(self, name)
+            need(value is None or value >= 0, f"--{name.replace('_', '-')} must be >= 0, not {value}")
+        return self
+
+
+@dataclass
+class TrainingData:
+    """Queries with their positives: ``groups`` keep a document's generated queries together when
+    the dev part is carved (no dev document is seen in training)."""
+
+    corpus: dict[str, str]
+    queries: dict[str, str]
+    positives: dict[str, list[str]]
+    judged: dict[str, set[str]]
+    groups: dict[str, str]
+    files: dict[str, Path]
+    dropped: dict[str, int] = field(default_factory=dict)
+
+
+def _corpus(folder: Path) -> tuple[Path, dict[str, str], dict[str, str]]:
+    corpus_file = next((folder / n for n in ("corpus.jsonl", "corpus.jsonl.gz") if (folder / n).is_file()), None)
+    if corpus_file is None:
+        raise TrainingError(f"{folder} has no corpus.jsonl: training needs a BEIR-layout folder")
+    texts, titles = {}, {}
+    for doc in read_corpus(corpus_file):
+        texts[doc.id] = doc.text
+        titles[doc.id] = doc.title
+    return corpus_file, texts, titles
+
+
+def qrels_pairs(folder: Path, split: str) -> TrainingData:
+    """(query, positive) pairs from ``qrels/<split>.tsv``: judgments >= 1 are positives, and every
+    judged document of a query (any grade) is kept out of its negatives."""
+    qrels_file = folder / "qrels" / f"{split}.tsv"
+    if not qrels_file.is_file():
+        have = sorted(p.stem for p in (folder / "qrels").glob("*.tsv")) if (folder / "qrels").is_dir() else []
+        raise TrainingError(f"{folder} has no training split {qrels_file.name} (qrels splits there: "
+                            f"{', '.join(have) or 'none'}); use --split, --queries-file or --pseudo-queries")
+    if split == "test":
+        raise TrainingError(f"refusing to train on {qrels_file}: the test split is for evaluation only")
+    corpus_file, corpus, _ = _corpus(folder)
+    queries_file = next((folder / n for n in ("queries.jsonl", "queries.jsonl.gz", "queries.tsv")
+                         if (folder / n).is_file()), None)
+    if queries_file is None:
+        raise TrainingError(f"{folder} has no queries.jsonl")
+    texts = dict(read_queries(queries_file))
+    qrels = read_qrels(qrels_file)
+    for qid, judged in qrels.items():
+        if qid not in texts:
+            raise TrainingError(f"{qrels_file}: query {qid!r} is not in {queries_file}")
+        unknown = next((d for d in judged if d not in corpus), None)
+        if unknown is not None:
+            raise TrainingError(f"{qrels_file}: query {qid!r} judges document {unknown!r}, which is not in {corpus_file}")
+    data = TrainingData(corpus, {}, {}, {}, {}, {"corpus": corpus_file, "queries": queries_file, "qrels": qrels_file})
+    for qid, judged in qrels.items():
+        positives = [d for d, rel in judged.items() if rel >= 1 and has_words(corpus[d])]
+        if not positives or not has_words(texts[qid]):
+            data.dropped["queries without a positive or without words"] = \
+                data.dropped.get("queries without a positive or without words", 0) + 1
+            continue
+        data.queries[qid], data.positives[qid], data.judged[qid], data.groups[qid] = \
+            texts[qid], positives, set(judged), qid
+    return data
+
+
+def generated_query_pairs(folder: Path, queries_file: str | Path) -> TrainingData:
+    """(query, positive) pairs from generated queries: lines ``{"_id": doc id, "query": text}``
+    (other fields ignored), ``.gz`` read as such. The document is the query's only judged one."""
+    queries_file = Path(queries_file)
+    if not queries_file.is_file():
+        raise TrainingError(f"no such queries file: {queries_file}")
+    corpus_file, corpus, _ = _corpus(folder)
+    data = TrainingData(corpus, {}, {}, {}, {}, {"corpus": corpus_file, "queries_file": queries_file})
+    with open_text(queries_file) as fh:
+        for lineno, line in enumerate(fh, 1):
+            obj = parse_line(line.encode("utf-8"), queries_file, lineno)
+            if obj is None:
+                continue
+            docid, text = obj.get("_id"), obj.get("query")
+            if not isinstance(docid, (str, int)) or not isinstance(text, str):
+                raise InputError(f"{queries_file}:{lineno}: expected {{\"_id\": doc id, \"query\": text}}")
+            docid = str(docid)
+            if docid not in corpus:
+                raise InputError(f"{queries_file}:{lineno}: document {docid!r} is not in {corpus_file}")
+            if not has_words(text) or not has_words(corpus[docid]):
+                data.dropped["pairs without words"] = data.dropped.get("pairs without words", 0) + 1
+                continue
+            qid = f"gen-{lineno}"
+            data.queries[qid], data.positives[qid], data.judged[qid], data.groups[qid] = text, [docid], {docid}, docid
+    if not data.queries:
+        raise TrainingError(f"{queries_file} holds no usable (query, document) pair")
+    return data
+
+
+def pseudo_query_pairs(folder: Path, seed: int) -> TrainingData:
+    """(query, positive) pairs made from the corpus alone, for a collection without training queries.
+
+    A document's title is its query where it has one (a title is a short statement of what the
+    document is about, which is what a query is); a document without a title gets one of its own
+    sentences, drawn with the seed, the inverse cloze task of Lee et al. (2019). The positive is the
+    whole document as it is indexed. Documents whose text is one sentence or less and have no
+    title give no pair.
+    """
+    import re
+
+    corpus_file, corpus, titles = _corpus(folder)
+    rng = np.random.default_rng([seed, 7])
+    data = TrainingData(corpus, {}, {}, {}, {}, {"corpus": corpus_file})
+    for docid, text in corpus.items():
+        query = titles.get(docid, "").strip()
+        if not query:
+            sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+", text) if len(s.split()) >= 4]
+            if len(sentences) < 2:
+                data.dropped["documents without a title or two sentences"] = \
+                    data.dropped.get("documents without a title or two sentences", 0) + 1
+                continue
+            query = sentences[int(rng.integers(len(sentences)))]
+        if not has_words(query) or not has_words(text):
+            continue
+        qid = f"pseudo-{len(data.queries)}"
+        data.queries[qid], data.positives[qid], data.judged[qid], data.groups[qid] = query, [docid], {docid}, docid
+    if not data.queries:
+        raise TrainingError(f"{corpus_file}: no document gives a pseudo-query (no titles, no multi-sentence texts)")
+    return data
+
+
+def carve_dev(data: TrainingData, fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """(train qids, dev qids): a ``fraction`` of the groups (queries, or documents for generated
+    queries), drawn with the seed; both lists in the data's order."""
+    groups = sorted(set(data.groups.values()))
+    n_dev = int(round(fraction * len(groups)))
+    chosen = set(np.random.default_rng([seed, 1]).permutation(len(groups))[:n_dev].tolist())
+    dev_groups = {g for i, g in enumerate(groups) if i in chosen}
+    train = [q for q in data.queries if data.groups[q] not in dev_groups]
+    dev = [q for q in data.queries if data.groups[q] in dev_groups]
+    return train, dev
+
+
+def lambda_at(step: int, lam: float, warmup: int) -> float:
+    """The FLOPS weight at step ``step`` (from 0): ``lam * min(1, (step + 1) / warmup)^2``."""
+    if warmup <= 0:
+        return lam
+    return lam * min(1.0, (step + 1) / warmup) ** 2
+
+
+def lr_at(step: int, lr: float, warmup: int, total: int) -> float:
+    """Linear warm-up over ``warmup`` steps, then linear decay to 0 at ``total``."""
+    if warmup > 0 and step < warmup:
+        return lr * (step + 1) / warmup
+    return lr * max(0.0, (total - step) / max(1, total - warmup))
+
+
+def flops(vectors):
+    """The FLOPS regulariser: sum over terms of the squared mean weight over the batch."""
+    return (vectors.abs().mean(dim=0) ** 2).sum()
+
+
+class SpladeModel:
+    """A masked LM as a differentiable SPLADE encoder, the same vectors as :class:`SpladeEncoder`."""
+
+    def __init__(self, path: str, *, pooling: str = "all", new_head: bool = False, device: str = "cpu"):
+        import torch
+        from transformers import AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        self.path = path
+        self.model = load_masked_lm(path, allow_new_head=new_head).to(device)
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.device = torch.device(device)
+        self.pooling = pooling
+        out = self.model.get_output_embeddings()
+        vocab = int(out.weight.shape[0])
+        if len(self.tokenizer) > vocab:
+            raise ModelError(f"{path}: the tokenizer has {len(self.tokenizer)} entries but the output layer only {vocab}")
+        keep = torch.ones(vocab, dtype=torch.float32)
+        keep[sorted(set(self.tokenizer.all_special_ids))] = 0
+        self.keep = keep.to(self.device)
+        body = getattr(self.model, getattr(self.model, "base_model_prefix", ""), None)
+        pred = getattr(getattr(self.model, "cls", None), "predictions", None)
+        decoder = getattr(pred, "decoder", None)
+        bias = None
+        if decoder is not None:
+            bias = decoder.bias if decoder.bias is not None else getattr(pred, "bias", None)
+        # BERT-like heads (transform, then decoder): the memory-lean pooled head of splade_head
+        self._fused = (body, pred.transform, decoder, bias) if body is not None and bias is not None \
+            and hasattr(pred, "transform") and isinstance(decoder, torch.nn.Linear) else None
+
+    def vectors(self, texts: Sequence[str], max_length: int):
+        """(texts, V) SPLADE weights, differentiable."""
+        import torch
+
+        from .splade_head import splade_pool
+
+        batch = tokenize(self.tokenizer, texts, max_length).to(self.device)
+        mask = batch["attention_mask"].bool()
+        if self.pooling == "no-special":
+            mask &= ~batch["special_tokens_mask"].bool()
+        if self._fused is not None:
+            body, transform, decoder, bias = self._fused
+            hidden = transform(body(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])[0])
+            pooled = splade_pool(hidden, mask, decoder.weight, bias)
+        else:
+            logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            pooled = torch.log1p(torch.relu(logits.masked_fill(~mask.unsqueeze(-1), float("-inf")).amax(dim=1)))
+        return pooled * self.keep
+
+    def save(self, folder: Path) -> None:
+        """A Hugging Face checkpoint folder (config, model.safetensors, tokenizer files)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(folder, safe_serialization=True)
+        self.tokenizer.save_pretrained(folder)
+
+
+@dataclass
+class TrainResult:
+    output: Path
+    manifest: dict
+    seconds: float
+
+
+def _replace_dir(tmp: Path, target: Path) -> None:
+    if target.exists():
+        old = target.parent / f".{target.name}.old-{os.getpid()}"
+        target.rename(old)
+        tmp.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(target)
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as fh:
+        fh.write(json.dumps(obj, indent=1, sort_keys=True) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    tmp.replace(path)
+
+
+class Trainer:
+    """One training run; :func:`train` is the usual door."""
+
+    def __init__(self, dataset: str | Path, output: str | Path, settings: TrainSettings, *,
+                 overwrite: bool = False, progress: bool = True, plot: str | Path | None = None):
+        self.settings = settings.check()
+        self.folder = Path(dataset)
+        if not self.folder.is_dir():
+            raise FileNotFoundError(f"dataset folder {self.folder} does not exist")
+        self.output = Path(output)
+        if self.output.exists() and not overwrite and (self.output.is_file() or any(self.output.iterdir())):
+            what = "a model" if (self.output / "config.json").exists() else "files"
+            raise FileExistsError(f"{self.output} already holds {what}; pass --overwrite to replace it "
+                                  "or choose another --output")
+        self.work = self.output.parent / f".{self.output.name}.training"
+        self.progress = progress
+        self.plot = Path(plot) if plot is not None else None
+        self.base_name, self.base_path = resolve_model(settings.model)
+
+    # -- data -------------------------------------------------------------------------------------
+    def load_data(self) -> None:
+        s = self.settings
+        if s.pairs == "queries-file":
+            self.data = generated_query_pairs(self.folder, s.queries_file)
+        elif s.pairs == "pseudo":
+            self.data = pseudo_query_pairs(self.folder, s.seed)
+        else:
+            self.data = qrels_pairs(self.folder, s.split)
+        self.train_qids, self.dev_qids = carve_dev(self.data, s.dev_fraction, s.seed)
+        if len(self.train_qids) < s.batch_size:
+            raise TrainingError(f"only {len(self.train_qids)} training queries after carving the dev part "
+                                f"({len(self.dev_qids)}), fewer than --batch-size {s.batch_size}: "
+                                "lower --batch-size or --dev-fraction")
+        self.steps_per_epoch = len(self.train_qids) // s.batch_size
+        total = s.epochs * self.steps_per_epoch
+        self.total_steps = min(total, s.max_steps) if s.max_steps is not None else total
+        self.warmup = s.warmup_steps if s.warmup_steps is not None else self.total_steps // 10
+        self.lambda_warmup = s.lambda_warmup_steps if s.lambda_warmup_steps is not None else self.total_steps // 3
+        self.fingerprint = {
+            "settings": dataclasses.asdict(s),
+            "base_model_sha256": model_weights_sha256(self.base_path),
+            "dataset": {name: sha256_file(path) for name, path in sorted(self.data.files.items())},
+        }
+
+    def _mine(self) -> dict[str, list[str]]:
+        """BM25's top documents for every train and dev query (judged ones kept: dev pools use them),
+        cached in the work folder."""
+        from .bm25 import BM25Searcher, build_bm25_index
+
+        cache = self.work / "bm25-hits.json"
+        if cache.is_file():
+            return json.loads(cache.read_text())
+        depth = max(self.settings.negatives_depth + 20, self.settings.dev_depth)
+        index = self.work / "bm25-index"
+        build_bm25_index(self.data.files["corpus"], index, overwrite=True)
+        searcher = BM25Searcher(index)
+        try:
+            queries = [(q, self.data.queries[q]) for q in self.train_qids + self.dev_qids]
+            hits = searcher.batch_search(queries, k=depth)
+        finally:
+            searcher.close()
+        found = {q: [h.docid for h in hits.get(q, [])] for q, _ in queries}
+        _write_json(cache, found)
+        shutil.rmtree(index, ignore_errors=True)
+        return found
+
+    def prepare(self) -> None:
+        """The work folder: kept where an interrupted run had the same settings and data."""
+        state = self.work / STATE_FILE
+        if self.work.exists():
+            try:
+                same = json.loads(state.read_text())["fingerprint"] == self.fingerprint
+            except (OSError, ValueError, KeyError):
+                same = False
+            if not same:
+                shutil.rmtree(self.work)
+        self.work.mkdir(parents=True, exist_ok=True)
+        if not state.is_file():
+            _write_json(state, {"fingerprint": self.fingerprint})
+        s = self.settings
+        self.bm25 = self._mine() if s.negatives == "bm25" or s.dev_depth else {}
+        self.negatives = {}
+        if s.negatives == "bm25":
+            for q in self.train_qids:
+                judged = self.data.judged[q]
+                self.negatives[q] = [d for d in self.bm25.get(q, []) if d not in judged
+                                     and has_words(self.data.corpus[d])][:s.negatives_depth]
+        self._write_dev_pool()
+
+    def _write_dev_pool(self) -> None:
+        """The dev documents (the dev queries' judged ones and BM25's top ``dev_depth`` for each) as
+        a corpus file, with the dev queries and qrels."""
+        self.dev = self.work / "dev"
+        if not self.dev_qids or (self.dev / "qrels.tsv").is_file():
+            return
+        tmp = self.work / "dev.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        pool: dict[str, None] = {}
+        for q in self.dev_qids:
+            for d in [*sorted(self.data.judged[q]), *self.bm25.get(q, [])[:self.settings.dev_depth]]:
+                pool.setdefault(d, None)
+        with open(tmp / "corpus.jsonl", "w", encoding="utf-8") as fh:
+            for d in pool:
+                fh.write(json.dumps({"_id": d, "text": self.data.corpus[d]}) + "\n")
+        with open(tmp / "queries.tsv", "w", encoding="utf-8") as fh:
+            for q in self.dev_qids:
+                fh.write(f"{q}\t{' '.join(self.data.queries[q].split())}\n")
+        with open(tmp / "qrels.tsv", "w", encoding="utf-8") as fh:
+            for q in self.dev_qids:
+                for d in self.data.positives[q]:
+                    fh.write(f"{q}\t0\t{d}\t1\n")
+        _replace_dir(tmp, self.dev)
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def _batch(self, step: int) -> tuple[list[str], list[str], list[str]]:
+        """(qids, their positives, the batch's documents: positives first, then negatives) of a step;
+        a function of (seed, step) only."""
+        s = self.settings
+        epoch, index = divmod(step, self.steps_per_epoch)
+        order = np.random.default_rng([s.seed, 2, epoch]).permutation(len(self.train_qids))
+        qids = [self.train_qids[i] for i in order[index * s.batch_size:(index + 1) * s.batch_size]]
+        rng = np.random.default_rng([s.seed, 3, step])
+        positives = [self.data.positives[q][int(rng.integers(len(self.data.positives[q])))] for q in qids]
+        docs = list(positives)
+        if s.negatives == "bm25" and s.negatives_per_query:
+            for q in qids:
+                pool = self.negatives[q]
+                if pool:
+                    picks = rng.choice(len(pool), size=min(s.negatives_per_query, len(pool)), replace=False)
+                    docs.extend(pool[int(i)] for i in sorted(picks.tolist()))
+        return qids, positives, docs
+
+    def _loss(self, model: SpladeModel, step: int):
+        import torch
+
+        s = self.settings
+        qids, positives, docs = self._batch(step)
+        torch.manual_seed(s.seed * 1_000_003 + step)  # dropout: a function of the step
+        q = model.vectors([self.data.queries[x] for x in qids], s.query_max_length or s.max_length)
+        d = model.vectors([self.data.corpus[x] for x in docs], s.max_length)
+        scores = q @ d.t()
+        # a batch document judged for the query (other than its target) is no negative of it
+        judged = torch.tensor([[doc in self.data.judged[qid] and j != i for j, doc in enumerate(docs)]
+                               for i, qid in enumerate(qids)], device=scores.device)
+        scores = scores.masked_fill(judged, float("-inf"))
+        target = torch.arange(len(qids), device=scores.device)
+        rank = torch.nn.functional.cross_entropy(scores, target)
+        lq, ld = lambda_at(step, s.lambda_q, self.lambda_warmup), lambda_at(step, s.lambda_d, self.lambda_warmup)
+        fq, fd = flops(q), flops(d)
+        loss = rank + lq * fq + ld * fd
+        log = {"step": step + 1, "loss": loss.item(), "rank": rank.item(), "flops_q": fq.item(), "flops_d": fd.item(),
+               "lambda_q": lq, "lambda_d": ld, "nonzero_q": float((q > 0).sum(dim=1).float().mean()),
+               "nonzero_d": float((d > 0).sum(dim=1).float().mean())}
+        return loss, log
+
+    def _save_checkpoint(self, model: SpladeModel, optimizer, step: int, history: dict) -> None:
+        import torch
+
+        tmp = self.work / f"{CHECKPOINT_FILE}.tmp"
+        torch.save({"model": model.model.state_dict(), "optimizer": optimizer.state_dict(), "step": step}, tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        tmp.replace(self.work / CHECKPOINT_FILE)
+        _write_json(self.work / "history.json", {"step": step, **history})
+
+    def _load_checkpoint(self, model: SpladeModel, optimizer) -> tuple[int, dict]:
+        import torch
+
+        path = self.work / CHECKPOINT_FILE
+        history_file = self.work / "history.json"
+        if not path.is_file() or not history_file.is_file():
+            return 0, {"steps": [], "dev": [], "best": None}
+        state = torch.load(path, map_location=model.device, weights_only=True)
+        history = json.loads(history_file.read_text())
+        if history.pop("step") != state["step"]:
+            return 0, {"steps": [], "dev": [], "best": None}
+        model.model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        return int(state["step"]), history
+
+    def _evaluate(self, model: SpladeModel, step: int) -> dict:
+        """Dev metrics of the current weights through encode, index and search, as `experiment` runs."""
+        from .encode import encode_corpus
+        from .index import build_index, read_metadata
+        from .search import QueryEncoder, Searcher, write_run
+
+        s = self.settings
+        folder = self.work / "eval"
+        shutil.rmtree(folder, ignore_errors=True)
+        model.model.eval()
+        model.save(folder / "model")
+        encoder = SpladeEncoder(str(folder / "model"), max_length=s.max_length, pooling=s.pooling, device=s.device)
+        encode_corpus(self.dev / "corpus.jsonl", folder / "collection", encoder=encoder, scale=s.scale,
+                      query_max_length=s.query_max_length, progress=False)
+        build_index(folder / "collection", folder / "index", quiet=True)
+        queries = read_queries(self.dev / "queries.tsv")
+        query_encoder = QueryEncoder(encoder=encoder, scale=s.scale, max_length=s.query_max_length or s.max_length)
+        with Searcher(folder / "index", query_encoder) as searcher:
+            results = searcher.batch_search(queries, k=100)
+            encoded = query_encoder.encode_batch([t for _, t in queries])
+        write_run(results, folder / "run.trec", remove_query=True)
+        metrics = evaluate(read_qrels(self.dev / "qrels.tsv"), read_run(folder / "run.trec"), remove_query=True,
+                           warn=False).metrics
+        stats = read_metadata(folder / "index")["index_stats"]
+        model.model.train()
+        return {"step": step, "epoch": step / self.steps_per_epoch, "nDCG@10": metrics["nDCG@10"],
+                "RR@10": metrics["RR@10"], "R@100": metrics["R@100"],
+                "mean_terms_per_document": stats["postings"] / stats["documents"],
+                "mean_terms_per_query": sum(len(q) for q in encoded) / max(1, len(encoded))}
+
+    def _keep_best(self, record: dict, history: dict) -> None:
+        best = history.get("best")
+        if best is None or record["nDCG@10"] > best["nDCG@10"]:
+            tmp = self.work / "best.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(self.work / "eval" / "model", tmp)
+            _replace_dir(tmp, self.work / "best")
+            history["best"] = record
+
+    def run(self) -> TrainResult:
+        import torch
+        from tqdm import tqdm
+
+        start = time.perf_counter()
+        s = self.settings
+        self.load_data()
+        self.prepare()
+        torch.manual_seed(s.seed)
+        model = SpladeModel(self.base_path, pooling=s.pooling, new_head=s.new_head, device=s.device)
+        model.model.train()
+        decay = [p for n, p in model.model.named_parameters() if p.requires_grad and p.ndim >= 2]
+        no_decay = [p for n, p in model.model.named_parameters() if p.requires_grad and p.ndim < 2]
+        optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": s.weight_decay},
+                                       {"params": no_decay, "weight_decay": 0.0}], lr=s.lr, foreach=False)
+        step, history = self._load_checkpoint(model, optimizer)
+        history.setdefault("seconds", 0.0)
+        if step == 0 and self.dev_qids and s.dev_baseline:
+            history["base"] = self._evaluate(model, 0)  # the base model on the same dev pool, for reference
+        resumed = step
+        eval_steps = {e * self.steps_per_epoch for e in range(1, s.epochs + 1)} | {self.total_steps}
+        bar = tqdm(total=self.total_steps, initial=step, desc="train", unit="step", disable=not self.progress)
+        last_good = step
+        session = time.perf_counter()
+        try:
+            while step < self.total_steps:
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_at(step, s.lr, self.warmup, self.total_steps)
+                loss, log = self._loss(model, step)
+                if not math.isfinite(log["loss"]):
+                    raise TrainingError(
+                        f"the loss is {log['loss']} at step {step + 1} (ranking {log['rank']:.4g}, FLOPS q "
+                        f"{log['flops_q']:.4g} d {log['flops_d']:.4g}): training stopped. The last good "
+                        f"checkpoint (step {last_good}) is kept in {self.work}; nothing was written to "
+                        f"{self.output}. Lower --lr (now {s.lr:g}) or the lambdas")
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.model.parameters(), 1.0)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                log["lr"] = optimizer.param_groups[0]["lr"]
+                history["steps"].append(log)
+                step += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{log['loss']:.3f}", rank=f"{log['rank']:.3f}", nz_d=f"{log['nonzero_d']:.0f}")
+                if step in eval_steps and self.dev_qids:
+                    record = self._evaluate(model, step)
+                    history["dev"].append(record)
+                    self._keep_best(record, history)
+                    bar.write(f"step {step}: dev nDCG@10 {record['nDCG@10']:.4f}, "
+                              f"{record['mean_terms_per_document']:.0f} terms/doc, "
+                              f"{record['mean_terms_per_query']:.0f} terms/query")
+                if step % s.checkpoint_every == 0 or step in eval_steps:
+                    history["seconds"] += time.perf_counter() - session
+                    session = time.perf_counter()
+                    self._save_checkpoint(model, optimizer, step, history)
+                    last_good = step
+        finally:
+            bar.close()
+        history["seconds"] += time.perf_counter() - session
+        return self._publish(model, history, resumed, time.perf_counter() - start)
+
+    def _publish(self, model: SpladeModel, history: dict, resumed: int, seconds: float) -> TrainResult:
+        from .index import package_versions
+
+        tmp = self.output.parent / f".{self.output.name}.writing"
+        shutil.rmtree(tmp, ignore_errors=True)
+        if history.get("best") is not None:
+            shutil.copytree(self.work / "best", tmp)
+            kept = {"rule": "best dev nDCG@10", **history["best"]}
+        else:
+            model.save(tmp)
+            kept = {"rule": "last step (no dev part)", "step": self.total_steps}
+        s = self.settings
+        manifest = {
+            "base_model": {"name": self.base_name, "path": self.base_path,
+                           "sha256": self.fingerprint["base_model_sha256"]},
+            "model_sha256": model_weights_sha256(tmp),
+            "dataset": {"folder": str(self.folder), "pairs": s.pairs,
+                        "files": {name: {"path": str(path), "sha256": self.fingerprint["dataset"][name]}
+                                  for name, path in sorted(self.data.files.items())},
+                        "dropped": self.data.dropped},
+            "settings": dataclasses.asdict(s),
+            "derived": {"steps": self.total_steps, "steps_per_epoch": self.steps_per_epoch,
+                        "warmup_steps": self.warmup, "lambda_warmup_steps": self.lambda_warmup},
+            "train_queries": len(self.train_qids),
+            "dev_queries": self.dev_qids,
+            "dev_pool_documents": sum(1 for _ in open(self.dev / "corpus.jsonl")) if self.dev_qids else 0,
+            "kept": kept,
+            "dev_base": history.get("base"),
+            "dev": history["dev"],
+            "steps": history["steps"],
+            "resumed_from_step": resumed or None,
+            "seconds": {"training": history["seconds"], "this_run": seconds},
+            "versions": package_versions(),
+        }
+        _write_json(tmp / MANIFEST_FILE, manifest)
+        for path in tmp.iterdir():
+            path.chmod(0o644)  # save_pretrained may write the weights owner-only
+        if self.plot is not None:
+            plot_training(manifest, self.plot)
+        self.output.parent.mkdir(parents=True, exist_ok=True)
+        _replace_dir(tmp, self.output)
+        shutil.rmtree(self.work, ignore_errors=True)
+        return TrainResult(self.output, manifest, seconds)
+
+
+def train(dataset: str | Path, output: str | Path, *, overwrite: bool = False, progress: bool = True,
+          plot: str | Path | None = None, **settings) -> TrainResult:
+    """Fine-tune a masked LM as SPLADE on a BEIR folder; writes a Hugging Face checkpoint folder at
+    ``output`` (with ``training.json``) that ``--model`` takes everywhere. ``settings`` are the fields
+    of :class:`TrainSettings` (model, epochs, max_steps, batch_size, lr, lambda_q, lambda_d, ...)."""
+    return Trainer(dataset, output, make_settings(**settings), overwrite=overwrite, progress=progress,
+                   plot=plot).run()
+
+
+def make_settings(**settings) -> TrainSettings:
+    """:class:`TrainSettings` from keyword settings, checked; a ``queries_file`` implies
+    ``pairs="queries-file"``."""
+    unknown = set(settings) - {f.name for f in dataclasses.fields(TrainSettings)}
+    if unknown:
+        raise TypeError(f"unknown training settings {sorted(unknown)}")
+    if settings.get("queries_file") is not None:
+        settings.setdefault("pairs", "queries-file")
+        settings["queries_file"] = str(settings["queries_file"])
+    return TrainSettings(**settings).check()
+
+
+def plot_training(manifest: dict, png: str | Path) -> None:
+    """Loss (ranking and FLOPS parts) and dev nDCG@10 against steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = manifest["steps"]
+    x = [r["step"] for r in steps]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    left.plot(x, [r["loss"] for r in steps], label="total", lw=1)
+    left.plot(x, [r["rank"] for r in steps], label="ranking", lw=1)
+    left.plot(x, [r["loss"] - r["rank"] for r in steps], label="FLOPS (weighted)", lw=1)
+    left.set_xlabel("step")
+    left.set_ylabel("loss")
+    left.legend()
+    left.set_title("training loss")
+    dev = ([manifest["dev_base"]] if manifest.get("dev_base") else []) + manifest["dev"]
+    if dev:
+        right.plot([r["step"] for r in dev], [r["nDCG@10"] for r in dev], marker="o")
+    right.set_xlabel("step")
+    right.set_ylabel("dev nDCG@10")
+    right.set_title("dev nDCG@10 (carved from the training queries)")
+    fig.tight_layout()
+    Path(png).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=120)
+    plt.close(fig)

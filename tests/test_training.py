@@ -1,0 +1,324 @@
+"""Training: the differentiable SPLADE vector, tiny real runs on a slice of SciFact train, resume,
+determinism and every bad input the train command must refuse."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from splade_lucene.collection import read_corpus, read_queries, sha256_file
+from splade_lucene.encode import ModelError, SpladeEncoder, default_model_path
+from splade_lucene.splade_head import splade_pool
+from splade_lucene.training import (SpladeModel, TrainingError, TrainSettings, carve_dev, lambda_at, lr_at,
+                                    qrels_pairs, train)
+
+# a tiny run: short texts, small batches, a few dozen steps
+TINY = dict(max_length=64, batch_size=4, epochs=3, lr=2e-4, dev_fraction=0.2, checkpoint_every=2, dev_depth=10)
+
+
+def test_splade_pool_matches_autograd_reference():
+    """The memory-lean pooled head gives the plain formula's values and gradients (float64)."""
+    torch.manual_seed(0)
+    hidden = torch.randn(3, 9, 6, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(40, 6, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(40, dtype=torch.float64, requires_grad=True)
+    mask = torch.ones(3, 9, dtype=torch.bool)
+    mask[1, 5:] = False
+    mask[2, :2] = False
+    out = splade_pool(hidden, mask, weight, bias)
+    logits = (hidden @ weight.t() + bias).masked_fill(~mask.unsqueeze(-1), float("-inf"))
+    ref = torch.log1p(torch.relu(logits)).amax(dim=1)
+    assert torch.allclose(out, ref, atol=1e-12)
+    assert (out == 0).any() and (out > 0).any()
+    g = torch.randn_like(out)
+    ours = torch.autograd.grad((out * g).sum(), (hidden, weight, bias))
+    theirs = torch.autograd.grad((ref * g).sum(), (hidden, weight, bias))
+    for a, b in zip(ours, theirs):
+        assert torch.allclose(a, b, atol=1e-12)
+
+
+def test_schedules():
+    assert lambda_at(0, 1.0, 10) == pytest.approx(0.01)
+    assert lambda_at(4, 1.0, 10) == pytest.approx(0.25)
+    assert lambda_at(9, 1.0, 10) == lambda_at(50, 1.0, 10) == 1.0
+    assert lambda_at(0, 0.5, 0) == 0.5
+    assert lr_at(0, 1.0, 4, 20) == pytest.approx(0.25)
+    assert lr_at(4, 1.0, 4, 20) == pytest.approx(1.0)
+    assert lr_at(19, 1.0, 4, 20) == pytest.approx(1 / 16)
+
+
+@pytest.fixture(scope="module")
+def scifact_texts(datasets):
+    docs = list(read_corpus(datasets / "scifact" / "corpus.jsonl"))
+    queries = [t for _, t in read_queries(datasets / "scifact" / "queries.jsonl")]
+    # short and long documents (some cut at 512 tokens) and real claims
+    longest = sorted(docs, key=lambda d: -len(d.text))[:4]
+    return [d.text for d in docs[:8] + longest] + queries[:12]
+
+
+@pytest.mark.parametrize("pooling", ["all", "no-special"])
+def test_training_forward_equals_encoder(scifact_texts, pooling):
+    """The vector trained is the vector `encode` writes: same tokens, pooling, special tokens, length."""
+    path = str(default_model_path())
+    encoder = SpladeEncoder(path, max_length=512, pooling=pooling)
+    model = SpladeModel(path, pooling=pooling)
+    model.model.eval()
+    with torch.no_grad():
+        dense = model.vectors(scifact_texts, 512).numpy()
+    assert any(v.truncated for v in encoder.encode(scifact_texts))
+    for row, vec in zip(dense, encoder.encode(scifact_texts)):
+        ids = np.flatnonzero(row)
+        assert ids.tolist() == vec.ids.tolist()
+        np.testing.assert_allclose(row[ids], vec.weights, rtol=1e-6, atol=1e-6)
+        assert np.array_equal(np.rint(row[ids] * 100.0), np.rint(vec.weights.astype(np.float64) * 100.0))
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(datasets, tmp_path_factory) -> Path:
+    """A slice of SciFact: 40 train queries, their judged documents and 200 others."""
+    src = datasets / "scifact"
+    out = tmp_path_factory.mktemp("tiny") / "scifact"
+    (out / "qrels").mkdir(parents=True)
+    rows = [line.rstrip("\r\n").split("\t") for line in (src / "qrels" / "train.tsv").read_text().splitlines()[1:]]
+    qids = list(dict.fromkeys(r[0] for r in rows))[:40]
+    rows = [r for r in rows if r[0] in qids]
+    judged = {r[1] for r in rows}
+    lines = (src / "corpus.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
+    (out / "corpus.jsonl").write_text("".join(line for i, line in enumerate(lines)
+                                              if i < 200 or json.loads(line)["_id"] in judged), encoding="utf-8")
+    queries = [line for line in (src / "queries.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
+               if json.loads(line)["_id"] in qids]
+    (out / "queries.jsonl").write_text("".join(queries), encoding="utf-8")
+    (out / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join("\t".join(r) + "\n" for r in rows))
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    result = train(tiny_dataset, out, progress=False, plot=out.parent / "tiny.png", **TINY)
+    return out, result
+
+
+def test_tiny_run_writes_a_checkpoint_every_command_loads(tiny_run, tiny_dataset, tmp_path):
+    from transformers import AutoModelForMaskedLM
+
+    out, result = tiny_run
+    assert {"config.json", "model.safetensors", "tokenizer.json", "training.json"} <= {p.name for p in out.iterdir()}
+    assert not list(out.parent.glob(".tiny.*")), "work and writing folders are removed"
+    model, info = AutoModelForMaskedLM.from_pretrained(out, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    # the model differs from its base, and the manifest says so
+    manifest = json.loads((out / "training.json").read_text())
+    assert manifest["model_sha256"] == sha256_file(out / "model.safetensors") != manifest["base_model"]["sha256"]
+    assert manifest["base_model"]["sha256"] == sha256_file(default_model_path() / "model.safetensors")
+    assert manifest["dataset"]["files"]["qrels"]["sha256"] == sha256_file(tiny_dataset / "qrels" / "train.tsv")
+    assert manifest["settings"]["seed"] == 13 and manifest["settings"]["lr"] == TINY["lr"]
+    assert len(manifest["steps"]) == manifest["derived"]["steps"] == 3 * (32 // 4)
+    assert [d["step"] for d in manifest["dev"]] == [8, 16, 24]
+    assert manifest["kept"]["nDCG@10"] == max(d["nDCG@10"] for d in manifest["dev"])
+    assert len(manifest["dev_queries"]) == 8 and manifest["train_queries"] == 32
+    assert all({"rank", "flops_q", "flops_d", "nonzero_d"} <= set(s) for s in manifest["steps"])
+    assert (out.parent / "tiny.png").stat().st_size > 10_000
+
+
+def test_batches_never_hold_dev_queries(tiny_dataset, tmp_path):
+    from splade_lucene.training import Trainer
+
+    trainer = Trainer(tiny_dataset, tmp_path / "m", TrainSettings(**{**TINY, "negatives": "none"}), progress=False)
+    trainer.load_data()
+    seen = set()
+    for step in range(trainer.total_steps):
+        qids, positives, docs = trainer._batch(step)
+        assert len(qids) == 4 and docs == positives
+        seen.update(qids)
+    assert seen == set(trainer.train_qids) and not seen & set(trainer.dev_qids) and len(trainer.dev_qids) == 8
+
+
+def test_trained_model_serves_encode_index_and_pyserini(tiny_run, tiny_dataset, tmp_path):
+    """--model models/NAME everywhere: an experiment, and Pyserini's LuceneImpactSearcher on its index."""
+    from splade_lucene.experiment import run_experiment
+    from splade_lucene.search import QueryEncoder, Searcher
+
+    import shutil
+
+    out, _ = tiny_run
+    dataset = tmp_path / "data"
+    shutil.copytree(tiny_dataset, dataset)
+    (dataset / "qrels" / "dev.tsv").write_text((dataset / "qrels" / "train.tsv").read_text())
+    result = run_experiment(dataset, tmp_path / "exp", model=out, split="dev", max_length=64, progress=False)
+    assert result.metrics["nDCG@10"] > 0.3
+    from pyserini.search.lucene import LuceneImpactSearcher
+
+    queries = read_queries(tiny_dataset / "queries.jsonl")[:5]
+    pyserini = LuceneImpactSearcher(str(result.index_dir), QueryEncoder.from_index(result.index_dir), min_idf=-1)
+    with Searcher(result.index_dir) as ours:
+        assert ours.query_encoder.encoder.model_path == str(out)
+        for qid, text in queries:
+            theirs = [(h.docid, round(h.score, 4)) for h in pyserini.search(text, k=10)]
+            assert theirs == [(h.docid, round(h.score, 4)) for h in ours.search(text, k=10)]
+
+
+def test_loss_falls(tiny_run):
+    """Over three epochs of the same batches, the ranking loss of the last epoch is below the first's."""
+    steps = json.loads((tiny_run[0] / "training.json").read_text())["steps"]
+    first, last = np.mean([s["rank"] for s in steps[:8]]), np.mean([s["rank"] for s in steps[-8:]])
+    assert last < 0.8 * first, (first, last)
+
+
+def test_flops_weight_makes_vectors_sparser(tiny_dataset, tmp_path):
+    """Higher lambda: fewer non-zero terms (documents and queries)."""
+    runs = {}
+    for lam in (0.0, 0.5):
+        r = train(tiny_dataset, tmp_path / f"lam{lam}", progress=False, lambda_q=lam, lambda_d=lam,
+                  lambda_warmup_steps=0, **{**TINY, "epochs": 2})
+        runs[lam] = r.manifest
+    for key in ("nonzero_d", "nonzero_q"):
+        plain = np.mean([s[key] for s in runs[0.0]["steps"][-4:]])
+        sparse = np.mean([s[key] for s in runs[0.5]["steps"][-4:]])
+        assert sparse < 0.8 * plain, (key, plain, sparse)
+    assert runs[0.5]["dev"][-1]["mean_terms_per_document"] < runs[0.0]["dev"][-1]["mean_terms_per_document"]
+
+
+def test_same_seed_same_weights_and_resume_after_sigkill(tiny_run, tiny_dataset, tmp_path):
+    """SIGKILL mid-run, then the same command: the final weights equal an uninterrupted run's (sha256),
+    which a second uninterrupted run also equals (determinism under a seed)."""
+    reference = sha256_file(tiny_run[0] / "model.safetensors")
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "splade_lucene", "--quiet", "train", "--dataset", str(tiny_dataset),
+           "--output", str(out), "--max-length", "64", "--batch-size", "4", "--epochs", "3", "--lr", "2e-4",
+           "--dev-fraction", "0.2", "--checkpoint-every", "2", "--dev-depth", "10"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    history = tmp_path / ".killed.training" / "history.json"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if json.loads(history.read_text())["step"] >= 10:
+                break
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.communicate()
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not out.exists()
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    manifest = json.loads((out / "training.json").read_text())
+    assert manifest["resumed_from_step"] >= 10
+    assert sha256_file(out / "model.safetensors") == reference
+    assert [s["loss"] for s in manifest["steps"]] == [
+        s["loss"] for s in json.loads((tiny_run[0] / "training.json").read_text())["steps"]]
+
+
+def test_dev_part_fixed_by_seed(tiny_dataset):
+    data = qrels_pairs(tiny_dataset, "train")
+    a, b, c = carve_dev(data, 0.25, 1), carve_dev(data, 0.25, 1), carve_dev(data, 0.25, 2)
+    assert a == b and a != c
+    assert len(a[1]) == 10 and not set(a[0]) & set(a[1]) and len(a[0]) + len(a[1]) == len(data.queries)
+
+
+# -- bad input: each a clear error, nothing written --------------------------------------------------
+
+def _bad(dataset, out, match, **kw):
+    with pytest.raises((TrainingError, ValueError, FileExistsError, ModelError), match=match):
+        train(dataset, out, progress=False, **{**TINY, **kw})
+    assert not out.exists()
+
+
+def test_dataset_without_training_split(datasets, tmp_path):
+    _bad(datasets / "cranfield", tmp_path / "m", r"no training split train\.tsv .*test")
+
+
+def test_test_split_refused(datasets, tmp_path):
+    _bad(datasets / "scifact", tmp_path / "m", "test split is for evaluation only", split="test")
+
+
+def test_qrels_naming_unknown_query_or_document(tiny_dataset, tmp_path):
+    import shutil
+
+    for row, match in (("no-such-query\t4983\t1\n", "query 'no-such-query' is not in"),
+                       ("0\tno-such-doc\t1\n", "judges document 'no-such-doc'")):
+        bad = tmp_path / "bad"
+        shutil.rmtree(bad, ignore_errors=True)
+        shutil.copytree(tiny_dataset, bad)
+        with open(bad / "qrels" / "train.tsv", "a") as fh:
+            fh.write(row)
+        if row.startswith("0\t"):  # the query exists in queries.jsonl
+            first = (tiny_dataset / "qrels" / "train.tsv").read_text().splitlines()[1].split("\t")[0]
+            (bad / "qrels" / "train.tsv").write_text((bad / "qrels" / "train.tsv").read_text().replace(
+                "0\tno-such-doc", f"{first}\tno-such-doc"))
+        _bad(bad, tmp_path / "m", match)
+
+
+def test_split_smaller_than_batch(tiny_dataset, tmp_path):
+    _bad(tiny_dataset, tmp_path / "m", "fewer than --batch-size 64", batch_size=64)
+
+
+def test_model_without_mlm_head_refused_unless_asked(tmp_path):
+    from transformers import AutoModel
+
+    dense = tmp_path / "dense"
+    AutoModel.from_pretrained(default_model_path()).save_pretrained(dense)  # BERT body, no MLM head
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (dense / name).write_bytes((default_model_path() / name).read_bytes())
+    with pytest.raises(ModelError, match="no complete masked-LM head .*cls.predictions"):
+        SpladeEncoder(str(dense))
+    with pytest.raises(ModelError, match="no complete masked-LM head"):
+        SpladeModel(str(dense))
+    model = SpladeModel(str(dense), new_head=True)
+    assert model.vectors(["a short text"], 32).shape == (1, 30522)
+
+
+def test_output_holding_a_model_refused_before_training(tiny_run, tiny_dataset):
+    out, _ = tiny_run
+    before = sha256_file(out / "model.safetensors")
+    with pytest.raises(FileExistsError, match="already holds a model; pass --overwrite"):
+        train(tiny_dataset, out, progress=False, **TINY)
+    assert sha256_file(out / "model.safetensors") == before
+
+
+def test_nan_loss_stops_and_keeps_last_checkpoint(tiny_dataset, tmp_path, monkeypatch):
+    from splade_lucene import training
+
+    real = training.flops
+    calls = {"n": 0}
+
+    def poisoned(vectors):  # the 7th step's FLOPS term goes NaN (two calls a step)
+        calls["n"] += 1
+        value = real(vectors)
+        return value * float("nan") if calls["n"] >= 13 else value
+
+    monkeypatch.setattr(training, "flops", poisoned)
+    out = tmp_path / "m"
+    with pytest.raises(TrainingError, match=r"loss is nan at step 7 .*last good checkpoint \(step 6\) is kept"):
+        train(tiny_dataset, out, progress=False, **TINY)
+    assert not out.exists()
+    history = json.loads((tmp_path / ".m.training" / "history.json").read_text())
+    assert history["step"] == 6
+
+
+def test_cli_bad_input_one_line_exit_2(datasets, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "splade_lucene", "train", "--dataset", str(datasets / "cranfield"),
+                           "--output", str(tmp_path / "m")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("splade-lucene train: error:") and "train.tsv" in lines[0]
+
+
+def test_settings_checked():
+    with pytest.raises(ValueError, match="--batch-size must be at least 2"):
+        TrainSettings(batch_size=1).check()
+    with pytest.raises(ValueError, match="--lr must be a positive number"):
+        TrainSettings(lr=float("nan")).check()
+    with pytest.raises(ValueError, match="--dev-fraction must be in"):
+        TrainSettings(dev_fraction=1.0).check()
