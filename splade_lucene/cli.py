@@ -221,6 +221,8 @@ def _add_train_parser(sub, quiet) -> None:
                    help=f"share of the training queries held out as the dev part (default: {d.dev_fraction:g}; 0: none)")
     p.add_argument("--dev-depth", type=int, default=d.dev_depth,
                    help=f"dev pool: judged documents plus BM25's top N of each dev query (default: {d.dev_depth})")
+    p.add_argument("--no-dev-baseline", action="store_true",
+                   help="skip evaluating the base model on the dev pool before training (recorded for reference)")
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
                    help=f"steps between resumable checkpoints (default: {d.checkpoint_every})")
     p.add_argument("--new-head", action="store_true",
@@ -336,6 +338,7 @@ def _dispatch(args: argparse.Namespace, progress: bool) -> int:
                   negatives_depth=args.negatives_depth, negatives_per_query=args.negatives_per_query,
                   max_length=args.max_length, query_max_length=args.query_max_length, seed=args.seed,
                   dev_fraction=args.dev_fraction, dev_depth=args.dev_depth, checkpoint_every=args.checkpoint_every,
+                  dev_baseline=not args.no_dev_baseline,
                   new_head=args.new_head, device=args.device, pairs=pairs, queries_file=args.queries_file)
         kept = r.manifest["kept"]
         dev = f", dev nDCG@10 {kept['nDCG@10']:.4f} at step {kept['step']}" if "nDCG@10" in kept else ""

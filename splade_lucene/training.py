@@ -65,10 +65,10 @@ class TrainSettings:
 
     model: str = "splade-tiny"
     split: str = "train"
-    epochs: int = 4
+    epochs: int = 5
     max_steps: int | None = None
     batch_size: int = 16
-    lr: float = 5e-5
+    lr: float = 1e-4
     weight_decay: float = 0.01
     warmup_steps: int | None = None  # linear learning-rate warm-up; default: 10% of the steps
     lambda_q: float = 1e-3
@@ -214,11 +214,11 @@ def generated_query_pairs(folder: Path, queries_file: str | Path) -> TrainingDat
 def pseudo_query_pairs(folder: Path, seed: int) -> TrainingData:
     """(query, positive) pairs made from the corpus alone, for a collection without training queries.
 
-    A document's title is its query where it has one (a title is a short statement of what the
-    document is about, which is what a query is); a document without a title gets one of its own
-    sentences, drawn with the seed, the inverse cloze task of Lee et al. (2019). The positive is the
-    whole document as it is indexed. Documents whose text is one sentence or less and have no
-    title give no pair.
+    A document's title is its query where it has one: a title is a short statement of what the
+    document is about, which is what a query is. A document without a title gets one of its own
+    sentences of four words or more, drawn with the seed (the inverse cloze task of Lee et al., 2019),
+    or, with no such sentence, its first 16 words. The positive is the whole document as it is
+    indexed, and BM25 negatives make the pair a ranking problem rather than string matching.
     """
     import re
 
@@ -228,18 +228,15 @@ def pseudo_query_pairs(folder: Path, seed: int) -> TrainingData:
     for docid, text in corpus.items():
         query = titles.get(docid, "").strip()
         if not query:
-            sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+", text) if len(s.split()) >= 4]
-            if len(sentences) < 2:
-                data.dropped["documents without a title or two sentences"] = \
-                    data.dropped.get("documents without a title or two sentences", 0) + 1
-                continue
-            query = sentences[int(rng.integers(len(sentences)))]
+            sentences = [x.strip() for x in re.split(r"(?<=[.!?])\s+", text) if len(x.split()) >= 4]
+            query = sentences[int(rng.integers(len(sentences)))] if sentences else " ".join(text.split()[:16])
         if not has_words(query) or not has_words(text):
+            data.dropped["documents without words"] = data.dropped.get("documents without words", 0) + 1
             continue
         qid = f"pseudo-{len(data.queries)}"
         data.queries[qid], data.positives[qid], data.judged[qid], data.groups[qid] = query, [docid], {docid}, docid
     if not data.queries:
-        raise TrainingError(f"{corpus_file}: no document gives a pseudo-query (no titles, no multi-sentence texts)")
+        raise TrainingError(f"{corpus_file}: no document gives a pseudo-query (every text is empty)")
     return data
 
 
@@ -415,7 +412,7 @@ class Trainer:
         searcher = BM25Searcher(index)
         try:
             queries = [(q, self.data.queries[q]) for q in self.train_qids + self.dev_qids]
-            hits = searcher.batch_search(queries, k=depth)
+            hits = searcher.batch_search(queries, k=depth, threads=max(1, min(4, os.cpu_count() or 1)))
         finally:
             searcher.close()
         found = {q: [h.docid for h in hits.get(q, [])] for q, _ in queries}
@@ -596,6 +593,9 @@ class Trainer:
         history.setdefault("seconds", 0.0)
         if step == 0 and self.dev_qids and s.dev_baseline:
             history["base"] = self._evaluate(model, 0)  # the base model on the same dev pool, for reference
+            if self.progress:
+                tqdm.write(f"base model: dev nDCG@10 {history['base']['nDCG@10']:.4f}, "
+                           f"{history['base']['mean_terms_per_document']:.0f} terms/doc")
         resumed = step
         eval_steps = {e * self.steps_per_epoch for e in range(1, s.epochs + 1)} | {self.total_steps}
         bar = tqdm(total=self.total_steps, initial=step, desc="train", unit="step", disable=not self.progress)
@@ -714,9 +714,18 @@ def plot_training(manifest: dict, png: str | Path) -> None:
     steps = manifest["steps"]
     x = [r["step"] for r in steps]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    left.plot(x, [r["loss"] for r in steps], label="total", lw=1)
-    left.plot(x, [r["rank"] for r in steps], label="ranking", lw=1)
-    left.plot(x, [r["loss"] - r["rank"] for r in steps], label="FLOPS (weighted)", lw=1)
+    window = max(1, min(20, len(steps) // 10))
+
+    def smooth(values):  # the trailing mean over `window` steps
+        values = np.asarray(values, dtype=float)
+        sums = np.cumsum(np.concatenate([[0.0], values]))
+        starts = np.maximum(0, np.arange(1, len(values) + 1) - window)
+        return (sums[1:] - sums[starts]) / (np.arange(1, len(values) + 1) - starts)
+
+    left.plot(x, [r["loss"] for r in steps], color="0.8", lw=0.8, label="total, per step")
+    left.plot(x, smooth([r["loss"] for r in steps]), lw=1.5, label=f"total, mean of {window} steps")
+    left.plot(x, smooth([r["rank"] for r in steps]), lw=1.5, label="ranking part")
+    left.plot(x, smooth([r["loss"] - r["rank"] for r in steps]), lw=1.5, label="FLOPS part (weighted)")
     left.set_xlabel("step")
     left.set_ylabel("loss")
     left.legend()

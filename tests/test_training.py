@@ -322,3 +322,46 @@ def test_settings_checked():
         TrainSettings(lr=float("nan")).check()
     with pytest.raises(ValueError, match="--dev-fraction must be in"):
         TrainSettings(dev_fraction=1.0).check()
+
+
+def test_train_condition_in_an_experiment_file(tiny_dataset, tmp_path):
+    """An experiment file's `train` condition fine-tunes, then runs and grades the splade pipeline with
+    the trained model; a second run reuses the model while its settings and data are unchanged."""
+    import shutil
+
+    from splade_lucene.reproduce import load_spec, reproduce
+
+    dataset = tmp_path / "tiny"
+    shutil.copytree(tiny_dataset, dataset)
+    (dataset / "qrels" / "dev.tsv").write_text((dataset / "qrels" / "train.tsv").read_text())
+    settings = {k: v for k, v in TINY.items() if k != "max_length"}
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(json.dumps({
+        "dataset": str(dataset), "split": "dev", "k": 100,
+        "conditions": {"ft": {"type": "train", "max_length": 64, "train": settings,
+                              "expected": {"nDCG@10": 0.5}}}}))
+    assert load_spec(spec).conditions["ft"].settings["train"]["lr"] == TINY["lr"]
+    out = tmp_path / "out"
+    grades = reproduce([spec], out, progress=False, echo=lambda line: None)
+    manifest = json.loads((out / "tiny" / "ft" / "manifest.json").read_text())
+    assert manifest["training"]["reused"] is False and manifest["training"]["settings"]["max_length"] == 64
+    assert manifest["model"]["sha256"] == manifest["training"]["model_sha256"]
+    nd = next(g for g in grades if g.metric == "nDCG@10")
+    assert nd.status == ("OK" if round(nd.actual, 4) == 0.5 else "FAIL")
+    run = sha256_file(out / "tiny" / "ft" / "run.trec")
+    reproduce([spec], out, progress=False, echo=lambda line: None)
+    again = json.loads((out / "tiny" / "ft" / "manifest.json").read_text())
+    assert again["training"]["reused"] is True and sha256_file(out / "tiny" / "ft" / "run.trec") == run
+
+
+@pytest.mark.parametrize("train, message", [
+    ({"lrr": 1}, r"unknown training settings \['lrr'\]"),
+    ({"max_length": 64}, "set 'max_length' beside 'train'"),
+])
+def test_bad_train_condition_refused(tmp_path, train, message):
+    from splade_lucene.reproduce import ExperimentFileError, load_spec
+
+    path = tmp_path / "bad.yaml"
+    path.write_text(json.dumps({"dataset": "x", "conditions": {"t": {"type": "train", "train": train}}}))
+    with pytest.raises(ExperimentFileError, match=message):
+        load_spec(path)
