@@ -216,8 +216,9 @@ def pseudo_query_pairs(folder: Path, seed: int) -> TrainingData:
 
     A document's title is its query where it has one: a title is a short statement of what the
     document is about, which is what a query is. A document without a title gets one of its own
-    sentences of four words or more, drawn with the seed (the inverse cloze task of Lee et al., 2019),
-    or, with no such sentence, its first 16 words. The positive is the whole document as it is
+    sentences, drawn with the seed (the inverse cloze task of Lee et al., 2019): a sentence of at
+    least four words, most of them words rather than numbers or codes; with no such sentence, its
+    first 16 words. The positive is the whole document as it is
     indexed, and BM25 negatives make the pair a ranking problem rather than string matching.
     """
     import re
@@ -228,7 +229,7 @@ def pseudo_query_pairs(folder: Path, seed: int) -> TrainingData:
     for docid, text in corpus.items():
         query = titles.get(docid, "").strip()
         if not query:
-            sentences = [x.strip() for x in re.split(r"(?<=[.!?])\s+", text) if len(x.split()) >= 4]
+            sentences = [x.strip() for x in re.split(r"(?<=[.!?])\s+", text) if _wordy(x)]
             query = sentences[int(rng.integers(len(sentences)))] if sentences else " ".join(text.split()[:16])
         if not has_words(query) or not has_words(text):
             data.dropped["documents without words"] = data.dropped.get("documents without words", 0) + 1
@@ -238,6 +239,13 @@ def pseudo_query_pairs(folder: Path, seed: int) -> TrainingData:
     if not data.queries:
         raise TrainingError(f"{corpus_file}: no document gives a pseudo-query (every text is empty)")
     return data
+
+
+def _wordy(sentence: str) -> bool:
+    """At least four words with letters, and they are most of the sentence's tokens."""
+    tokens = sentence.split()
+    words = sum(1 for t in tokens if sum(c.isalpha() for c in t) >= 2)
+    return words >= 4 and words >= 0.6 * len(tokens)
 
 
 def carve_dev(data: TrainingData, fraction: float, seed: int) -> tuple[list[str], list[str]]:
