@@ -15,7 +15,7 @@ from typing import Sequence
 
 from . import _java
 from .collection import count_lines
-from .index import _move_into_place, _run_indexer, lucene_stats
+from .index import move_into_place, _run_indexer, lucene_stats
 from .search import Hit
 
 BM25_K1 = 0.9
@@ -55,7 +55,7 @@ def build_bm25_index(corpus: str | Path, index_dir: str | Path, *, threads: int 
         _run_indexer([_java.java_executable(), "-cp", str(_java.anserini_jar()), *args], count_lines(corpus),
                      quiet=True)
         stats = lucene_stats(tmp)
-        _move_into_place(tmp, index_dir)
+        move_into_place(tmp, index_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         shutil.rmtree(tmp, ignore_errors=True)

@@ -316,14 +316,14 @@ def _build(collection: Path, source: Path, files: list[Path], target: Path, tmp:
             from .impacts import write_impact_table
 
             write_impact_table(tmp, source)
-        _move_into_place(tmp, target)
+        move_into_place(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return BuildResult(target, stats["documents"], time.perf_counter() - start, metadata)
 
 
-def _move_into_place(tmp: Path, target: Path) -> None:
+def move_into_place(tmp: Path, target: Path) -> None:
     """Replace ``target`` (if any) by the finished build ``tmp``."""
     if target.exists():
         old = target.parent / f"{target.name}{_BUILDING}old-{os.getpid()}"
@@ -498,7 +498,7 @@ def merge_indexes(indexes, index_dir: str | Path, *, overwrite: bool = False, se
                 from .impacts import write_impact_table
 
                 write_impact_table(tmp, sources)
-        _move_into_place(tmp, target)
+        move_into_place(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -41,9 +41,12 @@ from typing import Literal, Sequence
 import numpy as np
 
 from .collection import InputError, open_text, parse_line, read_corpus, read_queries, sha256_file
-from .encode import (DEFAULT_MAX_LENGTH, ModelError, SpladeEncoder, has_words, load_masked_lm, model_weights_sha256,
-                     resolve_model, tokenize)
+from .bm25 import BM25Searcher, build_bm25_index
+from .encode import (DEFAULT_MAX_LENGTH, ModelError, SpladeEncoder, encode_corpus, has_words, load_masked_lm,
+                     model_weights_sha256, resolve_model, tokenize)
 from .evaluate import evaluate, read_qrels, read_run
+from .index import build_index, move_into_place, package_versions, read_metadata
+from .search import QueryEncoder, Searcher, write_run
 
 MANIFEST_FILE = "training.json"
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -135,6 +138,12 @@ class TrainingData:
     files: dict[str, Path]
     dropped: dict[str, int] = field(default_factory=dict)
 
+    def add(self, qid: str, text: str, positives: list[str], judged: set[str], group: str) -> None:
+        self.queries[qid], self.positives[qid], self.judged[qid], self.groups[qid] = text, positives, judged, group
+
+    def drop(self, reason: str) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + 1
+
 
 def _corpus(folder: Path) -> tuple[Path, dict[str, str], dict[str, str]]:
     corpus_file = next((folder / n for n in ("corpus.jsonl", "corpus.jsonl.gz") if (folder / n).is_file()), None)
@@ -173,12 +182,10 @@ def qrels_pairs(folder: Path, split: str) -> TrainingData:
     data = TrainingData(corpus, {}, {}, {}, {}, {"corpus": corpus_file, "queries": queries_file, "qrels": qrels_file})
     for qid, judged in qrels.items():
         positives = [d for d, rel in judged.items() if rel >= 1 and has_words(corpus[d])]
-        if not positives or not has_words(texts[qid]):
-            data.dropped["queries without a positive or without words"] = \
-                data.dropped.get("queries without a positive or without words", 0) + 1
-            continue
-        data.queries[qid], data.positives[qid], data.judged[qid], data.groups[qid] = \
-            texts[qid], positives, set(judged), qid
+        if positives and has_words(texts[qid]):
+            data.add(qid, texts[qid], positives, set(judged), qid)
+        else:
+            data.drop("queries without a positive or without words")
     return data
 
 
@@ -201,11 +208,10 @@ def generated_query_pairs(folder: Path, queries_file: str | Path) -> TrainingDat
             docid = str(docid)
             if docid not in corpus:
                 raise InputError(f"{queries_file}:{lineno}: document {docid!r} is not in {corpus_file}")
-            if not has_words(text) or not has_words(corpus[docid]):
-                data.dropped["pairs without words"] = data.dropped.get("pairs without words", 0) + 1
-                continue
-            qid = f"gen-{lineno}"
-            data.queries[qid], data.positives[qid], data.judged[qid], data.groups[qid] = text, [docid], {docid}, docid
+            if has_words(text) and has_words(corpus[docid]):
+                data.add(f"gen-{lineno}", text, [docid], {docid}, docid)
+            else:
+                data.drop("pairs without words")
     if not data.queries:
         raise TrainingError(f"{queries_file} holds no usable (query, document) pair")
     return data
@@ -218,8 +224,8 @@ def pseudo_query_pairs(folder: Path, seed: int) -> TrainingData:
     document is about, which is what a query is. A document without a title gets one of its own
     sentences, drawn with the seed (the inverse cloze task of Lee et al., 2019): a sentence of at
     least four words, most of them words rather than numbers or codes; with no such sentence, its
-    first 16 words. The positive is the whole document as it is
-    indexed, and BM25 negatives make the pair a ranking problem rather than string matching.
+    first 16 words. The positive is the whole document as it is indexed, and BM25 negatives make
+    the pair a ranking problem rather than string matching.
     """
     import re
 
@@ -231,11 +237,10 @@ def pseudo_query_pairs(folder: Path, seed: int) -> TrainingData:
         if not query:
             sentences = [x.strip() for x in re.split(r"(?<=[.!?])\s+", text) if _wordy(x)]
             query = sentences[int(rng.integers(len(sentences)))] if sentences else " ".join(text.split()[:16])
-        if not has_words(query) or not has_words(text):
-            data.dropped["documents without words"] = data.dropped.get("documents without words", 0) + 1
-            continue
-        qid = f"pseudo-{len(data.queries)}"
-        data.queries[qid], data.positives[qid], data.judged[qid], data.groups[qid] = query, [docid], {docid}, docid
+        if has_words(query) and has_words(text):
+            data.add(f"pseudo-{len(data.queries)}", query, [docid], {docid}, docid)
+        else:
+            data.drop("documents without words")
     if not data.queries:
         raise TrainingError(f"{corpus_file}: no document gives a pseudo-query (every text is empty)")
     return data
@@ -314,7 +319,7 @@ class SpladeModel:
         """(texts, V) SPLADE weights, differentiable."""
         import torch
 
-        from .splade_head import splade_pool
+        from .splade_head import splade_pool  # imports torch: deliberately lazy, as every torch import here
 
         batch = tokenize(self.tokenizer, texts, max_length).to(self.device)
         mask = batch["attention_mask"].bool()
@@ -341,16 +346,6 @@ class TrainResult:
     output: Path
     manifest: dict
     seconds: float
-
-
-def _replace_dir(tmp: Path, target: Path) -> None:
-    if target.exists():
-        old = target.parent / f".{target.name}.old-{os.getpid()}"
-        target.rename(old)
-        tmp.rename(target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(target)
 
 
 def _write_json(path: Path, obj) -> None:
@@ -409,8 +404,6 @@ class Trainer:
     def _mine(self) -> dict[str, list[str]]:
         """BM25's top documents for every train and dev query (judged ones kept: dev pools use them),
         cached in the work folder."""
-        from .bm25 import BM25Searcher, build_bm25_index
-
         cache = self.work / "bm25-hits.json"
         if cache.is_file():
             return json.loads(cache.read_text())
@@ -418,12 +411,24 @@ class Trainer:
         index = self.work / "bm25-index"
         build_bm25_index(self.data.files["corpus"], index, overwrite=True)
         searcher = BM25Searcher(index)
+        # only the queries the run will see: --max-steps may stop long before an epoch ends
+        used = set(self.dev_qids)
+        if self.total_steps < self.steps_per_epoch:
+            for step in range(self.total_steps):
+                used.update(self._batch_queries(step))
+        else:
+            used.update(self.train_qids)
+        queries = [(q, self.data.queries[q]) for q in self.train_qids + self.dev_qids if q in used]
+        found: dict[str, list[str]] = {}
         try:
-            queries = [(q, self.data.queries[q]) for q in self.train_qids + self.dev_qids]
-            hits = searcher.batch_search(queries, k=depth, threads=max(1, min(4, os.cpu_count() or 1)))
+            # in slices: each hit crosses JNI as an object, so a whole set of generated queries at
+            # once (25,844 x 120 hits for ArguAna) would hold millions of them
+            for start in range(0, len(queries), 1000):
+                chunk = queries[start:start + 1000]
+                hits = searcher.batch_search(chunk, k=depth, threads=max(1, min(4, os.cpu_count() or 1)))
+                found.update({q: [h.docid for h in hits.get(q, [])] for q, _ in chunk})
         finally:
             searcher.close()
-        found = {q: [h.docid for h in hits.get(q, [])] for q, _ in queries}
         _write_json(cache, found)
         shutil.rmtree(index, ignore_errors=True)
         return found
@@ -447,7 +452,7 @@ class Trainer:
         if s.negatives == "bm25":
             for q in self.train_qids:
                 judged = self.data.judged[q]
-                self.negatives[q] = [d for d in self.bm25.get(q, []) if d not in judged
+                self.negatives[q] = [d for d in self.bm25.get(q, ()) if d not in judged
                                      and has_words(self.data.corpus[d])][:s.negatives_depth]
         self._write_dev_pool()
 
@@ -474,16 +479,21 @@ class Trainer:
             for q in self.dev_qids:
                 for d in self.data.positives[q]:
                     fh.write(f"{q}\t0\t{d}\t1\n")
-        _replace_dir(tmp, self.dev)
+        move_into_place(tmp, self.dev)
 
     # -- the loop ---------------------------------------------------------------------------------
+    def _batch_queries(self, step: int) -> list[str]:
+        """The qids of a step's batch: the seed's permutation of the training queries for its epoch."""
+        s = self.settings
+        epoch, index = divmod(step, self.steps_per_epoch)
+        order = np.random.default_rng([s.seed, 2, epoch]).permutation(len(self.train_qids))
+        return [self.train_qids[i] for i in order[index * s.batch_size:(index + 1) * s.batch_size]]
+
     def _batch(self, step: int) -> tuple[list[str], list[str], list[str]]:
         """(qids, their positives, the batch's documents: positives first, then negatives) of a step;
         a function of (seed, step) only."""
         s = self.settings
-        epoch, index = divmod(step, self.steps_per_epoch)
-        order = np.random.default_rng([s.seed, 2, epoch]).permutation(len(self.train_qids))
-        qids = [self.train_qids[i] for i in order[index * s.batch_size:(index + 1) * s.batch_size]]
+        qids = self._batch_queries(step)
         rng = np.random.default_rng([s.seed, 3, step])
         positives = [self.data.positives[q][int(rng.integers(len(self.data.positives[q])))] for q in qids]
         docs = list(positives)
@@ -545,9 +555,6 @@ class Trainer:
 
     def _evaluate(self, model: SpladeModel, step: int) -> dict:
         """Dev metrics of the current weights through encode, index and search, as `experiment` runs."""
-        from .encode import encode_corpus
-        from .index import build_index, read_metadata
-        from .search import QueryEncoder, Searcher, write_run
 
         s = self.settings
         folder = self.work / "eval"
@@ -579,7 +586,7 @@ class Trainer:
             tmp = self.work / "best.tmp"
             shutil.rmtree(tmp, ignore_errors=True)
             shutil.copytree(self.work / "eval" / "model", tmp)
-            _replace_dir(tmp, self.work / "best")
+            move_into_place(tmp, self.work / "best")
             history["best"] = record
 
     def run(self) -> TrainResult:
@@ -647,7 +654,6 @@ class Trainer:
         return self._publish(model, history, resumed, time.perf_counter() - start)
 
     def _publish(self, model: SpladeModel, history: dict, resumed: int, seconds: float) -> TrainResult:
-        from .index import package_versions
 
         tmp = self.output.parent / f".{self.output.name}.writing"
         shutil.rmtree(tmp, ignore_errors=True)
@@ -686,7 +692,7 @@ class Trainer:
         if self.plot is not None:
             plot_training(manifest, self.plot)
         self.output.parent.mkdir(parents=True, exist_ok=True)
-        _replace_dir(tmp, self.output)
+        move_into_place(tmp, self.output)
         shutil.rmtree(self.work, ignore_errors=True)
         return TrainResult(self.output, manifest, seconds)
 

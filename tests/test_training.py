@@ -365,3 +365,39 @@ def test_bad_train_condition_refused(tmp_path, train, message):
     path.write_text(json.dumps({"dataset": "x", "conditions": {"t": {"type": "train", "train": train}}}))
     with pytest.raises(ExperimentFileError, match=message):
         load_spec(path)
+
+
+def test_generated_queries_as_pairs(datasets, tmp_path):
+    import gzip
+
+    from splade_lucene.collection import InputError
+    from splade_lucene.training import generated_query_pairs
+
+    data = generated_query_pairs(datasets / "arguana", datasets / "arguana" / "generated-queries.jsonl.gz")
+    assert len(data.queries) + sum(data.dropped.values()) == 25_844
+    qid = next(iter(data.queries))
+    assert data.positives[qid] == [data.groups[qid]] and data.judged[qid] == {data.groups[qid]}
+    train_q, dev_q = carve_dev(data, 0.02, 13)
+    assert not {data.groups[q] for q in train_q} & {data.groups[q] for q in dev_q}  # split by document
+    bad = tmp_path / "gen.jsonl.gz"
+    with gzip.open(bad, "wt") as fh:
+        fh.write('{"_id": "test-environment-aeghhgwpe-pro02b", "query": "meat"}\n{"_id": "nope", "query": "x"}\n')
+    with pytest.raises(InputError, match=r"gen.jsonl.gz:2: document 'nope' is not in"):
+        generated_query_pairs(datasets / "arguana", bad)
+
+
+def test_pseudo_queries_titles_else_sentences(datasets):
+    from splade_lucene.training import pseudo_query_pairs
+
+    cran = pseudo_query_pairs(datasets / "cranfield", 13)
+    first = next(q for q in cran.queries if cran.positives[q] == ["1"])
+    assert cran.queries[first] == "experimental investigation of the aerodynamics of a wing in a slipstream ."
+    assert cran.dropped == {"documents without words": 2}  # the two empty documents
+    cacm = pseudo_query_pairs(datasets / "cacm", 13)
+    assert len(cacm.queries) == 3204
+    texts = {d.id: d.text for d in read_corpus(datasets / "cacm" / "corpus.jsonl")}
+    for q in list(cacm.queries)[::200]:
+        query, doc = cacm.queries[q], texts[cacm.positives[q][0]]
+        assert query in doc and sum(any(c.isalpha() for c in w) for w in query.split()) >= 4
+    assert pseudo_query_pairs(datasets / "cacm", 13).queries == cacm.queries != pseudo_query_pairs(
+        datasets / "cacm", 14).queries
