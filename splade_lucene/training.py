@@ -137,6 +137,8 @@ class TrainingData:
     groups: dict[str, str]
     files: dict[str, Path]
     dropped: dict[str, int] = field(default_factory=dict)
+    # the text a query's positive is trained with, where it is not the document's own (pseudo-queries)
+    positive_texts: dict[str, str] = field(default_factory=dict)
 
     def add(self, qid: str, text: str, positives: list[str], judged: set[str], group: str) -> None:
         self.queries[qid], self.positives[qid], self.judged[qid], self.groups[qid] = text, positives, judged, group
@@ -224,8 +226,8 @@ def pseudo_query_pairs(folder: Path, seed: int) -> TrainingData:
     document is about, which is what a query is. A document without a title gets one of its own
     sentences, drawn with the seed (the inverse cloze task of Lee et al., 2019): a sentence of at
     least four words, most of them words rather than numbers or codes; with no such sentence, its
-    first 16 words. The positive is the whole document as it is indexed, and BM25 negatives make
-    the pair a ranking problem rather than string matching.
+    first 16 words. The positive is the document with every occurrence of the query taken out, so
+    that the pair is not solved by string matching; negatives are whole documents.
     """
     import re
 
@@ -237,10 +239,16 @@ def pseudo_query_pairs(folder: Path, seed: int) -> TrainingData:
         if not query:
             sentences = [x.strip() for x in re.split(r"(?<=[.!?])\s+", text) if _wordy(x)]
             query = sentences[int(rng.integers(len(sentences)))] if sentences else " ".join(text.split()[:16])
-        if has_words(query) and has_words(text):
-            data.add(f"pseudo-{len(data.queries)}", query, [docid], {docid}, docid)
+        # the query is taken out of its positive (the inverse cloze task's masking): a document that
+        # contains its query verbatim is found by string matching, the ranking loss is ~0 from the
+        # first step, and the FLOPS term alone then drives the weights to zero
+        rest = " ".join(text.replace(query, " ").split()) if query else ""
+        if has_words(query) and has_words(rest):
+            qid = f"pseudo-{len(data.queries)}"
+            data.add(qid, query, [docid], {docid}, docid)
+            data.positive_texts[qid] = rest
         else:
-            data.drop("documents without words")
+            data.drop("documents without words besides the pseudo-query")
     if not data.queries:
         raise TrainingError(f"{corpus_file}: no document gives a pseudo-query (every text is empty)")
     return data
@@ -512,7 +520,9 @@ class Trainer:
         qids, positives, docs = self._batch(step)
         torch.manual_seed(s.seed * 1_000_003 + step)  # dropout: a function of the step
         q = model.vectors([self.data.queries[x] for x in qids], s.query_max_length or s.max_length)
-        d = model.vectors([self.data.corpus[x] for x in docs], s.max_length)
+        texts = [self.data.positive_texts.get(q, self.data.corpus[x]) for q, x in zip(qids, docs)]
+        texts += [self.data.corpus[x] for x in docs[len(qids):]]
+        d = model.vectors(texts, s.max_length)
         scores = q @ d.t()
         # a batch document judged for the query (other than its target) is no negative of it
         judged = torch.tensor([[doc in self.data.judged[qid] and j != i for j, doc in enumerate(docs)]

@@ -392,12 +392,16 @@ def test_pseudo_queries_titles_else_sentences(datasets):
     cran = pseudo_query_pairs(datasets / "cranfield", 13)
     first = next(q for q in cran.queries if cran.positives[q] == ["1"])
     assert cran.queries[first] == "experimental investigation of the aerodynamics of a wing in a slipstream ."
-    assert cran.dropped == {"documents without words": 2}  # the two empty documents
+    assert cran.dropped["documents without words besides the pseudo-query"] >= 2  # the two empty documents
+    # the title (twice in the indexed text: title field, then the text's first line) is taken out of its positive
+    assert cran.positive_texts[first].startswith("an experimental study of a wing in a propeller slipstream")
+    assert cran.queries[first] not in cran.positive_texts[first]
     cacm = pseudo_query_pairs(datasets / "cacm", 13)
-    assert len(cacm.queries) == 3204
+    assert len(cacm.queries) + sum(cacm.dropped.values()) == 3204
     texts = {d.id: d.text for d in read_corpus(datasets / "cacm" / "corpus.jsonl")}
     for q in list(cacm.queries)[::200]:
         query, doc = cacm.queries[q], texts[cacm.positives[q][0]]
         assert query in doc and sum(any(c.isalpha() for c in w) for w in query.split()) >= 4
+        assert query not in cacm.positive_texts[q]
     assert pseudo_query_pairs(datasets / "cacm", 13).queries == cacm.queries != pseudo_query_pairs(
         datasets / "cacm", 14).queries
