@@ -161,18 +161,20 @@ class ModelError(ValueError):
     """A model folder that cannot serve as SPLADE (not a masked LM, head missing, vocabularies differ)."""
 
 
-def load_masked_lm(path: str, config=None, *, allow_new_head: bool = False):
-    """``AutoModelForMaskedLM`` from ``path``, refusing a checkpoint whose MLM head is missing or
-    partly missing: transformers would initialise it at random with only a log warning, and every
-    vector would be noise. ``allow_new_head`` accepts it (training a head from scratch is legitimate).
-    """
-    from transformers import AutoConfig, AutoModelForMaskedLM
+def load_masked_lm(path: str, *, allow_new_head: bool = False):
+    """(model, tokenizer): ``AutoModelForMaskedLM`` and its tokenizer from ``path``, refusing a
+    checkpoint whose MLM head is missing or partly missing (transformers would initialise it at random
+    with only a log warning, and every vector would be noise; ``allow_new_head`` accepts it, as
+    training a head from scratch is legitimate) and a tokenizer with more entries than the output
+    layer."""
+    from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
-    if config is None:
-        try:
-            config = AutoConfig.from_pretrained(path)
-        except Exception as exc:
-            raise ModelError(f"cannot load a model config from {path}: {exc}") from exc
+    hf_logging.disable_progress_bar()
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except Exception as exc:
+        raise ModelError(f"cannot load a model config from {path}: {exc}") from exc
     try:
         model, info = AutoModelForMaskedLM.from_pretrained(path, output_loading_info=True)
     except ValueError as exc:
@@ -184,7 +186,12 @@ def load_masked_lm(path: str, config=None, *, allow_new_head: bool = False):
         raise ModelError(f"{path} has no complete masked-LM head (missing {shown}): transformers would "
                          "initialise it at random; use a masked-LM checkpoint (or, to train a new head, "
                          "--new-head)")
-    return model
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    vocab = int(model.get_output_embeddings().weight.shape[0])
+    if len(tokenizer) > vocab:
+        raise ModelError(f"{path}: the tokenizer has {len(tokenizer)} entries but the output layer only {vocab}: "
+                         "tokenizer and model do not belong together")
+    return model, tokenizer
 
 
 def tokenize(tokenizer, texts: Sequence[str], max_length: int):
@@ -255,30 +262,18 @@ class SpladeEncoder:
 
     def _load(self) -> None:
         import torch
-        from transformers import AutoConfig, AutoTokenizer
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
 
         path = Path(self.model_path)
         looks_local = path.is_absolute() or self.model_path.startswith((".", "~")) or path.exists()
         if looks_local and not path.is_dir():
             raise FileNotFoundError(f"model path {self.model_path} does not exist (expected a folder "
                                     "with config.json, tokenizer and weights of a masked language model)")
-        try:
-            config = AutoConfig.from_pretrained(self.model_path)
-        except Exception as exc:
-            raise ValueError(f"cannot load a model config from {self.model_path}: {exc}") from exc
-        self.model = load_masked_lm(self.model_path, config)
+        self.model, self.tokenizer = load_masked_lm(self.model_path)
         self.model.eval().to(self.device)
         self._on_gpu = self.device.type != "cpu"
         if self._on_gpu and self.dtype == "bf16":
             self.model.to(torch.bfloat16)
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
         self.vocab_size = int(self.model.get_output_embeddings().weight.shape[0])
-        if len(self.tokenizer) > self.vocab_size:
-            raise ModelError(f"{self.model_path}: the tokenizer has {len(self.tokenizer)} entries but the output "
-                             f"layer only {self.vocab_size}: tokenizer and model do not belong together")
         self._special_ids = np.array(sorted(set(self.tokenizer.all_special_ids)), dtype=np.int64)
         self._torch = torch
         # BERT-like models: body + head split, so the head runs on real tokens only.

@@ -42,7 +42,7 @@ import numpy as np
 
 from .collection import InputError, open_text, parse_line, read_corpus, read_queries, sha256_file
 from .bm25 import BM25Searcher, build_bm25_index
-from .encode import (DEFAULT_MAX_LENGTH, ModelError, SpladeEncoder, encode_corpus, has_words, load_masked_lm,
+from .encode import (DEFAULT_MAX_LENGTH, SpladeEncoder, encode_corpus, has_words, load_masked_lm,
                      model_weights_sha256, resolve_model, tokenize)
 from .evaluate import evaluate, read_qrels, read_run
 from .index import build_index, move_into_place, package_versions, read_metadata
@@ -297,20 +297,13 @@ class SpladeModel:
 
     def __init__(self, path: str, *, pooling: str = "all", new_head: bool = False, device: str = "cpu"):
         import torch
-        from transformers import AutoTokenizer
-        from transformers.utils import logging as hf_logging
 
-        hf_logging.disable_progress_bar()
         self.path = path
-        self.model = load_masked_lm(path, allow_new_head=new_head).to(device)
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.model, self.tokenizer = load_masked_lm(path, allow_new_head=new_head)
+        self.model.to(device)
         self.device = torch.device(device)
         self.pooling = pooling
-        out = self.model.get_output_embeddings()
-        vocab = int(out.weight.shape[0])
-        if len(self.tokenizer) > vocab:
-            raise ModelError(f"{path}: the tokenizer has {len(self.tokenizer)} entries but the output layer only {vocab}")
-        keep = torch.ones(vocab, dtype=torch.float32)
+        keep = torch.ones(int(self.model.get_output_embeddings().weight.shape[0]), dtype=torch.float32)
         keep[sorted(set(self.tokenizer.all_special_ids))] = 0
         self.keep = keep.to(self.device)
         body = getattr(self.model, getattr(self.model, "base_model_prefix", ""), None)
