@@ -28,7 +28,7 @@ from splade_lucene.experiment import find_dataset, judged_dataset
 from splade_lucene.impacts import TABLE_DIR
 from splade_lucene.index import build_index, lucene_stats
 from splade_lucene.search import QueryEncoder, Searcher
-from splade_lucene.training import MANIFEST_FILE, make_settings, train
+from splade_lucene.training import make_settings, train, trained_with
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pruning_sweep import folder_mb, p50_ms  # noqa: E402
@@ -38,18 +38,9 @@ PRUNE_TOP_K = (256, 128, 64, 32)
 
 def trained(dataset: Path, out: Path, lambda_d: float) -> Path:
     """The model fine-tuned at ``lambda_d`` (reused where its settings and data match)."""
-    import dataclasses
-
-    from splade_lucene.collection import sha256_file
-
     model = out / f"model-lambda-d-{lambda_d:g}"
-    manifest = model / MANIFEST_FILE
-    if manifest.is_file():
-        old = json.loads(manifest.read_text())
-        if old["settings"] == dataclasses.asdict(make_settings(lambda_d=lambda_d)) and all(
-                f["sha256"] == sha256_file(f["path"]) for f in old["dataset"]["files"].values()):
-            return model
-    train(dataset, model, overwrite=True, lambda_d=lambda_d)
+    if not trained_with(model, make_settings(lambda_d=lambda_d)):
+        train(dataset, model, overwrite=True, lambda_d=lambda_d)
     return model
 
 

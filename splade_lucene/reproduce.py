@@ -271,7 +271,7 @@ class Runner:
     def _train(self, cond: Condition, folder: Path, manifest: dict, times: dict) -> None:
         """Fine-tune, then run the splade condition with the trained model. The model is kept at
         ``<dataset>/<condition>.model`` and reused while its training settings and data are the same."""
-        from .training import MANIFEST_FILE, make_settings, train
+        from .training import MANIFEST_FILE, make_settings, train, trained_with
 
         s = cond.settings
         settings = {**s["train"], "model": s["model"], "max_length": s["max_length"],
@@ -281,12 +281,7 @@ class Runner:
         model_dir = self.output / f"{cond.name}.model"
         previous = model_dir / MANIFEST_FILE
         t = time.perf_counter()
-        reused = False
-        if previous.is_file():
-            old = json.loads(previous.read_text())
-            wanted = dataclasses.asdict(make_settings(**settings))
-            reused = old.get("settings") == wanted and all(
-                f["sha256"] == sha256_file(f["path"]) for f in old["dataset"]["files"].values())
+        reused = trained_with(model_dir, make_settings(**settings))
         if not reused:
             train(self.folder, model_dir, overwrite=True, progress=self.progress, **settings)
         times["train"] = time.perf_counter() - t

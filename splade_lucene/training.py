@@ -709,6 +709,17 @@ def train(dataset: str | Path, output: str | Path, *, overwrite: bool = False, p
                    plot=plot).run()
 
 
+def trained_with(model_dir: str | Path, settings: TrainSettings) -> bool:
+    """Whether ``model_dir`` holds a model trained with exactly ``settings`` on data whose files are
+    unchanged (their sha256s as its manifest records them): such a model need not be trained again."""
+    manifest = Path(model_dir) / MANIFEST_FILE
+    if not manifest.is_file():
+        return False
+    old = json.loads(manifest.read_text())
+    return old.get("settings") == dataclasses.asdict(settings) and all(
+        Path(f["path"]).is_file() and f["sha256"] == sha256_file(f["path"]) for f in old["dataset"]["files"].values())
+
+
 def make_settings(**settings) -> TrainSettings:
     """:class:`TrainSettings` from keyword settings, checked; a ``queries_file`` implies
     ``pairs="queries-file"``."""
