@@ -219,6 +219,9 @@ def generated_query_pairs(folder: Path, queries_file: str | Path) -> TrainingDat
     return data
 
 
+PSEUDO_MIN_WORDS = 8  # words a pseudo-query's positive keeps once its query is taken out
+
+
 def pseudo_query_pairs(folder: Path, seed: int) -> TrainingData:
     """(query, positive) pairs made from the corpus alone, for a collection without training queries.
 
@@ -227,7 +230,8 @@ def pseudo_query_pairs(folder: Path, seed: int) -> TrainingData:
     sentences, drawn with the seed (the inverse cloze task of Lee et al., 2019): a sentence of at
     least four words, most of them words rather than numbers or codes; with no such sentence, its
     first 16 words. The positive is the document with every occurrence of the query taken out, so
-    that the pair is not solved by string matching; negatives are whole documents.
+    that the pair is not solved by string matching; negatives are whole documents. A document left
+    with fewer than ``PSEUDO_MIN_WORDS`` words gives no pair (it is still a negative).
     """
     import re
 
@@ -243,22 +247,28 @@ def pseudo_query_pairs(folder: Path, seed: int) -> TrainingData:
         # contains its query verbatim is found by string matching, the ranking loss is ~0 from the
         # first step, and the FLOPS term alone then drives the weights to zero
         rest = " ".join(text.replace(query, " ").split()) if query else ""
-        if has_words(query) and has_words(rest):
-            qid = f"pseudo-{len(data.queries)}"
-            data.add(qid, query, [docid], {docid}, docid)
-            data.positive_texts[qid] = rest
-        else:
-            data.drop("documents without words besides the pseudo-query")
+        if not has_words(query) or _words(rest) < PSEUDO_MIN_WORDS:
+            # a title-only record (its rest is an author, a date, codes) would teach the model to
+            # match a title to nothing; it stays in the corpus as a negative
+            data.drop(f"documents with fewer than {PSEUDO_MIN_WORDS} words besides the pseudo-query")
+            continue
+        qid = f"pseudo-{len(data.queries)}"
+        data.add(qid, query, [docid], {docid}, docid)
+        data.positive_texts[qid] = rest
     if not data.queries:
         raise TrainingError(f"{corpus_file}: no document gives a pseudo-query (every text is empty)")
     return data
 
 
+def _words(text: str) -> int:
+    """The tokens with at least two letters (words rather than numbers or codes)."""
+    return sum(1 for t in text.split() if sum(c.isalpha() for c in t) >= 2)
+
+
 def _wordy(sentence: str) -> bool:
     """At least four words with letters, and they are most of the sentence's tokens."""
-    tokens = sentence.split()
-    words = sum(1 for t in tokens if sum(c.isalpha() for c in t) >= 2)
-    return words >= 4 and words >= 0.6 * len(tokens)
+    words = _words(sentence)
+    return words >= 4 and words >= 0.6 * len(sentence.split())
 
 
 def carve_dev(data: TrainingData, fraction: float, seed: int) -> tuple[list[str], list[str]]:
@@ -470,9 +480,13 @@ class Trainer:
         for q in self.dev_qids:
             for d in [*sorted(self.data.judged[q]), *self.bm25.get(q, [])[:self.settings.dev_depth]]:
                 pool.setdefault(d, None)
+        # a pseudo-query's document is in the pool as it is trained on, without its query: with the
+        # query left in, every model finds it by string matching and the dev score says nothing
+        masked = {self.data.positives[q][0]: self.data.positive_texts[q]
+                  for q in self.dev_qids if q in self.data.positive_texts}
         with open(tmp / "corpus.jsonl", "w", encoding="utf-8") as fh:
             for d in pool:
-                fh.write(json.dumps({"_id": d, "text": self.data.corpus[d]}) + "\n")
+                fh.write(json.dumps({"_id": d, "text": masked.get(d, self.data.corpus[d])}) + "\n")
         with open(tmp / "queries.tsv", "w", encoding="utf-8") as fh:
             for q in self.dev_qids:
                 fh.write(f"{q}\t{' '.join(self.data.queries[q].split())}\n")

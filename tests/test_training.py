@@ -387,17 +387,22 @@ def test_generated_queries_as_pairs(datasets, tmp_path):
 
 
 def test_pseudo_queries_titles_else_sentences(datasets):
-    from splade_lucene.training import pseudo_query_pairs
+    from splade_lucene.training import PSEUDO_MIN_WORDS, pseudo_query_pairs
 
     cran = pseudo_query_pairs(datasets / "cranfield", 13)
     first = next(q for q in cran.queries if cran.positives[q] == ["1"])
     assert cran.queries[first] == "experimental investigation of the aerodynamics of a wing in a slipstream ."
-    assert cran.dropped["documents without words besides the pseudo-query"] >= 2  # the two empty documents
+    short = "documents with fewer than 8 words besides the pseudo-query"
+    assert cran.dropped[short] >= 2  # the two empty documents
     # the title (twice in the indexed text: title field, then the text's first line) is taken out of its positive
     assert cran.positive_texts[first].startswith("an experimental study of a wing in a propeller slipstream")
     assert cran.queries[first] not in cran.positive_texts[first]
     cacm = pseudo_query_pairs(datasets / "cacm", 13)
     assert len(cacm.queries) + sum(cacm.dropped.values()) == 3204
+    # a title-only CACM record leaves an author, a date and codes: no pair, but still in the corpus
+    assert cacm.dropped[short] > 1000 and len(cacm.corpus) == 3204
+    assert all(sum(sum(c.isalpha() for c in w) >= 2 for w in t.split()) >= PSEUDO_MIN_WORDS
+               for t in cacm.positive_texts.values())
     texts = {d.id: d.text for d in read_corpus(datasets / "cacm" / "corpus.jsonl")}
     for q in list(cacm.queries)[::200]:
         query, doc = cacm.queries[q], texts[cacm.positives[q][0]]
@@ -405,3 +410,22 @@ def test_pseudo_queries_titles_else_sentences(datasets):
         assert query not in cacm.positive_texts[q]
     assert pseudo_query_pairs(datasets / "cacm", 13).queries == cacm.queries != pseudo_query_pairs(
         datasets / "cacm", 14).queries
+
+
+def test_pseudo_query_dev_pool_holds_the_documents_without_their_queries(datasets, tmp_path):
+    from splade_lucene.training import Trainer
+
+    settings = TrainSettings(pairs="pseudo", dev_fraction=0.05, dev_depth=5, negatives_depth=5)
+    trainer = Trainer(datasets / "cranfield", tmp_path / "m", settings, progress=False)
+    trainer.load_data()
+    trainer.prepare()
+    pool = {d.id: d.text for d in read_corpus(trainer.dev / "corpus.jsonl")}
+    full = {d.id: d.text for d in read_corpus(datasets / "cranfield" / "corpus.jsonl")}
+    assert len(trainer.dev_qids) == 70
+    for q in trainer.dev_qids:
+        doc = trainer.data.positives[q][0]
+        # the dev task is the training task: find the document from its title, which it no longer holds
+        assert trainer.data.queries[q] in full[doc] and trainer.data.queries[q] not in pool[doc]
+        assert pool[doc] == trainer.data.positive_texts[q]
+    others = set(pool) - {trainer.data.positives[q][0] for q in trainer.dev_qids}
+    assert others and all(pool[d] == full[d] for d in others)  # BM25's pool documents are whole
