@@ -219,7 +219,7 @@ class SpladeEncoder:
     appear in an output vector.
     ``dtype``: ``"fp32"`` (default) or ``"bf16"``: on a CPU the vocabulary projection runs in bf16
     (faster on CPUs with bf16 instructions); on a GPU the whole model does. Weights differ slightly,
-    see the README's performance section.
+    see docs/performance.md.
     ``device``: ``"cpu"`` (default), ``"cuda"``, ``"cuda:N"`` or ``"mps"``; nothing needs a GPU.
     ``stride``: encode texts longer than ``max_length`` in overlapping windows of ``max_length``
     tokens starting every ``stride`` tokens, max-pooled into one vector (default: None, truncate).

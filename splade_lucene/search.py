@@ -283,7 +283,7 @@ class Searcher:
         """Search many quantized queries; ``threads`` Python threads share the index, each taking an
         equal share of the queries. Lucene's search and the memory engine's scoring run outside the
         GIL; the memory engine's per-query Python work (ordering, ids) does not, so on small indexes
-        one thread is fastest there (see the README's performance section). Results keyed by qid in
+        one thread is fastest there (see docs/performance.md). Results keyed by qid in
         input order."""
         if k < 1:
             raise ValueError(f"k must be at least 1, not {k}")

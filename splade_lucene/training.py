@@ -63,7 +63,7 @@ class TrainingError(RuntimeError):
 class TrainSettings:
     """Every setting of a training run (recorded in the manifest; a resumed run must match them).
 
-    The defaults are the recommended SciFact recipe (see the README's training section).
+    The defaults are the recommended SciFact recipe (see docs/training.md).
     """
 
     model: str = "splade-tiny"
