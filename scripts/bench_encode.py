@@ -58,6 +58,8 @@ def run_ours(model: str, texts, max_length: int, variant: str):
 
 def run_pyserini(model: str, texts, max_length: int, variant: str):
     import splade_lucene  # noqa: F401  (Java set-up before pyserini)
+
+    # isort: split
     from pyserini.encode import SpladeDocumentEncoder
 
     enc = SpladeDocumentEncoder(model, device=DEVICE)
@@ -280,8 +282,8 @@ def main() -> int:
                 print(f"| {row['encoder']} | {row['docs_per_s']:.1f} | {ratio} | {row['peak_mb']:.0f} |{gpu_mb} "
                       f"{ident} | {worst} |", flush=True)
     if args.stream_docs:
-        print(f"\nstreaming: encode_corpus (SPLADE-tiny, max length 512) on the first N SciFact documents, "
-              f"and on the same N repeated 4 times (new ids)")
+        print("\nstreaming: encode_corpus (SPLADE-tiny, max length 512) on the first N SciFact documents, "
+              "and on the same N repeated 4 times (new ids)")
         print("| documents | seconds | peak MB |\n|---|---|---|")
         peaks = []
         for n in (args.stream_docs, 4 * args.stream_docs):

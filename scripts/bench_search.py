@@ -341,7 +341,8 @@ def print_table(rows: list[dict]) -> None:
         for r in group:
             peer = "ours-batch" if r["searcher"].endswith("batch") else "ours"
             ref = by.get((index, k, peer))
-            ratio = f"{ref['qps'] / r['qps']:.2f}x" if ref and r["searcher"] not in ("ours-text", "query-encoding") else "-"
+            timed = ref and r["searcher"] not in ("ours-text", "query-encoding")
+            ratio = f"{ref['qps'] / r['qps']:.2f}x" if timed else "-"
             same = {True: "yes", False: "NO", None: "-"}[r["same_results"]]
             recall = f"{r['recall_at_10']:.3f}" if r["recall_at_10"] is not None else "-"
             print(f"| {r['searcher']} | {r['qps']:.1f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {ratio} | {same} | "
@@ -353,7 +354,8 @@ def print_table(rows: list[dict]) -> None:
         print("| searcher | k | p50 ms at 100k | p50 ms at 1M | growth |")
         print("|---|---|---|---|---|")
         for a, b in growth:
-            print(f"| {a['searcher']} | {a['k']} | {a['p50_ms']:.2f} | {b['p50_ms']:.2f} | {b['p50_ms'] / a['p50_ms']:.1f}x |")
+            print(f"| {a['searcher']} | {a['k']} | {a['p50_ms']:.2f} | {b['p50_ms']:.2f} | "
+                  f"{b['p50_ms'] / a['p50_ms']:.1f}x |")
 
 
 def main() -> int:

@@ -43,7 +43,8 @@ def main() -> int:
         if not t:
             continue
         base = (t.get("dev_base") or {}).get("nDCG@10")
-        print(f"| {m['dataset']['name']} | {m['condition']} | {t['seconds']['training']:.0f} | {t['derived']['steps']} | "
+        print(f"| {m['dataset']['name']} | {m['condition']} | {t['seconds']['training']:.0f} | "
+              f"{t['derived']['steps']} | "
               f"{base if base is None else round(base, 4)} -> {t['kept'].get('nDCG@10', float('nan')):.4f} | "
               f"{t['kept'].get('mean_terms_per_document', float('nan')):.0f} | {m['metrics']['nDCG@10']:.4f} |")
     failed = [g for g in grades if g.status == "FAIL"]

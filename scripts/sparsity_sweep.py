@@ -127,7 +127,8 @@ def main() -> int:
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['setting']} | {r['nDCG@10']:.4f} | {r['R@1000']:.4f} | {r['postings_per_doc']:.0f} | "
-              f"{r['terms_per_query']:.1f} | {r['lucene_mb']:.2f} | {r['memory_p50_ms']:.2f} | {r['lucene_p50_ms']:.2f} |")
+              f"{r['terms_per_query']:.1f} | {r['lucene_mb']:.2f} | {r['memory_p50_ms']:.2f} | "
+              f"{r['lucene_p50_ms']:.2f} |")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")

@@ -51,7 +51,8 @@ def main() -> int:
 
     print(f"SciFact train: {len(queries)} judged queries\n")
     for name in ("bm25", "splade"):
-        print(f"{name}: nDCG@10 {evaluate(qrels, read_run(work / f'{name}.trec'), remove_query=True).metrics['nDCG@10']:.4f}")
+        metrics = evaluate(qrels, read_run(work / f"{name}.trec"), remove_query=True).metrics
+        print(f"{name}: nDCG@10 {metrics['nDCG@10']:.4f}")
     rrf = {k: ndcg(fusion.rrf(files, rrf_k=k)) for k in RRF_KS}
     lin = {a: ndcg(fusion.interpolation(files, alpha=a)) for a in ALPHAS}
     print("\n| rrf_k | nDCG@10 |\n|---|---|")

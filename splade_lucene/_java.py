@@ -23,6 +23,8 @@ import threading
 from functools import lru_cache
 from pathlib import Path
 
+from .errors import SetupError, SpladeLuceneError
+
 MIN_JAVA = 21
 JVM_OPTIONS = ("-Xms256m", "-Xss4m")
 
@@ -32,7 +34,7 @@ INSTALL_HINT = (
 )
 
 
-class JavaNotFoundError(RuntimeError):
+class JavaNotFoundError(SpladeLuceneError, RuntimeError):
     """No Java 21+ runtime could be found."""
 
 
@@ -92,11 +94,11 @@ def anserini_jar() -> Path:
     """The Anserini fat jar shipped inside the installed pyserini package (found without importing it)."""
     spec = importlib.util.find_spec("pyserini")
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("pyserini is not installed: `pip install pyserini==1.6.0`")
+        raise SetupError("pyserini is not installed: `pip install pyserini==1.6.0`")
     jars_dir = Path(next(iter(spec.submodule_search_locations))) / "resources" / "jars"
     jars = sorted(jars_dir.glob("anserini-*-fatjar.jar"))
     if not jars:
-        raise RuntimeError(f"no anserini-*-fatjar.jar in {jars_dir}; reinstall pyserini")
+        raise SetupError(f"no anserini-*-fatjar.jar in {jars_dir}; reinstall pyserini")
     return jars[-1]
 
 

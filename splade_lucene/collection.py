@@ -29,13 +29,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Literal, Sequence
 
+from .errors import NotFoundError, SettingError, SpladeLuceneError
+
 Format = Literal["vector", "pseudo"]
 FORMATS = ("vector", "pseudo")
 EMPTY_DOCUMENT_TERM = "[EMPTY]"
 PART_SIZE = 100_000
 
 
-class InputError(ValueError):
+class InputError(SpladeLuceneError, ValueError):
     """Bad input, with the file and line that caused it."""
 
 
@@ -43,7 +45,7 @@ def open_text(path: str | Path):
     """Open a text file for reading, transparently gunzipping ``.gz`` files."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no such file: {path}")
+        raise NotFoundError(f"no such file: {path}")
     if path.suffix == ".gz":
         return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
     return open(path, encoding="utf-8")
@@ -127,7 +129,7 @@ def read_corpus(path: str | Path, *, on_duplicate: Literal["error", "keep-first"
     """Stream documents of a corpus file, checking ids are present and unique."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no such corpus file: {path}")
+        raise NotFoundError(f"no such corpus file: {path}")
     seen: dict[str, int] = {}
     for lineno, obj in _json_lines(path):
         docid = _doc_id(obj, path, lineno)
@@ -144,7 +146,7 @@ def read_queries(path: str | Path) -> list[tuple[str, str]]:
     """Queries as (qid, text): BEIR ``queries.jsonl`` or a TSV ``qid<TAB>text`` topic file."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no such queries file: {path}")
+        raise NotFoundError(f"no such queries file: {path}")
     with open_text(path) as fh:
         first = next((line for line in fh if line.strip()), "")
     queries: list[tuple[str, str]] = []
@@ -191,13 +193,13 @@ def make_record(fmt: Format, docid: str, terms: dict[str, int]) -> dict:
     """The record for one document. Weights must be ints: Anserini truncates floats (1.99 -> 1)."""
     for term, weight in terms.items():
         if not isinstance(weight, int) or isinstance(weight, bool) or weight < 1:
-            raise ValueError(f"document {docid!r}: weight of {term!r} must be a positive int, got {weight!r}; "
+            raise SettingError(f"document {docid!r}: weight of {term!r} must be a positive int, got {weight!r}; "
                              "quantize first (Anserini would truncate it)")
     if fmt == "vector":
         return vector_record(docid, terms)
     if fmt == "pseudo":
         return pseudo_record(docid, terms)
-    raise ValueError(f"format must be one of {FORMATS}, not {fmt!r}")
+    raise SettingError(f"format must be one of {FORMATS}, not {fmt!r}")
 
 
 def part_name(number: int) -> str:
@@ -251,9 +253,9 @@ class CollectionWriter:
     def __init__(self, folder: str | Path, fmt: Format = "vector", part_size: int = PART_SIZE, *,
                  start: int = 0, on_part=None):
         if fmt not in FORMATS:
-            raise ValueError(f"format must be one of {FORMATS}, not {fmt!r}")
+            raise SettingError(f"format must be one of {FORMATS}, not {fmt!r}")
         if part_size < 1 or start % part_size:
-            raise ValueError(f"part_size must be at least 1 and divide start ({part_size}, {start})")
+            raise SettingError(f"part_size must be at least 1 and divide start ({part_size}, {start})")
         self.folder = Path(folder)
         self.fmt = fmt
         self.part_size = part_size

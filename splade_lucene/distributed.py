@@ -36,6 +36,7 @@ from .encode import (
     publish_collection,
     record_progress,
 )
+from .errors import NotFoundError, SettingError, require
 
 
 def corpus_parts(corpus: str | Path, part_size: int) -> list[dict]:
@@ -130,7 +131,7 @@ class PartEncoder:
 def start_ray(address: str | None = None, workers: int | None = None):
     """Connect to the Ray cluster at ``address``, or start a local one of ``workers`` CPUs (default: all);
     (ray module, whether this call started it). A running connection is reused."""
-    import ray
+    ray = require("ray", "ray", "--engine ray")
 
     if ray.is_initialized():
         return ray, False
@@ -156,9 +157,9 @@ def encode_corpus_ray(corpus: Path, output: Path, *, encoder: SpladeEncoder, set
         raise InputError(f"{corpus}: the Ray engine reads the corpus by byte ranges and cannot read a gzipped "
                          "file; decompress it first (gunzip -k) or use the local engine")
     if workers is not None and workers < 1:
-        raise ValueError(f"workers must be at least 1, not {workers}")
+        raise SettingError(f"workers must be at least 1, not {workers}")
     if gpus_per_worker is not None and gpus_per_worker < 0:
-        raise ValueError(f"gpus_per_worker must be 0 (CPU) or positive, not {gpus_per_worker}")
+        raise SettingError(f"gpus_per_worker must be 0 (CPU) or positive, not {gpus_per_worker}")
     options = check_collection_options(
         scale=settings["scale"], query_scale=settings["query_scale"], fmt=settings["format"],
         doc_top_k=settings["doc_top_k"], doc_min_weight=settings["doc_min_weight"],
@@ -197,7 +198,7 @@ def encode_corpus_ray(corpus: Path, output: Path, *, encoder: SpladeEncoder, set
                 for row in dataset.iter_rows():
                     if row["error"]:
                         kind, _, message = row["error"].partition(": ")
-                        raise (FileNotFoundError if kind == "FileNotFoundError" else InputError)(message)
+                        raise (NotFoundError if kind in ("FileNotFoundError", "NotFoundError") else InputError)(message)
                     number = int(row["number"])
                     write_part(tmp, number, row["text"])
                     record_progress(tmp, settings, done, {

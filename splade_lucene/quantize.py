@@ -12,13 +12,15 @@ import math
 
 import numpy as np
 
+from .errors import SettingError
+
 DEFAULT_SCALE = 100.0
 
 
 def check_scale(scale: float) -> float:
     scale = float(scale)
     if not math.isfinite(scale) or scale <= 0:
-        raise ValueError(f"scale must be a positive finite number, not {scale}")
+        raise SettingError(f"scale must be a positive finite number, not {scale}")
     return scale
 
 
@@ -47,9 +49,9 @@ def quantize_terms(weights: dict[str, float], scale: float) -> dict[str, int]:
 
 def check_pruning(top_k: int | None, min_weight: float | None) -> tuple[int | None, float | None]:
     if top_k is not None and (isinstance(top_k, bool) or int(top_k) != top_k or top_k < 1):
-        raise ValueError(f"top_k must be a positive int or None, not {top_k!r}")
+        raise SettingError(f"top_k must be a positive int or None, not {top_k!r}")
     if min_weight is not None and (not math.isfinite(float(min_weight)) or min_weight < 0):
-        raise ValueError(f"min_weight must be a non-negative number or None, not {min_weight!r}")
+        raise SettingError(f"min_weight must be a non-negative number or None, not {min_weight!r}")
     return (None if top_k is None else int(top_k)), (None if min_weight is None else float(min_weight))
 
 

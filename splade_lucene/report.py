@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .errors import NotFoundError, require
 from .evaluate import METRICS, read_qrels, read_run
 
 RECALL_DEPTHS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
@@ -25,7 +26,7 @@ def collect(output: str | Path):
                      "order": (TYPE_ORDER.get(manifest.get("type"), len(TYPE_ORDER)), folder.name), **metrics,
                      "index_mb": index["size_bytes"] / 2**20 if "size_bytes" in index else None})
     if not rows:
-        raise FileNotFoundError(f"no */*/metrics.json under {output}: run `splade-lucene reproduce` first")
+        raise NotFoundError(f"no */*/metrics.json under {output}: run `splade-lucene reproduce` first")
     frame = pd.DataFrame(rows).sort_values(["dataset", "order"], kind="mergesort")
     return frame.drop(columns="order").reset_index(drop=True)
 
@@ -61,8 +62,7 @@ def recall_curve(run_file: Path, qrels_file: Path, remove_query: bool = True) ->
 
 def plot(frame, output: str | Path, png: str | Path) -> None:
     """Left: nDCG@10 per collection and condition. Right: recall against depth on each collection."""
-    import matplotlib
-
+    matplotlib = require("matplotlib", "plot", "the results plot")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

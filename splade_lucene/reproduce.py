@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .collection import sha256_file
+from .errors import NotFoundError, SpladeLuceneError
 from .evaluate import METRICS, evaluate, read_qrels, read_run, write_metrics
 
 CONDITION_TYPES = ("bm25", "splade", "train", "rrf", "interpolation")
@@ -44,7 +45,7 @@ _SETTINGS = {
 }
 
 
-class ExperimentFileError(ValueError):
+class ExperimentFileError(SpladeLuceneError, ValueError):
     """An experiment file that does not describe a valid experiment."""
 
 
@@ -92,7 +93,7 @@ def load_spec(path: str | Path) -> ExperimentSpec:
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no such experiment file: {path}")
+        raise NotFoundError(f"no such experiment file: {path}")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:

@@ -20,6 +20,7 @@ import numpy as np
 
 from . import _java
 from .encode import DEFAULT_MAX_LENGTH, SparseVector, SpladeEncoder
+from .errors import NotFoundError, SettingError, SettingTypeError, UnknownIdError
 from .impacts import ImpactTable, ImpactTableError
 from .index import check_compatible, docid_table, read_metadata
 from .quantize import DEFAULT_SCALE, check_pruning, check_scale, prune, quantize_terms
@@ -85,7 +86,7 @@ class QueryEncoder:
 def _check_query(terms: dict[str, int]) -> None:
     for term, weight in terms.items():
         if not isinstance(weight, int) or isinstance(weight, bool):
-            raise TypeError(f"query weight for {term!r} must be an int, got {weight!r} "
+            raise SettingTypeError(f"query weight for {term!r} must be an int, got {weight!r} "
                             "(quantize with splade_lucene.quantize.quantize_terms)")
 
 
@@ -153,10 +154,10 @@ class Searcher:
     def __init__(self, index_dir: str | Path, query_encoder: QueryEncoder | None = None, *,
                  model: str | Path | None = None, engine: str = "auto"):
         if engine not in ENGINES:
-            raise ValueError(f"engine must be one of {ENGINES}, not {engine!r}")
+            raise SettingError(f"engine must be one of {ENGINES}, not {engine!r}")
         self.index_dir = Path(index_dir)
         if not self.index_dir.is_dir():
-            raise FileNotFoundError(f"index folder {self.index_dir} does not exist")
+            raise NotFoundError(f"index folder {self.index_dir} does not exist")
         self.metadata = read_metadata(self.index_dir)
         if query_encoder is None:
             query_encoder = QueryEncoder.from_index(self.index_dir, model=model)
@@ -213,7 +214,7 @@ class Searcher:
         try:
             return self._rows[docid]
         except KeyError:
-            raise KeyError(f"no document {docid!r} in {self.index_dir}") from None
+            raise UnknownIdError(f"no document {docid!r} in {self.index_dir}") from None
 
     def _query(self, terms: dict[str, int]):
         return self._generator.buildQuery("contents", self._mapper.readValue(json.dumps(terms), self._mapper.float_map))
@@ -265,7 +266,7 @@ class Searcher:
     def search_terms(self, terms: dict[str, int], k: int = 10) -> list[Hit]:
         """Search with an already quantized query."""
         if k < 1:
-            raise ValueError(f"k must be at least 1, not {k}")
+            raise SettingError(f"k must be at least 1, not {k}")
         _check_query(terms)
         if not terms:
             return []
@@ -286,9 +287,9 @@ class Searcher:
         one thread is fastest there (see docs/performance.md). Results keyed by qid in
         input order."""
         if k < 1:
-            raise ValueError(f"k must be at least 1, not {k}")
+            raise SettingError(f"k must be at least 1, not {k}")
         if threads < 1:
-            raise ValueError(f"threads must be at least 1, not {threads}")
+            raise SettingError(f"threads must be at least 1, not {threads}")
         for terms in queries.values():
             _check_query(terms)
         if threads == 1 or len(queries) < 2:

@@ -40,10 +40,19 @@ from typing import Literal, Sequence
 
 import numpy as np
 
-from .collection import InputError, open_text, parse_line, read_corpus, read_queries, sha256_file
 from .bm25 import BM25Searcher, build_bm25_index
-from .encode import (DEFAULT_MAX_LENGTH, SpladeEncoder, encode_corpus, has_words, load_masked_lm,
-                     model_weights_sha256, resolve_model, tokenize)
+from .collection import InputError, open_text, parse_line, read_corpus, read_queries, sha256_file
+from .encode import (
+    DEFAULT_MAX_LENGTH,
+    SpladeEncoder,
+    encode_corpus,
+    has_words,
+    load_masked_lm,
+    model_weights_sha256,
+    resolve_model,
+    tokenize,
+)
+from .errors import NotFoundError, OutputExistsError, SettingError, SettingTypeError, SpladeLuceneError, require
 from .evaluate import evaluate, read_qrels, read_run
 from .index import build_index, move_into_place, package_versions, read_metadata
 from .search import QueryEncoder, Searcher, write_run
@@ -55,7 +64,7 @@ NEGATIVE_SOURCES = ("bm25", "none")
 PAIR_SOURCES = ("qrels", "queries-file", "pseudo")
 
 
-class TrainingError(RuntimeError):
+class TrainingError(SpladeLuceneError, RuntimeError):
     """Training cannot start or cannot go on (bad data, settings, or a diverging loss)."""
 
 
@@ -97,7 +106,7 @@ class TrainSettings:
     def check(self) -> "TrainSettings":
         def need(ok: bool, message: str) -> None:
             if not ok:
-                raise ValueError(message)
+                raise SettingError(message)
 
         need(self.epochs >= 1, f"--epochs must be at least 1, not {self.epochs}")
         need(self.max_steps is None or self.max_steps >= 1, f"--max-steps must be at least 1, not {self.max_steps}")
@@ -106,7 +115,8 @@ class TrainSettings:
         for name in ("lambda_q", "lambda_d", "weight_decay"):
             value = getattr(self, name)
             need(math.isfinite(value) and value >= 0, f"--{name.replace('_', '-')} must be >= 0, not {value}")
-        need(self.negatives in NEGATIVE_SOURCES, f"--negatives must be one of {NEGATIVE_SOURCES}, not {self.negatives!r}")
+        need(self.negatives in NEGATIVE_SOURCES,
+             f"--negatives must be one of {NEGATIVE_SOURCES}, not {self.negatives!r}")
         need(self.negatives_depth >= 1, f"--negatives-depth must be at least 1, not {self.negatives_depth}")
         need(self.negatives_per_query >= 0, f"--negatives-per-query must be >= 0, not {self.negatives_per_query}")
         need(self.max_length >= 8, f"--max-length must be at least 8, not {self.max_length}")
@@ -180,7 +190,8 @@ def qrels_pairs(folder: Path, split: str) -> TrainingData:
             raise TrainingError(f"{qrels_file}: query {qid!r} is not in {queries_file}")
         unknown = next((d for d in judged if d not in corpus), None)
         if unknown is not None:
-            raise TrainingError(f"{qrels_file}: query {qid!r} judges document {unknown!r}, which is not in {corpus_file}")
+            raise TrainingError(f"{qrels_file}: query {qid!r} judges document {unknown!r}, "
+                                f"which is not in {corpus_file}")
     data = TrainingData(corpus, {}, {}, {}, {}, {"corpus": corpus_file, "queries": queries_file, "qrels": qrels_file})
     for qid, judged in qrels.items():
         positives = [d for d, rel in judged.items() if rel >= 1 and has_words(corpus[d])]
@@ -376,11 +387,11 @@ class Trainer:
         self.settings = settings.check()
         self.folder = Path(dataset)
         if not self.folder.is_dir():
-            raise FileNotFoundError(f"dataset folder {self.folder} does not exist")
+            raise NotFoundError(f"dataset folder {self.folder} does not exist")
         self.output = Path(output)
         if self.output.exists() and not overwrite and (self.output.is_file() or any(self.output.iterdir())):
             what = "a model" if (self.output / "config.json").exists() else "files"
-            raise FileExistsError(f"{self.output} already holds {what}; pass --overwrite to replace it "
+            raise OutputExistsError(f"{self.output} already holds {what}; pass --overwrite to replace it "
                                   "or choose another --output")
         self.work = self.output.parent / f".{self.output.name}.training"
         self.progress = progress
@@ -739,7 +750,7 @@ def make_settings(**settings) -> TrainSettings:
     ``pairs="queries-file"``."""
     unknown = set(settings) - {f.name for f in dataclasses.fields(TrainSettings)}
     if unknown:
-        raise TypeError(f"unknown training settings {sorted(unknown)}")
+        raise SettingTypeError(f"unknown training settings {sorted(unknown)}")
     if settings.get("queries_file") is not None:
         settings.setdefault("pairs", "queries-file")
         settings["queries_file"] = str(settings["queries_file"])
@@ -748,8 +759,7 @@ def make_settings(**settings) -> TrainSettings:
 
 def plot_training(manifest: dict, png: str | Path) -> None:
     """Loss (ranking and FLOPS parts) and dev nDCG@10 against steps."""
-    import matplotlib
-
+    matplotlib = require("matplotlib", "plot", "--plot")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

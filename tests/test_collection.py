@@ -3,8 +3,15 @@ import json
 
 import pytest
 
-from splade_lucene.collection import (EMPTY_DOCUMENT_TERM, CollectionWriter, InputError, make_record,
-                                      pseudo_document, read_corpus, read_queries)
+from splade_lucene.collection import (
+    EMPTY_DOCUMENT_TERM,
+    CollectionWriter,
+    InputError,
+    make_record,
+    pseudo_document,
+    read_corpus,
+    read_queries,
+)
 
 
 def write(path, text, mode="w"):

@@ -6,19 +6,17 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import shutil
 import signal
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from conftest import read_vectors
 
 from splade_lucene.collection import InputError, read_corpus
 from splade_lucene.distributed import corpus_parts, read_part
 from splade_lucene.encode import PROGRESS_FILE, encode_corpus, run_settings
-
-from conftest import read_vectors
 
 PART = 50
 

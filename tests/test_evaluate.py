@@ -1,11 +1,11 @@
-import json
 import math
 
 import pytest
 
 from splade_lucene.evaluate import evaluate, read_qrels, read_run
 
-QRELS_BEIR = "query-id\tcorpus-id\tscore\r\nq1\td1\t2\r\nq1\td2\t1\r\nq1\td3\t0\r\nq1\td9\t1\r\nq2\td5\t1\r\nq3\td7\t1\r\n"
+QRELS_BEIR = ("query-id\tcorpus-id\tscore\r\n"
+              "q1\td1\t2\r\nq1\td2\t1\r\nq1\td3\t0\r\nq1\td9\t1\r\nq2\td5\t1\r\nq3\td7\t1\r\n")
 RUN = """q1 Q0 d3 1 0.9 t
 q1 Q0 d1 2 0.8 t
 q1 Q0 d2 3 0.8 t

@@ -15,8 +15,13 @@ import scipy.sparse as sp
 
 from splade_lucene import _java
 from splade_lucene.evaluate import evaluate, read_run
-from splade_lucene.index import (COLLECTION_METADATA_FILE, IncompatibleIndexError, build_index, lucene_stats,
-                                 read_metadata)
+from splade_lucene.index import (
+    COLLECTION_METADATA_FILE,
+    IncompatibleIndexError,
+    build_index,
+    lucene_stats,
+    read_metadata,
+)
 from splade_lucene.search import QueryEncoder, Searcher, write_run
 
 K = 1000

@@ -229,7 +229,8 @@ def test_pruning_is_applied_recorded_and_used_by_the_query_encoder(small_corpus,
     assert sum(map(len, b.values())) < sum(map(len, a.values())) / 2
     index = build_index(pruned.output, tmp_path / "index", quiet=True).index_dir
     meta = read_metadata(index)
-    assert (meta["doc_top_k"], meta["doc_min_weight"], meta["query_top_k"], meta["query_min_weight"]) == (16, 0.2, 8, None)
+    pruning = (meta["doc_top_k"], meta["doc_min_weight"], meta["query_top_k"], meta["query_min_weight"])
+    assert pruning == (16, 0.2, 8, None)
     qenc = QueryEncoder.from_index(index)
     assert qenc.top_k == 8
     long_query = "boundary layer transition on a flat plate at supersonic speeds with heat transfer"

@@ -18,8 +18,16 @@ import torch
 from splade_lucene.collection import read_corpus, read_queries, sha256_file
 from splade_lucene.encode import ModelError, SpladeEncoder, default_model_path
 from splade_lucene.splade_head import splade_pool
-from splade_lucene.training import (SpladeModel, TrainingError, TrainSettings, carve_dev, lambda_at, lr_at,
-                                    qrels_pairs, train)
+from splade_lucene.training import (
+    SpladeModel,
+    TrainingError,
+    TrainSettings,
+    carve_dev,
+    lambda_at,
+    lr_at,
+    qrels_pairs,
+    train,
+)
 
 # a tiny run: short texts, small batches, a few dozen steps
 TINY = dict(max_length=64, batch_size=4, epochs=3, lr=2e-4, dev_fraction=0.2, checkpoint_every=2, dev_depth=10)
@@ -98,7 +106,8 @@ def tiny_dataset(datasets, tmp_path_factory) -> Path:
     queries = [line for line in (src / "queries.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
                if json.loads(line)["_id"] in qids]
     (out / "queries.jsonl").write_text("".join(queries), encoding="utf-8")
-    (out / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join("\t".join(r) + "\n" for r in rows))
+    lines = "".join("\t".join(r) + "\n" for r in rows)
+    (out / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\n" + lines)
     return out
 
 
@@ -146,10 +155,10 @@ def test_batches_never_hold_dev_queries(tiny_dataset, tmp_path):
 
 def test_trained_model_serves_encode_index_and_pyserini(tiny_run, tiny_dataset, tmp_path):
     """--model models/NAME everywhere: an experiment, and Pyserini's LuceneImpactSearcher on its index."""
+    import shutil
+
     from splade_lucene.experiment import run_experiment
     from splade_lucene.search import QueryEncoder, Searcher
-
-    import shutil
 
     out, _ = tiny_run
     dataset = tmp_path / "data"

@@ -1,0 +1,57 @@
+"""The command line: one handler per subcommand, package errors as one line (exit 2), bugs as tracebacks."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+
+import pytest
+
+import splade_lucene
+from splade_lucene import cli
+from splade_lucene.errors import SpladeLuceneError
+
+
+def test_every_error_the_package_defines_has_the_one_base():
+    classes = []
+    for info in pkgutil.iter_modules(splade_lucene.__path__):
+        if info.name in ("distributed", "__main__"):
+            continue  # distributed imports Ray (its errors are the encoder's); __main__ runs the command
+        module = importlib.import_module(f"splade_lucene.{info.name}")
+        classes += [c for _, c in inspect.getmembers(module, inspect.isclass)
+                    if issubclass(c, BaseException) and c.__module__.startswith("splade_lucene")]
+    assert len(set(classes)) >= 14
+    assert all(issubclass(c, SpladeLuceneError) for c in classes), [c for c in classes
+                                                                   if not issubclass(c, SpladeLuceneError)]
+
+
+def test_every_subcommand_has_its_handler():
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    assert set(sub.choices) == set(cli.HANDLERS)
+    assert parser.parse_args(["evaluate", "--qrels", "q", "--run", "r"]).func is cli.HANDLERS["evaluate"]
+
+
+def test_bad_input_is_one_line_and_status_2(tmp_path, capsys):
+    assert cli.main(["evaluate", "--qrels", str(tmp_path / "none.tsv"), "--run", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("splade-lucene evaluate: error: ") and "none.tsv" in err
+    bad = tmp_path / "qrels.tsv"
+    bad.write_text("q1 0 d1\n")  # three fields: neither TREC nor BEIR qrels
+    (tmp_path / "run").write_text("q1 Q0 d1 1 1.0 x\n")
+    assert cli.main(["evaluate", "--qrels", str(bad), "--run", str(tmp_path / "run")]) == 2
+    assert "qrels.tsv" in capsys.readouterr().err
+
+
+def test_a_bug_is_not_passed_off_as_bad_input(monkeypatch, tmp_path):
+    def broken(args, progress):
+        return 1 // 0
+
+    monkeypatch.setitem(cli.HANDLERS, "evaluate", broken)
+    with pytest.raises(ZeroDivisionError):
+        cli.main(["evaluate", "--qrels", str(tmp_path / "q"), "--run", str(tmp_path / "r")])
+    # a built-in error that is not one of ours is a bug too
+    monkeypatch.setitem(cli.HANDLERS, "evaluate", lambda args, progress: (_ for _ in ()).throw(ValueError("x")))
+    with pytest.raises(ValueError):
+        cli.main(["evaluate", "--qrels", "q", "--run", "r"])
