@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Sequence
 
 from . import _java
+from .atomic import move_into_place
 from .collection import count_lines
 from .errors import OutputExistsError
-from .index import _run_indexer, lucene_stats, move_into_place
+from .index import _run_indexer, lucene_stats
 from .search import Hit
 
 BM25_K1 = 0.9

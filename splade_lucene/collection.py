@@ -24,11 +24,11 @@ from __future__ import annotations
 import gzip
 import io
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Literal, Sequence
 
+from .atomic import publish_file
 from .errors import NotFoundError, SettingError, SpladeLuceneError
 
 Format = Literal["vector", "pseudo"]
@@ -220,12 +220,8 @@ def record_line(fmt: Format, docid: str, terms: dict[str, int]) -> str:
 def _publish_part(partial: Path, fh) -> Path:
     """Flush ``fh`` (open on ``partial``, a ``.partial`` file) to disk, close it and rename the file
     to its final name: a part file without ``.partial`` is complete."""
-    fh.flush()
-    os.fsync(fh.fileno())
     fh.close()
-    final = partial.with_name(partial.name.removesuffix(".partial"))
-    partial.replace(final)
-    return final
+    return publish_file(partial, partial.with_name(partial.name.removesuffix(".partial")))
 
 
 def write_part(folder: str | Path, number: int, text: str) -> Path:

@@ -20,6 +20,7 @@ from typing import Iterable, Iterator, Literal, Sequence, TypeVar
 
 import numpy as np
 
+from .atomic import move_into_place, write_text
 from .errors import NotFoundError, OutputExistsError, SettingError, SpladeLuceneError
 
 DEFAULT_MAX_LENGTH = 512
@@ -725,9 +726,7 @@ def record_progress(tmp: Path, settings: dict | None, parts: list[dict], part: d
 
     parts.append(part)
     if settings is not None:  # what a resumed run may keep
-        state = tmp / f"{PROGRESS_FILE}.tmp"
-        state.write_text(json.dumps({"settings": settings, "parts": parts}, indent=1))
-        state.replace(tmp / PROGRESS_FILE)
+        write_text(tmp / PROGRESS_FILE, json.dumps({"settings": settings, "parts": parts}, indent=1))
 
 
 def collection_metadata(encoder: SpladeEncoder, parts: list[dict], options: dict, *,
@@ -768,13 +767,9 @@ def collection_metadata(encoder: SpladeEncoder, parts: list[dict], options: dict
 def publish_collection(tmp: Path, output: Path, metadata: dict) -> None:
     """Write ``collection.meta`` into the finished writing folder ``tmp`` and move it to ``output``."""
     import json
-    import shutil
 
     from .index import COLLECTION_METADATA_FILE
 
     (tmp / PROGRESS_FILE).unlink(missing_ok=True)
     (tmp / COLLECTION_METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
-    if output.exists():
-        shutil.rmtree(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp.rename(output)
+    move_into_place(tmp, output)

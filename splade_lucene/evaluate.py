@@ -20,6 +20,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from .atomic import write_text
 from .collection import open_text
 from .errors import SettingError
 
@@ -151,4 +152,4 @@ def format_table(metrics: dict[str, float], title: str | None = None) -> str:
 
 
 def write_metrics(metrics: dict[str, float], path: str | Path) -> None:
-    Path(path).write_text(json.dumps({m: float(metrics[m]) for m in METRICS}, indent=2) + "\n")
+    write_text(path, json.dumps({m: float(metrics[m]) for m in METRICS}, indent=2) + "\n")

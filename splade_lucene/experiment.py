@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .atomic import write_text
 from .collection import read_queries
 from .encode import DEFAULT_BATCH_SIZE, DEFAULT_MAX_LENGTH, SpladeEncoder, encode_corpus
 from .errors import NotFoundError, OutputExistsError
@@ -134,5 +135,5 @@ def run_experiment(dataset: str | Path | None = None, output: str | Path = "runs
 
     metrics = evaluate(qrels, read_run(run_file), remove_query=remove_query, corpus_ids=corpus_ids).metrics
     write_metrics(metrics, output / "metrics.json")
-    (output / "timings.json").write_text(json.dumps(seconds, indent=2) + "\n")
+    write_text(output / "timings.json", json.dumps(seconds, indent=2) + "\n")
     return ExperimentResult(folder, split, output, metrics, run_file, index_dir, seconds)

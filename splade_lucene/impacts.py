@@ -27,6 +27,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from .atomic import move_into_place
 from .collection import collection_files, open_text
 from .errors import SpladeLuceneError
 
@@ -255,9 +256,7 @@ def write_impact_table(index_dir: str | Path, collection: str | Path | Sequence[
         (tmp / _META).write_text(json.dumps({
             "version": TABLE_VERSION, "field": field, "commit": commit, "terms": len(terms),
             "postings": int(len(docs)), "max_impact": max_impact}, indent=2) + "\n")
-        if target.exists():
-            shutil.rmtree(target)
-        tmp.rename(target)
+        move_into_place(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import _java
+from .atomic import move_into_place
 from .collection import collection_files
 from .errors import NotFoundError, OutputExistsError, SettingError, SpladeLuceneError
 
@@ -322,17 +323,6 @@ def _build(collection: Path, source: Path, files: list[Path], target: Path, tmp:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return BuildResult(target, stats["documents"], time.perf_counter() - start, metadata)
-
-
-def move_into_place(tmp: Path, target: Path) -> None:
-    """Replace ``target`` (if any) by the finished build ``tmp``."""
-    if target.exists():
-        old = target.parent / f"{target.name}{_BUILDING}old-{os.getpid()}"
-        target.rename(old)
-        tmp.rename(target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(target)
 
 
 def _sniff_format(path: Path) -> str:

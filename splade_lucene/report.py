@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .atomic import write_text
 from .errors import NotFoundError, require
 from .evaluate import METRICS, read_qrels, read_run
 
@@ -104,6 +105,6 @@ def write_report(output: str | Path, markdown: str | Path | None = None, png: st
     frame = collect(output)
     table = markdown_table(frame)
     markdown = Path(markdown) if markdown else Path(output) / "results.md"
-    markdown.write_text(table)
+    write_text(markdown, table)
     plot(frame, output, Path(png) if png else Path(output) / "results.png")
     return table

@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .atomic import write_text
 from .collection import sha256_file
 from .errors import NotFoundError, SpladeLuceneError
 from .evaluate import METRICS, evaluate, read_qrels, read_run, write_metrics
@@ -230,7 +231,7 @@ class Runner:
 
         manifest.update({"versions": package_versions(), "run_sha256": sha256_file(folder / "run.trec"),
                          "metrics": metrics, "seconds": times})
-        (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        write_text(folder / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         result = ConditionResult(cond, folder, metrics,
                                  [Grade(self.name, name, m, cond.expected.get(m), metrics[m]) for m in METRICS])
         self.results[name] = result

@@ -19,6 +19,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from . import _java
+from .atomic import atomic_file
 from .encode import DEFAULT_MAX_LENGTH, SparseVector, SpladeEncoder
 from .errors import NotFoundError, SettingError, SettingTypeError, UnknownIdError
 from .impacts import ImpactTable, ImpactTableError
@@ -340,12 +341,8 @@ def run_lines(results: dict[str, list[Hit]], *, tag: str = DEFAULT_TAG, remove_q
 
 def write_run(results: dict[str, list[Hit]], path: str | Path, *, tag: str = DEFAULT_TAG,
               remove_query: bool = False, score_format: str = ".6f") -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
+    with atomic_file(path) as fh:
         fh.writelines(run_lines(results, tag=tag, remove_query=remove_query, score_format=score_format))
-    tmp.replace(path)
 
 
 def vectors_matrix(vectors: Sequence, vocab_size: int):

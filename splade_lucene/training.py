@@ -40,6 +40,7 @@ from typing import Literal, Sequence
 
 import numpy as np
 
+from .atomic import atomic_file, move_into_place, write_text
 from .bm25 import BM25Searcher, build_bm25_index
 from .collection import InputError, open_text, parse_line, read_corpus, read_queries, sha256_file
 from .encode import (
@@ -54,7 +55,7 @@ from .encode import (
 )
 from .errors import NotFoundError, OutputExistsError, SettingError, SettingTypeError, SpladeLuceneError, require
 from .evaluate import evaluate, read_qrels, read_run
-from .index import build_index, move_into_place, package_versions, read_metadata
+from .index import build_index, package_versions, read_metadata
 from .search import QueryEncoder, Searcher, write_run
 
 MANIFEST_FILE = "training.json"
@@ -371,12 +372,7 @@ class TrainResult:
 
 
 def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as fh:
-        fh.write(json.dumps(obj, indent=1, sort_keys=True) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    tmp.replace(path)
+    write_text(path, json.dumps(obj, indent=1, sort_keys=True) + "\n")
 
 
 class Trainer:
@@ -559,11 +555,8 @@ class Trainer:
     def _save_checkpoint(self, model: SpladeModel, optimizer, step: int, history: dict) -> None:
         import torch
 
-        tmp = self.work / f"{CHECKPOINT_FILE}.tmp"
-        torch.save({"model": model.model.state_dict(), "optimizer": optimizer.state_dict(), "step": step}, tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        tmp.replace(self.work / CHECKPOINT_FILE)
+        with atomic_file(self.work / CHECKPOINT_FILE, "wb") as fh:
+            torch.save({"model": model.model.state_dict(), "optimizer": optimizer.state_dict(), "step": step}, fh)
         _write_json(self.work / "history.json", {"step": step, **history})
 
     def _load_checkpoint(self, model: SpladeModel, optimizer) -> tuple[int, dict]:
