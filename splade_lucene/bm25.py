@@ -17,7 +17,7 @@ from . import _java
 from .atomic import move_into_place
 from .collection import count_lines
 from .errors import OutputExistsError
-from .index import _run_indexer, lucene_stats
+from .lucene import lucene_stats, run_indexer
 from .search import Hit
 
 BM25_K1 = 0.9
@@ -54,7 +54,7 @@ def build_bm25_index(corpus: str | Path, index_dir: str | Path, *, threads: int 
     try:
         # the same child JVM handling as the impact index build: dies with this process, fails loudly
         _java.configure_environment()
-        _run_indexer([_java.java_executable(), "-cp", str(_java.anserini_jar()), *args], count_lines(corpus),
+        run_indexer([_java.java_executable(), "-cp", str(_java.anserini_jar()), *args], count_lines(corpus),
                      quiet=True)
         stats = lucene_stats(tmp)
         move_into_place(tmp, index_dir)

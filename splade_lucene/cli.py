@@ -314,11 +314,11 @@ def _search(args: argparse.Namespace, progress: bool) -> int:
 
 
 def _explain(args: argparse.Namespace, progress: bool) -> int:
-    from .explain import format_explanation
+    from .explain import explain, format_explanation
     from .search import Searcher
 
     with Searcher(args.index) as searcher:
-        ex = searcher.explain(args.query, args.doc)
+        ex = explain(searcher, args.query, args.doc)
     print(json.dumps(ex.to_json(), indent=2) if args.json else format_explanation(ex, top=args.top))
     return 0
 

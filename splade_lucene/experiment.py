@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .atomic import write_text
-from .collection import read_queries
+from .collection import read_corpus, read_queries
 from .encode import DEFAULT_BATCH_SIZE, DEFAULT_MAX_LENGTH, SpladeEncoder, encode_corpus
 from .errors import NotFoundError, OutputExistsError
-from .evaluate import evaluate, read_qrels, write_metrics
+from .evaluate import evaluate, read_qrels, read_run, write_metrics
 from .index import build_index
 from .quantize import DEFAULT_SCALE
 from .search import DEFAULT_K, QueryEncoder, Searcher, write_run
@@ -72,8 +72,6 @@ def dataset_files(folder: Path, split: str = "test") -> tuple[Path, Path, Path]:
 def judged_dataset(dataset: str | Path | None = None, split: str = "test"):
     """(documents, judged queries as (qid, text), qrels) of a BEIR folder (default: SciFact from the
     data root): what the measurement scripts encode once and reuse."""
-    from .collection import read_corpus, read_queries
-    from .evaluate import read_qrels
 
     corpus, queries_file, qrels_file = dataset_files(find_dataset(dataset), split)
     qrels = read_qrels(qrels_file)
@@ -131,7 +129,6 @@ def run_experiment(dataset: str | Path | None = None, output: str | Path = "runs
     write_run(results, run_file, remove_query=remove_query)
     seconds["search"] = time.perf_counter() - t
 
-    from .evaluate import read_run
 
     metrics = evaluate(qrels, read_run(run_file), remove_query=remove_query, corpus_ids=corpus_ids).metrics
     write_metrics(metrics, output / "metrics.json")

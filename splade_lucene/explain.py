@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .collection import EMPTY_DOCUMENT_TERM, collection_files, read_corpus
 from .index import read_collection_metadata
+from .search import check_query
 
 
 @dataclass(frozen=True)
@@ -93,10 +94,8 @@ def document_text(searcher, docid: str) -> str | None:
 def explain(searcher, query: str | dict[str, int], docid: str) -> Explanation:
     """Explain ``docid``'s score for ``query`` (text, encoded with the index's query encoder, or
     already quantized ``{term: int}``) on a :class:`~splade_lucene.search.Searcher`'s index."""
-    from .search import _check_query
-
     terms = searcher.query_encoder.encode(query) if isinstance(query, str) else dict(query)
-    _check_query(terms)
+    check_query(terms)
     row = searcher.docid_row(docid)
     weights = searcher.lucene_doc_weights(terms, row)
     score = searcher.lucene_score(terms, row) if terms else 0.0

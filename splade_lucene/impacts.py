@@ -30,6 +30,7 @@ import numpy as np
 from .atomic import move_into_place
 from .collection import collection_files, open_text
 from .errors import SpladeLuceneError
+from .lucene import docid_table, lucene_reader
 
 TABLE_DIR = "impacts"
 TABLE_VERSION = 1
@@ -153,12 +154,10 @@ def write_impact_table(index_dir: str | Path, collection: str | Path | Sequence[
     collections of a merged index's parts), and check it against the index: every document, every
     term, each term's document frequency and total impact. Raises :class:`ImpactTableError` (writing
     nothing) where they differ."""
-    from .index import _lucene_reader, docid_table
-
     index_dir = Path(index_dir)
     collections = [Path(collection)] if isinstance(collection, (str, Path)) else [Path(c) for c in collection]
     collection = collections[0] if len(collections) == 1 else ", ".join(map(str, collections))
-    with _lucene_reader(index_dir) as reader:
+    with lucene_reader(index_dir) as reader:
         commit = _commit(reader)
         if commit["num_docs"] != commit["max_doc"]:
             raise ImpactTableError(f"{index_dir} has deleted documents; an impact table describes whole indexes only")
@@ -295,9 +294,7 @@ class ImpactTable:
             raise ImpactTableError(f"{folder} is a version {meta.get('version')} table; rewrite it "
                                    "(splade-lucene impacts)")
         if reader is None:
-            from .index import _lucene_reader
-
-            with _lucene_reader(index_dir) as r:
+            with lucene_reader(index_dir) as r:
                 commit = _commit(r)
         else:
             commit = _commit(reader)

@@ -28,10 +28,17 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import fusion
 from .atomic import write_text
-from .collection import sha256_file
+from .bm25 import BM25Searcher, build_bm25_index
+from .collection import read_queries, sha256_file
 from .errors import NotFoundError, SpladeLuceneError
 from .evaluate import METRICS, evaluate, read_qrels, read_run, write_metrics
+from .experiment import dataset_files, find_dataset, run_experiment
+from .index import read_metadata
+from .lucene import document_frequencies, package_versions
+from .search import QueryEncoder, write_run
+from .training import MANIFEST_FILE, TrainSettings, make_settings, train, trained_with
 
 CONDITION_TYPES = ("bm25", "splade", "train", "rrf", "interpolation")
 _SPLADE = {"model": "splade-tiny", "scale": 100.0, "query_scale": None, "max_length": 512,
@@ -123,7 +130,6 @@ def load_spec(path: str | Path) -> ExperimentSpec:
         conditions[name] = Condition(name, kind, settings, {m: float(v) for m, v in expected.items()})
     for c in conditions.values():
         if c.type == "train":
-            from .training import TrainSettings
 
             fields = {f.name for f in dataclasses.fields(TrainSettings)}
             train = c.settings["train"]
@@ -145,7 +151,6 @@ def load_spec(path: str | Path) -> ExperimentSpec:
 
 
 def _dataset_folder(spec: ExperimentSpec) -> Path:
-    from .experiment import find_dataset
 
     as_path = Path(spec.dataset)
     if as_path.is_dir():
@@ -173,7 +178,6 @@ class Runner:
     """Runs the conditions of one experiment file, each once, components before hybrids."""
 
     def __init__(self, spec: ExperimentSpec, output: str | Path, *, threads: int = 1, progress: bool = True):
-        from .experiment import dataset_files
 
         self.spec = spec
         self.folder = _dataset_folder(spec)
@@ -227,8 +231,6 @@ class Runner:
                            warn=False).metrics
         times["evaluate"] = time.perf_counter() - t
         write_metrics(metrics, folder / "metrics.json")
-        from .index import package_versions
-
         manifest.update({"versions": package_versions(), "run_sha256": sha256_file(folder / "run.trec"),
                          "metrics": metrics, "seconds": times})
         write_text(folder / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True) + "\n")
@@ -238,14 +240,10 @@ class Runner:
         return result
 
     def _judged_queries(self) -> list[tuple[str, str]]:
-        from .collection import read_queries
 
         return [(q, t) for q, t in read_queries(self.queries_file) if q in self.qrels]
 
     def _splade(self, cond: Condition, folder: Path, manifest: dict, times: dict) -> None:
-        from .experiment import run_experiment
-        from .index import document_frequencies, read_metadata
-        from .search import QueryEncoder
 
         s = cond.settings
         result = run_experiment(self.folder, folder, model=s["model"], scale=s["scale"], query_scale=s["query_scale"],
@@ -273,7 +271,6 @@ class Runner:
     def _train(self, cond: Condition, folder: Path, manifest: dict, times: dict) -> None:
         """Fine-tune, then run the splade condition with the trained model. The model is kept at
         ``<dataset>/<condition>.model`` and reused while its training settings and data are the same."""
-        from .training import MANIFEST_FILE, make_settings, train, trained_with
 
         s = cond.settings
         settings = {**s["train"], "model": s["model"], "max_length": s["max_length"],
@@ -295,9 +292,6 @@ class Runner:
                                                            "kept", "dev", "dev_base", "seconds", "dataset")}}
 
     def _bm25(self, cond: Condition, folder: Path, manifest: dict, times: dict) -> None:
-        from .bm25 import BM25Searcher, build_bm25_index
-        from .index import document_frequencies
-        from .search import write_run
 
         t = time.perf_counter()
         built = build_bm25_index(self.corpus, folder / "index", threads=self.threads, overwrite=True)
@@ -323,8 +317,6 @@ class Runner:
 
     def _fuse(self, cond: Condition, folder: Path, components: list[ConditionResult], manifest: dict,
               times: dict) -> None:
-        from . import fusion
-        from .search import write_run
 
         t = time.perf_counter()
         files = [c.folder / "run.trec" for c in components]

@@ -23,7 +23,8 @@ from .atomic import atomic_file
 from .encode import DEFAULT_MAX_LENGTH, SparseVector, SpladeEncoder
 from .errors import NotFoundError, SettingError, SettingTypeError, UnknownIdError
 from .impacts import ImpactTable, ImpactTableError
-from .index import check_compatible, docid_table, read_metadata
+from .index import check_compatible, read_metadata
+from .lucene import docid_table
 from .quantize import DEFAULT_SCALE, check_pruning, check_scale, prune, quantize_terms
 
 DEFAULT_K = 1000
@@ -84,7 +85,7 @@ class QueryEncoder:
         return [quantize_terms(self.encoder.to_terms(v), self.scale) for v in vectors]
 
 
-def _check_query(terms: dict[str, int]) -> None:
+def check_query(terms: dict[str, int]) -> None:
     for term, weight in terms.items():
         if not isinstance(weight, int) or isinstance(weight, bool):
             raise SettingTypeError(f"query weight for {term!r} must be an int, got {weight!r} "
@@ -238,12 +239,6 @@ class Searcher:
             out[term] = int(postings.freq()) if postings is not None and postings.advance(int(row)) == row else 0
         return out
 
-    def explain(self, query: str | dict[str, int], docid: str):
-        """Why ``docid`` matched ``query``: see :func:`splade_lucene.explain.explain`."""
-        from .explain import explain
-
-        return explain(self, query, docid)
-
     @property
     def num_docs(self) -> int:
         return int(self._reader.numDocs())
@@ -268,7 +263,7 @@ class Searcher:
         """Search with an already quantized query."""
         if k < 1:
             raise SettingError(f"k must be at least 1, not {k}")
-        _check_query(terms)
+        check_query(terms)
         if not terms:
             return []
         ranked = self._table.top(terms, k) if self._table is not None else None
@@ -292,7 +287,7 @@ class Searcher:
         if threads < 1:
             raise SettingError(f"threads must be at least 1, not {threads}")
         for terms in queries.values():
-            _check_query(terms)
+            check_query(terms)
         if threads == 1 or len(queries) < 2:
             return {qid: self.search_terms(terms, k) for qid, terms in queries.items()}
         from concurrent.futures import ThreadPoolExecutor

@@ -55,7 +55,8 @@ from .encode import (
 )
 from .errors import NotFoundError, OutputExistsError, SettingError, SettingTypeError, SpladeLuceneError, require
 from .evaluate import evaluate, read_qrels, read_run
-from .index import build_index, package_versions, read_metadata
+from .index import build_index, read_metadata
+from .lucene import package_versions
 from .search import QueryEncoder, Searcher, write_run
 
 MANIFEST_FILE = "training.json"

@@ -15,13 +15,14 @@ import scipy.sparse as sp
 
 from splade_lucene import _java
 from splade_lucene.evaluate import evaluate, read_run
+from splade_lucene.explain import explain
 from splade_lucene.index import (
     COLLECTION_METADATA_FILE,
     IncompatibleIndexError,
     build_index,
-    lucene_stats,
     read_metadata,
 )
+from splade_lucene.lucene import lucene_stats
 from splade_lucene.search import QueryEncoder, Searcher, write_run
 
 K = 1000
@@ -295,7 +296,7 @@ def test_memory_and_lucene_engines_return_the_same_hits(cranfield):
 
 def test_impact_table_matches_the_index_term_by_term(cranfield):
     from splade_lucene.impacts import ImpactTable
-    from splade_lucene.index import document_frequencies
+    from splade_lucene.lucene import document_frequencies
 
     for key in ("vector_index", "pseudo_index"):
         table = ImpactTable.load(cranfield[key])
@@ -384,7 +385,7 @@ def test_explanations_sum_to_lucenes_scores_on_real_hits(cranfield):
         checked, expansions = 0, set()
         for qid, terms in list(cranfield["encoded"].items())[:8]:
             for hit in searcher.search_terms(terms, k=5):
-                ex = searcher.explain(terms, hit.docid)
+                ex = explain(searcher, terms, hit.docid)
                 assert ex.total == round(ex.score) == round(hit.score)  # exact, and Lucene's own value
                 doc = cranfield["vectors"][hit.docid]
                 assert all(t.doc_weight == doc[t.term] and t.query_weight == terms[t.term]
@@ -395,10 +396,10 @@ def test_explanations_sum_to_lucenes_scores_on_real_hits(cranfield):
                 checked += 1
         assert checked == 40 and expansions == {True, False}  # every term's text status is known
         missing = next(d for d in cranfield["vectors"] if not set(cranfield["vectors"][d]) & set(terms))
-        none = searcher.explain(terms, missing)
+        none = explain(searcher, terms, missing)
         assert (none.score, none.terms, none.total) == (0.0, [], 0)
         with pytest.raises(KeyError, match="no document 'nope'"):
-            searcher.explain(terms, "nope")
+            explain(searcher, terms, "nope")
 
 
 def test_explain_and_show_vector_commands(cranfield):

@@ -16,11 +16,11 @@ from splade_lucene.index import (
     IncompatibleIndexError,
     IndexBuildError,
     build_index,
-    lucene_stats,
     merge_indexes,
     parse_shard,
     read_metadata,
 )
+from splade_lucene.lucene import lucene_stats
 from splade_lucene.search import QueryEncoder, Searcher
 
 
@@ -79,9 +79,9 @@ def test_merged_index_opens_in_plain_pyserini(cranfield, shards):
     assert proc.returncode == 0, proc.stderr
     assert "merged 3 indexes (1400 documents)" in proc.stdout
     assert "forceMerge(1)" in read_metadata(out)["merged_with"]
-    from splade_lucene.index import _lucene_reader
+    from splade_lucene.lucene import lucene_reader
 
-    with _lucene_reader(out) as reader:
+    with lucene_reader(out) as reader:
         assert reader.leaves().size() == 1
     from pyserini.search.lucene import LuceneImpactSearcher
 
