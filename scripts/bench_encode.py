@@ -45,7 +45,7 @@ def load_texts(n: int) -> list[str]:
 # ---- the encoders, each returning {term: int} per text ---------------------------------------
 
 def run_ours(model: str, texts, max_length: int, variant: str):
-    from splade_lucene.encode import SpladeEncoder
+    from splade_lucene.model import SpladeEncoder
     from splade_lucene.quantize import quantize_terms
 
     kwargs = {"dtype": "bf16"} if variant == "ours-bf16" else {}
@@ -142,8 +142,9 @@ def streaming_child(args) -> None:
     """encode_corpus on the first N SciFact documents (written to a temporary corpus); peak RSS."""
     import torch
 
-    from splade_lucene.encode import SpladeEncoder, encode_corpus
+    from splade_lucene.encode import encode_corpus
     from splade_lucene.experiment import find_dataset
+    from splade_lucene.model import SpladeEncoder
 
     torch.set_num_threads(args.threads)
     tmp = Path(tempfile.mkdtemp(prefix="bench-stream-"))
@@ -237,7 +238,7 @@ def main() -> int:
         streaming_child(args) if args.encoder == "stream" else child(args)
         return 0
 
-    from splade_lucene.encode import default_model_path
+    from splade_lucene.model import default_model_path
 
     tiny = Path(args.tiny_model) if args.tiny_model else default_model_path()
     encoders = args.encoders.split(",")

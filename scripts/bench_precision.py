@@ -20,9 +20,9 @@ import time
 from pathlib import Path
 
 import splade_lucene  # noqa: F401  (Java set-up, harmless where no Java is needed)
-from splade_lucene.encode import DEFAULT_MAX_LENGTH, SpladeEncoder
 from splade_lucene.evaluate import METRICS, evaluate
 from splade_lucene.experiment import find_dataset, judged_dataset
+from splade_lucene.model import DEFAULT_MAX_LENGTH, SpladeEncoder
 from splade_lucene.quantize import DEFAULT_SCALE, quantize
 from splade_lucene.search import exact_search, vectors_matrix
 

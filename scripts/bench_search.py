@@ -46,10 +46,11 @@ import numpy as np
 
 import splade_lucene  # noqa: F401  (Java set-up before pyserini)
 from splade_lucene.collection import collection_files, read_queries
-from splade_lucene.encode import SpladeEncoder, encode_corpus
+from splade_lucene.encode import encode_corpus
 from splade_lucene.experiment import dataset_files, find_dataset
 from splade_lucene.impacts import TABLE_DIR, write_impact_table
 from splade_lucene.index import build_index
+from splade_lucene.model import SpladeEncoder
 from splade_lucene.search import QueryEncoder, Searcher, exact_search
 
 SYNTHETIC = {"synthetic-100k": 100_000, "synthetic-1m": 1_000_000}

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import splade_lucene  # noqa: F401  (Java set-up)
 from splade_lucene.collection import read_corpus
-from splade_lucene.encode import SpladeEncoder
 from splade_lucene.experiment import dataset_files, find_dataset, run_experiment
+from splade_lucene.model import SpladeEncoder
 
 
 def main() -> int:

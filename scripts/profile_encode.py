@@ -18,8 +18,8 @@ from collections import defaultdict
 import torch
 
 from splade_lucene.collection import read_corpus
-from splade_lucene.encode import SpladeEncoder, dense_to_sparse
 from splade_lucene.experiment import find_dataset
+from splade_lucene.model import SpladeEncoder, dense_to_sparse
 
 
 def main() -> int:

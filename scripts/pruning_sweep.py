@@ -22,12 +22,13 @@ import time
 from pathlib import Path
 
 import splade_lucene  # noqa: F401  (Java set-up)
-from splade_lucene.encode import SparseVector, SpladeEncoder, write_vectors
+from splade_lucene.encode import write_vectors
 from splade_lucene.evaluate import evaluate
 from splade_lucene.experiment import judged_dataset
 from splade_lucene.impacts import TABLE_DIR
 from splade_lucene.index import build_index
 from splade_lucene.lucene import lucene_stats
+from splade_lucene.model import SparseVector, SpladeEncoder
 from splade_lucene.quantize import DEFAULT_SCALE, prune, quantize_terms
 from splade_lucene.search import QueryEncoder, Searcher
 

@@ -17,10 +17,11 @@ import sys
 from pathlib import Path
 
 import splade_lucene  # noqa: F401  (Java set-up)
-from splade_lucene.encode import SpladeEncoder, write_vectors
+from splade_lucene.encode import write_vectors
 from splade_lucene.evaluate import evaluate
 from splade_lucene.experiment import find_dataset, judged_dataset
 from splade_lucene.index import build_index
+from splade_lucene.model import SpladeEncoder
 from splade_lucene.search import QueryEncoder, Searcher, exact_search, vectors_matrix
 
 

@@ -15,9 +15,9 @@ _java.prepare()
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "SpladeEncoder": "encode",
-    "SparseVector": "encode",
-    "default_model_path": "encode",
+    "SpladeEncoder": "model",
+    "SparseVector": "model",
+    "default_model_path": "model",
     "encode_corpus": "encode",
     "quantize": "quantize",
     "quantize_terms": "quantize",

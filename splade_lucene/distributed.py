@@ -2,10 +2,10 @@
 
 The corpus is cut into the collection's parts (``part_size`` documents each) by byte ranges of the
 file; a Ray Data pipeline hands the parts to a pool of actors, each holding one
-:class:`~splade_lucene.encode.SpladeEncoder` (on one GPU where ``gpus_per_worker`` asks for it). An
+:class:`~splade_lucene.model.SpladeEncoder` (on one GPU where ``gpus_per_worker`` asks for it). An
 actor reads its part's lines from the corpus (checked as :func:`~splade_lucene.collection.read_corpus`
 checks them), encodes them exactly as a local run encodes a part
-(:func:`~splade_lucene.encode.encode_by_part`), quantizes them and sends the part's records back. The
+(:func:`~splade_lucene.model.encode_by_part`), quantizes them and sends the part's records back. The
 driver alone writes the collection: each part file as it arrives (``.partial``, fsynced, renamed), its
 progress in ``.NAME.writing/progress.json``, and ``collection.meta`` at the end, so the output is the
 same files, byte for byte, as ``engine="local"`` writes.
@@ -25,18 +25,27 @@ import shutil
 import time
 from pathlib import Path
 
-from .collection import InputError, part_name, part_number, write_part
-from .encode import (
-    EncodeSummary,
-    SpladeEncoder,
-    _finished_parts,
-    _writing_folder,
-    check_collection_options,
-    collection_metadata,
-    publish_collection,
-    record_progress,
+from .collection import (
+    InputError,
+    document_text,
+    parse_line,
+    part_name,
+    part_number,
+    record_id,
+    record_line,
+    write_part,
 )
 from .errors import NotFoundError, SettingError, require
+from .model import SpladeEncoder, encode_by_part, quantized_records
+from .writing import (
+    EncodeSummary,
+    check_collection_options,
+    collection_metadata,
+    finished_parts,
+    publish_collection,
+    record_progress,
+    writing_folder,
+)
 
 
 def corpus_parts(corpus: str | Path, part_size: int) -> list[dict]:
@@ -61,8 +70,6 @@ def corpus_parts(corpus: str | Path, part_size: int) -> list[dict]:
 
 def read_part(corpus: str | Path, part: dict) -> list[tuple[str, str, int]]:
     """A part's documents as (id, text, line), each line checked as ``read_corpus`` checks it."""
-    from .collection import _doc_id, document_text, parse_line
-
     path = Path(corpus)
     docs = []
     with open(path, "rb") as fh:
@@ -75,7 +82,7 @@ def read_part(corpus: str | Path, part: dict) -> list[tuple[str, str, int]]:
         obj = parse_line(raw, path, lineno)
         if obj is None:
             continue
-        docs.append((_doc_id(obj, path, lineno), document_text(obj, path, lineno), lineno))
+        docs.append((record_id(obj, path, lineno), document_text(obj, path, lineno), lineno))
     if len(docs) != part["documents"]:
         raise InputError(f"{path} changed while it was being encoded (part {part['number']} has "
                          f"{len(docs)} documents, not {part['documents']})")
@@ -96,9 +103,6 @@ class PartEncoder:
         self.options = options
 
     def __call__(self, batch: dict) -> dict:
-        from .collection import record_line
-        from .encode import encode_by_part, quantized_records
-
         out: dict[str, list] = {"number": [], "text": [], "documents": [], "empty": [], "truncated": [], "ids": [],
                                 "error": []}
         for i in range(len(batch["number"])):
@@ -150,7 +154,7 @@ def encode_corpus_ray(corpus: Path, output: Path, *, encoder: SpladeEncoder, set
                       gpus_per_worker: float | None = None, resume: bool = True, progress: bool = True,
                       query_model: str | Path | None = None) -> EncodeSummary:
     """``encode_corpus(..., engine="ray")``, called by it once the output may be written: see the
-    module's description. ``settings``: the run's :func:`~splade_lucene.encode.run_settings`."""
+    module's description. ``settings``: the run's :func:`~splade_lucene.writing.run_settings`."""
     from tqdm import tqdm
 
     if corpus.suffix == ".gz":
@@ -173,8 +177,8 @@ def encode_corpus_ray(corpus: Path, output: Path, *, encoder: SpladeEncoder, set
             gpus_per_worker = 1.0 if resources.get("GPU", 0) >= 1 else 0.0
         device = "cuda" if gpus_per_worker else "cpu"
         settings = {**settings, "device": device}
-        tmp = _writing_folder(output)
-        done = _finished_parts(tmp, settings, contiguous=False) if resume else []
+        tmp = writing_folder(output)
+        done = finished_parts(tmp, settings, contiguous=False) if resume else []
         if not done:
             shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True, exist_ok=True)

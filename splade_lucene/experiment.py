@@ -17,10 +17,11 @@ from pathlib import Path
 
 from .atomic import write_text
 from .collection import read_corpus, read_queries
-from .encode import DEFAULT_BATCH_SIZE, DEFAULT_MAX_LENGTH, SpladeEncoder, encode_corpus
+from .encode import encode_corpus
 from .errors import NotFoundError, OutputExistsError
 from .evaluate import evaluate, read_qrels, read_run, write_metrics
 from .index import build_index
+from .model import DEFAULT_BATCH_SIZE, DEFAULT_MAX_LENGTH, SpladeEncoder
 from .quantize import DEFAULT_SCALE
 from .search import DEFAULT_K, QueryEncoder, Searcher, write_run
 

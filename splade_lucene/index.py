@@ -24,7 +24,7 @@ from pathlib import Path
 
 from . import _java
 from .atomic import move_into_place
-from .collection import collection_files
+from .collection import COLLECTION_METADATA_FILE, collection_files
 from .errors import NotFoundError, OutputExistsError, SettingError
 from .impacts import write_impact_table
 from .lucene import (
@@ -38,7 +38,6 @@ from .lucene import (
 )
 
 METADATA_FILE = "splade_lucene.json"
-COLLECTION_METADATA_FILE = "collection.meta"
 DEFAULT_INDEX_ROOT = Path("indexes")
 _BUILDING = ".building-"
 

@@ -20,11 +20,11 @@ import numpy as np
 
 from . import _java
 from .atomic import atomic_file
-from .encode import DEFAULT_MAX_LENGTH, SparseVector, SpladeEncoder
 from .errors import NotFoundError, SettingError, SettingTypeError, UnknownIdError
 from .impacts import ImpactTable, ImpactTableError
 from .index import check_compatible, read_metadata
 from .lucene import docid_table
+from .model import DEFAULT_MAX_LENGTH, SparseVector, SpladeEncoder
 from .quantize import DEFAULT_SCALE, check_pruning, check_scale, prune, quantize_terms
 
 DEFAULT_K = 1000
@@ -77,7 +77,7 @@ class QueryEncoder:
 
     def encode_batch(self, texts: Sequence[str]) -> list[dict[str, int]]:
         """Integer weights per text; a text with no letter or digit (empty, blank, only punctuation)
-        gets no terms (see :class:`~splade_lucene.encode.SpladeEncoder`), so it matches nothing."""
+        gets no terms (see :class:`~splade_lucene.model.SpladeEncoder`), so it matches nothing."""
         vectors = self.encoder.encode(texts, max_length=self.max_length)
         if self.top_k is not None or self.min_weight is not None:
             vectors = [SparseVector(*prune(v.ids, v.weights, top_k=self.top_k, min_weight=self.min_weight))

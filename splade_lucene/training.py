@@ -10,7 +10,7 @@ out, not counted as a negative). The FLOPS term ``sum_j (mean_i w_ij)^2`` over t
 vectors and document vectors, weighted by ``lambda_q`` and ``lambda_d``, pushes towards sparse
 vectors; both weights rise quadratically, ``lambda_t = lambda * min(1, t / T)^2``.
 
-The vectors trained are the encoder's: the same tokenization (:func:`splade_lucene.encode.tokenize`),
+The vectors trained are the encoder's: the same tokenization (:func:`splade_lucene.model.tokenize`),
 the same pooling over real positions, special tokens removed from the output, the same max lengths.
 
 Training pairs come from a BEIR folder's ``qrels/<split>.tsv`` (queries from ``queries.jsonl``), from
@@ -43,20 +43,20 @@ import numpy as np
 from .atomic import atomic_file, move_into_place, write_text
 from .bm25 import BM25Searcher, build_bm25_index
 from .collection import InputError, open_text, parse_line, read_corpus, read_queries, sha256_file
-from .encode import (
+from .encode import encode_corpus
+from .errors import NotFoundError, OutputExistsError, SettingError, SettingTypeError, SpladeLuceneError, require
+from .evaluate import evaluate, read_qrels, read_run
+from .index import build_index, read_metadata
+from .lucene import package_versions
+from .model import (
     DEFAULT_MAX_LENGTH,
     SpladeEncoder,
-    encode_corpus,
     has_words,
     load_masked_lm,
     model_weights_sha256,
     resolve_model,
     tokenize,
 )
-from .errors import NotFoundError, OutputExistsError, SettingError, SettingTypeError, SpladeLuceneError, require
-from .evaluate import evaluate, read_qrels, read_run
-from .index import build_index, read_metadata
-from .lucene import package_versions
 from .search import QueryEncoder, Searcher, write_run
 
 MANIFEST_FILE = "training.json"

@@ -30,7 +30,7 @@ def datasets() -> Path:
 
 @pytest.fixture(scope="session")
 def encoder():
-    from splade_lucene.encode import SpladeEncoder
+    from splade_lucene.model import SpladeEncoder
 
     return SpladeEncoder()
 

@@ -16,7 +16,8 @@ from conftest import read_vectors
 
 from splade_lucene.collection import InputError, read_corpus
 from splade_lucene.distributed import corpus_parts, read_part
-from splade_lucene.encode import PROGRESS_FILE, encode_corpus, run_settings
+from splade_lucene.encode import encode_corpus
+from splade_lucene.writing import PROGRESS_FILE, run_settings
 
 PART = 50
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from splade_lucene.collection import EMPTY_DOCUMENT_TERM, read_corpus
-from splade_lucene.encode import SpladeEncoder, default_model_path
+from splade_lucene.model import SpladeEncoder, default_model_path
 from splade_lucene.quantize import quantize_array
 
 

@@ -100,7 +100,7 @@ def test_resume_needs_the_same_settings(small_corpus, encoder, tmp_path):
 
 def test_truncated_documents_are_counted(small_corpus, tmp_path):
     from splade_lucene.collection import read_corpus
-    from splade_lucene.encode import SpladeEncoder
+    from splade_lucene.model import SpladeEncoder
 
     encoder = SpladeEncoder(max_length=64)
     whole = encoder.tokenizer([d.text for d in read_corpus(small_corpus)])["input_ids"]

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from splade_lucene.collection import read_corpus, read_queries, sha256_file
-from splade_lucene.encode import ModelError, SpladeEncoder, default_model_path
+from splade_lucene.model import ModelError, SpladeEncoder, default_model_path
 from splade_lucene.splade_head import splade_pool
 from splade_lucene.training import (
     SpladeModel,

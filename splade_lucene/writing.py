@@ -1,0 +1,148 @@
+"""Resume state and publishing of a collection, shared by the local and the Ray engines: the
+settings a run records (``progress.json``), the parts an interrupted run finished, the collection's
+metadata, and the move of a finished writing folder into place."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .atomic import move_into_place, write_text
+from .collection import COLLECTION_METADATA_FILE, FORMATS, PART_SIZE, part_name, part_number
+from .errors import OutputExistsError, SettingError
+from .model import SpladeEncoder, model_weights_sha256, resolve_model
+from .quantize import DEFAULT_SCALE, check_pruning, check_scale
+
+
+@dataclass
+class EncodeSummary:
+    documents: int
+    empty_documents: int
+    output: Path
+    seconds: float
+    metadata: dict
+    truncated_documents: int = 0  # texts cut at the max length
+    resumed_documents: int = 0  # documents found already encoded by an interrupted run, not encoded again
+
+
+
+PROGRESS_FILE = "progress.json"
+
+
+def run_settings(corpus: Path, encoder: SpladeEncoder, *, scale: float | None = None,
+                 query_scale: float | None = None, fmt: str = "vector", part_size: int | None = None,
+                 query_max_length: int | None = None, query_model: str | Path | None = None,
+                 doc_top_k: int | None = None, doc_min_weight: float | None = None, query_top_k: int | None = None,
+                 query_min_weight: float | None = None) -> dict:
+    """What an encoding run records in ``progress.json``: a later run resumes its parts only where all
+    of it is the same (the corpus by path, size and modification time)."""
+    stat = corpus.stat()
+    return {"corpus": str(corpus.resolve()), "corpus_size": stat.st_size, "corpus_mtime_ns": stat.st_mtime_ns,
+            "model_sha256": encoder.weights_sha256, "model": encoder.model_name, "max_length": encoder.max_length,
+            "stride": encoder.stride, "pooling": encoder.pooling, "dtype": encoder.dtype,
+            "device": str(encoder.device), "scale": scale, "query_scale": query_scale, "format": fmt,
+            "part_size": int(part_size or PART_SIZE), "query_max_length": query_max_length,
+            "query_model": str(query_model) if query_model else None, "doc_top_k": doc_top_k,
+            "doc_min_weight": doc_min_weight, "query_top_k": query_top_k, "query_min_weight": query_min_weight}
+
+
+def writing_folder(output: Path) -> Path:
+    """The folder an encoding of ``output`` writes into (``.NAME.writing`` beside it)."""
+    return output.parent / f".{output.name}.writing"
+
+
+def finished_parts(tmp: Path, settings: dict, *, contiguous: bool = True) -> list[dict]:
+    """The parts an interrupted run with the same settings finished in ``tmp`` (others removed), or [].
+    ``contiguous``: only the unbroken run of parts from the first (a distributed run finishes parts
+    out of order; a local run resumes after the last part of that run)."""
+    try:
+        state = json.loads((tmp / PROGRESS_FILE).read_text())
+    except (OSError, ValueError):
+        return []
+    if state.get("settings") != settings:
+        return []
+    parts = sorted(state.get("parts", []), key=lambda p: part_number(p["file"]))
+    if contiguous:
+        prefix = []
+        for number, part in enumerate(parts):
+            if part["file"] != part_name(number):
+                break
+            prefix.append(part)
+        parts = prefix
+    listed = {p["file"] for p in parts}
+    if not all((tmp / name).is_file() for name in listed):
+        return []
+    for path in tmp.iterdir():
+        if path.name not in listed and path.name != PROGRESS_FILE:
+            path.unlink()  # the part being written when the run stopped
+    return parts
+
+
+def check_output(output: Path, overwrite: bool) -> None:
+    """Refuse an output folder that holds files, unless ``overwrite``."""
+    if output.exists() and not overwrite and any(output.iterdir()):
+        raise OutputExistsError(f"{output} already exists and is not empty; pass --overwrite to replace it")
+
+
+def check_collection_options(*, scale: float | None = None, query_scale: float | None = None, fmt: str = "vector",
+                             doc_top_k: int | None = None, doc_min_weight: float | None = None,
+                             query_top_k: int | None = None, query_min_weight: float | None = None) -> dict:
+    """The quantization, format and pruning settings of a collection, checked, defaults filled in."""
+    if fmt not in FORMATS:
+        raise SettingError(f"format must be one of {FORMATS}, not {fmt!r}")
+    scale = check_scale(DEFAULT_SCALE if scale is None else scale)
+    query_scale = check_scale(scale if query_scale is None else query_scale)
+    doc_top_k, doc_min_weight = check_pruning(doc_top_k, doc_min_weight)
+    query_top_k, query_min_weight = check_pruning(query_top_k, query_min_weight)
+    return {"scale": scale, "query_scale": query_scale, "format": fmt, "doc_top_k": doc_top_k,
+            "doc_min_weight": doc_min_weight, "query_top_k": query_top_k, "query_min_weight": query_min_weight}
+
+
+def record_progress(tmp: Path, settings: dict | None, parts: list[dict], part: dict) -> None:
+    """Add a finished part to ``parts`` and, for a resumable run (``settings``), to ``progress.json``."""
+    parts.append(part)
+    if settings is not None:  # what a resumed run may keep
+        write_text(tmp / PROGRESS_FILE, json.dumps({"settings": settings, "parts": parts}, indent=1))
+
+
+def collection_metadata(encoder: SpladeEncoder, parts: list[dict], options: dict, *,
+                        query_max_length: int | None = None, query_model: str | Path | None = None,
+                        corpus: str | Path | None = None) -> dict:
+    """``collection.meta`` of a collection made of ``parts`` by ``encoder`` with ``options``
+    (:func:`check_collection_options`)."""
+    if query_model is None:
+        query_name, query_sha = encoder.model_name, encoder.weights_sha256
+    else:
+        query_name, query_path = resolve_model(query_model)
+        query_sha = model_weights_sha256(query_path)
+    return {
+        "model": encoder.model_name,
+        "model_path": encoder.model_path,
+        "model_sha256": encoder.weights_sha256,
+        "query_model": query_name,
+        "query_model_sha256": query_sha,
+        "scale": options["scale"],
+        "query_scale": options["query_scale"],
+        "max_length": encoder.max_length,
+        "stride": encoder.stride,
+        "query_max_length": query_max_length or encoder.max_length,
+        "pooling": encoder.pooling,
+        "dtype": encoder.dtype,
+        "format": options["format"],
+        "documents": sum(p["documents"] for p in parts),
+        "empty_documents": sum(p["empty"] for p in parts),
+        "truncated_documents": sum(p["truncated"] for p in parts),
+        "doc_top_k": options["doc_top_k"],
+        "doc_min_weight": options["doc_min_weight"],
+        "query_top_k": options["query_top_k"],
+        "query_min_weight": options["query_min_weight"],
+        "corpus": str(corpus) if corpus is not None else None,
+    }
+
+
+def publish_collection(tmp: Path, output: Path, metadata: dict) -> None:
+    """Write ``collection.meta`` into the finished writing folder ``tmp`` and move it to ``output``."""
+    (tmp / PROGRESS_FILE).unlink(missing_ok=True)
+    (tmp / COLLECTION_METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+    move_into_place(tmp, output)
