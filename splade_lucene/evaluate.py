@@ -1,6 +1,7 @@
-"""trec_eval-compatible metrics: nDCG@10, RR@10, R@100, R@1000, MAP.
+"""trec_eval metrics: nDCG@10, RR@10, R@100, R@1000, MAP, computed by trec_eval's own code
+(pytrec_eval, through ir_measures), with our readers and the BEIR conventions around it.
 
-The definitions follow trec_eval 9 as shipped in Anserini's jar, with the flags Pyserini uses for
+The values are trec_eval 9's as shipped in Anserini's jar (tested), with the flags Pyserini uses for
 BEIR (``-c``: the mean is over every query of the qrels, a query missing from the run scores 0):
 
 - a run is sorted by score descending, ties by doc id descending (trec_eval's order);
@@ -15,14 +16,15 @@ equals its query id is dropped before scoring.
 from __future__ import annotations
 
 import json
-import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import ir_measures
+from ir_measures import AP, RR, R, nDCG
+
 from .atomic import write_text
-from .collection import open_text
-from .errors import SettingError
+from .collection import InputError, open_text
 
 METRICS = ("nDCG@10", "RR@10", "R@100", "R@1000", "MAP")
 
@@ -46,14 +48,14 @@ def read_qrels(path: str | Path) -> Qrels:
             elif len(parts) == 4:
                 qid, _, docid, rel = parts
             else:
-                raise SettingError(f"{path}:{lineno}: expected 3 (BEIR) or 4 (TREC) columns, got {len(parts)}")
+                raise InputError(f"{path}:{lineno}: expected 3 (BEIR) or 4 (TREC) columns, got {len(parts)}")
             try:
                 value = int(rel)
             except ValueError:
-                raise SettingError(f"{path}:{lineno}: relevance {rel!r} is not an integer") from None
+                raise InputError(f"{path}:{lineno}: relevance {rel!r} is not an integer") from None
             qrels.setdefault(qid, {})[docid] = value
     if not qrels:
-        raise SettingError(f"{path}: no judgments")
+        raise InputError(f"{path}: no judgments")
     return qrels
 
 
@@ -66,37 +68,50 @@ def read_run(path: str | Path) -> Run:
             if not parts:
                 continue
             if len(parts) != 6:
-                raise SettingError(f"{path}:{lineno}: a TREC run line has 6 columns, got {len(parts)}")
+                raise InputError(f"{path}:{lineno}: a TREC run line has 6 columns, got {len(parts)}")
             run.setdefault(parts[0], []).append((parts[2], float(parts[4])))
     return run
 
 
-def _trec_order(hits: list[tuple[str, float]]) -> list[str]:
+def _trec_order(hits: list[tuple[str, float]]) -> list[tuple[str, float]]:
     # trec_eval: score descending, then doc id descending (strcmp order on bytes).
-    ordered = sorted(hits, key=lambda h: (h[1], h[0].encode()), reverse=True)
-    return [docid for docid, _ in ordered]
+    return sorted(hits, key=lambda h: (h[1], h[0].encode()), reverse=True)
 
 
-def query_metrics(judged: dict[str, int], ranking: list[str]) -> dict[str, float]:
-    """The five metrics for one query; ``ranking`` is already in trec_eval order."""
-    num_rel = sum(1 for r in judged.values() if r >= 1)
-    rels = [judged.get(d, 0) for d in ranking]
-    dcg = sum(r / math.log2(i + 2) for i, r in enumerate(rels[:10]) if r > 0)
-    ideal = sorted((r for r in judged.values() if r > 0), reverse=True)[:10]
-    idcg = sum(r / math.log2(i + 2) for i, r in enumerate(ideal))
-    rr = next((1.0 / (i + 1) for i, r in enumerate(rels[:10]) if r >= 1), 0.0)
-    hits_so_far, ap_sum = 0, 0.0
-    for i, r in enumerate(rels):
-        if r >= 1:
-            hits_so_far += 1
-            ap_sum += hits_so_far / (i + 1)
-    return {
-        "nDCG@10": dcg / idcg if idcg > 0 else 0.0,
-        "RR@10": rr,
-        "R@100": sum(1 for r in rels[:100] if r >= 1) / num_rel if num_rel else 0.0,
-        "R@1000": sum(1 for r in rels[:1000] if r >= 1) / num_rel if num_rel else 0.0,
-        "MAP": ap_sum / num_rel if num_rel else 0.0,
-    }
+def _as_scores(hits: list[tuple[str, float]]) -> dict[str, float]:
+    """A query's hits as ir_measures takes them; a doc id listed twice keeps its first (best) line."""
+    out: dict[str, float] = {}
+    for docid, score in hits:
+        out.setdefault(docid, score)
+    return out
+
+
+def per_query_metrics(qrels: Qrels, run: Run) -> dict[str, dict[str, float]]:
+    """The five metrics of every judged query, computed by trec_eval's own code (pytrec_eval, through
+    ir_measures); a judged query without hits scores 0 (``-c``). ``RR@10`` is ``recip_rank`` with
+    ``-M 10``: the run cut to its first 10 documents in trec_eval's order before the rank is taken
+    (pytrec_eval ignores an RR cutoff)."""
+    measures = {nDCG@10: "nDCG@10", R@100: "R@100", R@1000: "R@1000", AP: "MAP"}
+    full = {q: _as_scores(hits) for q, hits in run.items() if q in qrels and hits}
+    top10 = {q: dict(_trec_order(list(scores.items()))[:10]) for q, scores in full.items()}
+    per_query = {q: {m: 0.0 for m in METRICS} for q in qrels}
+    for m in ir_measures.pytrec_eval.iter_calc(list(measures), qrels, full):
+        per_query[m.query_id][measures[m.measure]] = float(m.value)
+    for m in ir_measures.pytrec_eval.iter_calc([RR], qrels, top10):
+        per_query[m.query_id]["RR@10"] = float(m.value)
+    return per_query
+
+
+def recall_at_depths(qrels: Qrels, run: Run, depths, *, remove_query: bool = False) -> list[float]:
+    """Mean recall at each depth over every judged query (``-c``), as R@100 and R@1000 above."""
+    if remove_query:
+        run = {qid: [h for h in hits if h[0] != qid] for qid, hits in run.items()}
+    full = {q: _as_scores(hits) for q, hits in run.items() if q in qrels and hits}
+    sums = dict.fromkeys(depths, 0.0)
+    by_measure = {R@d: d for d in depths}
+    for m in ir_measures.pytrec_eval.iter_calc(list(by_measure), qrels, full):
+        sums[by_measure[m.measure]] += float(m.value)
+    return [sums[d] / len(qrels) for d in depths]
 
 
 @dataclass
@@ -116,12 +131,9 @@ def evaluate(qrels: Qrels, run: Run, *, remove_query: bool = False, warn: bool =
     Warns with counts where judged queries have no hits in the run, and (given ``corpus_ids``, a
     container of the corpus's doc ids) where judged documents are not in the corpus: trec_eval counts
     them as relevant documents that can never be retrieved, and so do these metrics."""
-    per_query = {}
-    for qid, judged in qrels.items():
-        hits = run.get(qid, [])
-        if remove_query:
-            hits = [h for h in hits if h[0] != qid]
-        per_query[qid] = query_metrics(judged, _trec_order(hits))
+    if remove_query:
+        run = {qid: [h for h in hits if h[0] != qid] for qid, hits in run.items()}
+    per_query = per_query_metrics(qrels, run)
     n = len(per_query)
     metrics = {m: sum(q[m] for q in per_query.values()) / n for m in METRICS}
     missing = sum(1 for q in qrels if q not in run)

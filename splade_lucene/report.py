@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .atomic import write_text
 from .errors import NotFoundError, require
-from .evaluate import METRICS, read_qrels, read_run
+from .evaluate import METRICS, read_qrels, read_run, recall_at_depths
 
 RECALL_DEPTHS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 TYPE_ORDER = {"bm25": 0, "splade": 1, "rrf": 2, "interpolation": 3}
@@ -45,20 +45,7 @@ def markdown_table(frame, metrics=METRICS) -> str:
 
 
 def recall_curve(run_file: Path, qrels_file: Path, remove_query: bool = True) -> list[float]:
-    qrels, run = read_qrels(qrels_file), read_run(run_file)
-    out = []
-    for depth in RECALL_DEPTHS:
-        total = 0.0
-        for qid, judged in qrels.items():
-            relevant = {d for d, r in judged.items() if r >= 1}
-            if not relevant:
-                continue
-            hits = sorted(run.get(qid, []), key=lambda h: (h[1], h[0].encode()), reverse=True)
-            if remove_query:
-                hits = [h for h in hits if h[0] != qid]
-            total += len(relevant & {d for d, _ in hits[:depth]}) / len(relevant)
-        out.append(total / sum(1 for j in qrels.values() if any(r >= 1 for r in j.values())))
-    return out
+    return recall_at_depths(read_qrels(qrels_file), read_run(run_file), RECALL_DEPTHS, remove_query=remove_query)
 
 
 def plot(frame, output: str | Path, png: str | Path) -> None:

@@ -80,3 +80,22 @@ def test_judgements_outside_the_run_or_corpus_are_counted_in_warnings(files):
     # the metrics are trec_eval's all the same: the missing documents stay relevant, never retrieved
     assert ev.metrics == evaluate(qrels, run, warn=False).metrics
     assert ev.per_query["q3"]["nDCG@10"] == 0.0 and ev.per_query["q1"]["R@1000"] == pytest.approx(2 / 3)
+
+
+def test_rr_at_10_is_cut_at_10_in_trec_eval_order():
+    # the relevant document is 11th: recip_rank with -M 10 is 0 (pytrec_eval alone would say 1/11)
+    run = {"q": [(f"d{i}", 100.0 - i) for i in range(1, 12)]}
+    assert evaluate({"q": {"d11": 1}}, run).metrics["RR@10"] == 0.0
+    # ties at the cut go by doc id descending: "d9" > "d10" > "d1" as bytes, so d9 is in the top 10
+    tied = {"q": [(f"d{i}", 1.0) for i in range(1, 12)]}
+    assert evaluate({"q": {"d9": 1}}, tied).metrics["RR@10"] == 1.0
+    assert evaluate({"q": {"d1": 1}}, tied).metrics["RR@10"] == 0.0
+
+
+def test_the_reports_recall_is_the_tables(files):
+    from splade_lucene.evaluate import recall_at_depths
+
+    qrels, run = files
+    ev = evaluate(qrels, run, remove_query=True, warn=False)
+    assert recall_at_depths(qrels, run, (100, 1000), remove_query=True) == [ev.metrics["R@100"], ev.metrics["R@1000"]]
+    assert recall_at_depths(qrels, run, (1,), remove_query=True) == [pytest.approx((0 + 1) / 3)]
