@@ -38,8 +38,8 @@ from .collection import (
 from .errors import NotFoundError, SettingError, require
 from .model import SpladeEncoder, encode_by_part, quantized_records
 from .writing import (
+    CollectionOptions,
     EncodeSummary,
-    check_collection_options,
     collection_metadata,
     finished_parts,
     publish_collection,
@@ -149,10 +149,10 @@ def start_ray(address: str | None = None, workers: int | None = None):
     return ray, True
 
 
-def encode_corpus_ray(corpus: Path, output: Path, *, encoder: SpladeEncoder, settings: dict,
-                      address: str | None = None, workers: int | None = None,
-                      gpus_per_worker: float | None = None, resume: bool = True, progress: bool = True,
-                      query_model: str | Path | None = None) -> EncodeSummary:
+def encode_corpus_ray(corpus: Path, output: Path, *, encoder: SpladeEncoder, options: CollectionOptions,
+                      settings: dict, address: str | None = None, workers: int | None = None,
+                      gpus_per_worker: float | None = None, resume: bool = True,
+                      progress: bool = True) -> EncodeSummary:
     """``encode_corpus(..., engine="ray")``, called by it once the output may be written: see the
     module's description. ``settings``: the run's :func:`~splade_lucene.writing.run_settings`."""
     from tqdm import tqdm
@@ -164,12 +164,8 @@ def encode_corpus_ray(corpus: Path, output: Path, *, encoder: SpladeEncoder, set
         raise SettingError(f"workers must be at least 1, not {workers}")
     if gpus_per_worker is not None and gpus_per_worker < 0:
         raise SettingError(f"gpus_per_worker must be 0 (CPU) or positive, not {gpus_per_worker}")
-    options = check_collection_options(
-        scale=settings["scale"], query_scale=settings["query_scale"], fmt=settings["format"],
-        doc_top_k=settings["doc_top_k"], doc_min_weight=settings["doc_min_weight"],
-        query_top_k=settings["query_top_k"], query_min_weight=settings["query_min_weight"])
     start_time = time.perf_counter()
-    parts = corpus_parts(corpus, int(settings["part_size"]))
+    parts = corpus_parts(corpus, options.part_size)
     ray, started = start_ray(address, workers)
     try:
         resources = ray.cluster_resources()
@@ -196,7 +192,7 @@ def encode_corpus_ray(corpus: Path, output: Path, *, encoder: SpladeEncoder, set
                 PartEncoder, batch_size=1, compute=ray.data.ActorPoolStrategy(size=pool),
                 num_cpus=threads, num_gpus=gpus_per_worker or None,
                 fn_constructor_kwargs={"corpus": str(corpus.resolve()), "encoder_options": encoder.options(),
-                                       "device": device, "threads": threads, "options": options})
+                                       "device": device, "threads": threads, "options": options.record()})
             total = sum(p["documents"] for p in parts)
             with tqdm(total=total, initial=resumed, desc="encode (ray)", unit="doc", disable=not progress) as bar:
                 for row in dataset.iter_rows():
@@ -215,8 +211,7 @@ def encode_corpus_ray(corpus: Path, output: Path, *, encoder: SpladeEncoder, set
             ray.shutdown()
     _check_unique_ids(corpus, tmp, done, ids)
     done.sort(key=lambda p: part_number(p["file"]))
-    metadata = collection_metadata(encoder, done, options, query_max_length=settings["query_max_length"],
-                                   query_model=query_model, corpus=corpus)
+    metadata = collection_metadata(encoder, done, options, corpus=corpus)
     publish_collection(tmp, output, metadata)
     return EncodeSummary(metadata["documents"], metadata["empty_documents"], output,
                          time.perf_counter() - start_time, metadata, metadata["truncated_documents"], resumed)

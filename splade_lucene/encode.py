@@ -11,13 +11,13 @@ from typing import Iterable
 
 from tqdm import tqdm
 
-from .collection import PART_SIZE, CollectionWriter, count_lines, read_corpus
+from .collection import CollectionWriter, count_lines, read_corpus
 from .distributed import encode_corpus_ray
 from .errors import NotFoundError, SettingError
 from .model import SparseVector, SpladeEncoder, encode_by_part, quantized_records
 from .writing import (
+    CollectionOptions,
     EncodeSummary,
-    check_collection_options,
     check_output,
     collection_metadata,
     finished_parts,
@@ -29,14 +29,13 @@ from .writing import (
 
 
 def encode_corpus(corpus: str | Path, output: str | Path, *, encoder: SpladeEncoder | None = None,
-                  scale: float | None = None, query_scale: float | None = None, fmt: str = "vector",
-                  query_max_length: int | None = None, query_model: str | Path | None = None,
-                  overwrite: bool = False, progress: bool = True, part_size: int | None = None,
-                  resume: bool = True, doc_top_k: int | None = None, doc_min_weight: float | None = None,
-                  query_top_k: int | None = None, query_min_weight: float | None = None,
-                  engine: str = "local", address: str | None = None, workers: int | None = None,
-                  gpus_per_worker: float | None = None) -> EncodeSummary:
+                  options: CollectionOptions | None = None, overwrite: bool = False, progress: bool = True,
+                  resume: bool = True, engine: str = "local", address: str | None = None,
+                  workers: int | None = None, gpus_per_worker: float | None = None, **settings) -> EncodeSummary:
     """Encode a corpus file into an integer-weighted Anserini collection folder.
+
+    ``options`` (a :class:`~splade_lucene.writing.CollectionOptions`) and the option names given as
+    keywords (``scale=``, ``fmt=``, ``doc_top_k=``, ``part_size=`` ...) say how the collection is made.
 
     The folder gets ``part-NNNNN.jsonl`` files of ``part_size`` documents and ``collection.meta``
     (JSON: model, sha256 of its weights, scales, max lengths, pooling, format, counts), which the
@@ -59,73 +58,68 @@ def encode_corpus(corpus: str | Path, output: str | Path, *, encoder: SpladeEnco
     files. Parts are the unit of work either way: each part's documents are encoded on their own, so
     the output does not depend on the engine, the number of workers or where a run resumed.
     """
+    options = CollectionOptions.of(options, **settings)
     corpus, output = Path(corpus), Path(output)
     check_output(output, overwrite)
     if not corpus.is_file():
         raise NotFoundError(f"no such corpus file: {corpus}")
     encoder = encoder or SpladeEncoder()
-    part_size = int(part_size or PART_SIZE)
-    settings = run_settings(corpus, encoder, scale=scale, query_scale=query_scale, fmt=fmt, part_size=part_size,
-                            query_max_length=query_max_length, query_model=query_model, doc_top_k=doc_top_k,
-                            doc_min_weight=doc_min_weight, query_top_k=query_top_k, query_min_weight=query_min_weight)
-    tmp = writing_folder(output)
+    state = run_settings(corpus, encoder, options)
     if engine == "ray":
-        return encode_corpus_ray(corpus, output, encoder=encoder, settings=settings, address=address,
+        return encode_corpus_ray(corpus, output, encoder=encoder, options=options, settings=state, address=address,
                                  workers=workers, gpus_per_worker=gpus_per_worker, resume=resume,
-                                 progress=progress, query_model=query_model)
+                                 progress=progress)
     if engine != "local":
         raise SettingError(f"engine must be 'local' or 'ray', not {engine!r}")
-    parts = finished_parts(tmp, settings) if resume else []
+    tmp = writing_folder(output)
+    parts = finished_parts(tmp, state) if resume else []
     if not parts:
         shutil.rmtree(tmp, ignore_errors=True)
     skip = sum(p["documents"] for p in parts)
     docs = (d for i, d in enumerate(read_corpus(corpus)) if i >= skip)
-    items = encode_by_part(encoder, ((d.id, d.text) for d in docs), part_size)
-    return write_vectors(items, output, encoder=encoder, scale=scale, query_scale=query_scale, fmt=fmt,
-                         query_max_length=query_max_length, query_model=query_model, corpus=corpus,
-                         overwrite=overwrite, progress=progress, total=count_lines(corpus), part_size=part_size,
-                         doc_top_k=doc_top_k, doc_min_weight=doc_min_weight, query_top_k=query_top_k,
-                         query_min_weight=query_min_weight, _resume=(settings, parts))
+    items = encode_by_part(encoder, ((d.id, d.text) for d in docs), options.part_size)
+    return _write(items, output, encoder, options, corpus=corpus, progress=progress, total=count_lines(corpus),
+                  state=state, parts=parts)
 
 
-def write_vectors(items: Iterable[tuple[str, SparseVector]], output: str | Path, *,
-                  encoder: SpladeEncoder, scale: float | None = None, query_scale: float | None = None,
-                  fmt: str = "vector", query_max_length: int | None = None, query_model: str | Path | None = None,
-                  corpus: str | Path | None = None, overwrite: bool = False, progress: bool = True,
-                  total: int | None = None, part_size: int | None = None, doc_top_k: int | None = None,
-                  doc_min_weight: float | None = None, query_top_k: int | None = None,
-                  query_min_weight: float | None = None, _resume=None) -> EncodeSummary:
+def write_vectors(items: Iterable[tuple[str, SparseVector]], output: str | Path, *, encoder: SpladeEncoder,
+                  options: CollectionOptions | None = None, corpus: str | Path | None = None,
+                  overwrite: bool = False, progress: bool = True, total: int | None = None,
+                  **settings) -> EncodeSummary:
     """Quantize (doc id, float vector) pairs and write them, with ``collection.meta``, as a collection
-    folder; ``total`` (the expected count) only sizes the progress bar.
-
-    ``query_model`` names a separate query encoder (default: the document model)."""
-    options = check_collection_options(scale=scale, query_scale=query_scale, fmt=fmt, doc_top_k=doc_top_k,
-                                       doc_min_weight=doc_min_weight, query_top_k=query_top_k,
-                                       query_min_weight=query_min_weight)
+    folder; ``options`` and the option keywords as for :func:`encode_corpus`; ``total`` (the expected
+    count) only sizes the progress bar."""
+    options = CollectionOptions.of(options, **settings)
     output = Path(output)
     check_output(output, overwrite)
+    return _write(items, output, encoder, options, corpus=corpus, progress=progress, total=total)
+
+
+def _write(items, output: Path, encoder: SpladeEncoder, options: CollectionOptions, *, corpus, progress: bool,
+           total: int | None, state: dict | None = None, parts: list[dict] | None = None) -> EncodeSummary:
+    """Both doors' writer. ``state``: the run's settings, recorded for resuming (None: not resumable);
+    ``parts``: the parts an interrupted run finished, kept."""
+    parts = parts if parts is not None else []
     start = time.perf_counter()
     tmp = writing_folder(output)
-    settings, parts = _resume if _resume is not None else (None, [])
     if not parts and tmp.exists():
         shutil.rmtree(tmp)
     done = sum(p["documents"] for p in parts)
-    records = quantized_records(items, encoder.id_to_term, options["scale"], doc_top_k=options["doc_top_k"],
-                                doc_min_weight=options["doc_min_weight"])
+    records = quantized_records(items, encoder.id_to_term, options.scale, doc_top_k=options.doc_top_k,
+                                doc_min_weight=options.doc_min_weight)
     try:
-        with CollectionWriter(tmp, fmt, part_size or PART_SIZE, start=done,
-                              on_part=lambda part: record_progress(tmp, settings, parts, part)) as writer, \
+        with CollectionWriter(tmp, options.fmt, options.part_size, start=done,
+                              on_part=lambda part: record_progress(tmp, state, parts, part)) as writer, \
                 tqdm(total=total, initial=done, desc="encode", unit="doc", disable=not progress) as bar:
             for docid, terms, truncated in records:
                 writer.write(docid, terms, truncated=truncated)
                 bar.update(1)
     except BaseException:
         # nothing reaches `output`; a resumable run keeps its finished parts for the next run
-        if settings is None or not parts:
+        if state is None or not parts:
             shutil.rmtree(tmp, ignore_errors=True)
         raise
-    metadata = collection_metadata(encoder, parts, options, query_max_length=query_max_length,
-                                   query_model=query_model, corpus=corpus)
+    metadata = collection_metadata(encoder, parts, options, corpus=corpus)
     publish_collection(tmp, output, metadata)
     return EncodeSummary(metadata["documents"], metadata["empty_documents"], output, time.perf_counter() - start,
                          metadata, metadata["truncated_documents"], done)

@@ -36,6 +36,7 @@ from .lucene import (
     package_versions,
     run_indexer,
 )
+from .writing import MATCHING_KEYS
 
 METADATA_FILE = "splade_lucene.json"
 DEFAULT_INDEX_ROOT = Path("indexes")
@@ -235,10 +236,6 @@ def check_compatible(metadata: dict, *, model_sha256: str | None, model: str, sc
 
 # Settings that must agree between the parts of a merged index: its vectors and queries mean the
 # same only where these do.
-_MERGE_KEYS = ("model_sha256", "query_model_sha256", "model", "query_model", "scale", "query_scale", "max_length",
-               "query_max_length", "stride", "pooling", "dtype", "format", "doc_top_k", "doc_min_weight",
-               "query_top_k", "query_min_weight")
-
 
 def table_sources(metadata: dict) -> list[str]:
     """The collection folders or part files an index's documents were written from."""
@@ -271,7 +268,7 @@ def merge_indexes(indexes, index_dir: str | Path, *, overwrite: bool = False, se
         if not p.is_dir():
             raise NotFoundError(f"index {p} does not exist")
         metas.append(read_metadata(p))
-    for key in _MERGE_KEYS:
+    for key in MATCHING_KEYS:
         values = {json.dumps(m.get(key)) for m in metas}
         if len(values) > 1:
             shown = ", ".join(f"{p}: {m.get(key)!r}" for p, m in zip(parts, metas))
@@ -301,7 +298,7 @@ def merge_indexes(indexes, index_dir: str | Path, *, overwrite: bool = False, se
         if stats["documents"] != expected:
             raise IndexBuildError(f"the merged index holds {stats['documents']} documents, not the parts' {expected}")
         metadata = {
-            **{k: metas[0].get(k) for k in _MERGE_KEYS},
+            **{k: metas[0].get(k) for k in MATCHING_KEYS},
             # where every part comes from the same collection and corpus (shards), they are the index's
             **{k: metas[0].get(k) if len({m.get(k) for m in metas}) == 1 else None for k in ("collection", "corpus")},
             "documents": stats["documents"],

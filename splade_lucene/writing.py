@@ -4,13 +4,14 @@ metadata, and the move of a finished writing folder into place."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from .atomic import move_into_place, write_text
 from .collection import COLLECTION_METADATA_FILE, FORMATS, PART_SIZE, part_name, part_number
-from .errors import OutputExistsError, SettingError
+from .errors import OutputExistsError, SettingError, SettingTypeError
 from .model import SpladeEncoder, model_weights_sha256, resolve_model
 from .quantize import DEFAULT_SCALE, check_pruning, check_scale
 
@@ -30,21 +31,74 @@ class EncodeSummary:
 PROGRESS_FILE = "progress.json"
 
 
-def run_settings(corpus: Path, encoder: SpladeEncoder, *, scale: float | None = None,
-                 query_scale: float | None = None, fmt: str = "vector", part_size: int | None = None,
-                 query_max_length: int | None = None, query_model: str | Path | None = None,
-                 doc_top_k: int | None = None, doc_min_weight: float | None = None, query_top_k: int | None = None,
-                 query_min_weight: float | None = None) -> dict:
+@dataclass(frozen=True)
+class CollectionOptions:
+    """What a collection is made with besides the model: validated once, here; written to
+    ``collection.meta`` (and from there to the index metadata) by :func:`collection_metadata`, recorded
+    for resuming by :func:`run_settings` and compared when indexes are merged (:data:`MATCHING_KEYS`).
+    A new option is a field here, its flag in the CLI, and the code that uses it."""
+
+    scale: float = DEFAULT_SCALE
+    query_scale: float | None = None  # None: the document scale
+    fmt: str = "vector"  # "vector" (JsonVectorCollection) or "pseudo" (terms repeated)
+    query_max_length: int | None = None  # None: the encoder's max length
+    query_model: str | None = None  # None: the document model
+    doc_top_k: int | None = None  # static pruning of documents (before quantization)
+    doc_min_weight: float | None = None
+    query_top_k: int | None = None  # recorded for the queries; searches of the index apply them
+    query_min_weight: float | None = None
+    part_size: int = PART_SIZE  # documents per collection file, the unit a killed run resumes from
+
+    def __post_init__(self):
+        if self.fmt not in FORMATS:
+            raise SettingError(f"format must be one of {FORMATS}, not {self.fmt!r}")
+        scale = check_scale(DEFAULT_SCALE if self.scale is None else self.scale)
+        query_scale = check_scale(scale if self.query_scale is None else self.query_scale)
+        doc_top_k, doc_min_weight = check_pruning(self.doc_top_k, self.doc_min_weight)
+        query_top_k, query_min_weight = check_pruning(self.query_top_k, self.query_min_weight)
+        part_size = PART_SIZE if self.part_size is None else self.part_size
+        if int(part_size) != part_size or part_size < 1:
+            raise SettingError(f"part_size must be a positive integer, not {part_size!r}")
+        if self.query_max_length is not None and self.query_max_length < 1:
+            raise SettingError(f"query_max_length must be at least 1, not {self.query_max_length}")
+        for name, value in (("scale", scale), ("query_scale", query_scale), ("doc_top_k", doc_top_k),
+                            ("doc_min_weight", doc_min_weight), ("query_top_k", query_top_k),
+                            ("query_min_weight", query_min_weight), ("part_size", int(part_size)),
+                            ("query_model", str(self.query_model) if self.query_model else None)):
+            object.__setattr__(self, name, value)
+
+    @classmethod
+    def of(cls, options: CollectionOptions | None = None, **settings) -> CollectionOptions:
+        """``options`` (default: the defaults) with the named ``settings`` replaced; a name that is
+        no option is refused. ``None`` for a setting means its default."""
+        unknown = set(settings) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise SettingTypeError(f"unknown collection options {sorted(unknown)}")
+        given = {k: v for k, v in settings.items() if v is not None}
+        return dataclasses.replace(options or cls(), **given)
+
+    def record(self) -> dict:
+        """The options as ``collection.meta`` and the index metadata name them."""
+        out = dataclasses.asdict(self)
+        out["format"] = out.pop("fmt")
+        return out
+
+
+# what must agree between indexes merged into one: the model and every option but the file layout
+MATCHING_KEYS = ("model_sha256", "query_model_sha256", "model", "query_model", "max_length", "stride", "pooling",
+                 "dtype", *(k for k in CollectionOptions().record() if k not in ("part_size", "query_model")))
+
+
+def run_settings(corpus: Path, encoder: SpladeEncoder, options: CollectionOptions | None = None,
+                 **settings) -> dict:
     """What an encoding run records in ``progress.json``: a later run resumes its parts only where all
-    of it is the same (the corpus by path, size and modification time)."""
+    of it is the same (the corpus by path, size and modification time, the model, the options)."""
+    options = CollectionOptions.of(options, **settings)
     stat = corpus.stat()
     return {"corpus": str(corpus.resolve()), "corpus_size": stat.st_size, "corpus_mtime_ns": stat.st_mtime_ns,
             "model_sha256": encoder.weights_sha256, "model": encoder.model_name, "max_length": encoder.max_length,
             "stride": encoder.stride, "pooling": encoder.pooling, "dtype": encoder.dtype,
-            "device": str(encoder.device), "scale": scale, "query_scale": query_scale, "format": fmt,
-            "part_size": int(part_size or PART_SIZE), "query_max_length": query_max_length,
-            "query_model": str(query_model) if query_model else None, "doc_top_k": doc_top_k,
-            "doc_min_weight": doc_min_weight, "query_top_k": query_top_k, "query_min_weight": query_min_weight}
+            "device": str(encoder.device), **options.record()}
 
 
 def writing_folder(output: Path) -> Path:
@@ -85,20 +139,6 @@ def check_output(output: Path, overwrite: bool) -> None:
         raise OutputExistsError(f"{output} already exists and is not empty; pass --overwrite to replace it")
 
 
-def check_collection_options(*, scale: float | None = None, query_scale: float | None = None, fmt: str = "vector",
-                             doc_top_k: int | None = None, doc_min_weight: float | None = None,
-                             query_top_k: int | None = None, query_min_weight: float | None = None) -> dict:
-    """The quantization, format and pruning settings of a collection, checked, defaults filled in."""
-    if fmt not in FORMATS:
-        raise SettingError(f"format must be one of {FORMATS}, not {fmt!r}")
-    scale = check_scale(DEFAULT_SCALE if scale is None else scale)
-    query_scale = check_scale(scale if query_scale is None else query_scale)
-    doc_top_k, doc_min_weight = check_pruning(doc_top_k, doc_min_weight)
-    query_top_k, query_min_weight = check_pruning(query_top_k, query_min_weight)
-    return {"scale": scale, "query_scale": query_scale, "format": fmt, "doc_top_k": doc_top_k,
-            "doc_min_weight": doc_min_weight, "query_top_k": query_top_k, "query_min_weight": query_min_weight}
-
-
 def record_progress(tmp: Path, settings: dict | None, parts: list[dict], part: dict) -> None:
     """Add a finished part to ``parts`` and, for a resumable run (``settings``), to ``progress.json``."""
     parts.append(part)
@@ -106,37 +146,31 @@ def record_progress(tmp: Path, settings: dict | None, parts: list[dict], part: d
         write_text(tmp / PROGRESS_FILE, json.dumps({"settings": settings, "parts": parts}, indent=1))
 
 
-def collection_metadata(encoder: SpladeEncoder, parts: list[dict], options: dict, *,
-                        query_max_length: int | None = None, query_model: str | Path | None = None,
+def collection_metadata(encoder: SpladeEncoder, parts: list[dict], options: CollectionOptions, *,
                         corpus: str | Path | None = None) -> dict:
-    """``collection.meta`` of a collection made of ``parts`` by ``encoder`` with ``options``
-    (:func:`check_collection_options`)."""
-    if query_model is None:
+    """``collection.meta`` of a collection made of ``parts`` by ``encoder`` with ``options``."""
+    if options.query_model is None:
         query_name, query_sha = encoder.model_name, encoder.weights_sha256
     else:
-        query_name, query_path = resolve_model(query_model)
+        query_name, query_path = resolve_model(options.query_model)
         query_sha = model_weights_sha256(query_path)
+    record = options.record()
+    del record["part_size"]
     return {
+        **record,
         "model": encoder.model_name,
         "model_path": encoder.model_path,
         "model_sha256": encoder.weights_sha256,
         "query_model": query_name,
         "query_model_sha256": query_sha,
-        "scale": options["scale"],
-        "query_scale": options["query_scale"],
         "max_length": encoder.max_length,
         "stride": encoder.stride,
-        "query_max_length": query_max_length or encoder.max_length,
+        "query_max_length": options.query_max_length or encoder.max_length,
         "pooling": encoder.pooling,
         "dtype": encoder.dtype,
-        "format": options["format"],
         "documents": sum(p["documents"] for p in parts),
         "empty_documents": sum(p["empty"] for p in parts),
         "truncated_documents": sum(p["truncated"] for p in parts),
-        "doc_top_k": options["doc_top_k"],
-        "doc_min_weight": options["doc_min_weight"],
-        "query_top_k": options["query_top_k"],
-        "query_min_weight": options["query_min_weight"],
         "corpus": str(corpus) if corpus is not None else None,
     }
 
