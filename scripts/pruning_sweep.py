@@ -62,6 +62,42 @@ def p50_ms(searcher: Searcher, queries: list[dict[str, int]]) -> float:
     return 1000 * statistics.median(times)
 
 
+def measure(label: str, encoder: SpladeEncoder, docids: list[str], doc_vectors, encoded: dict[str, dict[str, int]],
+            qrels, where: Path, *, doc_top_k: int | None = None, doc_min_weight: float | None = None,
+            query_top_k: int | None = None) -> dict:
+    """One setting: write the collection (pruned as asked), index it, search the encoded queries
+    (k=1000, BEIR convention) and evaluate, then time one query at a time at k=10 on both engines."""
+    if where.exists():
+        shutil.rmtree(where)
+    write_vectors(zip(docids, doc_vectors), where / "collection", encoder=encoder, progress=False,
+                  doc_top_k=doc_top_k, doc_min_weight=doc_min_weight, query_top_k=query_top_k)
+    build_index(where / "collection", where / "index", quiet=True)
+    stats = lucene_stats(where / "index")
+    qenc = QueryEncoder(encoder=encoder)
+    row = {"setting": label, "doc_top_k": doc_top_k, "doc_min_weight": doc_min_weight, "query_top_k": query_top_k}
+    for engine in ("memory", "lucene"):
+        with Searcher(where / "index", qenc, engine=engine) as searcher:
+            if engine == "memory":
+                results = searcher.batch_search_terms(encoded, k=1000)
+                run = {q: [(h.docid, h.score) for h in hits] for q, hits in results.items()}
+                row.update(evaluate(qrels, run, remove_query=True).metrics)
+            row[f"{engine}_p50_ms"] = p50_ms(searcher, list(encoded.values()))
+    row.update({"postings_per_doc": stats["postings"] / stats["documents"],
+                "terms_per_query": statistics.mean(len(v) for v in encoded.values()),
+                "lucene_mb": folder_mb(where / "index") - folder_mb(where / "index" / TABLE_DIR),
+                "table_mb": folder_mb(where / "index" / TABLE_DIR)})
+    print(f"{label}: nDCG@10 {row['nDCG@10']:.4f}, {row['postings_per_doc']:.0f} postings/doc, "
+          f"{row['lucene_mb']:.1f} MiB, p50 {row['memory_p50_ms']:.2f} / {row['lucene_p50_ms']:.2f} ms",
+          file=sys.stderr, flush=True)
+    return row
+
+
+def write_rows(rows: list[dict], path: str | None) -> None:
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(rows, indent=2) + "\n")
+
+
 def plot(rows: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -102,34 +138,13 @@ def main() -> int:
     out = Path(args.output)
     rows = []
     for label, doc_k, doc_min, query_k in SETTINGS:
-        where = out / label.replace(" ", "").replace(",", "-").replace(">=", "ge")
-        if where.exists():
-            shutil.rmtree(where)
-        write_vectors(zip(docids, doc_vectors), where / "collection", encoder=encoder, progress=False,
-                      doc_top_k=doc_k, doc_min_weight=doc_min, query_top_k=query_k)
-        build_index(where / "collection", where / "index", quiet=True)
-        stats = lucene_stats(where / "index")
         encoded = {}
         for (qid, _), vec in zip(queries, query_vectors):
             ids, weights = prune(vec.ids, vec.weights, top_k=query_k)
             encoded[qid] = quantize_terms(encoder.to_terms(SparseVector(ids, weights)), DEFAULT_SCALE)
-        qenc = QueryEncoder(encoder=encoder)
-        row = {"setting": label, "doc_top_k": doc_k, "doc_min_weight": doc_min, "query_top_k": query_k}
-        for engine in ("memory", "lucene"):
-            with Searcher(where / "index", qenc, engine=engine) as searcher:
-                if engine == "memory":
-                    results = searcher.batch_search_terms(encoded, k=1000)
-                    run = {q: [(h.docid, h.score) for h in hits] for q, hits in results.items()}
-                    row.update(evaluate(qrels, run, remove_query=True).metrics)
-                row[f"{engine}_p50_ms"] = p50_ms(searcher, list(encoded.values()))
-        row.update({"postings_per_doc": stats["postings"] / stats["documents"],
-                    "terms_per_query": statistics.mean(len(v) for v in encoded.values()),
-                    "lucene_mb": folder_mb(where / "index") - folder_mb(where / "index" / TABLE_DIR),
-                    "table_mb": folder_mb(where / "index" / TABLE_DIR)})
-        rows.append(row)
-        print(f"{label}: nDCG@10 {row['nDCG@10']:.4f}, {row['postings_per_doc']:.0f} postings/doc, "
-              f"{row['lucene_mb']:.1f} MiB, p50 {row['memory_p50_ms']:.2f} / {row['lucene_p50_ms']:.2f} ms",
-              file=sys.stderr, flush=True)
+        where = out / label.replace(" ", "").replace(",", "-").replace(">=", "ge")
+        rows.append(measure(label, encoder, docids, doc_vectors, encoded, qrels, where, doc_top_k=doc_k,
+                            doc_min_weight=doc_min, query_top_k=query_k))
 
     base = rows[0]
     print("| setting | nDCG@10 | change | R@1000 | postings/doc | terms/query | Lucene index MiB | "
@@ -139,9 +154,7 @@ def main() -> int:
         print(f"| {r['setting']} | {r['nDCG@10']:.4f} | {r['nDCG@10'] - base['nDCG@10']:+.4f} | {r['R@1000']:.4f} | "
               f"{r['postings_per_doc']:.0f} | {r['terms_per_query']:.1f} | {r['lucene_mb']:.2f} | "
               f"{r['memory_p50_ms']:.2f} | {r['lucene_p50_ms']:.2f} |")
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+    write_rows(rows, args.json)
     if args.plot:
         plot(rows, Path(args.plot))
     return 0

@@ -15,25 +15,17 @@ test queries (k=1000, BEIR convention) and timed one query at a time.
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
-import statistics
 import sys
 from pathlib import Path
 
 import splade_lucene  # noqa: F401  (Java set-up)
-from splade_lucene.encode import write_vectors
-from splade_lucene.evaluate import evaluate
 from splade_lucene.experiment import find_dataset, judged_dataset
-from splade_lucene.impacts import TABLE_DIR
-from splade_lucene.index import build_index
-from splade_lucene.lucene import lucene_stats
 from splade_lucene.model import SpladeEncoder
-from splade_lucene.search import QueryEncoder, Searcher
+from splade_lucene.search import QueryEncoder
 from splade_lucene.training import make_settings, train, trained_with
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pruning_sweep import folder_mb, p50_ms  # noqa: E402
+import pruning_sweep  # noqa: E402
 
 PRUNE_TOP_K = (256, 128, 64, 32)
 
@@ -48,28 +40,10 @@ def trained(dataset: Path, out: Path, lambda_d: float) -> Path:
 
 def measure(label: str, encoder: SpladeEncoder, doc_vectors, docs, queries, qrels, where: Path,
             doc_top_k: int | None) -> dict:
-    if where.exists():
-        shutil.rmtree(where)
-    write_vectors(zip([d.id for d in docs], doc_vectors), where / "collection", encoder=encoder, progress=False,
-                  doc_top_k=doc_top_k)
-    build_index(where / "collection", where / "index", quiet=True)
-    stats = lucene_stats(where / "index")
     qenc = QueryEncoder(encoder=encoder)
     encoded = {qid: qenc.encode_batch([text])[0] for qid, text in queries}
-    row = {"setting": label, "doc_top_k": doc_top_k}
-    for engine in ("memory", "lucene"):
-        with Searcher(where / "index", qenc, engine=engine) as searcher:
-            if engine == "memory":
-                results = searcher.batch_search_terms(encoded, k=1000)
-                run = {q: [(h.docid, h.score) for h in hits] for q, hits in results.items()}
-                row.update(evaluate(qrels, run, remove_query=True).metrics)
-            row[f"{engine}_p50_ms"] = p50_ms(searcher, list(encoded.values()))
-    row.update({"postings_per_doc": stats["postings"] / stats["documents"],
-                "terms_per_query": statistics.mean(len(v) for v in encoded.values()),
-                "lucene_mb": folder_mb(where / "index") - folder_mb(where / "index" / TABLE_DIR)})
-    print(f"{label}: nDCG@10 {row['nDCG@10']:.4f}, {row['postings_per_doc']:.0f} postings/doc, "
-          f"p50 {row['memory_p50_ms']:.2f} / {row['lucene_p50_ms']:.2f} ms", file=sys.stderr, flush=True)
-    return row
+    return pruning_sweep.measure(label, encoder, [d.id for d in docs], doc_vectors, encoded, qrels, where,
+                                 doc_top_k=doc_top_k)
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -131,9 +105,7 @@ def main() -> int:
         print(f"| {r['setting']} | {r['nDCG@10']:.4f} | {r['R@1000']:.4f} | {r['postings_per_doc']:.0f} | "
               f"{r['terms_per_query']:.1f} | {r['lucene_mb']:.2f} | {r['memory_p50_ms']:.2f} | "
               f"{r['lucene_p50_ms']:.2f} |")
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+    pruning_sweep.write_rows(rows, args.json)
     if args.plot:
         plot(rows, Path(args.plot))
     return 0
