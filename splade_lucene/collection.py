@@ -24,6 +24,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Literal, Sequence
@@ -106,14 +107,30 @@ class Document:
     title: str = ""  # the BEIR title alone ("" where there is none)
 
 
+def check_id(value, path: Path | str, lineno: int, what: str = "id") -> str:
+    """An id that survives a TREC run or qrels line (fields split on whitespace) as it is: a
+    non-empty string without whitespace, control characters or lone surrogates, or a JSON integer
+    (taken as its decimal string). Anything else is an InputError naming the file, line and id."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, str):
+        raise InputError(f"{path}:{lineno}: {what} {value!r} must be a string (or an integer)")
+    if value.isprintable() and " " not in value and value:  # the usual id, checked at C speed
+        return value
+    if value == "":
+        raise InputError(f"{path}:{lineno}: empty {what}")
+    bad = next((c for c in value if c.isspace() or unicodedata.category(c) in ("Cc", "Cs")), None)
+    if bad is not None:
+        raise InputError(f"{path}:{lineno}: {what} {value!r} holds {unicodedata.name(bad, repr(bad))}, "
+                         "which a TREC run or qrels line cannot carry")
+    return value
+
+
 def record_id(obj: dict, path: Path, lineno: int) -> str:
-    """The id of a corpus or query record (``_id``, ``id`` or ``docid``) as a string, or an InputError."""
+    """The id of a corpus or query record (``_id``, ``id`` or ``docid``), checked by :func:`check_id`."""
     for key in ("_id", "id", "docid"):
         if key in obj:
-            value = obj[key]
-            if isinstance(value, (str, int)) and str(value) != "":
-                return str(value)
-            raise InputError(f"{path}:{lineno}: field {key!r} must be a non-empty string")
+            return check_id(obj[key], path, lineno, f"field {key!r}")
     raise InputError(f"{path}:{lineno}: missing field '_id' (BEIR) or 'id' (JsonCollection)")
 
 
@@ -168,7 +185,7 @@ def read_queries(path: str | Path) -> list[tuple[str, str]]:
                 if "\t" not in line:
                     raise InputError(f"{path}:{lineno}: expected 'qid<TAB>text'")
                 qid, text = line.split("\t", 1)
-                queries.append((qid.strip(), text))
+                queries.append((check_id(qid.strip(), path, lineno, "query id"), text))
     ids = [q for q, _ in queries]
     if len(set(ids)) != len(ids):
         dup = next(q for i, q in enumerate(ids) if q in ids[:i])

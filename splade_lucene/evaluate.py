@@ -24,7 +24,7 @@ import ir_measures
 from ir_measures import AP, RR, R, nDCG
 
 from .atomic import write_text
-from .collection import InputError, open_text
+from .collection import InputError, check_id, open_text
 
 METRICS = ("nDCG@10", "RR@10", "R@100", "R@1000", "MAP")
 
@@ -53,6 +53,7 @@ def read_qrels(path: str | Path) -> Qrels:
                 value = int(rel)
             except ValueError:
                 raise InputError(f"{path}:{lineno}: relevance {rel!r} is not an integer") from None
+            qid, docid = check_id(qid, path, lineno, "query id"), check_id(docid, path, lineno, "doc id")
             qrels.setdefault(qid, {})[docid] = value
     if not qrels:
         raise InputError(f"{path}: no judgments")
@@ -69,7 +70,12 @@ def read_run(path: str | Path) -> Run:
                 continue
             if len(parts) != 6:
                 raise InputError(f"{path}:{lineno}: a TREC run line has 6 columns, got {len(parts)}")
-            run.setdefault(parts[0], []).append((parts[2], float(parts[4])))
+            try:
+                score = float(parts[4])
+            except ValueError:
+                raise InputError(f"{path}:{lineno}: score {parts[4]!r} is not a number") from None
+            qid, docid = check_id(parts[0], path, lineno, "query id"), check_id(parts[2], path, lineno, "doc id")
+            run.setdefault(qid, []).append((docid, score))
     return run
 
 

@@ -87,3 +87,34 @@ def test_empty_vector_is_written_with_placeholder(tmp_path):
     assert [f.name for f in sorted((tmp_path / "v").glob("*.jsonl"))] == ["part-00000.jsonl", "part-00001.jsonl"]
     assert lines[1] == {"id": "1", "contents": "", "vector": {EMPTY_DOCUMENT_TERM: 1}}
     assert lines[2] == {"id": "2", "contents": "", "vector": {"b": 1}}
+
+
+@pytest.mark.parametrize("raw, shown", [
+    (r'"doc 1"', "SPACE"), (r'""', "empty"), (r'"doc\t1"', r"'\\t'"), (r'"d\u0000"', r"'\\x00'"),
+    (r'"d\u00a0x"', "NO-BREAK SPACE"), (r'"d\udc80"', r"'\\udc80'"), ("true", "must be a string"),
+    ("1.5", "must be a string"), ('["a"]', "must be a string"),
+])
+def test_ids_a_trec_line_cannot_carry_are_refused_naming_file_line_and_id(tmp_path, raw, shown):
+    corpus = write(tmp_path / "corpus.jsonl", '{"_id": "ok", "text": "fine"}\n{"_id": ' + raw + ', "text": "x"}\n')
+    with pytest.raises(InputError, match=rf"corpus.jsonl:2: .*{shown}"):
+        list(read_corpus(corpus))
+    queries = write(tmp_path / "queries.jsonl", '{"_id": ' + raw + ', "text": "q"}\n')
+    with pytest.raises(InputError, match=rf"queries.jsonl:1: .*{shown}"):
+        read_queries(queries)
+
+
+def test_integer_ids_are_their_decimal_string_and_odd_but_safe_ids_pass(tmp_path):
+    from splade_lucene.evaluate import read_qrels, read_run
+
+    corpus = write(tmp_path / "c.jsonl", '{"_id": 42, "text": "a"}\n{"_id": "zw\\u200bj", "text": "b"}\n'
+                                         '{"_id": "\\u05e2\\u05d1", "text": "c"}\n')
+    assert [d.id for d in read_corpus(corpus)] == ["42", "zw\u200bj", "\u05e2\u05d1"]
+    tsv = write(tmp_path / "q.tsv", "q1\tfirst\nq 2\tsecond\n")
+    with pytest.raises(InputError, match=r"q.tsv:2: query id 'q 2' holds SPACE"):
+        read_queries(tsv)
+    qrels = write(tmp_path / "qrels.tsv", "query-id\tcorpus-id\tscore\nq1\td\x01\t1\n")
+    with pytest.raises(InputError, match=r"qrels.tsv:2: doc id 'd\\x01'"):
+        read_qrels(qrels)
+    run = write(tmp_path / "run.trec", "q1 Q0 d1 1 high tag\n")
+    with pytest.raises(InputError, match=r"run.trec:1: score 'high' is not a number"):
+        read_run(run)
