@@ -134,15 +134,37 @@ def record_id(obj: dict, path: Path, lineno: int) -> str:
     raise InputError(f"{path}:{lineno}: missing field '_id' (BEIR) or 'id' (JsonCollection)")
 
 
+def check_text(text: str, path: Path | str, lineno: int) -> str:
+    """A text as it will be encoded: anything JSON holds passes (control characters and NUL are
+    dropped by the tokenizer, right-to-left and non-BMP characters are ordinary characters) except a
+    lone surrogate, which is no character and cannot be tokenized: an InputError naming file and line."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InputError(f"{path}:{lineno}: the text holds a lone surrogate ({text[exc.start]!r} at character "
+                         f"{exc.start}), which is no Unicode character; fix the producer of the file") from None
+    return text
+
+
 def document_text(obj: dict, path: Path | str = "<input>", lineno: int = 0) -> str:
     """``title + " " + text`` (BEIR, title only where non-empty) or ``contents`` (JsonCollection)."""
     if "text" in obj:
-        title = obj.get("title") or ""
-        text = obj["text"] or ""
-        return f"{title} {text}" if title else text
+        title = _field_text(obj.get("title"), "title", path, lineno)
+        text = _field_text(obj["text"], "text", path, lineno)
+        return check_text(f"{title} {text}" if title else text, path, lineno)
     if "contents" in obj:
-        return obj["contents"] or ""
+        return check_text(_field_text(obj["contents"], "contents", path, lineno), path, lineno)
     raise InputError(f"{path}:{lineno}: missing field 'text' (BEIR) or 'contents' (JsonCollection)")
+
+
+def _field_text(value, name: str, path: Path | str, lineno: int) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)  # a number as text ("text": 1984) is its JSON spelling
+    if not isinstance(value, str):
+        raise InputError(f"{path}:{lineno}: field {name!r} must be a string, not {type(value).__name__}")
+    return value
 
 
 def read_corpus(path: str | Path, *, on_duplicate: Literal["error", "keep-first"] = "error") -> Iterator[Document]:
@@ -175,7 +197,7 @@ def read_queries(path: str | Path) -> list[tuple[str, str]]:
             qid = record_id(obj, path, lineno)
             if "text" not in obj:
                 raise InputError(f"{path}:{lineno}: missing field 'text'")
-            queries.append((qid, str(obj["text"] or "")))
+            queries.append((qid, check_text(_field_text(obj["text"], "text", path, lineno), path, lineno)))
     else:
         with open_text(path) as fh:
             for lineno, line in enumerate(fh, 1):
@@ -185,7 +207,7 @@ def read_queries(path: str | Path) -> list[tuple[str, str]]:
                 if "\t" not in line:
                     raise InputError(f"{path}:{lineno}: expected 'qid<TAB>text'")
                 qid, text = line.split("\t", 1)
-                queries.append((check_id(qid.strip(), path, lineno, "query id"), text))
+                queries.append((check_id(qid.strip(), path, lineno, "query id"), check_text(text, path, lineno)))
     ids = [q for q, _ in queries]
     if len(set(ids)) != len(ids):
         dup = next(q for i, q in enumerate(ids) if q in ids[:i])

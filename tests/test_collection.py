@@ -118,3 +118,23 @@ def test_integer_ids_are_their_decimal_string_and_odd_but_safe_ids_pass(tmp_path
     run = write(tmp_path / "run.trec", "q1 Q0 d1 1 high tag\n")
     with pytest.raises(InputError, match=r"run.trec:1: score 'high' is not a number"):
         read_run(run)
+
+
+def test_any_text_json_holds_encodes_or_names_file_and_line(tmp_path):
+    from splade_lucene.model import SpladeEncoder
+
+    texts = {"nul": "a\u0000b", "controls": "x\u0007\u001by", "bmp+": "emoji \U0001F600 and \U00010348",
+             "rtl": "\u05e9\u05dc\u05d5\u05dd \u0645\u0631\u062d\u0628\u0627", "zero-width": "zero\u200bwidth\u200d",
+             "number": 1984, "empty": ""}
+    lines = "".join(json.dumps({"_id": k, "text": v}) + "\n" for k, v in texts.items())
+    docs = list(read_corpus(write(tmp_path / "ok.jsonl", lines)))
+    vectors = SpladeEncoder().encode([d.text for d in docs])  # none of them raises
+    assert len(vectors) == len(texts) and docs[5].text == "1984"
+    assert len(vectors[0].ids) > 0 and len(vectors[3].ids) > 0  # NUL dropped, right-to-left text encoded
+    bad = write(tmp_path / "bad.jsonl", '{"_id": "1", "text": "ok"}\n{"_id": "2", "text": "lone \\udc80 here"}\n')
+    with pytest.raises(InputError, match=r"bad.jsonl:2: the text holds a lone surrogate \('\\udc80' at character 5\)"):
+        list(read_corpus(bad))
+    with pytest.raises(InputError, match=r"q.jsonl:1: the text holds a lone surrogate"):
+        read_queries(write(tmp_path / "q.jsonl", '{"_id": "q", "text": "\\ud800"}\n'))
+    with pytest.raises(InputError, match=r"t.jsonl:1: field 'title' must be a string, not list"):
+        list(read_corpus(write(tmp_path / "t.jsonl", '{"_id": "1", "title": ["x"], "text": "y"}\n')))
