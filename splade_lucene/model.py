@@ -182,6 +182,9 @@ def load_masked_lm(path: str, *, allow_new_head: bool = False):
     except ValueError as exc:
         raise ModelError(f"{path} is not a masked language model (model_type {config.model_type!r}); "
                          f"SPLADE needs one: {exc}") from exc
+    except Exception as exc:  # a weights file that is unreadable, or a pickle that is more than tensors
+        raise ModelError(f"cannot load the weights in {path} (safetensors first; a pickled "
+                         f"pytorch_model.bin is read with weights_only=True): {type(exc).__name__}: {exc}") from exc
     missing = sorted(info.get("missing_keys") or [])
     if missing and not allow_new_head:
         shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")

@@ -187,3 +187,26 @@ def test_windows_leave_short_texts_alone_and_extend_long_ones(datasets, encoder)
         assert tail_ids & set(pooled) - set(cut) or tail_ids <= set(cut)
     with pytest.raises(ValueError, match="stride must be between 1 and max_length - 2"):
         SpladeEncoder(max_length=64, stride=63)
+
+
+def test_a_pickle_that_is_more_than_tensors_is_refused_and_not_run(tmp_path):
+    import pickle
+    import shutil
+
+    from splade_lucene.model import ModelError, load_masked_lm
+
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        if (default_model_path() / name).is_file():
+            shutil.copy(default_model_path() / name, folder / name)
+    (folder / "pytorch_model.bin").write_bytes(pickle.dumps({"bert.embeddings.word_embeddings.weight": Payload()}))
+    with pytest.raises(ModelError, match=r"cannot load the weights in .*weights_only=True"):
+        load_masked_lm(str(folder))
+    assert not marker.exists()
