@@ -1,13 +1,21 @@
 """Writing so that a reader never sees a half-written file or folder: write beside the target,
 flush to disk, then rename over it (a rename within a file system is atomic). Every writer of the
-package goes through here."""
+package goes through here, and holds a lock on its output (:func:`output_lock`) so that two
+writers of one output never meet."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import socket
+import sys
+import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
+
+from .errors import SpladeLuceneError
 
 # the prefix of the builders' temporary folders (index.py), whose clean-up of stale ones then takes this too
 _OLD = ".building-old-"
@@ -68,3 +76,80 @@ def move_into_place(tmp: str | Path, target: str | Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         tmp.rename(target)
+
+
+class OutputLockedError(SpladeLuceneError):
+    """Another process is writing the same output."""
+
+
+_HELD: dict[Path, int] = {}  # this process's locks, by lock file, with their nesting depth
+
+
+def lock_path(target: str | Path) -> Path:
+    """The lock file of an output: ``.NAME.lock`` beside it."""
+    target = Path(target).absolute()
+    return target.parent / f".{target.name}.lock"
+
+
+@contextmanager
+def output_lock(target: str | Path):
+    """Hold the output ``target`` for writing: a lock file beside it records this process (pid, host,
+    command). A second writer is refused at once, naming the first; a lock whose process is gone
+    (same host, dead pid) is taken over with a warning. Nested use in one process is allowed."""
+    path = lock_path(target)
+    if path in _HELD:
+        _HELD[path] += 1
+        try:
+            yield path
+        finally:
+            _HELD[path] -= 1
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "command": " ".join(sys.argv)[:500],
+          "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            owner = _read_owner(path)
+            if owner is not None and not _stale(owner):
+                raise OutputLockedError(
+                    f"{target} is being written by pid {owner.get('pid')} on {owner.get('host')} since "
+                    f"{owner.get('since')} ({owner.get('command')}); wait for it, or remove {path} if that "
+                    "process is gone") from None
+            warnings.warn(f"taking over the stale lock {path} (pid {owner.get('pid') if owner else '?'} "
+                          f"on {owner.get('host') if owner else '?'} is gone)", stacklevel=3)
+            path.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as fh:
+            json.dump(me, fh)
+        break
+    else:
+        raise OutputLockedError(f"{target}: could not take the lock {path}")
+    _HELD[path] = 1
+    try:
+        yield path
+    finally:
+        del _HELD[path]
+        if (_read_owner(path) or {}).get("pid") == me["pid"]:
+            path.unlink(missing_ok=True)
+
+
+def _read_owner(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None  # unreadable or half-written: treated as stale
+
+
+def _stale(owner: dict) -> bool:
+    """Whether the lock's process is gone: only decidable for this host."""
+    if owner.get("host") != socket.gethostname():
+        return False
+    try:
+        os.kill(int(owner.get("pid", -1)), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, ValueError, TypeError, OverflowError):
+        return False
+    return False

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 from . import _java
-from .atomic import move_into_place
+from .atomic import move_into_place, output_lock
 from .collection import count_lines
 from .errors import OutputExistsError
 from .lucene import lucene_stats, run_indexer
@@ -40,29 +40,30 @@ def build_bm25_index(corpus: str | Path, index_dir: str | Path, *, threads: int 
                      overwrite: bool = False) -> dict:
     """Index a BEIR ``corpus.jsonl`` for BM25; returns the index statistics and the Anserini command."""
     corpus, index_dir = Path(corpus), Path(index_dir)
-    if index_dir.exists() and not overwrite:
-        raise OutputExistsError(f"index {index_dir} already exists; pass overwrite=True to replace it")
-    index_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = index_dir.parent / f".{index_dir.name}.input-{os.getpid()}"
-    tmp = index_dir.parent / f".{index_dir.name}.building-{os.getpid()}"
-    for path in (staging, tmp):
-        shutil.rmtree(path, ignore_errors=True)
-    staging.mkdir()
-    # BeirFlatCollection reads every .jsonl of its folder: give it the corpus alone.
-    (staging / corpus.name).symlink_to(corpus.resolve())
-    args = bm25_index_command(staging.resolve(), tmp.resolve(), threads)
-    try:
-        # the same child JVM handling as the impact index build: dies with this process, fails loudly
-        _java.configure_environment()
-        run_indexer([_java.java_executable(), "-cp", str(_java.anserini_jar()), *args], count_lines(corpus),
-                     quiet=True)
-        stats = lucene_stats(tmp)
-        move_into_place(tmp, index_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.rmtree(tmp, ignore_errors=True)
-    return {"index_stats": stats, "anserini_command": ["java", "-cp", _java.anserini_jar().name,
-                                                      *bm25_index_command(Path(corpus.name), index_dir, threads)]}
+    with output_lock(index_dir):
+        if index_dir.exists() and not overwrite:
+            raise OutputExistsError(f"index {index_dir} already exists; pass overwrite=True to replace it")
+        index_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = index_dir.parent / f".{index_dir.name}.input-{os.getpid()}"
+        tmp = index_dir.parent / f".{index_dir.name}.building-{os.getpid()}"
+        for path in (staging, tmp):
+            shutil.rmtree(path, ignore_errors=True)
+        staging.mkdir()
+        # BeirFlatCollection reads every .jsonl of its folder: give it the corpus alone.
+        (staging / corpus.name).symlink_to(corpus.resolve())
+        args = bm25_index_command(staging.resolve(), tmp.resolve(), threads)
+        try:
+            # the same child JVM handling as the impact index build: dies with this process, fails loudly
+            _java.configure_environment()
+            run_indexer([_java.java_executable(), "-cp", str(_java.anserini_jar()), *args], count_lines(corpus),
+                         quiet=True)
+            stats = lucene_stats(tmp)
+            move_into_place(tmp, index_dir)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+            shutil.rmtree(tmp, ignore_errors=True)
+        return {"index_stats": stats, "anserini_command": ["java", "-cp", _java.anserini_jar().name,
+                                                          *bm25_index_command(Path(corpus.name), index_dir, threads)]}
 
 
 class BM25Searcher:

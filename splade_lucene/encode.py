@@ -11,6 +11,7 @@ from typing import Iterable
 
 from tqdm import tqdm
 
+from .atomic import output_lock
 from .collection import CollectionWriter, count_lines, read_corpus
 from .distributed import encode_corpus_ray
 from .errors import NotFoundError, SettingError
@@ -59,27 +60,28 @@ def encode_corpus(corpus: str | Path, output: str | Path, *, encoder: SpladeEnco
     the output does not depend on the engine, the number of workers or where a run resumed.
     """
     options = CollectionOptions.of(options, **settings)
-    corpus, output = Path(corpus), Path(output)
-    check_output(output, overwrite)
-    if not corpus.is_file():
-        raise NotFoundError(f"no such corpus file: {corpus}")
-    encoder = encoder or SpladeEncoder()
-    state = run_settings(corpus, encoder, options)
-    if engine == "ray":
-        return encode_corpus_ray(corpus, output, encoder=encoder, options=options, settings=state, address=address,
-                                 workers=workers, gpus_per_worker=gpus_per_worker, resume=resume,
-                                 progress=progress)
-    if engine != "local":
-        raise SettingError(f"engine must be 'local' or 'ray', not {engine!r}")
-    tmp = writing_folder(output)
-    parts = finished_parts(tmp, state) if resume else []
-    if not parts:
-        shutil.rmtree(tmp, ignore_errors=True)
-    skip = sum(p["documents"] for p in parts)
-    docs = (d for i, d in enumerate(read_corpus(corpus)) if i >= skip)
-    items = encode_by_part(encoder, ((d.id, d.text) for d in docs), options.part_size)
-    return _write(items, output, encoder, options, corpus=corpus, progress=progress, total=count_lines(corpus),
-                  state=state, parts=parts)
+    with output_lock(output):
+        corpus, output = Path(corpus), Path(output)
+        check_output(output, overwrite)
+        if not corpus.is_file():
+            raise NotFoundError(f"no such corpus file: {corpus}")
+        encoder = encoder or SpladeEncoder()
+        state = run_settings(corpus, encoder, options)
+        if engine == "ray":
+            return encode_corpus_ray(corpus, output, encoder=encoder, options=options, settings=state, address=address,
+                                     workers=workers, gpus_per_worker=gpus_per_worker, resume=resume,
+                                     progress=progress)
+        if engine != "local":
+            raise SettingError(f"engine must be 'local' or 'ray', not {engine!r}")
+        tmp = writing_folder(output)
+        parts = finished_parts(tmp, state) if resume else []
+        if not parts:
+            shutil.rmtree(tmp, ignore_errors=True)
+        skip = sum(p["documents"] for p in parts)
+        docs = (d for i, d in enumerate(read_corpus(corpus)) if i >= skip)
+        items = encode_by_part(encoder, ((d.id, d.text) for d in docs), options.part_size)
+        return _write(items, output, encoder, options, corpus=corpus, progress=progress, total=count_lines(corpus),
+                      state=state, parts=parts)
 
 
 def write_vectors(items: Iterable[tuple[str, SparseVector]], output: str | Path, *, encoder: SpladeEncoder,
@@ -91,8 +93,9 @@ def write_vectors(items: Iterable[tuple[str, SparseVector]], output: str | Path,
     count) only sizes the progress bar."""
     options = CollectionOptions.of(options, **settings)
     output = Path(output)
-    check_output(output, overwrite)
-    return _write(items, output, encoder, options, corpus=corpus, progress=progress, total=total)
+    with output_lock(output):
+        check_output(output, overwrite)
+        return _write(items, output, encoder, options, corpus=corpus, progress=progress, total=total)
 
 
 def _write(items, output: Path, encoder: SpladeEncoder, options: CollectionOptions, *, corpus, progress: bool,

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .atomic import write_text
+from .atomic import output_lock, write_text
 from .collection import read_corpus, read_queries
 from .encode import encode_corpus
 from .errors import NotFoundError, OutputExistsError
@@ -101,37 +101,38 @@ def run_experiment(dataset: str | Path | None = None, output: str | Path = "runs
     folder = find_dataset(dataset)
     corpus, queries_file, qrels_file = dataset_files(folder, split)
     output = Path(output)
-    index_dir = output / "index"
-    if index_dir.exists() and not overwrite:
-        raise OutputExistsError(f"{index_dir} already exists; pass --overwrite to redo the experiment")
-    qrels = read_qrels(qrels_file)
-    queries = [(qid, text) for qid, text in read_queries(queries_file) if qid in qrels]
-    seconds: dict[str, float] = {}
+    with output_lock(output):
+        index_dir = output / "index"
+        if index_dir.exists() and not overwrite:
+            raise OutputExistsError(f"{index_dir} already exists; pass --overwrite to redo the experiment")
+        qrels = read_qrels(qrels_file)
+        queries = [(qid, text) for qid, text in read_queries(queries_file) if qid in qrels]
+        seconds: dict[str, float] = {}
 
-    encoder = SpladeEncoder(model, max_length=max_length, batch_size=batch_size, dtype=dtype, device=device,
-                            stride=stride)
-    t = time.perf_counter()
-    encode_corpus(corpus, output / "collection", encoder=encoder, scale=scale, query_scale=query_scale,
-                  fmt=fmt, query_max_length=query_max_length, query_model=query_model, overwrite=True,
-                  progress=progress)
-    seconds["encode"] = time.perf_counter() - t
+        encoder = SpladeEncoder(model, max_length=max_length, batch_size=batch_size, dtype=dtype, device=device,
+                                stride=stride)
+        t = time.perf_counter()
+        encode_corpus(corpus, output / "collection", encoder=encoder, scale=scale, query_scale=query_scale,
+                      fmt=fmt, query_max_length=query_max_length, query_model=query_model, overwrite=True,
+                      progress=progress)
+        seconds["encode"] = time.perf_counter() - t
 
-    t = time.perf_counter()
-    build_index(output / "collection", index_dir, threads=threads, overwrite=overwrite, quiet=not progress)
-    seconds["index"] = time.perf_counter() - t
+        t = time.perf_counter()
+        build_index(output / "collection", index_dir, threads=threads, overwrite=overwrite, quiet=not progress)
+        seconds["index"] = time.perf_counter() - t
 
-    t = time.perf_counter()
-    query_encoder = QueryEncoder(query_model, encoder=encoder if query_model is None else None,
-                                 scale=query_scale or scale, max_length=query_max_length or max_length)
-    with Searcher(index_dir, query_encoder) as searcher:
-        results = searcher.batch_search(queries, k=k, threads=threads, progress=progress)
-        corpus_ids = set(searcher.docids)
-    run_file = output / "run.trec"
-    write_run(results, run_file, remove_query=remove_query)
-    seconds["search"] = time.perf_counter() - t
+        t = time.perf_counter()
+        query_encoder = QueryEncoder(query_model, encoder=encoder if query_model is None else None,
+                                     scale=query_scale or scale, max_length=query_max_length or max_length)
+        with Searcher(index_dir, query_encoder) as searcher:
+            results = searcher.batch_search(queries, k=k, threads=threads, progress=progress)
+            corpus_ids = set(searcher.docids)
+        run_file = output / "run.trec"
+        write_run(results, run_file, remove_query=remove_query)
+        seconds["search"] = time.perf_counter() - t
 
 
-    metrics = evaluate(qrels, read_run(run_file), remove_query=remove_query, corpus_ids=corpus_ids).metrics
-    write_metrics(metrics, output / "metrics.json")
-    write_text(output / "timings.json", json.dumps(seconds, indent=2) + "\n")
-    return ExperimentResult(folder, split, output, metrics, run_file, index_dir, seconds)
+        metrics = evaluate(qrels, read_run(run_file), remove_query=remove_query, corpus_ids=corpus_ids).metrics
+        write_metrics(metrics, output / "metrics.json")
+        write_text(output / "timings.json", json.dumps(seconds, indent=2) + "\n")
+        return ExperimentResult(folder, split, output, metrics, run_file, index_dir, seconds)

@@ -27,7 +27,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from .atomic import move_into_place
+from .atomic import move_into_place, output_lock
 from .collection import collection_files, open_text
 from .errors import SpladeLuceneError
 from .lucene import docid_table, lucene_reader
@@ -157,109 +157,111 @@ def write_impact_table(index_dir: str | Path, collection: str | Path | Sequence[
     index_dir = Path(index_dir)
     collections = [Path(collection)] if isinstance(collection, (str, Path)) else [Path(c) for c in collection]
     collection = collections[0] if len(collections) == 1 else ", ".join(map(str, collections))
-    with lucene_reader(index_dir) as reader:
-        commit = _commit(reader)
-        if commit["num_docs"] != commit["max_doc"]:
-            raise ImpactTableError(f"{index_dir} has deleted documents; an impact table describes whole indexes only")
-        lucene_terms = _lucene_terms(reader, field)
-        docids = docid_table(index_dir, reader)
-    row_of = {d: i for i, d in enumerate(docids)}
-    if len(row_of) != len(docids):
-        raise ImpactTableError(f"{index_dir}: duplicate doc ids in the index")
+    with output_lock(index_dir / TABLE_DIR):
+        with lucene_reader(index_dir) as reader:
+            commit = _commit(reader)
+            if commit["num_docs"] != commit["max_doc"]:
+                raise ImpactTableError(f"{index_dir} has deleted documents; "
+                                       "an impact table describes whole indexes only")
+            lucene_terms = _lucene_terms(reader, field)
+            docids = docid_table(index_dir, reader)
+        row_of = {d: i for i, d in enumerate(docids)}
+        if len(row_of) != len(docids):
+            raise ImpactTableError(f"{index_dir}: duplicate doc ids in the index")
 
-    # Each term's slot in the table is known from Lucene's document frequencies: the postings are
-    # placed as the collection streams by (in chunks, vectorized), so memory is the table itself
-    # (8 bytes a posting) and one chunk, whatever the collection's size.
-    terms = list(lucene_terms)
-    term_index = {t: i for i, t in enumerate(terms)}
-    df = np.fromiter((lucene_terms[t][0] for t in terms), dtype=np.int64, count=len(terms))
-    offsets = np.zeros(len(terms) + 1, dtype=np.int64)
-    np.cumsum(df, out=offsets[1:])
-    docs = np.empty(int(offsets[-1]), dtype=np.int32)
-    values = np.empty(int(offsets[-1]), dtype=np.int32)
-    cursor = offsets[:-1].copy()
-    seen_rows = np.zeros(len(docids), dtype=bool)
+        # Each term's slot in the table is known from Lucene's document frequencies: the postings are
+        # placed as the collection streams by (in chunks, vectorized), so memory is the table itself
+        # (8 bytes a posting) and one chunk, whatever the collection's size.
+        terms = list(lucene_terms)
+        term_index = {t: i for i, t in enumerate(terms)}
+        df = np.fromiter((lucene_terms[t][0] for t in terms), dtype=np.int64, count=len(terms))
+        offsets = np.zeros(len(terms) + 1, dtype=np.int64)
+        np.cumsum(df, out=offsets[1:])
+        docs = np.empty(int(offsets[-1]), dtype=np.int32)
+        values = np.empty(int(offsets[-1]), dtype=np.int32)
+        cursor = offsets[:-1].copy()
+        seen_rows = np.zeros(len(docids), dtype=bool)
 
-    def mismatch(detail: str) -> ImpactTableError:
-        return ImpactTableError(f"{collection} does not describe {index_dir}: {detail}")
+        def mismatch(detail: str) -> ImpactTableError:
+            return ImpactTableError(f"{collection} does not describe {index_dir}: {detail}")
 
-    def place(t_buf: list[int], r_buf: list[int], w_buf: list[int]) -> None:
-        t = np.asarray(t_buf, dtype=np.int32)
-        w = np.asarray(w_buf, dtype=np.int64)
-        if len(w) and int(w.max()) >= 2 ** 31:
-            raise ImpactTableError(f"{collection}: an impact does not fit in 32 bits")
-        order = np.argsort(t, kind="stable")
-        ts = t[order]
-        counts = np.bincount(ts, minlength=len(terms))
-        first = np.zeros(len(terms), dtype=np.int64)
-        np.cumsum(counts[:-1], out=first[1:])
-        pos = cursor[ts] + (np.arange(len(ts), dtype=np.int64) - first[ts])
-        cursor[:] += counts
-        over = np.nonzero(cursor > offsets[1:])[0]
-        if len(over):
-            raise mismatch(f"terms in more documents than the index has them in {[terms[i] for i in over[:5]]}")
-        docs[pos] = np.asarray(r_buf, dtype=np.int32)[order]
-        values[pos] = w[order]
+        def place(t_buf: list[int], r_buf: list[int], w_buf: list[int]) -> None:
+            t = np.asarray(t_buf, dtype=np.int32)
+            w = np.asarray(w_buf, dtype=np.int64)
+            if len(w) and int(w.max()) >= 2 ** 31:
+                raise ImpactTableError(f"{collection}: an impact does not fit in 32 bits")
+            order = np.argsort(t, kind="stable")
+            ts = t[order]
+            counts = np.bincount(ts, minlength=len(terms))
+            first = np.zeros(len(terms), dtype=np.int64)
+            np.cumsum(counts[:-1], out=first[1:])
+            pos = cursor[ts] + (np.arange(len(ts), dtype=np.int64) - first[ts])
+            cursor[:] += counts
+            over = np.nonzero(cursor > offsets[1:])[0]
+            if len(over):
+                raise mismatch(f"terms in more documents than the index has them in {[terms[i] for i in over[:5]]}")
+            docs[pos] = np.asarray(r_buf, dtype=np.int32)[order]
+            values[pos] = w[order]
 
-    t_buf: list[int] = []
-    r_buf: list[int] = []
-    w_buf: list[int] = []
-    records = 0
-    for docid, vector in _records(collections):
-        row = row_of.get(docid)
-        if row is None:
-            raise ImpactTableError(f"document {docid!r} of {collection} is not in {index_dir}")
-        if seen_rows[row]:
-            raise ImpactTableError(f"{collection} has document {docid!r} twice")
-        seen_rows[row] = True
-        records += 1
-        kept = {t: w for t, w in vector.items() if w > 0}  # Anserini indexes no zero weights
-        try:
-            t_buf.extend(term_index[t] for t in kept)
-        except KeyError as exc:
-            raise mismatch(f"term {exc.args[0]!r} of document {docid!r} is not in the index") from None
-        r_buf.extend([row] * len(kept))
-        w_buf.extend(kept.values())
-        if len(t_buf) >= 2_000_000:
-            place(t_buf, r_buf, w_buf)
-            t_buf, r_buf, w_buf = [], [], []
-    place(t_buf, r_buf, w_buf)
-    del t_buf, r_buf, w_buf
-    if records != len(docids):
-        raise ImpactTableError(f"{collection} has {records} records for the {len(docids)} documents of {index_dir}")
-    short = np.nonzero(cursor != offsets[1:])[0]
-    if len(short):
-        raise mismatch(f"terms in fewer documents than the index has them in {[terms[i] for i in short[:5]]}")
-    total = _term_totals(values, offsets)
-    ttf = np.fromiter((lucene_terms[t][1] for t in terms), dtype=np.int64, count=len(terms))
-    differ = np.nonzero(total != ttf)[0]
-    if len(differ):
-        raise mismatch(f"terms with other total impacts {[terms[i] for i in differ[:5]]}")
-    _sort_postings(docs, values, offsets)
-    max_impact = int(values.max()) if len(values) else 0
-    small = np.uint8 if max_impact < 2 ** 8 else np.uint16 if max_impact < 2 ** 16 else np.int32
-    # each document's rank among the doc ids, for ordering ties by id without comparing strings
-    id_rank = np.empty(len(docids), dtype=np.int32)
-    id_rank[np.argsort(np.asarray(docids, dtype=object), kind="stable")] = np.arange(len(docids), dtype=np.int32)
+        t_buf: list[int] = []
+        r_buf: list[int] = []
+        w_buf: list[int] = []
+        records = 0
+        for docid, vector in _records(collections):
+            row = row_of.get(docid)
+            if row is None:
+                raise ImpactTableError(f"document {docid!r} of {collection} is not in {index_dir}")
+            if seen_rows[row]:
+                raise ImpactTableError(f"{collection} has document {docid!r} twice")
+            seen_rows[row] = True
+            records += 1
+            kept = {t: w for t, w in vector.items() if w > 0}  # Anserini indexes no zero weights
+            try:
+                t_buf.extend(term_index[t] for t in kept)
+            except KeyError as exc:
+                raise mismatch(f"term {exc.args[0]!r} of document {docid!r} is not in the index") from None
+            r_buf.extend([row] * len(kept))
+            w_buf.extend(kept.values())
+            if len(t_buf) >= 2_000_000:
+                place(t_buf, r_buf, w_buf)
+                t_buf, r_buf, w_buf = [], [], []
+        place(t_buf, r_buf, w_buf)
+        del t_buf, r_buf, w_buf
+        if records != len(docids):
+            raise ImpactTableError(f"{collection} has {records} records for the {len(docids)} documents of {index_dir}")
+        short = np.nonzero(cursor != offsets[1:])[0]
+        if len(short):
+            raise mismatch(f"terms in fewer documents than the index has them in {[terms[i] for i in short[:5]]}")
+        total = _term_totals(values, offsets)
+        ttf = np.fromiter((lucene_terms[t][1] for t in terms), dtype=np.int64, count=len(terms))
+        differ = np.nonzero(total != ttf)[0]
+        if len(differ):
+            raise mismatch(f"terms with other total impacts {[terms[i] for i in differ[:5]]}")
+        _sort_postings(docs, values, offsets)
+        max_impact = int(values.max()) if len(values) else 0
+        small = np.uint8 if max_impact < 2 ** 8 else np.uint16 if max_impact < 2 ** 16 else np.int32
+        # each document's rank among the doc ids, for ordering ties by id without comparing strings
+        id_rank = np.empty(len(docids), dtype=np.int32)
+        id_rank[np.argsort(np.asarray(docids, dtype=object), kind="stable")] = np.arange(len(docids), dtype=np.int32)
 
-    target = index_dir / TABLE_DIR
-    tmp = index_dir / f"{TABLE_DIR}.writing-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        np.save(tmp / "offsets.npy", offsets)
-        np.save(tmp / "docs.npy", docs)
-        np.save(tmp / "impacts.npy", values.astype(small))
-        np.save(tmp / "id_rank.npy", id_rank)
-        (tmp / "terms.json").write_text(json.dumps(terms, ensure_ascii=False), encoding="utf-8")
-        (tmp / _META).write_text(json.dumps({
-            "version": TABLE_VERSION, "field": field, "commit": commit, "terms": len(terms),
-            "postings": int(len(docs)), "max_impact": max_impact}, indent=2) + "\n")
-        move_into_place(tmp, target)
-    except BaseException:
+        target = index_dir / TABLE_DIR
+        tmp = index_dir / f"{TABLE_DIR}.writing-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return target
+        tmp.mkdir()
+        try:
+            np.save(tmp / "offsets.npy", offsets)
+            np.save(tmp / "docs.npy", docs)
+            np.save(tmp / "impacts.npy", values.astype(small))
+            np.save(tmp / "id_rank.npy", id_rank)
+            (tmp / "terms.json").write_text(json.dumps(terms, ensure_ascii=False), encoding="utf-8")
+            (tmp / _META).write_text(json.dumps({
+                "version": TABLE_VERSION, "field": field, "commit": commit, "terms": len(terms),
+                "postings": int(len(docs)), "max_impact": max_impact}, indent=2) + "\n")
+            move_into_place(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return target
 
 
 class ImpactTable:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import _java
-from .atomic import move_into_place
+from .atomic import move_into_place, output_lock
 from .collection import COLLECTION_METADATA_FILE, collection_files
 from .errors import NotFoundError, OutputExistsError, SettingError
 from .impacts import write_impact_table
@@ -146,26 +146,27 @@ def build_index(collection: str | Path, index_dir: str | Path | None = None, *, 
     if expected is None:
         expected = sum(1 for f in files for line in open(f, encoding="utf-8") if line.strip())
     target = Path(index_dir) if index_dir is not None else default_index_dir(collection)
-    if threads < 1:
-        raise SettingError(f"threads must be at least 1, not {threads}")
-    if target.exists() and not overwrite:
-        raise OutputExistsError(f"index {target} already exists; pass --overwrite (overwrite=True) to replace it")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    _clean_stale_builds(target)
-    tmp = target.parent / f"{target.name}{_BUILDING}{os.getpid()}"
-    source = collection
-    if shard is not None:  # Anserini reads a folder: one of links to the shard's part files
-        source = target.parent / f"{target.name}{_BUILDING}links-{os.getpid()}"
-        shutil.rmtree(source, ignore_errors=True)
-        source.mkdir()
-        for f in files:
-            (source / f.name).symlink_to(f.resolve())
-    try:
-        return _build(collection, source, files, target, tmp, meta, fmt, expected, threads=threads, quiet=quiet,
-                      impact_table=impact_table, shard=shard)
-    finally:
-        if source != collection:
+    with output_lock(target):
+        if threads < 1:
+            raise SettingError(f"threads must be at least 1, not {threads}")
+        if target.exists() and not overwrite:
+            raise OutputExistsError(f"index {target} already exists; pass --overwrite (overwrite=True) to replace it")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _clean_stale_builds(target)
+        tmp = target.parent / f"{target.name}{_BUILDING}{os.getpid()}"
+        source = collection
+        if shard is not None:  # Anserini reads a folder: one of links to the shard's part files
+            source = target.parent / f"{target.name}{_BUILDING}links-{os.getpid()}"
             shutil.rmtree(source, ignore_errors=True)
+            source.mkdir()
+            for f in files:
+                (source / f.name).symlink_to(f.resolve())
+        try:
+            return _build(collection, source, files, target, tmp, meta, fmt, expected, threads=threads, quiet=quiet,
+                          impact_table=impact_table, shard=shard)
+        finally:
+            if source != collection:
+                shutil.rmtree(source, ignore_errors=True)
 
 
 def _build(collection: Path, source: Path, files: list[Path], target: Path, tmp: Path, meta: dict, fmt: str,
@@ -275,61 +276,64 @@ def merge_indexes(indexes, index_dir: str | Path, *, overwrite: bool = False, se
             raise IncompatibleIndexError(f"the parts differ in {key} ({shown}); only indexes of the same encoder "
                                          "and settings can be merged")
     target = Path(index_dir)
-    if any(target.resolve() == p.resolve() for p in parts):
-        raise SettingError(f"the merged index {target} cannot be one of its parts")
-    if target.exists() and not overwrite:
-        raise OutputExistsError(f"index {target} already exists; pass --overwrite (overwrite=True) to replace it")
-    start = time.perf_counter()
-    seen: dict[str, Path] = {}
-    for p in parts:
-        for docid in docid_table(p):
-            if docid in seen:
-                raise IndexBuildError(f"document {docid!r} is in both {seen[docid]} and {p}; merged indexes must "
-                                      "not share documents")
-            seen[docid] = p
-    expected = len(seen)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    _clean_stale_builds(target)
-    tmp = target.parent / f"{target.name}{_BUILDING}{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        _add_indexes(tmp, parts, segments)
-        stats = lucene_stats(tmp)
-        if stats["documents"] != expected:
-            raise IndexBuildError(f"the merged index holds {stats['documents']} documents, not the parts' {expected}")
-        metadata = {
-            **{k: metas[0].get(k) for k in MATCHING_KEYS},
-            # where every part comes from the same collection and corpus (shards), they are the index's
-            **{k: metas[0].get(k) if len({m.get(k) for m in metas}) == 1 else None for k in ("collection", "corpus")},
-            "documents": stats["documents"],
-            "index_stats": stats,
-            "merged_with": "org.apache.lucene.index.IndexWriter.addIndexes"
-                           + (f", forceMerge({segments})" if segments else ""),
-            "parts": [{"index": str(p), "documents": m["documents"], "shard": m.get("shard"),
-                       "collection": m.get("collection"), "sources": table_sources(m),
-                       "index_stats": m.get("index_stats")} for p, m in zip(parts, metas)],
-            "versions": package_versions(),
-        }
-        (tmp / METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
-        (tmp / DOCIDS_FILE).write_text(json.dumps(extract_docids(tmp), ensure_ascii=False), encoding="utf-8")
-        if impact_table:
-            sources = table_sources(metadata)
-            missing = [s for s in sources if not Path(s).exists()]
-            if missing:
-                import warnings
-
-                warnings.warn(f"no impact table for {target}: {missing[0]} (of the parts' collections) is gone; "
-                              "searches will go through Lucene", stacklevel=2)
-            else:
-
-                write_impact_table(tmp, sources)
-        move_into_place(tmp, target)
-    except BaseException:
+    with output_lock(target):
+        if any(target.resolve() == p.resolve() for p in parts):
+            raise SettingError(f"the merged index {target} cannot be one of its parts")
+        if target.exists() and not overwrite:
+            raise OutputExistsError(f"index {target} already exists; pass --overwrite (overwrite=True) to replace it")
+        start = time.perf_counter()
+        seen: dict[str, Path] = {}
+        for p in parts:
+            for docid in docid_table(p):
+                if docid in seen:
+                    raise IndexBuildError(f"document {docid!r} is in both {seen[docid]} and {p}; merged indexes must "
+                                          "not share documents")
+                seen[docid] = p
+        expected = len(seen)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _clean_stale_builds(target)
+        tmp = target.parent / f"{target.name}{_BUILDING}{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if not quiet:
-        print(f"merged {len(parts)} indexes ({expected} documents) into {target}", file=sys.stderr)
-    return BuildResult(target, expected, time.perf_counter() - start, metadata)
+        try:
+            _add_indexes(tmp, parts, segments)
+            stats = lucene_stats(tmp)
+            if stats["documents"] != expected:
+                raise IndexBuildError(f"the merged index holds {stats['documents']} documents, "
+                                      f"not the parts' {expected}")
+            metadata = {
+                **{k: metas[0].get(k) for k in MATCHING_KEYS},
+                # where every part comes from the same collection and corpus (shards), they are the index's
+                **{k: metas[0].get(k) if len({m.get(k) for m in metas}) == 1 else None
+                   for k in ("collection", "corpus")},
+                "documents": stats["documents"],
+                "index_stats": stats,
+                "merged_with": "org.apache.lucene.index.IndexWriter.addIndexes"
+                               + (f", forceMerge({segments})" if segments else ""),
+                "parts": [{"index": str(p), "documents": m["documents"], "shard": m.get("shard"),
+                           "collection": m.get("collection"), "sources": table_sources(m),
+                           "index_stats": m.get("index_stats")} for p, m in zip(parts, metas)],
+                "versions": package_versions(),
+            }
+            (tmp / METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+            (tmp / DOCIDS_FILE).write_text(json.dumps(extract_docids(tmp), ensure_ascii=False), encoding="utf-8")
+            if impact_table:
+                sources = table_sources(metadata)
+                missing = [s for s in sources if not Path(s).exists()]
+                if missing:
+                    import warnings
+
+                    warnings.warn(f"no impact table for {target}: {missing[0]} (of the parts' collections) is gone; "
+                                  "searches will go through Lucene", stacklevel=2)
+                else:
+
+                    write_impact_table(tmp, sources)
+            move_into_place(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        if not quiet:
+            print(f"merged {len(parts)} indexes ({expected} documents) into {target}", file=sys.stderr)
+        return BuildResult(target, expected, time.perf_counter() - start, metadata)
 
 
 def _add_indexes(folder: Path, parts: list[Path], segments: int | None) -> None:

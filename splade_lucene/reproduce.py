@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import fusion
-from .atomic import write_text
+from .atomic import output_lock, write_text
 from .bm25 import BM25Searcher, build_bm25_index
 from .collection import read_queries, sha256_file
 from .errors import NotFoundError, SpladeLuceneError
@@ -336,12 +336,13 @@ def reproduce(files: list[str | Path], output: str | Path, *, conditions: list[s
     """Run experiment files and grade them; returns every grade (``status`` OK / FAIL / UNCHECKED)."""
     specs = [load_spec(f) for f in files]  # validate every file before running any
     grades: list[Grade] = []
-    for spec in specs:
-        runner = Runner(spec, output, threads=threads, progress=progress)
-        names = [c for c in conditions if c in spec.conditions] if conditions else None
-        for result in runner.run(names):
-            for g in result.grades:
-                if g.expected is not None or g.metric == "nDCG@10":
-                    echo(g.line())
-            grades.extend(result.grades)
+    with output_lock(output):
+        for spec in specs:
+            runner = Runner(spec, output, threads=threads, progress=progress)
+            names = [c for c in conditions if c in spec.conditions] if conditions else None
+            for result in runner.run(names):
+                for g in result.grades:
+                    if g.expected is not None or g.metric == "nDCG@10":
+                        echo(g.line())
+                grades.extend(result.grades)
     return grades

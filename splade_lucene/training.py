@@ -40,7 +40,7 @@ from typing import Literal, Sequence
 
 import numpy as np
 
-from .atomic import atomic_file, move_into_place, write_text
+from .atomic import atomic_file, move_into_place, output_lock, write_text
 from .bm25 import BM25Searcher, build_bm25_index
 from .collection import InputError, open_text, parse_line, read_corpus, read_queries, sha256_file
 from .encode import encode_corpus
@@ -724,8 +724,9 @@ def train(dataset: str | Path, output: str | Path, *, overwrite: bool = False, p
     """Fine-tune a masked LM as SPLADE on a BEIR folder; writes a Hugging Face checkpoint folder at
     ``output`` (with ``training.json``) that ``--model`` takes everywhere. ``settings`` are the fields
     of :class:`TrainSettings` (model, epochs, max_steps, batch_size, lr, lambda_q, lambda_d, ...)."""
-    return Trainer(dataset, output, make_settings(**settings), overwrite=overwrite, progress=progress,
-                   plot=plot).run()
+    with output_lock(output):
+        return Trainer(dataset, output, make_settings(**settings), overwrite=overwrite, progress=progress,
+                       plot=plot).run()
 
 
 def trained_with(model_dir: str | Path, settings: TrainSettings) -> bool:

@@ -235,3 +235,42 @@ def test_pruning_is_applied_recorded_and_used_by_the_query_encoder(small_corpus,
     assert qenc.top_k == 8
     long_query = "boundary layer transition on a flat plate at supersonic speeds with heat transfer"
     assert len(qenc.encode(long_query)) == 8 < len(QueryEncoder(encoder=encoder).encode(long_query))
+
+
+def test_a_second_writer_of_one_output_is_refused_naming_the_first(small_corpus, tmp_path):
+    from splade_lucene.atomic import lock_path
+
+    out = tmp_path / "collection"
+    args = cli("encode", "--corpus", str(small_corpus), "--output", str(out), "--part-size", "40")
+    first = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: lock_path(out).is_file() and lock_path(out).read_text().endswith("}"), first)
+        second = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert second.returncode == 2, second.stderr
+        line = second.stderr.strip()
+        assert "\n" not in line and f"is being written by pid {first.pid} on " in line and "encode" in line
+    finally:
+        first.wait(timeout=300)
+    assert first.returncode == 0, first.stderr
+    assert not lock_path(out).exists() and (out / "collection.meta").is_file()  # released, and complete
+
+
+def test_a_lock_left_by_a_dead_process_is_taken_over_with_a_warning(small_corpus, encoder, tmp_path):
+    import socket
+
+    from splade_lucene.atomic import OutputLockedError, lock_path, output_lock
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    out = tmp_path / "collection"
+    lock_path(out).write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(), "command": "gone",
+                                          "since": "earlier"}))
+    with pytest.warns(UserWarning, match=rf"taking over the stale lock .* \(pid {dead.pid} on "):
+        summary = encode_corpus(small_corpus, out, encoder=encoder, part_size=40, progress=False)
+    assert summary.documents == 240 and not lock_path(out).exists()
+    # a live owner on another host cannot be judged from here: refused, never taken over
+    lock_path(out).write_text(json.dumps({"pid": 1, "host": "elsewhere", "command": "x", "since": "now"}))
+    with pytest.raises(OutputLockedError, match="is being written by pid 1 on elsewhere"):
+        with output_lock(out):
+            pass
+    assert lock_path(out).is_file()  # not ours: left alone
