@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 
 from .errors import SettingError, SpladeLuceneError
@@ -242,8 +243,18 @@ def _add_train_parser(sub, quiet) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing model folder")
 
 
+class Stopped(KeyboardInterrupt):
+    """SIGTERM, raised where the process is, so that it unwinds as after Ctrl-C: every writer's
+    clean-up runs (temporary folders removed, the indexer's JVM killed, finished parts kept)."""
+
+
+def _raise_stopped(signum, frame):
+    raise Stopped(signal.Signals(signum).name)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _raise_stopped)
     try:
         return args.func(args, not args.quiet) or 0
     except SpladeLuceneError as exc:
@@ -251,6 +262,13 @@ def main(argv: list[str] | None = None) -> int:
         # is a bug and shows its traceback (status 1)
         print(f"splade-lucene {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:
+        name = str(exc) if isinstance(exc, Stopped) else "SIGINT"
+        print(f"splade-lucene {args.command}: stopped by {name}; nothing half-written is left, and the same "
+              "command resumes what can be resumed (encode, train)", file=sys.stderr)
+        return 128 + (signal.SIGTERM if isinstance(exc, Stopped) else signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 # Each handler is a few lines over the library. The library is imported inside them so that

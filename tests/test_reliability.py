@@ -274,3 +274,45 @@ def test_a_lock_left_by_a_dead_process_is_taken_over_with_a_warning(small_corpus
         with output_lock(out):
             pass
     assert lock_path(out).is_file()  # not ours: left alone
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_stopped_encode_exits_at_once_keeping_its_finished_parts(small_corpus, tmp_path, sig):
+    out = tmp_path / "out"
+    args = cli("encode", "--corpus", str(small_corpus), "--output", str(out), "--part-size", "40")
+    progress = tmp_path / ".out.writing" / "progress.json"
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: progress.is_file() and '"parts"' in progress.read_text(), proc)
+    proc.send_signal(sig)
+    t = time.monotonic()
+    proc.wait(timeout=30)
+    assert time.monotonic() - t < 10 and proc.returncode == 128 + sig
+    err = proc.stderr.read().strip()
+    assert err.startswith("splade-lucene encode: stopped by ") and "\n" not in err
+    assert not out.exists() and json.loads(progress.read_text())["parts"]  # finished parts kept for a resume
+    resumed = subprocess.run(args, capture_output=True, text=True)
+    assert resumed.returncode == 0 and "kept from an interrupted run" in resumed.stdout, resumed.stderr
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to find the JVM")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_stopped_index_build_ends_its_jvm_and_removes_its_folder(cranfield, tmp_path, sig):
+    collection = tmp_path / "collection"
+    collection.mkdir()
+    records = [line for f in sorted((cranfield["base"] / "vector").glob("part-*.jsonl"))
+               for line in f.read_text().splitlines()]
+    with open(collection / "part-00000.jsonl", "w") as fh:
+        for copy in range(15):
+            for line in records:
+                rec = json.loads(line)
+                fh.write(json.dumps({**rec, "id": f"{rec['id']}-{copy}"}) + "\n")
+    target = tmp_path / "idx"
+    proc = subprocess.Popen(cli("index", "--collection", str(collection), "--index", str(target)),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: any(tmp_path.glob("idx.building-*/*")), proc)
+    building = next(tmp_path.glob("idx.building-*"))
+    proc.send_signal(sig)
+    proc.wait(timeout=30)
+    assert proc.returncode == 128 + sig, proc.stderr.read()
+    assert _processes_mentioning(str(building)) == []  # the indexer's JVM was ended, not left to its death signal
+    assert not target.exists() and not building.exists()  # cleaned up at once, not at the next build
