@@ -5,6 +5,7 @@ writers of one output never meet."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -15,10 +16,52 @@ import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import SpladeLuceneError
+from .errors import DiskFullError, SpladeLuceneError
 
 # the prefix of the builders' temporary folders (index.py), whose clean-up of stale ones then takes this too
 _OLD = ".building-old-"
+
+
+def mount_point(path: str | Path) -> Path:
+    """The mount point of the file system that holds (or would hold) ``path``."""
+    p = Path(path).absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    while not os.path.ismount(p) and p != p.parent:
+        p = p.parent
+    return p
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+@contextmanager
+def naming_a_full_disk(what: str | Path):
+    """Turn "no space left" inside the block into one :class:`DiskFullError` that names the file
+    system and what was being written (an OSError from a write names neither)."""
+    try:
+        yield
+    except OSError as exc:
+        if is_disk_full(exc) and not isinstance(exc, DiskFullError):
+            raise DiskFullError(exc.errno, f"no space left on {mount_point(what)} while writing {what}") from exc
+        raise
+
+
+class _Writes:
+    """A file seen only through ``write``: numpy then writes in chunks through it, so a full disk is
+    an OSError with its errno (``ndarray.tofile`` reports only a short write)."""
+
+    def __init__(self, fh):
+        self.write = fh.write
+
+
+def save_array(path: str | Path, array) -> None:
+    """``numpy.save``'s bytes at ``path``, written so that a full disk is reported as one."""
+    import numpy as np
+
+    with open(path, "wb") as fh:
+        np.lib.format.write_array(_Writes(fh), np.asanyarray(array), allow_pickle=False)
 
 
 def fsync_file(path: str | Path) -> None:
@@ -35,17 +78,21 @@ def atomic_file(path: str | Path, mode: str = "w", encoding: str | None = "utf-8
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    fh = open(tmp, mode, encoding=None if "b" in mode else encoding)
-    try:
-        yield fh
-        fh.flush()
-        os.fsync(fh.fileno())
-        fh.close()
-        tmp.replace(path)
-    except BaseException:
-        fh.close()
-        tmp.unlink(missing_ok=True)
-        raise
+    with naming_a_full_disk(path):
+        fh = open(tmp, mode, encoding=None if "b" in mode else encoding)
+        try:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+            fh.close()
+            tmp.replace(path)
+        except BaseException:
+            try:
+                fh.close()  # may fail again on a full disk: the file goes all the same
+            except OSError:
+                pass
+            tmp.unlink(missing_ok=True)
+            raise
 
 
 def write_text(path: str | Path, text: str) -> None:

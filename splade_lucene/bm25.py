@@ -56,7 +56,7 @@ def build_bm25_index(corpus: str | Path, index_dir: str | Path, *, threads: int 
             # the same child JVM handling as the impact index build: dies with this process, fails loudly
             _java.configure_environment()
             run_indexer([_java.java_executable(), "-cp", str(_java.anserini_jar()), *args], count_lines(corpus),
-                         quiet=True)
+                        quiet=True, where=index_dir)
             stats = lucene_stats(tmp)
             move_into_place(tmp, index_dir)
         finally:

@@ -11,7 +11,7 @@ from typing import Iterable
 
 from tqdm import tqdm
 
-from .atomic import output_lock
+from .atomic import naming_a_full_disk, output_lock
 from .collection import CollectionWriter, count_lines, read_corpus
 from .distributed import encode_corpus_ray
 from .errors import NotFoundError, SettingError
@@ -110,19 +110,20 @@ def _write(items, output: Path, encoder: SpladeEncoder, options: CollectionOptio
     done = sum(p["documents"] for p in parts)
     records = quantized_records(items, encoder.id_to_term, options.scale, doc_top_k=options.doc_top_k,
                                 doc_min_weight=options.doc_min_weight)
-    try:
-        with CollectionWriter(tmp, options.fmt, options.part_size, start=done,
-                              on_part=lambda part: record_progress(tmp, state, parts, part)) as writer, \
-                tqdm(total=total, initial=done, desc="encode", unit="doc", disable=not progress) as bar:
-            for docid, terms, truncated in records:
-                writer.write(docid, terms, truncated=truncated)
-                bar.update(1)
-    except BaseException:
-        # nothing reaches `output`; a resumable run keeps its finished parts for the next run
-        if state is None or not parts:
-            shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    metadata = collection_metadata(encoder, parts, options, corpus=corpus)
-    publish_collection(tmp, output, metadata)
+    with naming_a_full_disk(output):
+        try:
+            with CollectionWriter(tmp, options.fmt, options.part_size, start=done,
+                                  on_part=lambda part: record_progress(tmp, state, parts, part)) as writer, \
+                    tqdm(total=total, initial=done, desc="encode", unit="doc", disable=not progress) as bar:
+                for docid, terms, truncated in records:
+                    writer.write(docid, terms, truncated=truncated)
+                    bar.update(1)
+        except BaseException:
+            # nothing reaches `output`; a resumable run keeps its finished parts for the next run
+            if state is None or not parts:
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        metadata = collection_metadata(encoder, parts, options, corpus=corpus)
+        publish_collection(tmp, output, metadata)
     return EncodeSummary(metadata["documents"], metadata["empty_documents"], output, time.perf_counter() - start,
                          metadata, metadata["truncated_documents"], done)

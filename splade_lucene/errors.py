@@ -36,6 +36,13 @@ class UnknownIdError(SpladeLuceneError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class DiskFullError(SpladeLuceneError, OSError):
+    """The file system ran out of space (or quota) while the package was writing."""
+
+    def __str__(self) -> str:  # the message alone, without OSError's "[Errno 28]"
+        return self.strerror or super().__str__()
+
+
 class SetupError(SpladeLuceneError, RuntimeError):
     """The environment lacks something the package needs (Java 21, pyserini's jar)."""
 

@@ -27,7 +27,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from .atomic import move_into_place, output_lock
+from .atomic import move_into_place, naming_a_full_disk, output_lock, save_array
 from .collection import collection_files, open_text
 from .errors import SpladeLuceneError
 from .lucene import docid_table, lucene_reader
@@ -157,7 +157,7 @@ def write_impact_table(index_dir: str | Path, collection: str | Path | Sequence[
     index_dir = Path(index_dir)
     collections = [Path(collection)] if isinstance(collection, (str, Path)) else [Path(c) for c in collection]
     collection = collections[0] if len(collections) == 1 else ", ".join(map(str, collections))
-    with output_lock(index_dir / TABLE_DIR):
+    with output_lock(index_dir / TABLE_DIR), naming_a_full_disk(index_dir / TABLE_DIR):
         with lucene_reader(index_dir) as reader:
             commit = _commit(reader)
             if commit["num_docs"] != commit["max_doc"]:
@@ -249,10 +249,10 @@ def write_impact_table(index_dir: str | Path, collection: str | Path | Sequence[
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         try:
-            np.save(tmp / "offsets.npy", offsets)
-            np.save(tmp / "docs.npy", docs)
-            np.save(tmp / "impacts.npy", values.astype(small))
-            np.save(tmp / "id_rank.npy", id_rank)
+            save_array(tmp / "offsets.npy", offsets)
+            save_array(tmp / "docs.npy", docs)
+            save_array(tmp / "impacts.npy", values.astype(small))
+            save_array(tmp / "id_rank.npy", id_rank)
             (tmp / "terms.json").write_text(json.dumps(terms, ensure_ascii=False), encoding="utf-8")
             (tmp / _META).write_text(json.dumps({
                 "version": TABLE_VERSION, "field": field, "commit": commit, "terms": len(terms),

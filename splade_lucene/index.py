@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import _java
-from .atomic import move_into_place, output_lock
+from .atomic import move_into_place, naming_a_full_disk, output_lock
 from .collection import COLLECTION_METADATA_FILE, collection_files
 from .errors import NotFoundError, OutputExistsError, SettingError
 from .impacts import write_impact_table
@@ -176,36 +176,36 @@ def _build(collection: Path, source: Path, files: list[Path], target: Path, tmp:
     _java.configure_environment()
     cmd = [java, "-cp", str(_java.anserini_jar()), *args]
     start = time.perf_counter()
-    try:
-        run_indexer(cmd, expected, quiet=quiet)
-        stats = lucene_stats(tmp)
-        if stats["documents"] != expected:
-            raise IndexBuildError(f"Anserini indexed {stats['documents']} documents but the collection {collection} "
-                              f"has {expected}; the index was not kept")
-        metadata = {
-            # a shard's counts are its own: the collection's totals are left out
-            **{k: v for k, v in meta.items()
-               if k != "documents" and (shard is None or k not in ("empty_documents", "truncated_documents"))},
-            "format": fmt,
-            "documents": stats["documents"],
-            "index_stats": stats,
-            "collection": str(collection),
-            "anserini_command": ["java", "-cp", _java.anserini_jar().name, *anserini_command(
-                source if shard is None else "<links to collection_files>", target, fmt=fmt, threads=threads)],
-            "versions": package_versions(),
-        }
-        if shard is not None:
-            metadata["shard"] = f"{shard[0]}/{shard[1]}"
-            metadata["collection_files"] = [str(collection / f.name) for f in files]
-        (tmp / METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
-        (tmp / DOCIDS_FILE).write_text(json.dumps(extract_docids(tmp), ensure_ascii=False), encoding="utf-8")
-        if impact_table:
-
-            write_impact_table(tmp, source)
-        move_into_place(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with naming_a_full_disk(target):
+        try:
+            run_indexer(cmd, expected, quiet=quiet, where=target)
+            stats = lucene_stats(tmp)
+            if stats["documents"] != expected:
+                raise IndexBuildError(f"Anserini indexed {stats['documents']} documents but the collection "
+                                      f"{collection} has {expected}; the index was not kept")
+            metadata = {
+                # a shard's counts are its own: the collection's totals are left out
+                **{k: v for k, v in meta.items()
+                   if k != "documents" and (shard is None or k not in ("empty_documents", "truncated_documents"))},
+                "format": fmt,
+                "documents": stats["documents"],
+                "index_stats": stats,
+                "collection": str(collection),
+                "anserini_command": ["java", "-cp", _java.anserini_jar().name, *anserini_command(
+                    source if shard is None else "<links to collection_files>", target, fmt=fmt, threads=threads)],
+                "versions": package_versions(),
+            }
+            if shard is not None:
+                metadata["shard"] = f"{shard[0]}/{shard[1]}"
+                metadata["collection_files"] = [str(collection / f.name) for f in files]
+            (tmp / METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+            (tmp / DOCIDS_FILE).write_text(json.dumps(extract_docids(tmp), ensure_ascii=False), encoding="utf-8")
+            if impact_table:
+                write_impact_table(tmp, source)
+            move_into_place(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     return BuildResult(target, stats["documents"], time.perf_counter() - start, metadata)
 
 

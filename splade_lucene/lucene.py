@@ -4,6 +4,7 @@ files goes through here; :mod:`splade_lucene.impacts` and :mod:`splade_lucene.in
 
 from __future__ import annotations
 
+import errno
 import json
 import subprocess
 import sys
@@ -11,7 +12,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from . import _java
-from .errors import SpladeLuceneError
+from .atomic import mount_point
+from .errors import DiskFullError, SpladeLuceneError
 
 # External doc ids in Lucene docid order (a JSON list), so a search maps hits to ids without loading
 # each hit's stored fields.
@@ -142,7 +144,7 @@ def package_versions() -> dict:
 
 
 
-def run_indexer(cmd: list[str], expected: int, *, quiet: bool) -> None:
+def run_indexer(cmd: list[str], expected: int, *, quiet: bool, where: str | Path = "the index") -> None:
     """Run Anserini in a child JVM, showing a progress bar from its log, and fail loudly."""
     from tqdm import tqdm
 
@@ -164,6 +166,9 @@ def run_indexer(cmd: list[str], expected: int, *, quiet: bool) -> None:
         if rc == 0:
             bar.update(expected - bar.n)
     if rc != 0:
+        if any("No space left on device" in line for line in log):
+            raise DiskFullError(errno.ENOSPC, f"no space left on {mount_point(where)} while writing the index {where} "
+                                "(Anserini's indexer)")
         tail = "\n".join(log[-20:])
         raise IndexBuildError(f"Anserini's indexer failed (exit {rc}):\n{tail}")
 
