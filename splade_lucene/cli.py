@@ -260,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     except SpladeLuceneError as exc:
         # bad input, a missing file, an output already there: one line and status 2; anything else
         # is a bug and shows its traceback (status 1)
-        print(f"splade-lucene {args.command}: error: {exc}", file=sys.stderr)
+        message = " | ".join(line.strip() for line in str(exc).splitlines() if line.strip())  # one line
+        print(f"splade-lucene {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
         name = str(exc) if isinstance(exc, Stopped) else "SIGINT"

@@ -22,7 +22,6 @@ vocabulary entry, so no query can match it, yet the document is indexed and coun
 from __future__ import annotations
 
 import gzip
-import io
 import json
 import unicodedata
 from dataclasses import dataclass
@@ -44,14 +43,35 @@ class InputError(SpladeLuceneError, ValueError):
     """Bad input, with the file and line that caused it."""
 
 
-def open_text(path: str | Path):
-    """Open a text file for reading, transparently gunzipping ``.gz`` files."""
+class _TextLines:
+    """A text file's lines (``.gz`` gunzipped), each decoded as UTF-8 on its own, so that bytes that
+    are not UTF-8 are an InputError naming the file and line."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.fh = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+
+    def __iter__(self) -> Iterator[str]:
+        for lineno, raw in enumerate(self.fh, 1):
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputError(f"{self.path}:{lineno}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.fh.close()
+
+
+def open_text(path: str | Path) -> _TextLines:
+    """A text file for reading line by line (``with open_text(p) as lines: for line in lines``),
+    transparently gunzipping ``.gz`` files."""
     path = Path(path)
     if not path.is_file():
         raise NotFoundError(f"no such file: {path}")
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
-    return open(path, encoding="utf-8")
+    return _TextLines(path)
 
 
 def parse_line(raw: bytes, path: Path | str, lineno: int) -> dict | None:

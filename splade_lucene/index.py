@@ -47,19 +47,30 @@ class IncompatibleIndexError(IndexBuildError):
     """The index was built with another model or scale than the one asked for."""
 
 
+def _read_json_object(path: Path, what: str) -> dict:
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise IndexBuildError(f"{path}: the {what} is not valid JSON ({exc}); the folder was not written by "
+                              "this version, or the file was damaged: rebuild it") from None
+    if not isinstance(data, dict):
+        raise IndexBuildError(f"{path}: the {what} must be a JSON object, not {type(data).__name__}")
+    return data
+
+
 def read_collection_metadata(collection: str | Path) -> dict:
     path = Path(collection) / COLLECTION_METADATA_FILE
     if not path.is_file():
         return {}
-    return json.loads(path.read_text())
+    return _read_json_object(path, "collection's metadata")
 
 
 def read_metadata(index_dir: str | Path) -> dict:
     path = Path(index_dir) / METADATA_FILE
     if not path.is_file():
         raise IndexBuildError(f"{index_dir} has no {METADATA_FILE}: it was not built by splade-lucene "
-                          "(use Pyserini's LuceneImpactSearcher for foreign indexes)")
-    return json.loads(path.read_text())
+                              "(use Pyserini's LuceneImpactSearcher for foreign indexes)")
+    return _read_json_object(path, "index's metadata")
 
 
 def default_index_dir(collection: str | Path) -> Path:

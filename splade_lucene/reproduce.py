@@ -103,9 +103,11 @@ def load_spec(path: str | Path) -> ExperimentSpec:
     if not path.is_file():
         raise NotFoundError(f"no such experiment file: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ExperimentFileError(f"{path}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
     except yaml.YAMLError as exc:
-        raise ExperimentFileError(f"{path}: not valid YAML: {exc}") from None
+        raise ExperimentFileError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
     if not isinstance(data, dict) or "dataset" not in data or not isinstance(data.get("conditions"), dict):
         raise ExperimentFileError(f"{path}: needs 'dataset' and a 'conditions' mapping")
     unknown = set(data) - {"dataset", "split", "k", "remove_query", "conditions", "description"}

@@ -20,7 +20,7 @@ def test_every_error_the_package_defines_has_the_one_base():
             continue  # distributed imports Ray (its errors are the encoder's); __main__ runs the command
         module = importlib.import_module(f"splade_lucene.{info.name}")
         classes += [c for _, c in inspect.getmembers(module, inspect.isclass)
-                    if issubclass(c, BaseException) and c.__module__.startswith("splade_lucene")]
+                    if issubclass(c, Exception) and c.__module__.startswith("splade_lucene")]
     assert len(set(classes)) >= 14
     assert all(issubclass(c, SpladeLuceneError) for c in classes), [c for c in classes
                                                                    if not issubclass(c, SpladeLuceneError)]
@@ -55,3 +55,47 @@ def test_a_bug_is_not_passed_off_as_bad_input(monkeypatch, tmp_path):
     monkeypatch.setitem(cli.HANDLERS, "evaluate", lambda args, progress: (_ for _ in ()).throw(ValueError("x")))
     with pytest.raises(ValueError):
         cli.main(["evaluate", "--qrels", "q", "--run", "r"])
+
+
+@pytest.fixture
+def broken(tmp_path):
+    (tmp_path / "bad.jsonl").write_text('{"_id": "1", "text": "ok"}\n{"_id": "2", "text": \n')
+    (tmp_path / "bad.yaml").write_text("dataset: [\n")
+    (tmp_path / "bad.qrels").write_text("q1 0 d1\n")
+    (tmp_path / "run.trec").write_text("q1 Q0 d1 1 1.0 t\n")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "nometa").mkdir()
+    (tmp_path / "nometa" / "part-00000.jsonl").write_text("not json\n")
+    return tmp_path
+
+
+CASES = [
+    ("encode", ["--corpus", "{t}/none.jsonl", "--output", "{t}/c"], "none.jsonl"),
+    ("encode", ["--corpus", "{t}/bad.jsonl", "--output", "{t}/c"], "bad.jsonl:2"),
+    ("encode", ["--corpus", "{t}/bad.jsonl", "--output", "{t}/c", "--scale", "0"], "scale"),
+    ("index", ["--collection", "{t}/none"], "none"),
+    ("index", ["--collection", "{t}/empty", "--index", "{t}/i"], "empty"),
+    ("merge", ["--index", "{t}/m", "{t}/none"], "none"),
+    ("impacts", ["--index", "{t}/empty"], "empty"),
+    ("search", ["--index", "{t}/empty", "--queries", "{t}/bad.jsonl", "--output", "{t}/r"], "bad.jsonl:2"),
+    ("explain", ["--index", "{t}/none", "--query", "q", "--doc", "1"], "none"),
+    ("show-vector", ["text", "--model", "{t}/none"], "none"),
+    ("evaluate", ["--qrels", "{t}/bad.qrels", "--run", "{t}/run.trec"], "bad.qrels:1"),
+    ("experiment", ["--dataset", "{t}/none", "--output", "{t}/e"], "none"),
+    ("train", ["--dataset", "{t}/none", "--output", "{t}/m"], "none"),
+    ("train", ["--dataset", "{t}/empty", "--output", "{t}/m", "--lr", "-1"], "--lr"),
+    ("reproduce", ["{t}/bad.yaml", "--output", "{t}/o"], "bad.yaml"),
+    ("report", ["--output", "{t}/empty"], "empty"),
+]
+
+
+@pytest.mark.parametrize("command, args, named", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
+def test_every_subcommand_refuses_broken_input_in_one_line(broken, capsys, command, args, named):
+    code = cli.main(["--quiet", command, *[a.format(t=broken) for a in args]])
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert "\n" not in err and err.startswith(f"splade-lucene {command}: error: ") and named in err, err
+
+
+def test_every_subcommand_is_covered_by_a_broken_input():
+    assert {c[0] for c in CASES} == set(cli.HANDLERS)
