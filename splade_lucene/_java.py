@@ -26,7 +26,9 @@ from pathlib import Path
 from .errors import SetupError, SpladeLuceneError
 
 MIN_JAVA = 21
-JVM_OPTIONS = ("-Xms256m", "-Xss4m")
+# -Xrs: the JVM installs no handlers for SIGTERM, SIGINT or SIGHUP, so that they stay Python's (the CLI
+# unwinds on them; an embedded JVM would otherwise exit the process at once, skipping every clean-up)
+JVM_OPTIONS = ("-Xms256m", "-Xss4m", "-Xrs")
 
 INSTALL_HINT = (
     "Anserini (pyserini 1.6.0) needs Java 21 or newer. Install it into this environment with "

@@ -316,3 +316,23 @@ def test_a_stopped_index_build_ends_its_jvm_and_removes_its_folder(cranfield, tm
     assert proc.returncode == 128 + sig, proc.stderr.read()
     assert _processes_mentioning(str(building)) == []  # the indexer's JVM was ended, not left to its death signal
     assert not target.exists() and not building.exists()  # cleaned up at once, not at the next build
+
+
+def test_a_stopped_batch_search_writes_no_run_file(cranfield, datasets, tmp_path):
+    queries = tmp_path / "queries.tsv"
+    from splade_lucene.collection import read_queries
+
+    texts = [text for _, text in read_queries(datasets / "cranfield" / "queries.jsonl")]
+    queries.write_text("".join(f"q{i}\t{texts[i % len(texts)]}\n" for i in range(40 * len(texts))))
+    run = tmp_path / "out" / "run.trec"
+    proc = subprocess.Popen(cli("search", "--index", str(cranfield["vector_index"]), "--queries", str(queries),
+                                "--output", str(run), "--k", "1000", "--engine", "lucene"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(8)  # the model and the JVM loaded, some thousands of queries into the batch
+    assert proc.poll() is None, "the search ended before it could be stopped"
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=30)
+    err = proc.stderr.read().strip()
+    assert proc.returncode == 143 and err.startswith("splade-lucene search: stopped by SIGTERM"), err
+    assert not run.exists()
+    assert not run.parent.exists() or list(run.parent.iterdir()) == []  # no temporary run file either
