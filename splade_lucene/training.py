@@ -232,6 +232,8 @@ def generated_query_pairs(folder: Path, queries_file: str | Path) -> TrainingDat
     return data
 
 
+# the layout of a work folder (pairs, dev pool, checkpoint): a folder of another version is not resumed
+WORK_VERSION = 2
 PSEUDO_MIN_WORDS = 8  # words a pseudo-query's positive keeps once its query is taken out
 
 
@@ -415,6 +417,7 @@ class Trainer:
         self.warmup = s.warmup_steps if s.warmup_steps is not None else self.total_steps // 10
         self.lambda_warmup = s.lambda_warmup_steps if s.lambda_warmup_steps is not None else self.total_steps // 3
         self.fingerprint = {
+            "work_version": WORK_VERSION,
             "settings": dataclasses.asdict(s),
             "base_model_sha256": model_weights_sha256(self.base_path),
             "dataset": {name: sha256_file(path) for name, path in sorted(self.data.files.items())},
