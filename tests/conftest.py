@@ -105,3 +105,11 @@ def cranfield(datasets, encoder, tmp_path_factory):
     return {"base": base, "summary": summary, "vectors": vectors, "vector_index": vector_index.index_dir,
             "pseudo_index": pseudo_index.index_dir, "queries": queries, "encoded": encoded, "qrels": qrels,
             "query_encoder": qenc}
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """The Ray tests run first. Ray's in-process core worker installs its own SIGSEGV handler; the
+    JVM relies on SIGSEGV for its implicit null checks, so a JVM started in this process before Ray
+    later crashes it (a segfault in JIT code, seen when a Lucene test module ran before
+    test_distributed.py). A JVM started after Ray installs its handler last and chains to Ray's."""
+    items.sort(key=lambda item: 0 if item.path.name == "test_distributed.py" else 1)
