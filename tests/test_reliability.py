@@ -134,10 +134,9 @@ def _processes_mentioning(text: str) -> list[int]:
     return found
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to find the JVM")
-def test_killed_index_build_leaves_no_index_no_folder_and_no_jvm(cranfield, tmp_path):
-    # Cranfield's vectors 15 times over (21,000 documents): a build that takes far longer than the wait
-    # below, so a JVM that outlived its parent would still be found
+def _big_collection(cranfield, tmp_path: Path) -> tuple[Path, list[str]]:
+    """Cranfield's vectors 15 times over (21,000 documents): a build that takes long enough to be
+    stopped mid-way. Returns the folder and Cranfield's own record lines."""
     collection = tmp_path / "collection"
     collection.mkdir()
     records = [line for f in sorted((cranfield["base"] / "vector").glob("part-*.jsonl"))
@@ -147,6 +146,14 @@ def test_killed_index_build_leaves_no_index_no_folder_and_no_jvm(cranfield, tmp_
             for line in records:
                 rec = json.loads(line)
                 fh.write(json.dumps({**rec, "id": f"{rec['id']}-{copy}"}) + "\n")
+    return collection, records
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to find the JVM")
+def test_killed_index_build_leaves_no_index_no_folder_and_no_jvm(cranfield, tmp_path):
+    # Cranfield's vectors 15 times over (21,000 documents): a build that takes far longer than the wait
+    # below, so a JVM that outlived its parent would still be found
+    collection, records = _big_collection(cranfield, tmp_path)
     target = tmp_path / "idx"
     proc = subprocess.Popen(cli("index", "--collection", str(collection), "--index", str(target)),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -297,15 +304,7 @@ def test_a_stopped_encode_exits_at_once_keeping_its_finished_parts(small_corpus,
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to find the JVM")
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_stopped_index_build_ends_its_jvm_and_removes_its_folder(cranfield, tmp_path, sig):
-    collection = tmp_path / "collection"
-    collection.mkdir()
-    records = [line for f in sorted((cranfield["base"] / "vector").glob("part-*.jsonl"))
-               for line in f.read_text().splitlines()]
-    with open(collection / "part-00000.jsonl", "w") as fh:
-        for copy in range(15):
-            for line in records:
-                rec = json.loads(line)
-                fh.write(json.dumps({**rec, "id": f"{rec['id']}-{copy}"}) + "\n")
+    collection, records = _big_collection(cranfield, tmp_path)
     target = tmp_path / "idx"
     proc = subprocess.Popen(cli("index", "--collection", str(collection), "--index", str(target)),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
