@@ -92,13 +92,23 @@ def _as_scores(hits: list[tuple[str, float]]) -> dict[str, float]:
     return out
 
 
+def _without_query_hits(run: Run) -> Run:
+    """The BEIR convention: a hit whose doc id equals its query id is dropped."""
+    return {qid: [h for h in hits if h[0] != qid] for qid, hits in run.items()}
+
+
+def _judged_scores(qrels: Qrels, run: Run) -> dict[str, dict[str, float]]:
+    """The judged queries' hits as ir_measures takes them."""
+    return {q: _as_scores(hits) for q, hits in run.items() if q in qrels and hits}
+
+
 def per_query_metrics(qrels: Qrels, run: Run) -> dict[str, dict[str, float]]:
     """The five metrics of every judged query, computed by trec_eval's own code (pytrec_eval, through
     ir_measures); a judged query without hits scores 0 (``-c``). ``RR@10`` is ``recip_rank`` with
     ``-M 10``: the run cut to its first 10 documents in trec_eval's order before the rank is taken
     (pytrec_eval ignores an RR cutoff)."""
     measures = {nDCG@10: "nDCG@10", R@100: "R@100", R@1000: "R@1000", AP: "MAP"}
-    full = {q: _as_scores(hits) for q, hits in run.items() if q in qrels and hits}
+    full = _judged_scores(qrels, run)
     top10 = {q: dict(_trec_order(list(scores.items()))[:10]) for q, scores in full.items()}
     per_query = {q: {m: 0.0 for m in METRICS} for q in qrels}
     for m in ir_measures.pytrec_eval.iter_calc(list(measures), qrels, full):
@@ -110,9 +120,7 @@ def per_query_metrics(qrels: Qrels, run: Run) -> dict[str, dict[str, float]]:
 
 def recall_at_depths(qrels: Qrels, run: Run, depths, *, remove_query: bool = False) -> list[float]:
     """Mean recall at each depth over every judged query (``-c``), as R@100 and R@1000 above."""
-    if remove_query:
-        run = {qid: [h for h in hits if h[0] != qid] for qid, hits in run.items()}
-    full = {q: _as_scores(hits) for q, hits in run.items() if q in qrels and hits}
+    full = _judged_scores(qrels, _without_query_hits(run) if remove_query else run)
     sums = dict.fromkeys(depths, 0.0)
     by_measure = {R@d: d for d in depths}
     for m in ir_measures.pytrec_eval.iter_calc(list(by_measure), qrels, full):
@@ -137,9 +145,7 @@ def evaluate(qrels: Qrels, run: Run, *, remove_query: bool = False, warn: bool =
     Warns with counts where judged queries have no hits in the run, and (given ``corpus_ids``, a
     container of the corpus's doc ids) where judged documents are not in the corpus: trec_eval counts
     them as relevant documents that can never be retrieved, and so do these metrics."""
-    if remove_query:
-        run = {qid: [h for h in hits if h[0] != qid] for qid, hits in run.items()}
-    per_query = per_query_metrics(qrels, run)
+    per_query = per_query_metrics(qrels, _without_query_hits(run) if remove_query else run)
     n = len(per_query)
     metrics = {m: sum(q[m] for q in per_query.values()) / n for m in METRICS}
     missing = sum(1 for q in qrels if q not in run)
