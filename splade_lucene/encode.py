@@ -74,9 +74,7 @@ def encode_corpus(corpus: str | Path, output: str | Path, *, encoder: SpladeEnco
         if engine != "local":
             raise SettingError(f"engine must be 'local' or 'ray', not {engine!r}")
         tmp = writing_folder(output)
-        parts = finished_parts(tmp, state) if resume else []
-        if not parts:
-            shutil.rmtree(tmp, ignore_errors=True)
+        parts = finished_parts(tmp, state) if resume else []  # none: _write starts the folder afresh
         skip = sum(p["documents"] for p in parts)
         docs = (d for i, d in enumerate(read_corpus(corpus)) if i >= skip)
         items = encode_by_part(encoder, ((d.id, d.text) for d in docs), options.part_size)
