@@ -94,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="indexing threads (default: 1)")
     p.add_argument("--shard", default=None, metavar="I/N",
                    help="index only part files I, I+N, I+2N, ... (one of N shards for `merge`)")
+    p.add_argument("--query-mode", choices=("full", "idf", "learned"), default=None,
+                   help="how its queries are weighted: full (the model), idf (inference-free, IDF of this index), "
+                        "learned (inference-free, the model's trained table); default: what the model was trained for")
     p.add_argument("--overwrite", action="store_true", help="replace an existing index")
     p.add_argument("--no-impact-table", action="store_true",
                    help="skip the in-memory search table (searches then go through Lucene, several times slower)")
@@ -110,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run queries (BEIR queries.jsonl or TSV qid<TAB>text) against an index.")
     p.add_argument("--index", required=True, help="index folder built by `index`")
     p.add_argument("--queries", required=True, help="queries.jsonl or qid<TAB>text topic file")
+    p.add_argument("--pretokenized", action="store_true",
+                   help="the queries are already encoded: `encode-queries` topics (qid<TAB>terms, each repeated by "
+                        "its weight) or JSON lines {\"id\": qid, \"vector\": {term: int}}; no query encoder runs")
     p.add_argument("--output", required=True, help="TREC run file to write")
     p.add_argument("--k", type=int, default=1000, help="hits per query (default: 1000)")
     p.add_argument("--threads", type=int, default=1, help="search threads (default: 1)")
@@ -119,6 +125,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", choices=("auto", "memory", "lucene"), default="auto",
                    help="memory: the index's impact table; lucene: Lucene's query evaluation; auto: memory "
                         "where the index has a table (default: auto). Both give the same results")
+
+    p = sub.add_parser("encode-queries", parents=[quiet],
+                       help="encode queries for the index into TSV topics that plain Anserini runs",
+                       description="Encode queries with the index's query encoder (its model, or the table of a "
+                                   "doc-only index) and write them as pre-encoded topics: qid<TAB>terms, each term "
+                                   "repeated by its integer weight, for Anserini's SearchCollection -topicReader "
+                                   "TsvString -impact -pretokenized (or `search --pretokenized`).")
+    p.add_argument("--index", required=True, help="index folder built by `index`")
+    p.add_argument("--queries", required=True, help="queries.jsonl or qid<TAB>text topic file")
+    p.add_argument("--output", required=True, help="topics file to write (TSV)")
+    p.add_argument("--model", default=None, help="query model (default: the one recorded with the index)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing topics file")
 
     p = sub.add_parser("explain", parents=[quiet], help="why a document matched a query, term by term",
                        description="Each shared term's query weight x document weight (read from the index), "
@@ -238,6 +256,12 @@ def _add_train_parser(sub, quiet) -> None:
                    help=f"steps between resumable checkpoints (default: {d.checkpoint_every})")
     p.add_argument("--new-head", action="store_true",
                    help="accept a checkpoint without a complete masked-LM head (the missing part starts random)")
+    p.add_argument("--query-mode", choices=("full", "idf", "learned"), default=d.query_mode,
+                   help="full: queries through the model (default); idf: train the documents for inference-free "
+                        "queries weighted by IDF; learned: also learn one query weight per vocabulary entry "
+                        "(FLOPS on documents only in both)")
+    p.add_argument("--query-lr", type=float, default=d.query_lr,
+                   help=f"learning rate of the learned query weights (default: {d.query_lr:g})")
     p.add_argument("--device", default=d.device, help="cpu (default), cuda or cuda:N")
     p.add_argument("--plot", default=None, help="also draw loss and dev nDCG@10 against steps into this PNG")
     p.add_argument("--overwrite", action="store_true", help="replace an existing model folder")
@@ -298,7 +322,8 @@ def _index(args: argparse.Namespace, progress: bool) -> int:
     from .index import build_index
 
     r = build_index(args.collection, args.index, threads=args.threads, overwrite=args.overwrite,
-                    quiet=not progress, impact_table=not args.no_impact_table, shard=args.shard)
+                    quiet=not progress, impact_table=not args.no_impact_table, shard=args.shard,
+                    query_mode=args.query_mode)
     print(f"indexed {r.documents} documents into {r.index_dir} in {r.seconds:.1f} s")
     return 0
 
@@ -325,11 +350,32 @@ def _search(args: argparse.Namespace, progress: bool) -> int:
     from .collection import read_queries
     from .search import Searcher, write_run
 
-    queries = read_queries(args.queries)
-    with Searcher(args.index, model=args.model, engine=args.engine) as searcher:
-        results = searcher.batch_search(queries, k=args.k, threads=args.threads, progress=progress)
+    if args.pretokenized:
+        from .collection import read_encoded_queries
+
+        if args.model is not None:
+            raise SettingError("--model encodes queries, and --pretokenized queries are encoded already: pass one")
+        queries = read_encoded_queries(args.queries)
+        with Searcher(args.index, engine=args.engine, pretokenized=True) as searcher:
+            results = searcher.batch_search_terms(dict(queries), k=args.k, threads=args.threads)
+    else:
+        queries = read_queries(args.queries)
+        with Searcher(args.index, model=args.model, engine=args.engine) as searcher:
+            results = searcher.batch_search(queries, k=args.k, threads=args.threads, progress=progress)
     write_run(results, args.output, tag=args.tag, remove_query=args.remove_query)
     print(f"searched {len(queries)} queries; run written to {args.output}")
+    return 0
+
+
+def _encode_queries(args: argparse.Namespace, progress: bool) -> int:
+    from .search import anserini_search_command, encode_queries
+
+    encoded = encode_queries(args.index, args.queries, args.output, model=args.model, overwrite=args.overwrite)
+    empty = sum(1 for t in encoded.values() if not t)
+    print(f"encoded {len(encoded)} queries into {args.output}" + (f" ({empty} with no term)" if empty else ""))
+    if progress:
+        cmd = anserini_search_command(args.index, args.output, "RUN.trec")
+        print("run them with Anserini alone: " + " ".join(cmd), file=sys.stderr)
     return 0
 
 
@@ -399,7 +445,8 @@ def _train(args: argparse.Namespace, progress: bool) -> int:
               max_length=args.max_length, query_max_length=args.query_max_length, seed=args.seed,
               dev_fraction=args.dev_fraction, dev_depth=args.dev_depth, checkpoint_every=args.checkpoint_every,
               dev_baseline=not args.no_dev_baseline,
-              new_head=args.new_head, device=args.device, pairs=pairs, queries_file=args.queries_file)
+              new_head=args.new_head, device=args.device, pairs=pairs, queries_file=args.queries_file,
+              query_mode=args.query_mode, query_lr=args.query_lr)
     kept = r.manifest["kept"]
     dev = f", dev nDCG@10 {kept['nDCG@10']:.4f} at step {kept['step']}" if "nDCG@10" in kept else ""
     print(f"trained {r.manifest['derived']['steps']} steps in {r.seconds:.0f} s{dev}; model written to {r.output}")
@@ -424,8 +471,9 @@ def _report(args: argparse.Namespace, progress: bool) -> int:
     return 0
 
 HANDLERS = {"encode": _encode, "index": _index, "merge": _merge, "impacts": _impacts, "search": _search,
-            "explain": _explain, "show-vector": _show_vector, "evaluate": _evaluate, "experiment": _experiment,
-            "train": _train, "reproduce": _reproduce, "report": _report}
+            "encode-queries": _encode_queries, "explain": _explain, "show-vector": _show_vector,
+            "evaluate": _evaluate, "experiment": _experiment, "train": _train, "reproduce": _reproduce,
+            "report": _report}
 
 
 if __name__ == "__main__":

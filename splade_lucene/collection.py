@@ -251,6 +251,59 @@ def pseudo_record(docid: str, terms: dict[str, int]) -> dict:
     return {"id": docid, "contents": pseudo_document(terms)}
 
 
+def topic_line(qid: str, terms: dict[str, int]) -> str:
+    """A pre-encoded topic for Anserini's ``-topicReader TsvString -impact -pretokenized``:
+    ``qid<TAB>`` and each term repeated by its integer weight (Anserini counts the repeats)."""
+    return f"{qid}\t" + " ".join(" ".join([term] * weight) for term, weight in terms.items()) + "\n"
+
+
+def _check_weight(term, weight, path: Path, lineno: int) -> int:
+    if not isinstance(term, str) or not term or any(c.isspace() for c in term):
+        raise InputError(f"{path}:{lineno}: a query term must be a non-empty string without whitespace, "
+                         f"not {term!r}")
+    if isinstance(weight, bool) or not isinstance(weight, int) or weight < 1:
+        raise InputError(f"{path}:{lineno}: the weight of {term!r} must be a positive integer (a quantized "
+                         f"query), not {weight!r}")
+    return weight
+
+
+def read_encoded_queries(path: str | Path) -> list[tuple[str, dict[str, int]]]:
+    """Pre-encoded queries as (qid, {term: int}): the TSV topics :func:`topic_line` writes (each term
+    repeated by its weight) or JSON lines ``{"id": qid, "vector": {term: int}}``."""
+    path = Path(path)
+    if not path.is_file():
+        raise NotFoundError(f"no such encoded queries file: {path}")
+    with open_text(path) as fh:
+        first = next((line for line in fh if line.strip()), "")
+    out: list[tuple[str, dict[str, int]]] = []
+    if first.lstrip().startswith("{"):
+        for lineno, obj in _json_lines(path):
+            qid = obj["qid"] if "qid" in obj and "id" not in obj else record_id(obj, path, lineno)
+            qid = check_id(qid, path, lineno, "query id")
+            vector = obj.get("vector")
+            if not isinstance(vector, dict):
+                raise InputError(f"{path}:{lineno}: expected {{\"id\": qid, \"vector\": {{term: int}}}}")
+            out.append((qid, {t: _check_weight(t, w, path, lineno) for t, w in vector.items()}))
+    else:
+        with open_text(path) as fh:
+            for lineno, line in enumerate(fh, 1):
+                line = line.rstrip("\r\n")
+                if not line.strip():
+                    continue
+                if "\t" not in line:
+                    raise InputError(f"{path}:{lineno}: expected 'qid<TAB>term term ...' (pre-encoded topics)")
+                qid, text = line.split("\t", 1)
+                terms: dict[str, int] = {}
+                for term in text.split():
+                    terms[term] = terms.get(term, 0) + 1
+                out.append((check_id(qid.strip(), path, lineno, "query id"), terms))
+    ids = [q for q, _ in out]
+    if len(set(ids)) != len(ids):
+        dup = next(q for i, q in enumerate(ids) if q in ids[:i])
+        raise InputError(f"{path}: duplicate query id {dup!r}")
+    return out
+
+
 def make_record(fmt: Format, docid: str, terms: dict[str, int]) -> dict:
     """The record for one document. Weights must be ints: Anserini truncates floats (1.99 -> 1)."""
     for term, weight in terms.items():

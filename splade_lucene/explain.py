@@ -100,7 +100,7 @@ def explain(searcher, query: str | dict[str, int], docid: str) -> Explanation:
     weights = searcher.lucene_doc_weights(terms, row)
     score = searcher.lucene_score(terms, row) if terms else 0.0
     text = document_text(searcher, docid)
-    pieces = wordpieces(searcher.query_encoder.encoder.tokenizer, text) if text is not None else None
+    pieces = wordpieces(searcher.query_encoder.tokenizer, text) if text is not None else None
     shared = [TermContribution(t, w, weights[t], w * weights[t], None if pieces is None else t not in pieces)
               for t, w in terms.items() if weights.get(t)]
     shared.sort(key=lambda c: (-c.contribution, c.term))

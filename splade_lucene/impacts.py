@@ -30,7 +30,7 @@ import numpy as np
 from .atomic import move_into_place, naming_a_full_disk, output_lock, save_array
 from .collection import collection_files, open_text
 from .errors import SpladeLuceneError
-from .lucene import docid_table, lucene_reader
+from .lucene import docid_table, field_terms, lucene_reader
 
 TABLE_DIR = "impacts"
 TABLE_VERSION = 1
@@ -94,23 +94,6 @@ def _records(collections: list[Path]) -> Iterator[tuple[str, dict[str, int]]]:
                     yield rec["id"], counts
 
 
-def _lucene_terms(reader, field: str) -> dict[str, tuple[int, int]]:
-    """{term: (document frequency, total term frequency)} of a field, read from the index."""
-    from jnius import autoclass, cast
-
-    terms = autoclass("org.apache.lucene.index.MultiTerms").getTerms(
-        cast("org.apache.lucene.index.IndexReader", reader), field)
-    out: dict[str, tuple[int, int]] = {}
-    if terms is None:
-        return out
-    it = terms.iterator()
-    while True:
-        term = it.next()
-        if term is None:
-            return out
-        out[term.utf8ToString()] = (int(it.docFreq()), int(it.totalTermFreq()))
-
-
 def _term_totals(values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """Each term's total impact (int64), summed a slice of about 2^24 postings at a time (a whole
     int64 copy of the impacts would double the table's memory)."""
@@ -163,7 +146,7 @@ def write_impact_table(index_dir: str | Path, collection: str | Path | Sequence[
             if commit["num_docs"] != commit["max_doc"]:
                 raise ImpactTableError(f"{index_dir} has deleted documents; "
                                        "an impact table describes whole indexes only")
-            lucene_terms = _lucene_terms(reader, field)
+            lucene_terms = field_terms(reader, field)
             docids = docid_table(index_dir, reader)
         row_of = {d: i for i, d in enumerate(docids)}
         if len(row_of) != len(docids):

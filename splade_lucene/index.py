@@ -22,6 +22,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from . import _java
 from .atomic import move_into_place, naming_a_full_disk, output_lock
 from .collection import COLLECTION_METADATA_FILE, collection_files
@@ -32,9 +34,21 @@ from .lucene import (
     IndexBuildError,
     docid_table,
     extract_docids,
+    field_terms,
+    lucene_reader,
     lucene_stats,
     package_versions,
     run_indexer,
+)
+from .query_table import FOLDER as QUERY_FOLDER
+from .query_table import (
+    MODEL_TABLE_FILE,
+    QueryTableError,
+    check_mode,
+    idf_weights,
+    load_table,
+    model_query_mode,
+    write_query_folder,
 )
 from .writing import MATCHING_KEYS
 
@@ -133,13 +147,18 @@ def parse_shard(shard: str | tuple[int, int] | None) -> tuple[int, int] | None:
 
 def build_index(collection: str | Path, index_dir: str | Path | None = None, *, threads: int = 1,
                 overwrite: bool = False, quiet: bool = False, impact_table: bool = True,
-                shard: str | tuple[int, int] | None = None) -> BuildResult:
+                shard: str | tuple[int, int] | None = None, query_mode: str | None = None) -> BuildResult:
     """Build a Lucene impact index from a collection written by :mod:`splade_lucene.encode`'s
     pipeline (or any JsonVectorCollection folder), atomically, and check its document count.
     ``impact_table``: also write the in-memory search table (:mod:`splade_lucene.impacts`), checked
     against the finished index. ``shard="I/N"``: index only the part files I, I+N, I+2N, ... (in
-    name order), one of N shard indexes that :func:`merge_indexes` joins into one."""
+    name order), one of N shard indexes that :func:`merge_indexes` joins into one. ``query_mode``:
+    ``full`` (queries through the model), ``idf`` or ``learned`` (inference-free queries from a table,
+    :mod:`splade_lucene.query_table`); default: the mode the model was trained for (``full`` for any
+    model not trained with ``--query-mode``)."""
     collection = Path(collection)
+    if query_mode is not None:
+        check_mode(query_mode)
     if not collection.is_dir():
         raise NotFoundError(f"collection folder {collection} does not exist")
     files = collection_files(collection)
@@ -174,14 +193,15 @@ def build_index(collection: str | Path, index_dir: str | Path | None = None, *, 
                 (source / f.name).symlink_to(f.resolve())
         try:
             return _build(collection, source, files, target, tmp, meta, fmt, expected, threads=threads, quiet=quiet,
-                          impact_table=impact_table, shard=shard)
+                          impact_table=impact_table, shard=shard, query_mode=query_mode)
         finally:
             if source != collection:
                 shutil.rmtree(source, ignore_errors=True)
 
 
 def _build(collection: Path, source: Path, files: list[Path], target: Path, tmp: Path, meta: dict, fmt: str,
-           expected: int, *, threads: int, quiet: bool, impact_table: bool, shard) -> BuildResult:
+           expected: int, *, threads: int, quiet: bool, impact_table: bool, shard,
+           query_mode: str | None = None) -> BuildResult:
     args = anserini_command(source.resolve(), tmp.resolve(), fmt=fmt, threads=threads)
     java = _java.java_executable()
     _java.configure_environment()
@@ -209,6 +229,7 @@ def _build(collection: Path, source: Path, files: list[Path], target: Path, tmp:
             if shard is not None:
                 metadata["shard"] = f"{shard[0]}/{shard[1]}"
                 metadata["collection_files"] = [str(collection / f.name) for f in files]
+            metadata.update(write_query_table(tmp, metadata, query_mode))
             (tmp / METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
             (tmp / DOCIDS_FILE).write_text(json.dumps(extract_docids(tmp), ensure_ascii=False), encoding="utf-8")
             if impact_table:
@@ -218,6 +239,50 @@ def _build(collection: Path, source: Path, files: list[Path], target: Path, tmp:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     return BuildResult(target, stats["documents"], time.perf_counter() - start, metadata)
+
+
+def write_query_table(index_dir: Path, metadata: dict, query_mode: str | None) -> dict:
+    """Write the inference-free query folder of an index for ``query_mode`` (None: the mode the
+    collection's model was trained for) and return the metadata entries recording it."""
+    model_path = metadata.get("model_path") or metadata.get("model")
+    mode = query_mode
+    if mode is None:
+        mode = model_query_mode(model_path) if model_path and Path(model_path).is_dir() else "full"
+    check_mode(mode)
+    if mode == "full":
+        return {"query_mode": "full"}
+    from transformers import AutoTokenizer
+
+    from .model import resolve_model
+
+    if not model_path:
+        raise QueryTableError(f"query mode {mode!r} needs the collection's model (its tokenizer), and the "
+                              "collection records none")
+    path = resolve_model(model_path)[1]
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except Exception as exc:
+        raise QueryTableError(f"query mode {mode!r} needs the tokenizer of the collection's model {path}: "
+                              f"{exc}") from None
+    if mode == "learned":
+        table_file = Path(path) / MODEL_TABLE_FILE
+        if not table_file.is_file():
+            raise QueryTableError(f"query mode 'learned' needs the query table {table_file}, which a model "
+                                  "trained with `train --query-mode learned` carries; this model has none "
+                                  "(use --query-mode idf or full)")
+        weights, source = load_table(table_file), str(table_file)
+    else:
+        vocab = tokenizer.get_vocab()
+        df = np.zeros(max(len(tokenizer), max(vocab.values()) + 1), dtype=np.int64)
+        with lucene_reader(index_dir) as reader:
+            n_docs = int(reader.numDocs())
+            for term, (freq, _) in field_terms(reader).items():
+                i = vocab.get(term)
+                if i is not None:
+                    df[i] = freq
+        weights, source = idf_weights(df, n_docs), "index document frequencies"
+        weights[sorted(set(tokenizer.all_special_ids))] = 0
+    return write_query_folder(index_dir / QUERY_FOLDER, tokenizer, weights, mode, source)
 
 
 def _sniff_format(path: Path) -> str:
@@ -325,6 +390,15 @@ def merge_indexes(indexes, index_dir: str | Path, *, overwrite: bool = False, se
                            "index_stats": m.get("index_stats")} for p, m in zip(parts, metas)],
                 "versions": package_versions(),
             }
+            modes = {m.get("query_mode", "full") for m in metas}
+            if len(modes) > 1:
+                raise IncompatibleIndexError(f"the parts are for different query modes ({', '.join(sorted(modes))}); "
+                                             "only indexes of one query mode can be merged")
+            # an idf table is recomputed from the merged index's document frequencies
+            metadata.update(write_query_table(tmp, {**metadata, "model_path": metas[0].get("model_path")},
+                                              modes.pop()))
+            if metas[0].get("model_path"):
+                metadata["model_path"] = metas[0]["model_path"]
             (tmp / METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
             (tmp / DOCIDS_FILE).write_text(json.dumps(extract_docids(tmp), ensure_ascii=False), encoding="utf-8")
             if impact_table:

@@ -82,6 +82,23 @@ def document_frequencies(index_dir: str | Path, terms, field: str = "contents") 
         return {t: int(reader.docFreq(term_cls(field, t))) for t in terms}
 
 
+def field_terms(reader, field: str = "contents") -> dict[str, tuple[int, int]]:
+    """{term: (document frequency, total term frequency)} of a field, read from an open reader."""
+    from jnius import autoclass, cast
+
+    terms = autoclass("org.apache.lucene.index.MultiTerms").getTerms(
+        cast("org.apache.lucene.index.IndexReader", reader), field)
+    out: dict[str, tuple[int, int]] = {}
+    if terms is None:
+        return out
+    it = terms.iterator()
+    while True:
+        term = it.next()
+        if term is None:
+            return out
+        out[term.utf8ToString()] = (int(it.docFreq()), int(it.totalTermFreq()))
+
+
 def extract_docids(index_dir: str | Path, reader=None) -> list[str]:
     """Every document's external id, in Lucene docid order, read from the index's stored ``id`` field
     in pages of :data:`_DOCID_PAGE` documents (one JNI round trip per page). ``reader``: an open

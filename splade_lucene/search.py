@@ -19,13 +19,15 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from . import _java
-from .atomic import atomic_file
-from .errors import NotFoundError, SettingError, SettingTypeError, UnknownIdError
+from .atomic import atomic_file, output_lock
+from .collection import read_queries, topic_line
+from .errors import NotFoundError, OutputExistsError, SettingError, SettingTypeError, UnknownIdError
 from .impacts import ImpactTable, ImpactTableError
 from .index import check_compatible, read_metadata
 from .lucene import docid_table
 from .model import DEFAULT_MAX_LENGTH, SparseVector, SpladeEncoder
 from .quantize import DEFAULT_SCALE, check_pruning, check_scale, prune, quantize_terms
+from .query_table import TABLE_MODES, QueryTableError, TableQueryEncoder
 
 DEFAULT_K = 1000
 DEFAULT_TAG = "splade-lucene"
@@ -56,9 +58,17 @@ class QueryEncoder:
         self.encoder = encoder or SpladeEncoder(model, max_length=max_length, pooling=pooling, dtype=dtype)
 
     @classmethod
-    def from_index(cls, index_dir: str | Path, model: str | Path | None = None) -> "QueryEncoder":
-        """The query encoder an index was built for (its recorded query model, scale, max length)."""
+    def from_index(cls, index_dir: str | Path, model: str | Path | None = None) -> "QueryEncoder | TableQueryEncoder":
+        """The query encoder an index was built for (its recorded query model, scale, max length); for
+        an index built for inference-free queries (``query_mode`` idf or learned), the model-free
+        :class:`~splade_lucene.query_table.TableQueryEncoder` stored in it."""
         meta = read_metadata(index_dir)
+        if meta.get("query_mode", "full") in TABLE_MODES:
+            if model is not None:
+                raise QueryTableError(f"{index_dir} is built for inference-free queries (query mode "
+                                      f"{meta['query_mode']!r}): its queries take no model, and --model {model} "
+                                      "would not be used")
+            return TableQueryEncoder.from_index(index_dir, meta)
         encoder = cls(model if model is not None else meta.get("query_model", meta.get("model")),
                       scale=meta.get("query_scale", meta["scale"]),
                       max_length=meta.get("query_max_length", DEFAULT_MAX_LENGTH),
@@ -68,8 +78,16 @@ class QueryEncoder:
         return encoder
 
     def check(self, metadata: dict) -> None:
+        mode = metadata.get("query_mode", "full")
+        if mode != "full":
+            raise QueryTableError(f"the index is built for inference-free queries (query mode {mode!r}), not "
+                                  "for the model's: open it with QueryEncoder.from_index (or no query encoder)")
         check_compatible(metadata, model_sha256=self.encoder.weights_sha256, model=self.encoder.model_name,
                          scale=self.scale)
+
+    @property
+    def tokenizer(self):
+        return self.encoder.tokenizer
 
     def encode(self, text: str) -> dict[str, int]:
         """One query's integer weights (Pyserini's ``QueryEncoder.encode`` contract)."""
@@ -153,15 +171,18 @@ class Searcher:
     elsewhere.
     """
 
-    def __init__(self, index_dir: str | Path, query_encoder: QueryEncoder | None = None, *,
-                 model: str | Path | None = None, engine: str = "auto"):
+    def __init__(self, index_dir: str | Path, query_encoder: QueryEncoder | TableQueryEncoder | None = None, *,
+                 model: str | Path | None = None, engine: str = "auto", pretokenized: bool = False):
         if engine not in ENGINES:
             raise SettingError(f"engine must be one of {ENGINES}, not {engine!r}")
         self.index_dir = Path(index_dir)
         if not self.index_dir.is_dir():
             raise NotFoundError(f"index folder {self.index_dir} does not exist")
         self.metadata = read_metadata(self.index_dir)
-        if query_encoder is None:
+        if pretokenized:
+            if query_encoder is not None or model is not None:
+                raise SettingError("pretokenized=True searches encoded queries: pass no query encoder or model")
+        elif query_encoder is None:
             query_encoder = QueryEncoder.from_index(self.index_dir, model=model)
         else:
             query_encoder.check(self.metadata)
@@ -218,6 +239,12 @@ class Searcher:
         except KeyError:
             raise UnknownIdError(f"no document {docid!r} in {self.index_dir}") from None
 
+    def _encoder(self):
+        if self.query_encoder is None:
+            raise SettingError("this searcher was opened for pre-encoded queries (pretokenized=True): search "
+                               "them with search_terms / batch_search_terms")
+        return self.query_encoder
+
     def _query(self, terms: dict[str, int]):
         return self._generator.buildQuery("contents", self._mapper.readValue(json.dumps(terms), self._mapper.float_map))
 
@@ -273,7 +300,7 @@ class Searcher:
         return [Hit(docids[d], s) for (d, _), s in zip(ranked, adjust_ties([s for _, s in ranked]))]
 
     def search(self, query: str, k: int = 10) -> list[Hit]:
-        return self.search_terms(self.query_encoder.encode(query), k)
+        return self.search_terms(self._encoder().encode(query), k)
 
     def batch_search_terms(self, queries: dict[str, dict[str, int]], k: int = 10,
                            threads: int = 1) -> dict[str, list[Hit]]:
@@ -307,7 +334,7 @@ class Searcher:
         encoded = {}
         for start in tqdm(range(0, len(queries), 256), desc="encode queries", disable=not progress, unit="batch"):
             chunk = queries[start:start + 256]
-            for (qid, _), terms in zip(chunk, self.query_encoder.encode_batch([t for _, t in chunk])):
+            for (qid, _), terms in zip(chunk, self._encoder().encode_batch([t for _, t in chunk])):
                 encoded[qid] = terms
         return self.batch_search_terms(encoded, k=k, threads=threads)
 
@@ -338,6 +365,36 @@ def write_run(results: dict[str, list[Hit]], path: str | Path, *, tag: str = DEF
               remove_query: bool = False, score_format: str = ".6f") -> None:
     with atomic_file(path) as fh:
         fh.writelines(run_lines(results, tag=tag, remove_query=remove_query, score_format=score_format))
+
+
+def encode_queries(index_dir: str | Path, queries: str | Path, output: str | Path, *,
+                   model: str | Path | None = None, overwrite: bool = False) -> dict[str, dict[str, int]]:
+    """Encode a queries file with the index's query encoder (:meth:`QueryEncoder.from_index`: the
+    model, or the table of a doc-only index) and write the quantized queries as TSV topics for plain
+    Anserini (:func:`~splade_lucene.collection.topic_line`; :func:`anserini_search_command` runs
+    them). A query with no term is written with no term (Anserini then finds nothing for it, as we
+    do). Returns {qid: terms}."""
+    output = Path(output)
+    with output_lock(output):
+        if output.exists() and not overwrite:
+            raise OutputExistsError(f"{output} already exists; pass --overwrite (overwrite=True) to replace it")
+        items = read_queries(queries)
+        encoder = QueryEncoder.from_index(index_dir, model=model)
+        encoded = dict(zip([q for q, _ in items], encoder.encode_batch([t for _, t in items])))
+        with atomic_file(output) as fh:
+            for qid, terms in encoded.items():
+                fh.write(topic_line(qid, terms))
+    return encoded
+
+
+def anserini_search_command(index_dir: str | Path, topics: str | Path, output: str | Path, *, hits: int = 1000,
+                            threads: int = 1) -> list[str]:
+    """Anserini's own ``SearchCollection`` on pre-encoded TSV topics, with the Java and the Anserini
+    fatjar that ship with the installed packages: the same documents, ranks and scores as
+    :class:`Searcher` (no project code runs)."""
+    return [_java.java_executable(), "-cp", str(_java.anserini_jar()), "io.anserini.search.SearchCollection",
+            "-index", str(index_dir), "-topics", str(topics), "-topicReader", "TsvString", "-output", str(output),
+            "-impact", "-pretokenized", "-hits", str(hits), "-threads", str(threads)]
 
 
 def vectors_matrix(vectors: Sequence, vocab_size: int):

@@ -57,6 +57,7 @@ from .model import (
     resolve_model,
     tokenize,
 )
+from .query_table import MODEL_TABLE_FILE, QUERY_MODES, corpus_idf, load_table, save_table, sha256_table
 from .search import QueryEncoder, Searcher, write_run
 
 MANIFEST_FILE = "training.json"
@@ -104,6 +105,10 @@ class TrainSettings:
     pairs: Literal["qrels", "queries-file", "pseudo"] = "qrels"
     queries_file: str | None = None
     device: str = "cpu"
+    # inference-free queries: "idf" trains the documents against IDF-weighted query tokens, "learned"
+    # also learns one query weight per vocabulary entry (from IDF, at query_lr); FLOPS on documents only
+    query_mode: Literal["full", "idf", "learned"] = "full"
+    query_lr: float = 5e-3
 
     def check(self) -> "TrainSettings":
         def need(ok: bool, message: str) -> None:
@@ -128,6 +133,9 @@ class TrainSettings:
         need(0 <= self.dev_fraction < 1, f"--dev-fraction must be in [0, 1), not {self.dev_fraction}")
         need(self.dev_depth >= 0, f"--dev-depth must be >= 0, not {self.dev_depth}")
         need(self.checkpoint_every >= 1, f"--checkpoint-every must be at least 1, not {self.checkpoint_every}")
+        need(self.query_mode in QUERY_MODES, f"--query-mode must be one of {QUERY_MODES}, not {self.query_mode!r}")
+        need(math.isfinite(self.query_lr) and self.query_lr > 0,
+             f"--query-lr must be a positive number, not {self.query_lr}")
         need(self.pairs in PAIR_SOURCES, f"pairs must be one of {PAIR_SOURCES}, not {self.pairs!r}")
         need((self.pairs == "queries-file") == (self.queries_file is not None),
              "--queries-file names the generated queries file (and only it)")
@@ -537,7 +545,10 @@ class Trainer:
         s = self.settings
         qids, positives, docs = self._batch(step)
         torch.manual_seed(s.seed * 1_000_003 + step)  # dropout: a function of the step
-        q = model.vectors([self.data.queries[x] for x in qids], s.query_max_length or s.max_length)
+        if s.query_mode == "full":
+            q = model.vectors([self.data.queries[x] for x in qids], s.query_max_length or s.max_length)
+        else:
+            q = self._table_queries(qids, model.device)
         texts = [self.data.positive_texts.get(q, self.data.corpus[x]) for q, x in zip(qids, docs)]
         texts += [self.data.corpus[x] for x in docs[len(qids):]]
         d = model.vectors(texts, s.max_length)
@@ -550,17 +561,57 @@ class Trainer:
         rank = torch.nn.functional.cross_entropy(scores, target)
         lq, ld = lambda_at(step, s.lambda_q, self.lambda_warmup), lambda_at(step, s.lambda_d, self.lambda_warmup)
         fq, fd = flops(q), flops(d)
-        loss = rank + lq * fq + ld * fd
+        # inference-free: the query side has no encoder to sparsify (its weights come from the table)
+        loss = rank + ld * fd + (lq * fq if s.query_mode == "full" else 0)
         log = {"step": step + 1, "loss": loss.item(), "rank": rank.item(), "flops_q": fq.item(), "flops_d": fd.item(),
                "lambda_q": lq, "lambda_d": ld, "nonzero_q": float((q > 0).sum(dim=1).float().mean()),
                "nonzero_d": float((d > 0).sum(dim=1).float().mean())}
         return loss, log
 
+    def _table_queries(self, qids: list[str], device):
+        """(queries, V) weights of inference-free queries: each distinct token's table weight
+        (``learned``: relu of the trained table, so a weight pushed below 0 drops the token)."""
+        import torch
+
+        rows = torch.cat([torch.full((len(self._query_ids[q]),), i, dtype=torch.long) for i, q in enumerate(qids)])
+        cols = torch.cat([self._query_ids[q] for q in qids])
+        table = torch.relu(self.query_table)
+        q = torch.zeros(len(qids), len(table), device=device, dtype=table.dtype)
+        return q.index_put((rows.to(device), cols.to(device)), table[cols.to(device)])
+
+    def _setup_query_table(self, model: SpladeModel):
+        """The inference-free query side: IDF of the training corpus's tokens (the table ``idf``
+        trains against and ``learned`` starts from), and each query's distinct token ids."""
+        import torch
+
+        s = self.settings
+        vocab = int(model.model.get_output_embeddings().weight.shape[0])
+        init = corpus_idf(model.tokenizer, list(self.data.corpus.values()), vocab, s.max_length)
+        self.query_table = torch.tensor(init, device=model.device)
+        if s.query_mode == "learned":
+            self.query_table = torch.nn.Parameter(self.query_table)
+        special = torch.tensor(sorted(set(model.tokenizer.all_special_ids)), dtype=torch.long)
+        ids = model.tokenizer([self.data.queries[q] for q in self.data.queries], add_special_tokens=False,
+                              truncation=True, max_length=s.query_max_length or s.max_length)["input_ids"]
+        self._query_ids = {}
+        for q, row in zip(self.data.queries, ids):
+            u = torch.unique(torch.tensor(row, dtype=torch.long))
+            self._query_ids[q] = u[~torch.isin(u, special)]
+
+    def _save_table(self, folder: Path) -> None:
+        import torch
+
+        if self.settings.query_mode == "learned":
+            save_table(torch.relu(self.query_table.detach()).cpu().numpy(), folder / MODEL_TABLE_FILE)
+
     def _save_checkpoint(self, model: SpladeModel, optimizer, step: int, history: dict) -> None:
         import torch
 
+        state = {"model": model.model.state_dict(), "optimizer": optimizer.state_dict(), "step": step}
+        if self.settings.query_mode == "learned":
+            state["query_table"] = self.query_table.detach()
         with atomic_file(self.work / CHECKPOINT_FILE, "wb") as fh:
-            torch.save({"model": model.model.state_dict(), "optimizer": optimizer.state_dict(), "step": step}, fh)
+            torch.save(state, fh)
         _write_json(self.work / "history.json", {"step": step, **history})
 
     def _load_checkpoint(self, model: SpladeModel, optimizer) -> tuple[int, dict]:
@@ -575,6 +626,9 @@ class Trainer:
         if history.pop("step") != state["step"]:
             return 0, {"steps": [], "dev": [], "best": None}
         model.model.load_state_dict(state["model"])
+        if "query_table" in state:
+            with torch.no_grad():
+                self.query_table.copy_(state["query_table"])
         optimizer.load_state_dict(state["optimizer"])
         return int(state["step"]), history
 
@@ -586,12 +640,17 @@ class Trainer:
         shutil.rmtree(folder, ignore_errors=True)
         model.model.eval()
         model.save(folder / "model")
+        self._save_table(folder / "model")
         encoder = SpladeEncoder(str(folder / "model"), max_length=s.max_length, pooling=s.pooling, device=s.device)
         encode_corpus(self.dev / "corpus.jsonl", folder / "collection", encoder=encoder, scale=s.scale,
                       query_max_length=s.query_max_length, progress=False)
-        build_index(folder / "collection", folder / "index", quiet=True)
+        build_index(folder / "collection", folder / "index", quiet=True, query_mode=s.query_mode)
         queries = read_queries(self.dev / "queries.tsv")
-        query_encoder = QueryEncoder(encoder=encoder, scale=s.scale, max_length=s.query_max_length or s.max_length)
+        if s.query_mode == "full":
+            query_encoder = QueryEncoder(encoder=encoder, scale=s.scale,
+                                         max_length=s.query_max_length or s.max_length)
+        else:
+            query_encoder = QueryEncoder.from_index(folder / "index")
         with Searcher(folder / "index", query_encoder) as searcher:
             results = searcher.batch_search(queries, k=100)
             encoded = query_encoder.encode_batch([t for _, t in queries])
@@ -627,8 +686,12 @@ class Trainer:
         model.model.train()
         decay = [p for n, p in model.model.named_parameters() if p.requires_grad and p.ndim >= 2]
         no_decay = [p for n, p in model.model.named_parameters() if p.requires_grad and p.ndim < 2]
-        optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": s.weight_decay},
-                                       {"params": no_decay, "weight_decay": 0.0}], lr=s.lr, foreach=False)
+        groups = [{"params": decay, "weight_decay": s.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        if s.query_mode != "full":
+            self._setup_query_table(model)
+        if s.query_mode == "learned":
+            groups.append({"params": [self.query_table], "weight_decay": 0.0, "lr": s.query_lr, "fixed_lr": True})
+        optimizer = torch.optim.AdamW(groups, lr=s.lr, foreach=False)
         step, history = self._load_checkpoint(model, optimizer)
         history.setdefault("seconds", 0.0)
         if step == 0 and self.dev_qids and s.dev_baseline:
@@ -644,7 +707,8 @@ class Trainer:
         try:
             while step < self.total_steps:
                 for group in optimizer.param_groups:
-                    group["lr"] = lr_at(step, s.lr, self.warmup, self.total_steps)
+                    base = s.query_lr if group.get("fixed_lr") else s.lr
+                    group["lr"] = lr_at(step, base, self.warmup, self.total_steps)
                 loss, log = self._loss(model, step)
                 if not math.isfinite(log["loss"]):
                     raise TrainingError(
@@ -687,12 +751,15 @@ class Trainer:
             kept = {"rule": "best dev nDCG@10", **history["best"]}
         else:
             model.save(tmp)
+            self._save_table(tmp)
             kept = {"rule": "last step (no dev part)", "step": self.total_steps}
         s = self.settings
         manifest = {
             "base_model": {"name": self.base_name, "path": self.base_path,
                            "sha256": self.fingerprint["base_model_sha256"]},
             "model_sha256": model_weights_sha256(tmp),
+            "query_table_sha256": sha256_table(load_table(tmp / MODEL_TABLE_FILE))
+            if (tmp / MODEL_TABLE_FILE).is_file() else None,
             "dataset": {"folder": str(self.folder), "pairs": s.pairs,
                         "files": {name: {"path": str(path), "sha256": self.fingerprint["dataset"][name]}
                                   for name, path in sorted(self.data.files.items())},
