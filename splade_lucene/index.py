@@ -40,6 +40,7 @@ from .lucene import (
     package_versions,
     run_indexer,
 )
+from .model import resolve_model
 from .query_table import FOLDER as QUERY_FOLDER
 from .query_table import (
     MODEL_TABLE_FILE,
@@ -252,8 +253,6 @@ def write_query_table(index_dir: Path, metadata: dict, query_mode: str | None) -
     if mode == "full":
         return {"query_mode": "full"}
     from transformers import AutoTokenizer
-
-    from .model import resolve_model
 
     if not model_path:
         raise QueryTableError(f"query mode {mode!r} needs the collection's model (its tokenizer), and the "
