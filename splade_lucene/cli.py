@@ -34,6 +34,9 @@ def _add_model_options(p: argparse.ArgumentParser, *, with_scale: bool = True) -
     p.add_argument("--stride", type=int, default=None,
                    help="encode documents longer than --max-length in windows starting every N tokens, max-pooled "
                         "(default: truncate)")
+    p.add_argument("--backend", choices=("auto", "torch", "onnx"), default="auto",
+                   help="torch, or onnxruntime on a folder written by `export-onnx` (default: auto, onnx for "
+                        "such a folder)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -125,6 +128,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", choices=("auto", "memory", "lucene"), default="auto",
                    help="memory: the index's impact table; lucene: Lucene's query evaluation; auto: memory "
                         "where the index has a table (default: auto). Both give the same results")
+
+    p = sub.add_parser("export-onnx", parents=[quiet], help="export a model to ONNX, the SPLADE head in the graph",
+                       description="Write an ONNX graph (inputs input_ids, token_type_ids, attention_mask; outputs "
+                                   "output_idx, output_weights: the non-zero terms of each text's SPLADE vector) and "
+                                   "the tokenizer files; --model DIR then encodes with onnxruntime (pip install "
+                                   "'splade-lucene[onnx]').")
+    p.add_argument("--model", default=None, help=f"masked-LM folder ({DEFAULT_MODEL_HELP})")
+    p.add_argument("--output", required=True, help="folder to write")
+    p.add_argument("--pooling", choices=("all", "no-special"), default="all",
+                   help="positions pooled, as the encoder's pooling (default: all)")
+    p.add_argument("--no-check", action="store_true",
+                   help="skip comparing the graph's vectors with torch's on a few texts before publishing")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing folder")
 
     p = sub.add_parser("encode-queries", parents=[quiet],
                        help="encode queries for the index into TSV topics that plain Anserini runs",
@@ -304,7 +320,7 @@ def _encode(args: argparse.Namespace, progress: bool) -> int:
     from .model import SpladeEncoder
 
     encoder = SpladeEncoder(args.model, max_length=args.max_length, batch_size=args.batch_size, dtype=args.dtype,
-                            device=args.device, stride=args.stride)
+                            device=args.device, stride=args.stride, backend=args.backend)
     s = encode_corpus(args.corpus, args.output, encoder=encoder, scale=args.scale, query_scale=args.query_scale,
                       fmt=args.format, query_max_length=args.query_max_length, query_model=args.query_model,
                       overwrite=args.overwrite, progress=progress, part_size=args.part_size,
@@ -364,6 +380,16 @@ def _search(args: argparse.Namespace, progress: bool) -> int:
             results = searcher.batch_search(queries, k=args.k, threads=args.threads, progress=progress)
     write_run(results, args.output, tag=args.tag, remove_query=args.remove_query)
     print(f"searched {len(queries)} queries; run written to {args.output}")
+    return 0
+
+
+def _export_onnx(args: argparse.Namespace, progress: bool) -> int:
+    from .onnx_export import export_onnx
+
+    out = export_onnx(args.model, args.output, pooling=args.pooling, overwrite=args.overwrite,
+                      check=not args.no_check)
+    print(f"exported {args.model or 'splade-tiny'} to {out / 'model.onnx'} (with its tokenizer); "
+          f"use it as --model {out}")
     return 0
 
 
@@ -471,7 +497,8 @@ def _report(args: argparse.Namespace, progress: bool) -> int:
     return 0
 
 HANDLERS = {"encode": _encode, "index": _index, "merge": _merge, "impacts": _impacts, "search": _search,
-            "encode-queries": _encode_queries, "explain": _explain, "show-vector": _show_vector,
+            "encode-queries": _encode_queries, "export-onnx": _export_onnx, "explain": _explain,
+            "show-vector": _show_vector,
             "evaluate": _evaluate, "experiment": _experiment, "train": _train, "reproduce": _reproduce,
             "report": _report}
 

@@ -38,6 +38,13 @@ VOCAB_BLOCK = 4096
 ROW_BUCKET = 32
 SEQ_BUCKET = 32
 DTYPES = ("fp32", "bf16")
+BACKENDS = ("auto", "torch", "onnx")
+# An ONNX export's folder (splade_lucene.onnx_export): the graph, the tokenizer files, and this record
+# of the source model (its sha256), vocabulary size and pooling.
+ONNX_FILE = "model.onnx"
+ONNX_META = "splade_onnx.json"
+ONNX_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
+ONNX_OUTPUTS = ("output_idx", "output_weights")
 
 Pooling = Literal["all", "no-special"]
 K = TypeVar("K")
@@ -70,8 +77,11 @@ def resolve_model(model: str | Path | None) -> tuple[str, str]:
 
 
 def model_weights_sha256(model_dir: str | Path) -> str | None:
-    """sha256 of a local model's weight file (safetensors preferred), or None for a hub name."""
+    """sha256 of a local model's weight file (safetensors preferred), or None for a hub name; for an
+    ONNX export, the sha256 of the model it was exported from (the same vectors)."""
     path = Path(model_dir)
+    if (path / ONNX_META).is_file():
+        return read_onnx_meta(path).get("model_sha256")
     for name in ("model.safetensors", "pytorch_model.bin"):
         if (path / name).is_file():
             return sha256_file(path / name)
@@ -163,6 +173,59 @@ class ModelError(SpladeLuceneError, ValueError):
     """A model folder that cannot serve as SPLADE (not a masked LM, head missing, vocabularies differ)."""
 
 
+def read_onnx_meta(folder: str | Path) -> dict:
+    import json
+
+    path = Path(folder) / ONNX_META
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{path}: not an ONNX export's record ({exc}); export again with `export-onnx`") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("vocab_size"), int):
+        raise ModelError(f"{path}: not an ONNX export's record (no vocab_size); export again with `export-onnx`")
+    return meta
+
+
+def resolve_backend(backend: str, model_path: str) -> str:
+    """``auto``: ``onnx`` for a folder written by ``export-onnx``, ``torch`` otherwise."""
+    if backend not in BACKENDS:
+        raise SettingError(f"backend must be one of {BACKENDS}, not {backend!r}")
+    exported = (Path(model_path) / ONNX_META).is_file()
+    if backend == "auto":
+        return "onnx" if exported else "torch"
+    if backend == "onnx" and not exported:
+        raise ModelError(f"{model_path} is not an ONNX export (no {ONNX_META}): write one with "
+                         f"`splade-lucene export-onnx --model {model_path} --output DIR` and pass DIR")
+    if backend == "torch" and exported:
+        raise ModelError(f"{model_path} is an ONNX export: it runs with backend 'onnx' (or 'auto'); for torch "
+                         "pass the model it was exported from")
+    return backend
+
+
+def onnx_session(path: Path, threads: int | None):
+    """An onnxruntime session on an exported graph, checked to have the inputs and outputs SPLADE's
+    export has."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise ModelError("the ONNX backend needs onnxruntime: pip install 'splade-lucene[onnx]'") from None
+    options = ort.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = int(threads)
+        options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise ModelError(f"{path}: onnxruntime cannot load it: {exc}") from None
+    inputs = tuple(i.name for i in session.get_inputs())
+    outputs = tuple(o.name for o in session.get_outputs())
+    if sorted(inputs) != sorted(ONNX_INPUTS) or outputs[:2] != ONNX_OUTPUTS:
+        raise ModelError(f"{path}: expected inputs {', '.join(ONNX_INPUTS)} and outputs {', '.join(ONNX_OUTPUTS)} "
+                         f"(a SPLADE export), found inputs {', '.join(inputs)} and outputs {', '.join(outputs)}")
+    return session
+
+
 def load_masked_lm(path: str, *, allow_new_head: bool = False):
     """(model, tokenizer): ``AutoModelForMaskedLM`` and its tokenizer from ``path``, refusing a
     checkpoint whose MLM head is missing or partly missing (transformers would initialise it at random
@@ -245,6 +308,8 @@ class SpladeEncoder:
         device: str = "cpu",
         dtype: str = "fp32",
         stride: int | None = None,
+        backend: str = "auto",
+        threads: int | None = None,
     ):
         if pooling not in ("all", "no-special"):
             raise SettingError(f"pooling must be 'all' or 'no-special', not {pooling!r}")
@@ -263,7 +328,56 @@ class SpladeEncoder:
         self.pooling = pooling
         self.dtype = dtype
         self.stride = None if stride is None else int(stride)
-        self._load()
+        self.backend = resolve_backend(backend, self.model_path)
+        if threads is not None and threads < 1:
+            raise SettingError(f"threads must be at least 1, not {threads}")
+        self.threads = threads
+        self._session = None
+        if self.backend == "onnx":
+            self._load_onnx()
+        else:
+            self._load()
+
+    def _load_onnx(self) -> None:
+        """The ONNX backend: onnxruntime on CPU, the export's tokenizer and record."""
+        import torch
+        from transformers import AutoTokenizer
+
+        if self.device.type != "cpu":
+            raise SettingError(f"the ONNX backend runs on the CPU (onnxruntime's CPU provider), not {self.device}")
+        if self.dtype != "fp32":
+            raise SettingError("the ONNX backend computes in fp32 (dtype 'fp32')")
+        meta = read_onnx_meta(self.model_path)
+        if meta.get("pooling", "all") != self.pooling:
+            raise SettingError(f"{self.model_path} was exported with pooling {meta.get('pooling')!r}, not "
+                               f"{self.pooling!r}: export again with --pooling {self.pooling}")
+        self._session = onnx_session(Path(self.model_path) / ONNX_FILE, self.threads)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
+        self.vocab_size = int(meta["vocab_size"])
+        if len(self.tokenizer) > self.vocab_size:
+            raise ModelError(f"{self.model_path}: the tokenizer has {len(self.tokenizer)} entries but the graph's "
+                             f"vocabulary {self.vocab_size}")
+        self._special_ids = np.array(sorted(set(self.tokenizer.all_special_ids)), dtype=np.int64)
+        self._torch = torch
+        self.model = None
+        self._on_gpu = False
+
+    def _forward_onnx(self, batch) -> list[SparseVector]:
+        ids = batch["input_ids"].cpu().numpy().astype(np.int64)
+        mask = batch["attention_mask"].cpu().numpy().astype(np.int64)
+        types = batch["token_type_ids"].cpu().numpy().astype(np.int64) if "token_type_ids" in batch \
+            else np.zeros_like(ids)
+        idx, weights = self._session.run(list(ONNX_OUTPUTS), {"input_ids": ids, "token_type_ids": types,
+                                                                "attention_mask": mask})
+        rows, cols = np.divmod(idx.astype(np.int64), self.vocab_size)  # flat (row * vocab + id) indices
+        out = []
+        for r in range(ids.shape[0]):
+            pick = rows == r
+            c, w = cols[pick], weights[pick].astype(np.float32)
+            keep = ~np.isin(c, self._special_ids) & (w > 0)
+            order = np.argsort(c[keep], kind="stable")
+            out.append(SparseVector(c[keep][order], w[keep][order]))
+        return out
 
     def _load(self) -> None:
         import torch
@@ -313,7 +427,8 @@ class SpladeEncoder:
         """The constructor arguments that rebuild this encoder elsewhere (a worker process), the
         device left out."""
         return {"model": self.model_path, "max_length": self.max_length, "batch_size": self.batch_size,
-                "pooling": self.pooling, "dtype": self.dtype, "stride": self.stride}
+                "pooling": self.pooling, "dtype": self.dtype, "stride": self.stride, "backend": self.backend,
+                "threads": self.threads}
 
     def tokenize(self, texts: Sequence[str], max_length: int | None = None):
         return tokenize(self.tokenizer, texts, max_length or self.max_length)
@@ -329,6 +444,8 @@ class SpladeEncoder:
     def _forward(self, batch) -> list[SparseVector]:
         """One padded batch (input_ids, attention_mask, special_tokens_mask) through the model and
         the SPLADE pooling, a vector per row."""
+        if self._session is not None:
+            return self._forward_onnx(batch)
         torch = self._torch
         texts = range(batch["input_ids"].shape[0])
         mask = batch["attention_mask"].bool()

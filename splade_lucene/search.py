@@ -51,14 +51,17 @@ class QueryEncoder:
 
     def __init__(self, model: str | Path | None = None, *, scale: float = DEFAULT_SCALE,
                  max_length: int = DEFAULT_MAX_LENGTH, pooling: str = "all", dtype: str = "fp32",
-                 encoder: SpladeEncoder | None = None, top_k: int | None = None, min_weight: float | None = None):
+                 encoder: SpladeEncoder | None = None, top_k: int | None = None, min_weight: float | None = None,
+                 backend: str = "auto", threads: int | None = None):
         self.scale = check_scale(scale)
         self.top_k, self.min_weight = check_pruning(top_k, min_weight)
         self.max_length = int(max_length)
-        self.encoder = encoder or SpladeEncoder(model, max_length=max_length, pooling=pooling, dtype=dtype)
+        self.encoder = encoder or SpladeEncoder(model, max_length=max_length, pooling=pooling, dtype=dtype,
+                                                backend=backend, threads=threads)
 
     @classmethod
-    def from_index(cls, index_dir: str | Path, model: str | Path | None = None) -> "QueryEncoder | TableQueryEncoder":
+    def from_index(cls, index_dir: str | Path, model: str | Path | None = None, *,
+                   backend: str = "auto") -> "QueryEncoder | TableQueryEncoder":
         """The query encoder an index was built for (its recorded query model, scale, max length); for
         an index built for inference-free queries (``query_mode`` idf or learned), the model-free
         :class:`~splade_lucene.query_table.TableQueryEncoder` stored in it."""
@@ -73,7 +76,7 @@ class QueryEncoder:
                       scale=meta.get("query_scale", meta["scale"]),
                       max_length=meta.get("query_max_length", DEFAULT_MAX_LENGTH),
                       pooling=meta.get("pooling", "all"), dtype=meta.get("dtype", "fp32"),
-                      top_k=meta.get("query_top_k"), min_weight=meta.get("query_min_weight"))
+                      top_k=meta.get("query_top_k"), min_weight=meta.get("query_min_weight"), backend=backend)
         encoder.check(meta)
         return encoder
 
