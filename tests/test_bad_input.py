@@ -11,7 +11,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from splade_lucene.collection import read_corpus, read_queries
+from splade_lucene.collection import read_corpus, read_encoded_queries, read_queries
 from splade_lucene.errors import SpladeLuceneError
 from splade_lucene.evaluate import read_qrels, read_run
 from splade_lucene.index import read_collection_metadata, read_metadata
@@ -67,13 +67,15 @@ def test_corpus_and_jsonl_queries(tmp_path, text, data):
         path.write_bytes(content)
         check(read_corpus, path)
         check(read_queries, path)
+        check(read_encoded_queries, path)
 
 
 @BUDGET
 @given(text=lines_of(TABULAR), data=raw_bytes())
 def test_tsv_queries_qrels_and_runs(tmp_path, text, data):
     for content in (text.encode("utf-8", "surrogatepass"), data):
-        for name, reader in (("queries.tsv", read_queries), ("qrels.tsv", read_qrels), ("run.trec", read_run)):
+        for name, reader in (("queries.tsv", read_queries), ("qrels.tsv", read_qrels), ("run.trec", read_run),
+                             ("topics.tsv", read_encoded_queries)):
             path = fresh(tmp_path, name)
             path.write_bytes(content)
             check(reader, path)

@@ -63,6 +63,8 @@ def broken(tmp_path):
     (tmp_path / "bad.yaml").write_text("dataset: [\n")
     (tmp_path / "bad.qrels").write_text("q1 0 d1\n")
     (tmp_path / "run.trec").write_text("q1 Q0 d1 1 1.0 t\n")
+    (tmp_path / "queries.tsv").write_text("q1\thello\n")
+    (tmp_path / "topics.jsonl").write_text('{"id": "q1", "vector": {"a": 0.5}}\n')
     (tmp_path / "empty").mkdir()
     (tmp_path / "nometa").mkdir()
     (tmp_path / "nometa" / "part-00000.jsonl").write_text("not json\n")
@@ -78,6 +80,11 @@ CASES = [
     ("merge", ["--index", "{t}/m", "{t}/none"], "none"),
     ("impacts", ["--index", "{t}/empty"], "empty"),
     ("search", ["--index", "{t}/empty", "--queries", "{t}/bad.jsonl", "--output", "{t}/r"], "bad.jsonl:2"),
+    ("search", ["--index", "{t}/empty", "--queries", "{t}/topics.jsonl", "--pretokenized", "--output", "{t}/r"],
+     "topics.jsonl:1"),
+    ("encode-queries", ["--index", "{t}/empty", "--queries", "{t}/bad.jsonl", "--output", "{t}/t"], "bad.jsonl:2"),
+    ("encode-queries", ["--index", "{t}/empty", "--queries", "{t}/queries.tsv", "--output", "{t}/t"], "empty"),
+    ("export-onnx", ["--model", "{t}/none", "--output", "{t}/o"], "none"),
     ("explain", ["--index", "{t}/none", "--query", "q", "--doc", "1"], "none"),
     ("show-vector", ["text", "--model", "{t}/none"], "none"),
     ("evaluate", ["--qrels", "{t}/bad.qrels", "--run", "{t}/run.trec"], "bad.qrels:1"),
