@@ -443,3 +443,45 @@ def test_pseudo_query_dev_pool_holds_the_documents_without_their_queries(dataset
         assert pool[doc] == trainer.data.positive_texts[q]
     others = set(pool) - {trainer.data.positives[q][0] for q in trainer.dev_qids}
     assert others and all(pool[d] == full[d] for d in others)  # BM25's pool documents are whole
+
+
+@pytest.mark.parametrize("mode", ["learned", "idf"])
+def test_inference_free_training(tiny_dataset, tmp_path, mode):
+    """--query-mode: queries weighted by a table (IDF of the training corpus, divided by its mean over
+    the training queries' tokens; learned: trained from there), FLOPS on the documents only, and the
+    index of the trained model is built for its mode by default."""
+    from splade_lucene.encode import encode_corpus
+    from splade_lucene.index import build_index
+    from splade_lucene.query_table import TableQueryEncoder, corpus_idf, load_table, sha256_table
+    from splade_lucene.search import QueryEncoder, Searcher
+
+    settings = {**TINY, "query_mode": mode} if mode == "learned" else {**TINY, "query_mode": mode, "max_steps": 4}
+    out = tmp_path / "m"
+    result = train(tiny_dataset, out, progress=False, **settings)
+    manifest = result.manifest
+    assert manifest["settings"]["query_mode"] == mode and manifest["query_table_scale"] > 0
+    for step in manifest["steps"]:  # no query FLOPS in the loss
+        assert step["loss"] == pytest.approx(step["rank"] + step["lambda_d"] * step["flops_d"], rel=1e-4, abs=1e-6)
+    encoder = SpladeEncoder(str(out), max_length=64)
+    if mode == "learned":
+        table = load_table(out / "query_weights.npy", encoder.vocab_size)
+        assert manifest["query_table_sha256"] == sha256_table(table)
+        corpus = [d.text for d in read_corpus(tiny_dataset / "corpus.jsonl")]
+        start = corpus_idf(encoder.tokenizer, corpus, encoder.vocab_size, 64) / manifest["query_table_scale"]
+        seen = set()
+        for _, text in read_queries(tiny_dataset / "queries.jsonl"):
+            seen.update(encoder.tokenizer(text, add_special_tokens=False)["input_ids"])
+        unseen = np.setdiff1d(np.arange(encoder.vocab_size), sorted(seen))
+        assert np.allclose(table[unseen], start[unseen], rtol=1e-5, atol=1e-6), "only query tokens are trained"
+        assert np.abs(table[sorted(seen)] - start[sorted(seen)]).max() > 1e-3
+    else:
+        assert not (out / "query_weights.npy").exists() and manifest["query_table_sha256"] is None
+    encode_corpus(tiny_dataset / "corpus.jsonl", tmp_path / "c", encoder=encoder, progress=False)
+    build_index(tmp_path / "c", tmp_path / "i", quiet=True)
+    qenc = QueryEncoder.from_index(tmp_path / "i")
+    assert isinstance(qenc, TableQueryEncoder) and qenc.mode == mode
+    if mode == "learned":
+        assert qenc.table_sha256 == manifest["query_table_sha256"]
+    with Searcher(tmp_path / "i") as s:
+        hits = s.search(read_queries(tiny_dataset / "queries.jsonl")[0][1], k=10)
+    assert len(hits) == 10
