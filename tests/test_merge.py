@@ -139,3 +139,23 @@ def test_merge_without_the_parts_collections_keeps_the_index_and_says_so(cranfie
     with Searcher(merged.index_dir) as searcher:
         assert searcher.engine == "lucene"
         assert len(searcher.docids) == merged.documents == sum(read_metadata(i)["documents"] for i in moved)
+
+
+def test_merged_idf_shards_get_the_idf_of_the_whole(cranfield, shards, tmp_path):
+    """A shard's idf table is its own documents'; the merge recomputes it from the merged postings, so
+    it equals the table of the index built in one go. Shards of different query modes are refused."""
+    parts = shards["collection"]
+    idf = [build_index(parts, tmp_path / f"idf-{i}", shard=f"{i}/3", quiet=True, query_mode="idf").index_dir
+           for i in range(3)]
+    one_go = build_index(parts, tmp_path / "idf-one", quiet=True, query_mode="idf").index_dir
+    tables = {read_metadata(i)["query_table_sha256"] for i in idf}
+    merged = merge_indexes(idf, tmp_path / "idf-merged", quiet=True).index_dir
+    meta = read_metadata(merged)
+    assert meta["query_mode"] == "idf" and meta["query_table_sha256"] == read_metadata(one_go)["query_table_sha256"]
+    assert meta["query_table_sha256"] not in tables
+    with Searcher(merged) as a, Searcher(one_go) as b:
+        texts = cranfield["queries"][:25]
+        assert a.batch_search(texts, k=50) == b.batch_search(texts, k=50)
+    with pytest.raises(IncompatibleIndexError, match="different query modes"):
+        merge_indexes([idf[0], shards["indexes"][1]], tmp_path / "mixed", quiet=True)
+    assert not (tmp_path / "mixed").exists()
