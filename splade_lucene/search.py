@@ -27,7 +27,7 @@ from .index import check_compatible, read_metadata
 from .lucene import docid_table
 from .model import DEFAULT_MAX_LENGTH, SparseVector, SpladeEncoder
 from .quantize import DEFAULT_SCALE, check_pruning, check_scale, prune, quantize_terms
-from .query_table import TABLE_MODES, QueryTableError, TableQueryEncoder
+from .query_table import QUERY_MODES, TABLE_MODES, QueryTableError, TableQueryEncoder
 
 DEFAULT_K = 1000
 DEFAULT_TAG = "splade-lucene"
@@ -66,6 +66,9 @@ class QueryEncoder:
         an index built for inference-free queries (``query_mode`` idf or learned), the model-free
         :class:`~splade_lucene.query_table.TableQueryEncoder` stored in it."""
         meta = read_metadata(index_dir)
+        if meta.get("query_mode", "full") not in QUERY_MODES:
+            raise QueryTableError(f"{index_dir}: the index records query mode {meta['query_mode']!r}, which this "
+                                  f"version does not know (expected one of {', '.join(QUERY_MODES)})")
         if meta.get("query_mode", "full") in TABLE_MODES:
             if model is not None:
                 raise QueryTableError(f"{index_dir} is built for inference-free queries (query mode "

@@ -144,3 +144,9 @@ def test_wrong_modes_refused(idf_index, cranfield, encoder, tmp_path):
     np.save(copy / FOLDER / TABLE_FILE, weights)
     with pytest.raises(QueryTableError, match="sha256"):
         TableQueryEncoder.from_index(copy)
+    # a mode this version does not know (a newer writer, or an edited file) is named, with the known ones
+    meta = json.loads((copy / "splade_lucene.json").read_text())
+    (copy / "splade_lucene.json").write_text(json.dumps({**meta, "query_mode": "bm25"}))
+    with pytest.raises(QueryTableError, match="query mode 'bm25', which this version does not know "
+                                              r"\(expected one of full, idf, learned\)"):
+        Searcher(copy)
