@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from . import _java
-from .atomic import move_into_place, naming_a_full_disk, output_lock
+from .atomic import move_into_place, naming_a_full_disk, output_lock, write_text
 from .collection import COLLECTION_METADATA_FILE, collection_files
 from .errors import NotFoundError, OutputExistsError, SettingError
 from .impacts import write_impact_table
@@ -242,9 +242,11 @@ def _build(collection: Path, source: Path, files: list[Path], target: Path, tmp:
     return BuildResult(target, stats["documents"], time.perf_counter() - start, metadata)
 
 
-def write_query_table(index_dir: Path, metadata: dict, query_mode: str | None) -> dict:
-    """Write the inference-free query folder of an index for ``query_mode`` (None: the mode the
-    collection's model was trained for) and return the metadata entries recording it."""
+def write_query_table(index_dir: Path, metadata: dict, query_mode: str | None, *,
+                      folder: Path | None = None) -> dict:
+    """Write the inference-free query folder of an index (``folder``, default ``INDEX/query-encoder``)
+    for ``query_mode`` (None: the mode the collection's model was trained for) and return the
+    metadata entries recording it."""
     model_path = metadata.get("model_path") or metadata.get("model")
     mode = query_mode
     if mode is None:
@@ -281,7 +283,34 @@ def write_query_table(index_dir: Path, metadata: dict, query_mode: str | None) -
                     df[i] = freq
         weights, source = idf_weights(df, n_docs), "index document frequencies"
         weights[sorted(set(tokenizer.all_special_ids))] = 0
-    return write_query_folder(index_dir / QUERY_FOLDER, tokenizer, weights, mode, source)
+    return write_query_folder(folder or index_dir / QUERY_FOLDER, tokenizer, weights, mode, source)
+
+
+def set_query_mode(index_dir: str | Path, query_mode: str) -> dict:
+    """Switch a built index to another query mode without rebuilding it: the query folder is written
+    beside the old one and swapped in, then the metadata is rewritten atomically (searchers opened
+    before keep the mode they read). Returns the new metadata."""
+    index_dir = Path(index_dir)
+    check_mode(query_mode)
+    with output_lock(index_dir / METADATA_FILE):
+        metadata = read_metadata(index_dir)
+        tmp = index_dir / f".{QUERY_FOLDER}.writing"
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            entries = write_query_table(index_dir, metadata, query_mode, folder=tmp)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        for key in ("query_mode", "query_table_sha256", "query_table_source"):
+            metadata.pop(key, None)
+        metadata.update(entries)
+        if query_mode == "full":
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(index_dir / QUERY_FOLDER, ignore_errors=True)
+        else:
+            move_into_place(tmp, index_dir / QUERY_FOLDER)
+        write_text(index_dir / METADATA_FILE, json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+    return metadata
 
 
 def _sniff_format(path: Path) -> str:

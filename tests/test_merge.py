@@ -143,11 +143,18 @@ def test_merge_without_the_parts_collections_keeps_the_index_and_says_so(cranfie
 
 def test_merged_idf_shards_get_the_idf_of_the_whole(cranfield, shards, tmp_path):
     """A shard's idf table is its own documents'; the merge recomputes it from the merged postings, so
-    it equals the table of the index built in one go. Shards of different query modes are refused."""
-    parts = shards["collection"]
-    idf = [build_index(parts, tmp_path / f"idf-{i}", shard=f"{i}/3", quiet=True, query_mode="idf").index_dir
-           for i in range(3)]
-    one_go = build_index(parts, tmp_path / "idf-one", quiet=True, query_mode="idf").index_dir
+    it equals the table of the index built in one go. Shards of different query modes are refused.
+    (The shards are switched to idf in place, as set_query_mode does for any built index.)"""
+    from splade_lucene.index import set_query_mode
+
+    idf = []
+    for i, shard in enumerate(shards["indexes"]):
+        shutil.copytree(shard, tmp_path / f"idf-{i}")
+        assert set_query_mode(tmp_path / f"idf-{i}", "idf")["query_mode"] == "idf"
+        idf.append(tmp_path / f"idf-{i}")
+    shutil.copytree(cranfield["vector_index"], tmp_path / "idf-one")
+    one_go = tmp_path / "idf-one"
+    set_query_mode(one_go, "idf")
     tables = {read_metadata(i)["query_table_sha256"] for i in idf}
     merged = merge_indexes(idf, tmp_path / "idf-merged", quiet=True).index_dir
     meta = read_metadata(merged)
@@ -159,3 +166,8 @@ def test_merged_idf_shards_get_the_idf_of_the_whole(cranfield, shards, tmp_path)
     with pytest.raises(IncompatibleIndexError, match="different query modes"):
         merge_indexes([idf[0], shards["indexes"][1]], tmp_path / "mixed", quiet=True)
     assert not (tmp_path / "mixed").exists()
+    # and back: a full index again, its table gone
+    meta = set_query_mode(one_go, "full")
+    assert meta["query_mode"] == "full" and "query_table_sha256" not in meta
+    assert not (one_go / "query-encoder").exists()
+    assert not [p.name for p in one_go.iterdir() if p.name.startswith(".")]
