@@ -194,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", help="qrels split (default: test)")
     p.add_argument("--keep-query-hits", action="store_true",
                    help="keep hits whose doc id equals the query id (default: dropped, the BEIR convention)")
+    p.add_argument("--query-mode", choices=("full", "idf", "learned"), default=None,
+                   help="the index's query mode (default: what the model was trained for); idf and learned search "
+                        "with the table stored in the index, no model")
     p.add_argument("--overwrite", action="store_true", help="replace an existing experiment output")
     _add_model_options(p)
 
@@ -450,7 +453,8 @@ def _experiment(args: argparse.Namespace, progress: bool) -> int:
                        query_max_length=args.query_max_length, batch_size=args.batch_size, dtype=args.dtype,
                        device=args.device, stride=args.stride, fmt=args.format,
                        k=args.k, threads=args.threads, split=args.split,
-                       remove_query=not args.keep_query_hits, overwrite=args.overwrite, progress=progress)
+                       remove_query=not args.keep_query_hits, overwrite=args.overwrite, progress=progress,
+                       query_mode=args.query_mode, backend=args.backend)
     print(format_table(r.metrics, title=f"{r.dataset.name} ({r.split} split), model {args.model or 'splade-tiny'}, "
                                         f"scale {args.scale:g}: {r.run_file}, {r.index_dir}"))
     return 0

@@ -97,7 +97,11 @@ def run_experiment(dataset: str | Path | None = None, output: str | Path = "runs
                    query_max_length: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE, dtype: str = "fp32",
                    device: str = "cpu", fmt: str = "vector", k: int = DEFAULT_K, threads: int = 1, split: str = "test",
                    remove_query: bool = True, overwrite: bool = False, progress: bool = True,
-                   stride: int | None = None) -> ExperimentResult:
+                   stride: int | None = None, query_mode: str | None = None,
+                   backend: str = "auto") -> ExperimentResult:
+    """Encode, index, search and evaluate a BEIR folder's ``split``. ``query_mode``: the index's
+    (``full``, ``idf``, ``learned``; default: what the model was trained for); an index for
+    inference-free queries is searched with the table stored in it."""
     folder = find_dataset(dataset)
     corpus, queries_file, qrels_file = dataset_files(folder, split)
     output = Path(output)
@@ -110,7 +114,7 @@ def run_experiment(dataset: str | Path | None = None, output: str | Path = "runs
         seconds: dict[str, float] = {}
 
         encoder = SpladeEncoder(model, max_length=max_length, batch_size=batch_size, dtype=dtype, device=device,
-                                stride=stride)
+                                stride=stride, backend=backend)
         t = time.perf_counter()
         encode_corpus(corpus, output / "collection", encoder=encoder, scale=scale, query_scale=query_scale,
                       fmt=fmt, query_max_length=query_max_length, query_model=query_model, overwrite=True,
@@ -118,12 +122,16 @@ def run_experiment(dataset: str | Path | None = None, output: str | Path = "runs
         seconds["encode"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        build_index(output / "collection", index_dir, threads=threads, overwrite=overwrite, quiet=not progress)
+        build = build_index(output / "collection", index_dir, threads=threads, overwrite=overwrite,
+                            quiet=not progress, query_mode=query_mode)
         seconds["index"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        query_encoder = QueryEncoder(query_model, encoder=encoder if query_model is None else None,
-                                     scale=query_scale or scale, max_length=query_max_length or max_length)
+        if build.metadata.get("query_mode", "full") != "full":
+            query_encoder = QueryEncoder.from_index(index_dir)
+        else:
+            query_encoder = QueryEncoder(query_model, encoder=encoder if query_model is None else None,
+                                         scale=query_scale or scale, max_length=query_max_length or max_length)
         with Searcher(index_dir, query_encoder) as searcher:
             results = searcher.batch_search(queries, k=k, threads=threads, progress=progress)
             corpus_ids = set(searcher.docids)

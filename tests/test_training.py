@@ -450,8 +450,7 @@ def test_inference_free_training(tiny_dataset, tmp_path, mode):
     """--query-mode: queries weighted by a table (IDF of the training corpus, divided by its mean over
     the training queries' tokens; learned: trained from there), FLOPS on the documents only, and the
     index of the trained model is built for its mode by default."""
-    from splade_lucene.encode import encode_corpus
-    from splade_lucene.index import build_index
+    from splade_lucene.experiment import run_experiment
     from splade_lucene.query_table import TableQueryEncoder, corpus_idf, load_table, sha256_table
     from splade_lucene.search import QueryEncoder, Searcher
 
@@ -476,12 +475,12 @@ def test_inference_free_training(tiny_dataset, tmp_path, mode):
         assert np.abs(table[sorted(seen)] - start[sorted(seen)]).max() > 1e-3
     else:
         assert not (out / "query_weights.npy").exists() and manifest["query_table_sha256"] is None
-    encode_corpus(tiny_dataset / "corpus.jsonl", tmp_path / "c", encoder=encoder, progress=False)
-    build_index(tmp_path / "c", tmp_path / "i", quiet=True)
-    qenc = QueryEncoder.from_index(tmp_path / "i")
+    # an experiment with the model: its index is built for the model's mode, searched with no model
+    result = run_experiment(tiny_dataset, tmp_path / "exp", model=out, split="train", max_length=64, progress=False)
+    qenc = QueryEncoder.from_index(result.index_dir)
     assert isinstance(qenc, TableQueryEncoder) and qenc.mode == mode
     if mode == "learned":
         assert qenc.table_sha256 == manifest["query_table_sha256"]
-    with Searcher(tmp_path / "i") as s:
-        hits = s.search(read_queries(tiny_dataset / "queries.jsonl")[0][1], k=10)
-    assert len(hits) == 10
+    assert result.metrics["nDCG@10"] > 0.3
+    with Searcher(result.index_dir) as s:
+        assert s.query_encoder.table_sha256 == qenc.table_sha256
