@@ -204,20 +204,18 @@ def read_corpus(path: str | Path, *, on_duplicate: Literal["error", "keep-first"
         yield Document(docid, text, lineno, str(obj.get("title") or "") if "text" in obj else "")
 
 
-def read_queries(path: str | Path) -> list[tuple[str, str]]:
-    """Queries as (qid, text): BEIR ``queries.jsonl`` or a TSV ``qid<TAB>text`` topic file."""
+def _read_topics(path: str | Path, missing: str, from_json, from_tsv, tsv_form: str) -> list[tuple[str, object]]:
+    """(qid, query) pairs of a topics file: JSON lines (``from_json(obj, path, lineno)`` gives the
+    pair) or TSV ``qid<TAB>rest`` (``from_tsv(rest, path, lineno)`` gives the query); ids unique."""
     path = Path(path)
     if not path.is_file():
-        raise NotFoundError(f"no such queries file: {path}")
+        raise NotFoundError(f"{missing}: {path}")
     with open_text(path) as fh:
         first = next((line for line in fh if line.strip()), "")
-    queries: list[tuple[str, str]] = []
+    out: list[tuple[str, object]] = []
     if first.lstrip().startswith("{"):
         for lineno, obj in _json_lines(path):
-            qid = record_id(obj, path, lineno)
-            if "text" not in obj:
-                raise InputError(f"{path}:{lineno}: missing field 'text'")
-            queries.append((qid, check_text(_field_text(obj["text"], "text", path, lineno), path, lineno)))
+            out.append(from_json(obj, path, lineno))
     else:
         with open_text(path) as fh:
             for lineno, line in enumerate(fh, 1):
@@ -225,14 +223,26 @@ def read_queries(path: str | Path) -> list[tuple[str, str]]:
                 if not line.strip():
                     continue
                 if "\t" not in line:
-                    raise InputError(f"{path}:{lineno}: expected 'qid<TAB>text'")
-                qid, text = line.split("\t", 1)
-                queries.append((check_id(qid.strip(), path, lineno, "query id"), check_text(text, path, lineno)))
-    ids = [q for q, _ in queries]
+                    raise InputError(f"{path}:{lineno}: expected {tsv_form}")
+                qid, rest = line.split("\t", 1)
+                out.append((check_id(qid.strip(), path, lineno, "query id"), from_tsv(rest, path, lineno)))
+    ids = [q for q, _ in out]
     if len(set(ids)) != len(ids):
         dup = next(q for i, q in enumerate(ids) if q in ids[:i])
         raise InputError(f"{path}: duplicate query id {dup!r}")
-    return queries
+    return out
+
+
+def _json_query(obj: dict, path: Path, lineno: int) -> tuple[str, str]:
+    qid = record_id(obj, path, lineno)
+    if "text" not in obj:
+        raise InputError(f"{path}:{lineno}: missing field 'text'")
+    return qid, check_text(_field_text(obj["text"], "text", path, lineno), path, lineno)
+
+
+def read_queries(path: str | Path) -> list[tuple[str, str]]:
+    """Queries as (qid, text): BEIR ``queries.jsonl`` or a TSV ``qid<TAB>text`` topic file."""
+    return _read_topics(path, "no such queries file", _json_query, check_text, "'qid<TAB>text'")
 
 
 def vector_record(docid: str, terms: dict[str, int]) -> dict:
@@ -267,41 +277,27 @@ def _check_weight(term, weight, path: Path, lineno: int) -> int:
     return weight
 
 
+def _json_vector(obj: dict, path: Path, lineno: int) -> tuple[str, dict[str, int]]:
+    qid = obj["qid"] if "qid" in obj and "id" not in obj else record_id(obj, path, lineno)
+    qid = check_id(qid, path, lineno, "query id")
+    vector = obj.get("vector")
+    if not isinstance(vector, dict):
+        raise InputError(f"{path}:{lineno}: expected {{\"id\": qid, \"vector\": {{term: int}}}}")
+    return qid, {t: _check_weight(t, w, path, lineno) for t, w in vector.items()}
+
+
+def _counted_terms(text: str, path: Path, lineno: int) -> dict[str, int]:
+    terms: dict[str, int] = {}
+    for term in text.split():
+        terms[term] = terms.get(term, 0) + 1
+    return terms
+
+
 def read_encoded_queries(path: str | Path) -> list[tuple[str, dict[str, int]]]:
     """Pre-encoded queries as (qid, {term: int}): the TSV topics :func:`topic_line` writes (each term
     repeated by its weight) or JSON lines ``{"id": qid, "vector": {term: int}}``."""
-    path = Path(path)
-    if not path.is_file():
-        raise NotFoundError(f"no such encoded queries file: {path}")
-    with open_text(path) as fh:
-        first = next((line for line in fh if line.strip()), "")
-    out: list[tuple[str, dict[str, int]]] = []
-    if first.lstrip().startswith("{"):
-        for lineno, obj in _json_lines(path):
-            qid = obj["qid"] if "qid" in obj and "id" not in obj else record_id(obj, path, lineno)
-            qid = check_id(qid, path, lineno, "query id")
-            vector = obj.get("vector")
-            if not isinstance(vector, dict):
-                raise InputError(f"{path}:{lineno}: expected {{\"id\": qid, \"vector\": {{term: int}}}}")
-            out.append((qid, {t: _check_weight(t, w, path, lineno) for t, w in vector.items()}))
-    else:
-        with open_text(path) as fh:
-            for lineno, line in enumerate(fh, 1):
-                line = line.rstrip("\r\n")
-                if not line.strip():
-                    continue
-                if "\t" not in line:
-                    raise InputError(f"{path}:{lineno}: expected 'qid<TAB>term term ...' (pre-encoded topics)")
-                qid, text = line.split("\t", 1)
-                terms: dict[str, int] = {}
-                for term in text.split():
-                    terms[term] = terms.get(term, 0) + 1
-                out.append((check_id(qid.strip(), path, lineno, "query id"), terms))
-    ids = [q for q, _ in out]
-    if len(set(ids)) != len(ids):
-        dup = next(q for i, q in enumerate(ids) if q in ids[:i])
-        raise InputError(f"{path}: duplicate query id {dup!r}")
-    return out
+    return _read_topics(path, "no such encoded queries file", _json_vector, _counted_terms,
+                        "'qid<TAB>term term ...' (pre-encoded topics)")
 
 
 def make_record(fmt: Format, docid: str, terms: dict[str, int]) -> dict:
