@@ -54,6 +54,8 @@ from splade_lucene.model import SpladeEncoder
 from splade_lucene.search import QueryEncoder, Searcher, exact_search
 
 SYNTHETIC = {"synthetic-100k": 100_000, "synthetic-1m": 1_000_000}
+# real collections: benchmark name -> dataset folder name
+REAL = {"scifact": "scifact", "wiki-100k": "wiki-passages-100k"}
 WARMUP = 20
 CONTRACT = ("ours", "ours-batch", "pyserini", "pyserini-batch", "bruteforce", "seismic")
 
@@ -67,8 +69,9 @@ def ensure_index(name: str, root: Path, seed: int, threads: int) -> Path:
         ensure_table(folder)
         return folder
     folder.mkdir(parents=True, exist_ok=True)
-    if name == "scifact":
-        corpus, _, _ = dataset_files(find_dataset(None, "scifact"))
+    if name in REAL:
+        folder_of = find_dataset(None, REAL[name])
+        corpus = dataset_files(folder_of)[0] if name == "scifact" else folder_of / "corpus.jsonl"
         if not (folder / "collection").is_dir():
             encode_corpus(corpus, folder / "collection", encoder=SpladeEncoder(), progress=True)
     elif name in SYNTHETIC:
@@ -80,7 +83,7 @@ def ensure_index(name: str, root: Path, seed: int, threads: int) -> Path:
             generate(source, folder / "collection", docs=SYNTHETIC[name], seed=seed, arrays=folder / "vectors.npz")
             print(f"{name}: generated in {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
     else:
-        raise SystemExit(f"unknown index {name!r}: scifact, {', '.join(SYNTHETIC)}")
+        raise SystemExit(f"unknown index {name!r}: {', '.join([*REAL, *SYNTHETIC])}")
     t = time.perf_counter()
     build_index(folder / "collection", folder / "index", threads=threads)
     print(f"{name}: indexed in {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
@@ -220,7 +223,7 @@ def bench_index(name: str, folder: Path, qids: list[str], encoded: dict[str, dic
     opened = time.perf_counter() - t
     table = ours._table
     print(f"{name}: searcher opened in {opened:.1f} s; impact table {table.postings:,} postings, "
-          f"{(table.docs.nbytes + table.impacts.nbytes + table.offsets.nbytes) / 2**20:,.0f} MiB in memory "
+          f"{table.nbytes / 2**20:,.0f} MiB memory-mapped ({table.nbytes / table.postings:.2f} bytes a posting) "
           f"(Lucene index {sum(f.stat().st_size for f in index.iterdir() if f.is_file()) / 2**20:,.0f} MiB on disk)",
           file=sys.stderr, flush=True)
     ours_lucene = Searcher(index, ours.query_encoder, engine="lucene")

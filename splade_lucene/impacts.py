@@ -1,20 +1,21 @@
-"""An impact index's postings held in memory, for exact search several times faster than Lucene's.
+"""An impact index's postings, compressed and memory-mapped, for exact search faster than Lucene's.
 
 A Lucene impact index stores, for each term, the documents it occurs in and an integer impact (the
 term frequency of the pseudo-document, that is the quantized weight). A query's score for a document
 is the sum of ``query weight * impact`` over the terms they share. :class:`ImpactTable` keeps those
-postings as three flat arrays (term-major: per-term offsets, Lucene docids, impacts) and scores a
-query term-at-a-time into one integer accumulator, all documents at once, then selects the top k.
-No document is skipped, so the result is exact: the same documents, the same integer scores and
-the same order as Lucene's search (ties broken by doc id as Anserini does).
+postings in the layout of :mod:`splade_lucene.compressed` (each term cut into impact tiers, document
+numbers gap-coded in blocks, impacts one byte above their tier's base: about 2.5 bytes a posting)
+and scores a query term-at-a-time into one integer accumulator, exhaustively or pruned (stopping once
+the postings left cannot change the top k). Either way the result is exact: the same documents, the
+same integer scores and the same order as Lucene's search (ties broken by doc id as Anserini does).
 
 The table lives in the index folder (:data:`TABLE_DIR`), written by :func:`write_impact_table` from
 the collection the index was built from (``build_index`` does it) and then checked against the
 Lucene index itself: the same documents, the same set of terms, and for every term the same
 document frequency and total impact. It records the Lucene commit it describes; a table that no
-longer fits its index is not used.
-
-Memory: 8 bytes a posting in memory (docid and impact as int32), fewer on disk.
+longer fits its index is not used. Its arrays are ``.npy`` files opened as read-only memory maps:
+opening is instant whatever the size, and every process on a machine shares one copy in the page
+cache.
 """
 
 from __future__ import annotations
@@ -22,18 +23,23 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
 
+from . import compressed
 from .atomic import move_into_place, naming_a_full_disk, output_lock, save_array
 from .collection import collection_files, open_text
 from .errors import SpladeLuceneError
 from .lucene import docid_table, field_terms, lucene_reader
 
 TABLE_DIR = "impacts"
-TABLE_VERSION = 1
+TABLE_VERSION = 2
+# ImpactTable.top prunes by default from this many documents and up to this k (docs/performance.md)
+PRUNE_MIN_DOCS = 50_000
+PRUNE_MAX_K = 100
 _META = "table.json"
 # Integer scores stay exact in Lucene's float32 below this; a query that could reach it goes to Lucene.
 EXACT_LIMIT = 2 ** 24
@@ -41,33 +47,6 @@ EXACT_LIMIT = 2 ** 24
 
 class ImpactTableError(SpladeLuceneError, RuntimeError):
     """An impact table that cannot be written or does not fit its index."""
-
-
-def _scatter_add():
-    """``add(scores, docs, impacts, weight)``: ``scores[docs] += weight * impacts`` in place. scipy's
-    compiled sparse matrix-vector kernel does it in one pass without temporaries; ``np.add.at`` is the
-    fallback where that kernel is not importable."""
-    try:
-        from scipy.sparse import _sparsetools
-
-        def add(scores, docs, impacts, weight):
-            _sparsetools.csc_matvec(len(scores), 1, np.array([0, len(docs)], dtype=docs.dtype), docs, impacts,
-                                    np.array([weight], dtype=scores.dtype), scores)
-
-        probe = np.zeros(4, dtype=np.int32)
-        add(probe, np.array([1, 3], dtype=np.int32), np.array([2, 5], dtype=np.int32), 3)
-        if probe.tolist() == [0, 6, 0, 15]:
-            return add
-    except (ImportError, AttributeError, TypeError, ValueError):  # pragma: no cover - depends on scipy
-        pass
-    return _add_at
-
-
-def _add_at(scores, docs, impacts, weight):
-    np.add.at(scores, docs, impacts * np.int32(weight))
-
-
-_ADD = _scatter_add()
 
 
 def _records(collections: list[Path]) -> Iterator[tuple[str, dict[str, int]]]:
@@ -222,7 +201,7 @@ def write_impact_table(index_dir: str | Path, collection: str | Path | Sequence[
             raise mismatch(f"terms with other total impacts {[terms[i] for i in differ[:5]]}")
         _sort_postings(docs, values, offsets)
         max_impact = int(values.max()) if len(values) else 0
-        small = np.uint8 if max_impact < 2 ** 8 else np.uint16 if max_impact < 2 ** 16 else np.int32
+        arrays = compressed.encode(offsets, docs, values)
         # each document's rank among the doc ids, for ordering ties by id without comparing strings
         id_rank = np.empty(len(docids), dtype=np.int32)
         id_rank[np.argsort(np.asarray(docids, dtype=object), kind="stable")] = np.arange(len(docids), dtype=np.int32)
@@ -232,14 +211,14 @@ def write_impact_table(index_dir: str | Path, collection: str | Path | Sequence[
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         try:
-            save_array(tmp / "offsets.npy", offsets)
-            save_array(tmp / "docs.npy", docs)
-            save_array(tmp / "impacts.npy", values.astype(small))
+            for name, array in arrays.items():
+                save_array(tmp / f"{name}.npy", array)
             save_array(tmp / "id_rank.npy", id_rank)
             (tmp / "terms.json").write_text(json.dumps(terms, ensure_ascii=False), encoding="utf-8")
             (tmp / _META).write_text(json.dumps({
                 "version": TABLE_VERSION, "field": field, "commit": commit, "terms": len(terms),
-                "postings": int(len(docs)), "max_impact": max_impact}, indent=2) + "\n")
+                "postings": int(offsets[-1]), "max_impact": max_impact, "block": compressed.BLOCK,
+                "bytes": int(sum(a.nbytes for a in arrays.values()))}, indent=2) + "\n")
             move_into_place(tmp, target)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -248,29 +227,40 @@ def write_impact_table(index_dir: str | Path, collection: str | Path | Sequence[
 
 
 class ImpactTable:
-    """The postings of an impact index in memory, with exact term-at-a-time top-k search.
+    """The postings of an impact index, memory-mapped, with exact top-k search.
 
-    Open it with :meth:`load`; :meth:`top` gives the (Lucene docid, score) pairs Lucene would return for
-    a query, or ``None`` where the query is one this table does not answer exactly (a weight below 1,
-    or scores that could pass float32's exact integers), to be left to Lucene.
+    Open it with :meth:`load` (or build one in memory with :meth:`from_postings`); :meth:`top` gives
+    the (Lucene docid, score) pairs Lucene would return for a query, or ``None`` where the query is
+    one this table does not answer exactly (a weight below 1, or scores that could pass float32's
+    exact integers), to be left to Lucene. Any number of threads may search one table at once.
     """
 
-    def __init__(self, terms: list[str], offsets: np.ndarray, docs: np.ndarray, impacts: np.ndarray,
-                 id_rank: np.ndarray, max_impact: int):
+    def __init__(self, terms: list[str], arrays: dict[str, np.ndarray], id_rank: np.ndarray, max_impact: int):
         self.terms = terms
         self.term_ids = {t: i for i, t in enumerate(terms)}
-        self.offsets = offsets
-        self.docs = docs
-        self.impacts = impacts
+        self.arrays = arrays
         self.id_rank = id_rank
         self.max_impact = max_impact
         self.num_docs = len(id_rank)
+        posts = arrays["block_post"][arrays["run_block"][arrays["term_runs"]]]
+        self._df = np.diff(posts)
+        self._scratch = threading.local()
+
+    @classmethod
+    def from_postings(cls, terms: list[str], offsets: np.ndarray, docs: np.ndarray, impacts: np.ndarray,
+                      id_rank: np.ndarray) -> "ImpactTable":
+        """A table in memory from term-major postings: ``offsets`` (one per term, and the end) into
+        ``docs`` (each term's Lucene docids ascending) and ``impacts`` (at least 1); ``id_rank``: each
+        document's rank in doc id order (ties by id)."""
+        arrays = compressed.encode(offsets, docs, impacts)
+        return cls(list(terms), arrays, np.asarray(id_rank, dtype=np.int32), int(np.max(impacts, initial=0)))
 
     @classmethod
     def load(cls, index_dir: str | Path, reader=None) -> "ImpactTable | None":
-        """The index's table, or ``None`` where it has none. A table written for another commit of the
-        index raises :class:`ImpactTableError`. ``reader``: an open Lucene reader on the index, to
-        compare commits with (else one is opened)."""
+        """The index's table, memory-mapped (processes on one machine share one copy in the page
+        cache), or ``None`` where the index has none. A table written for another commit of the index
+        raises :class:`ImpactTableError`. ``reader``: an open Lucene reader on the index, to compare
+        commits with (else one is opened)."""
         folder = Path(index_dir) / TABLE_DIR
         if not (folder / _META).is_file():
             return None
@@ -288,71 +278,86 @@ class ImpactTable:
                                    f"the index is now {commit}); rewrite it (splade-lucene impacts) or delete it")
         try:
             terms = json.loads((folder / "terms.json").read_text(encoding="utf-8"))
-            impacts = np.load(folder / "impacts.npy").astype(np.int32, copy=False)
-            table = cls(terms, np.load(folder / "offsets.npy"), np.load(folder / "docs.npy"), impacts,
-                        np.load(folder / "id_rank.npy"), int(meta["max_impact"]))
-        except (OSError, ValueError, KeyError) as err:
+            arrays = {name: _mapped(folder / f"{name}.npy") for name in compressed.ARRAYS}
+            table = cls(terms, arrays, _mapped(folder / "id_rank.npy"), int(meta["max_impact"]))
+        except (OSError, ValueError, KeyError, IndexError) as err:
             raise ImpactTableError(f"{folder} is damaged ({err}); rewrite it (splade-lucene impacts)") from err
-        if (len(table.offsets) != len(terms) + 1 or not len(table.docs) == len(impacts) == meta["postings"]
-                or len(table.id_rank) != commit["max_doc"]):
+        if (len(arrays["term_runs"]) != len(terms) + 1 or table.postings != meta["postings"]
+                or len(arrays["values"]) != meta["postings"] or table.num_docs != commit["max_doc"]):
             raise ImpactTableError(f"{folder} is damaged: array lengths disagree; rewrite it (splade-lucene impacts)")
         return table
 
-    def document(self, row: int) -> dict[str, int]:
-        """One document's {term: impact} (``row``: its Lucene docid): a binary search in each term's
-        postings, so for inspecting a document, not for bulk use."""
-        out = {}
-        for i, term in enumerate(self.terms):
-            start, end = self.offsets[i], self.offsets[i + 1]
-            j = start + int(np.searchsorted(self.docs[start:end], row))
-            if j < end and self.docs[j] == row:
-                out[term] = int(self.impacts[j])
-        return out
-
     @property
     def postings(self) -> int:
-        return len(self.docs)
+        return int(self.arrays["block_post"][-1])
 
-    def scores(self, terms: dict[str, int]) -> np.ndarray | None:
-        """Every document's integer score for a query, or ``None`` (see the class)."""
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the postings (the arrays :meth:`top` reads, the doc id ranks aside)."""
+        return int(sum(a.nbytes for a in self.arrays.values()))
+
+    def df(self, term: str) -> int:
+        """The number of documents holding ``term`` (0 for a term not in the index)."""
+        i = self.term_ids.get(term)
+        return 0 if i is None else int(self._df[i])
+
+    def postings_of(self, term: str) -> tuple[np.ndarray, np.ndarray]:
+        """A term's (Lucene docids ascending, impacts); empty arrays for a term not in the index."""
+        i = self.term_ids.get(term)
+        if i is None:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        return compressed.term_postings(self.arrays, i)
+
+    def document(self, row: int) -> dict[str, int]:
+        """One document's {term: impact} (``row``: its Lucene docid), found block by block in every
+        term's runs: for inspecting a document, not for bulk use."""
+        if not 0 <= row < self.num_docs:
+            raise IndexError(f"no document {row} in a table of {self.num_docs}")
+        term_numbers, impacts = compressed.document(self.arrays, int(row))
+        return {self.terms[t]: int(v) for t, v in zip(term_numbers.tolist(), impacts.tolist())}
+
+    def _query(self, terms: dict[str, int]) -> tuple[np.ndarray, np.ndarray] | None:
         found = [(self.term_ids[t], w) for t, w in terms.items() if t in self.term_ids]
         if any(w < 1 for _, w in terms.items()) or sum(w for _, w in found) * self.max_impact >= EXACT_LIMIT:
             return None
-        scores = np.zeros(self.num_docs, dtype=np.int32)
-        offsets, docs, impacts = self.offsets, self.docs, self.impacts
-        for term, weight in found:
-            start, end = offsets[term], offsets[term + 1]
-            _ADD(scores, docs[start:end], impacts[start:end], weight)
+        return (np.array([t for t, _ in found], dtype=np.int64), np.array([w for _, w in found], dtype=np.int64))
+
+    def scores(self, terms: dict[str, int]) -> np.ndarray | None:
+        """Every document's integer score for a query, or ``None`` (see the class): a reference for
+        tests and inspection, one term at a time with numpy."""
+        query = self._query(terms)
+        if query is None:
+            return None
+        scores = np.zeros(self.num_docs, dtype=np.int64)
+        for term, weight in zip(*query):
+            docs, impacts = compressed.term_postings(self.arrays, int(term))
+            scores[docs] += int(weight) * impacts
         return scores
 
-    def top(self, terms: dict[str, int], k: int) -> list[tuple[int, float]] | None:
-        """The top ``k`` (Lucene docid, score) by score, then doc id: Lucene's hits for the query."""
-        scores = self.scores(terms)
-        if scores is None:
+    def top(self, terms: dict[str, int], k: int, prune: bool | None = None) -> list[tuple[int, float]] | None:
+        """The top ``k`` (Lucene docid, score) by score, then doc id: Lucene's hits for the query.
+        ``prune``: stop reading postings once the rest cannot change the top k (exact either way);
+        ``None`` chooses by the table's size and ``k`` (:func:`prunes`)."""
+        query = self._query(terms)
+        if query is None:
             return None
-        return self.order(scores, self.candidates(scores, k), k)
+        scratch = self._scratch
+        if getattr(scratch, "acc", None) is None:
+            scratch.acc = np.zeros(self.num_docs, dtype=np.int32)
+            scratch.work = np.zeros(self.num_docs, dtype=np.int32)
+        if prune is None:
+            prune = prunes(self.num_docs, k)
+        rows, scores = compressed.search(self.arrays, self.id_rank, query[0], query[1], int(k), bool(prune),
+                                         scratch.acc, scratch.work)
+        return list(zip(rows.tolist(), scores.astype(np.float64).tolist()))
 
-    def candidates(self, scores: np.ndarray, k: int) -> np.ndarray:
-        """The documents whose score reaches the k-th best (every one tied with it included), matched
-        ones only (a matched document scores at least 1).
 
-        The k-th best score is at least the smallest of the maxima of k disjoint blocks of documents
-        (k documents reach it), so only documents reaching that bound are looked at, and the exact
-        k-th score is found among them: two passes over the scores, no sort of all documents."""
-        n = len(scores)
-        if k >= n:
-            return np.flatnonzero(scores > 0)
-        size = n // k
-        bound = int(scores[:k * size].reshape(k, size).max(axis=1).min())
-        found = np.flatnonzero(scores >= max(bound, 1))
-        if len(found) > k:
-            values = scores[found]
-            kth = np.partition(values, len(values) - k)[len(values) - k]
-            found = found[values >= max(kth, 1)]
-        return found
+def prunes(num_docs: int, k: int) -> bool:
+    """Whether :meth:`ImpactTable.top` prunes by default: where reading everything is not faster
+    (measured in docs/performance.md)."""
+    return num_docs >= PRUNE_MIN_DOCS and k <= PRUNE_MAX_K
 
-    def order(self, scores: np.ndarray, candidates: np.ndarray, k: int) -> list[tuple[int, float]]:
-        """The first ``k`` candidates by score descending, then doc id ascending."""
-        found = scores[candidates]
-        first = np.lexsort((self.id_rank[candidates], -found))[:k]
-        return list(zip(candidates[first].tolist(), found[first].astype(np.float64).tolist()))
+
+def _mapped(path: Path) -> np.ndarray:
+    """A read-only memory map of a ``.npy`` file, as a plain array (numba reads it without a copy)."""
+    return np.load(path, mmap_mode="r", allow_pickle=False).view(np.ndarray)

@@ -162,10 +162,12 @@ class Searcher:
     ``LuceneImpactSearcher`` with ``min_idf=-1``): the sum of query weight times impact over shared
     terms, ties broken by doc id, scores rounded and nudged as Anserini does. Two engines give them:
 
-    - ``memory``: the index's impact table (:mod:`splade_lucene.impacts`, written by ``build_index``)
-      scores every document term-at-a-time in one integer accumulator; several times faster than
-      Lucene, at 8 bytes of memory a posting. A query it cannot answer exactly (a weight below 1)
-      goes to Lucene.
+    - ``memory``: the index's impact table (:mod:`splade_lucene.impacts`, written by ``build_index``),
+      memory-mapped (about 2.5 bytes a posting, one copy shared by every process on the machine),
+      scores term-at-a-time in one integer accumulator, by impact tiers; several times faster than
+      Lucene. ``prune`` (default: chosen by the index's size and k) stops reading postings once the
+      rest cannot change the top k; exact either way. A query it cannot answer exactly (a weight
+      below 1) goes to Lucene.
     - ``lucene``: the same Lucene query as Anserini's (a bag of boosted terms under
       ``ImpactSimilarity``) over a shorter path across JNI: the query crosses as one JSON string, the
       hits come back as one, and ids are looked up in the index's docid table, so no stored field is
@@ -178,7 +180,8 @@ class Searcher:
     """
 
     def __init__(self, index_dir: str | Path, query_encoder: QueryEncoder | TableQueryEncoder | None = None, *,
-                 model: str | Path | None = None, engine: str = "auto", pretokenized: bool = False):
+                 model: str | Path | None = None, engine: str = "auto", pretokenized: bool = False,
+                 prune: bool | None = None):
         if engine not in ENGINES:
             raise SettingError(f"engine must be one of {ENGINES}, not {engine!r}")
         self.index_dir = Path(index_dir)
@@ -212,6 +215,7 @@ class Searcher:
             raise ImpactTableError(f"{self.index_dir} has no impact table for engine='memory'; write one with "
                                    "`splade-lucene impacts` (or use engine='lucene')")
         self.engine = "memory" if self._table is not None else "lucene"
+        self.prune = prune
         self._searcher = autoclass("org.apache.lucene.search.IndexSearcher")(
             cast("org.apache.lucene.index.IndexReader", self._reader))
         self._searcher.setSimilarity(autoclass("io.anserini.search.similarity.ImpactSimilarity")())
@@ -299,7 +303,7 @@ class Searcher:
         check_query(terms)
         if not terms:
             return []
-        ranked = self._table.top(terms, k) if self._table is not None else None
+        ranked = self._table.top(terms, k, prune=self.prune) if self._table is not None else None
         if ranked is None:
             ranked = self._lucene_top(terms, k)
         docids = self._docids

@@ -1,66 +1,130 @@
-"""The in-memory impact table's scoring and top-k selection, without a JVM: against brute force,
-with ties ordered by doc id, and the queries it leaves to Lucene."""
+"""The memory engine without a JVM: the compressed table holds every posting as given, and its top k,
+pruned or exhaustive, equals brute force (ties ordered by doc id), including the queries it leaves to
+Lucene."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from splade_lucene.impacts import _ADD, EXACT_LIMIT, ImpactTable, _add_at
+from splade_lucene import compressed
+from splade_lucene.impacts import EXACT_LIMIT, ImpactTable
 
 
-def random_table(rng, docs=400, vocab=60, max_impact=40):
-    """A table over random documents (ids whose string order differs from their row order), and the
-    dense (docs x vocab) matrix of the same impacts."""
-    dense = rng.integers(1, max_impact, size=(docs, vocab)) * (rng.random((docs, vocab)) < 0.15)
-    terms = [f"t{i}" for i in range(vocab)]
-    by_term = [np.flatnonzero(dense[:, j]) for j in range(vocab)]
+def table_of(dense: np.ndarray, ids: list[str]) -> ImpactTable:
+    terms = [f"t{i}" for i in range(dense.shape[1])]
+    by_term = [np.flatnonzero(dense[:, j]) for j in range(dense.shape[1])]
     offsets = np.concatenate([[0], np.cumsum([len(d) for d in by_term])]).astype(np.int64)
     postings = np.concatenate(by_term).astype(np.int32)
     impacts = np.concatenate([dense[d, j] for j, d in enumerate(by_term)]).astype(np.int32)
+    rank = np.empty(len(ids), dtype=np.int32)
+    rank[np.argsort(np.array(ids, dtype=object), kind="stable")] = np.arange(len(ids))
+    return ImpactTable.from_postings(terms, offsets, postings, impacts, rank)
+
+
+def random_table(rng, docs=400, vocab=60, max_impact=40, density=0.15):
+    """A table over random documents (ids whose string order differs from their row order), and the
+    dense (docs x vocab) matrix of the same impacts; every term in at least one document."""
+    dense = rng.integers(1, max_impact, size=(docs, vocab)) * (rng.random((docs, vocab)) < density)
+    dense[rng.integers(0, docs, vocab), np.arange(vocab)] = rng.integers(1, max_impact, vocab)
     ids = [f"d{rng.integers(10**6):06d}-{i}" for i in range(docs)]
-    rank = np.empty(docs, dtype=np.int32)
-    rank[np.argsort(np.array(ids, dtype=object), kind="stable")] = np.arange(docs)
-    return ImpactTable(terms, offsets, postings, impacts, rank, int(dense.max())), dense, ids
+    return table_of(dense, ids), dense, ids
 
 
-def test_scatter_add_kernel_equals_numpy():
-    rng = np.random.default_rng(3)
-    docs = np.sort(rng.choice(1000, 300, replace=False)).astype(np.int32)
-    impacts = rng.integers(1, 300, 300).astype(np.int32)
-    a, b = np.zeros(1000, np.int32), np.zeros(1000, np.int32)
-    for weight in (1, 7, 255):
-        _ADD(a, docs, impacts, weight)
-        _add_at(b, docs, impacts, weight)
-    assert a.tolist() == b.tolist()
-    assert a.sum() == impacts.sum() * 263
+def brute_top(dense, ids, query: dict[str, int], k: int):
+    weights = np.zeros(dense.shape[1], dtype=np.int64)
+    for t, w in query.items():
+        if t.startswith("t") and int(t[1:]) < dense.shape[1]:
+            weights[int(t[1:])] = w
+    scores = dense @ weights
+    ranked = sorted(((int(s), ids[d], d) for d, s in enumerate(scores) if s > 0), key=lambda h: (-h[0], h[1]))[:k]
+    return [(d, float(s)) for s, _, d in ranked]
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_scores_are_the_exact_dot_products(seed):
+def test_the_table_holds_every_posting(seed):
     rng = np.random.default_rng(seed)
-    table, dense, _ = random_table(rng)
-    query = {f"t{j}": int(rng.integers(1, 200)) for j in rng.choice(60, 12, replace=False)}
-    query["absent-term"] = 5  # not in the index: contributes nothing
-    weights = np.zeros(60, dtype=np.int64)
-    for t, w in query.items():
-        if t != "absent-term":
-            weights[int(t[1:])] = w
-    assert table.scores(query).tolist() == (dense @ weights).tolist()
+    # wide impacts (several one-byte runs a term) and long gaps (two- and four-byte blocks)
+    dense = np.zeros((200_000, 6), dtype=np.int64)
+    for j, count in enumerate([3, 40, 900, 5000, 30_000, 120_000]):
+        rows = rng.choice(200_000, count, replace=False)
+        dense[rows, j] = rng.integers(1, [3, 300, 700, 2000, 40_000, 100][j], count)
+    table = table_of(dense, [f"d{i:07d}" for i in range(len(dense))])
+    for j in range(6):
+        docs, impacts = table.postings_of(f"t{j}")
+        assert docs.tolist() == np.flatnonzero(dense[:, j]).tolist()
+        assert impacts.tolist() == dense[docs, j].tolist()
+        assert table.df(f"t{j}") == len(docs)
+    widths = np.bincount(table.arrays["block_width"], minlength=3)
+    assert (widths > 0).all()  # one-, two- and four-byte gaps all occur
+    assert table.postings == int((dense > 0).sum())
+    for row in rng.choice(np.flatnonzero(dense.any(axis=1)), 20).tolist():
+        assert table.document(row) == {f"t{j}": int(v) for j, v in enumerate(dense[row]) if v}
+    assert table.df("absent") == 0 and len(table.postings_of("absent")[0]) == 0
+
+
+def test_a_dense_table_takes_about_two_bytes_a_posting():
+    rng = np.random.default_rng(4)
+    dense = rng.integers(1, 200, size=(20_000, 30)) * (rng.random((20_000, 30)) < 0.3)
+    table = table_of(dense, [str(i) for i in range(20_000)])
+    assert table.nbytes / table.postings < 2.3  # 1 for the impact, 1 for the gap, a little per block
+
+
+@pytest.mark.parametrize("prune", [False, True])
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_top_k_equals_brute_force(seed, prune):
+    rng = np.random.default_rng(seed)
+    table, dense, ids = random_table(rng, docs=3000, vocab=40, max_impact=[3, 40, 400, 3000][seed])
+    for _ in range(5):
+        query = {f"t{j}": int(rng.integers(1, 300)) for j in rng.choice(40, int(rng.integers(1, 30)), replace=False)}
+        query["absent-term"] = 5  # not in the index: contributes nothing
+        for k in (1, 3, 10, 100, 2999, 5000):
+            assert table.top(query, k, prune=prune) == brute_top(dense, ids, query, k), (query, k)
 
 
 @pytest.mark.parametrize("k", [1, 5, 37, 399, 400, 1000])
-def test_top_k_is_by_score_then_doc_id(k):
+def test_ties_at_the_cut_keep_the_smallest_ids(k):
     rng = np.random.default_rng(11)
     table, dense, ids = random_table(rng, max_impact=3)  # small impacts: many tied scores
     query = {"t1": 2, "t2": 1, "t3": 1}
-    scores = dense[:, 1] * 2 + dense[:, 2] + dense[:, 3]
-    expected = sorted(((int(s), ids[d], d) for d, s in enumerate(scores) if s > 0), key=lambda h: (-h[0], h[1]))[:k]
-    got = table.top(query, k)
-    assert [(d, s) for d, s in got] == [(d, float(s)) for s, _, d in expected]
-    if k in (5, 37):  # the cut runs through tied documents, and the ones kept are the smallest ids
-        kth = expected[-1][0]
-        assert (scores == kth).sum() > sum(1 for s, _, _ in expected if s == kth)
+    expected = brute_top(dense, ids, query, k)
+    for prune in (False, True):
+        assert table.top(query, k, prune=prune) == expected
+    if k in (5, 37):  # the cut runs through tied documents
+        scores = dense[:, 1] * 2 + dense[:, 2] + dense[:, 3]
+        assert (scores == expected[-1][1]).sum() > sum(1 for _, s in expected if s == expected[-1][1])
+
+
+def test_pruning_reads_fewer_postings_where_a_few_documents_stand_out():
+    rng = np.random.default_rng(8)
+    dense = rng.integers(1, 20, size=(50_000, 20)) * (rng.random((50_000, 20)) < 0.2)
+    dense[:30] = rng.integers(500, 900, size=(30, 20))  # thirty documents far ahead of the rest
+    table = table_of(dense, [f"{i:06d}" for i in range(50_000)])
+    query = {f"t{j}": 10 for j in range(20)}
+    weights = [10] * 20
+    stats = {}
+    for prune in (False, True):
+        stat = np.zeros(4, dtype=np.int64)
+        acc, work = np.zeros(50_000, np.int32), np.zeros(50_000, np.int32)
+        rows, scores = compressed.search(table.arrays, table.id_rank, np.arange(20), np.array(weights), 10, prune,
+                                         acc, work, stat)
+        stats[prune] = (rows.tolist(), scores.tolist(), int(stat[0]))
+    assert stats[True][:2] == stats[False][:2]
+    assert stats[False][2] == table.postings and stats[True][2] < table.postings / 4
+    assert table.top(query, 10, prune=True) == brute_top(dense, [f"{i:06d}" for i in range(50_000)], query, 10)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 60), st.sampled_from([2, 5, 300, 5000]), st.booleans())
+def test_any_table_any_query(seed, k, max_impact, prune):
+    rng = np.random.default_rng(seed)
+    docs = int(rng.integers(1, 500))
+    table, dense, ids = random_table(rng, docs=docs, vocab=int(rng.integers(1, 12)), max_impact=max_impact,
+                                     density=float(rng.random()))
+    query = {f"t{j}": int(rng.integers(1, 50)) for j in range(dense.shape[1]) if rng.random() < 0.6}
+    assert table.top(query, k, prune=prune) == brute_top(dense, ids, query, k)
 
 
 def test_queries_it_cannot_answer_exactly_are_left_to_lucene():
@@ -73,19 +137,11 @@ def test_queries_it_cannot_answer_exactly_are_left_to_lucene():
     assert table.top({"absent": 4}, 10) == []
 
 
-@pytest.mark.parametrize("case", ["random", "ties", "top-in-one-block", "few-matches"])
-@pytest.mark.parametrize("k", [1, 3, 10, 999, 1000, 1001, 5000])
-def test_candidates_are_every_document_reaching_the_kth_score(case, k):
-    rng = np.random.default_rng(len(case) * 7 + k)
-    n = 1000
-    scores = {
-        "random": rng.integers(0, 10**6, n),
-        "ties": rng.integers(0, 4, n),
-        "top-in-one-block": np.concatenate([np.arange(900, 1000), np.zeros(n - 100, dtype=np.int64)]),
-        "few-matches": np.where(rng.random(n) < 0.005, rng.integers(1, 50, n), 0),
-    }[case].astype(np.int32)
-    table, _, _ = random_table(np.random.default_rng(0), docs=n)
-    matched = np.sort(scores[scores > 0])[::-1]
-    kth = matched[min(k, len(matched)) - 1] if len(matched) else 1
-    expected = np.flatnonzero((scores >= kth) & (scores > 0))
-    assert table.candidates(scores, k).tolist() == expected.tolist()
+def test_scratch_space_is_left_clean_between_queries():
+    rng = np.random.default_rng(6)
+    table, dense, ids = random_table(rng, docs=800)
+    queries = [{f"t{j}": int(rng.integers(1, 30)) for j in rng.choice(60, 8, replace=False)} for _ in range(20)]
+    for query in queries:
+        for prune in (True, False):
+            assert table.top(query, 7, prune=prune) == brute_top(dense, ids, query, 7)
+    assert not table._scratch.acc.any()
