@@ -114,7 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("search", parents=[quiet], help="search an index, writing a TREC run file",
                        description="Run queries (BEIR queries.jsonl or TSV qid<TAB>text) against an index.")
-    p.add_argument("--index", required=True, help="index folder built by `index`")
+    p.add_argument("--index", required=True, nargs="+", metavar="DIR",
+                   help="index folder built by `index`; several (e.g. the shards of `index --shard I/N`) are "
+                        "searched as one, their top k merged exactly")
     p.add_argument("--queries", required=True, help="queries.jsonl or qid<TAB>text topic file")
     p.add_argument("--pretokenized", action="store_true",
                    help="the queries are already encoded: `encode-queries` topics (qid<TAB>terms, each repeated by "
@@ -125,9 +127,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="query model (default: the one recorded with the index)")
     p.add_argument("--remove-query", action="store_true", help="drop hits whose doc id equals the query id")
     p.add_argument("--tag", default="splade-lucene", help="run tag (default: splade-lucene)")
-    p.add_argument("--engine", choices=("auto", "memory", "lucene"), default="auto",
+    p.add_argument("--engine", choices=("auto", "memory", "lucene", "ray"), default="auto",
                    help="memory: the index's impact table; lucene: Lucene's query evaluation; auto: memory "
-                        "where the index has a table (default: auto). Both give the same results")
+                        "where the index has a table (default: auto); ray: one Ray actor per index (shard), each "
+                        "searching as auto does (pip install 'splade-lucene[ray]'). All give the same results")
+    p.add_argument("--address", default=None,
+                   help="with --engine ray: the Ray cluster's address (default: start a local one)")
+    p.add_argument("--prune", choices=("auto", "on", "off"), default="auto",
+                   help="memory engine: stop reading postings once the rest cannot change the top k (exact either "
+                        "way; default auto: by the index's size and k)")
 
     p = sub.add_parser("export-onnx", parents=[quiet], help="export a model to ONNX, the SPLADE head in the graph",
                        description="Write an ONNX graph (inputs input_ids, token_type_ids, attention_mask; outputs "
@@ -367,19 +375,29 @@ def _impacts(args: argparse.Namespace, progress: bool) -> int:
 
 def _search(args: argparse.Namespace, progress: bool) -> int:
     from .collection import read_queries
-    from .search import Searcher, write_run
+    from .search import Searcher, ShardedSearcher, write_run
 
     if args.pretokenized:
         from .collection import read_encoded_queries
 
         if args.model is not None:
             raise SettingError("--model encodes queries, and --pretokenized queries are encoded already: pass one")
+    if args.address is not None and args.engine != "ray":
+        raise SettingError("--address names a Ray cluster: it goes with --engine ray")
+    prune = {"auto": None, "on": True, "off": False}[args.prune]
+    if args.engine == "ray":
+        def opened(**kwargs):
+            return ShardedSearcher(args.index, workers="ray", address=args.address, prune=prune, **kwargs)
+    else:
+        def opened(**kwargs):  # one index, or a ShardedSearcher over several
+            return Searcher(args.index, engine=args.engine, prune=prune, **kwargs)
+    if args.pretokenized:
         queries = read_encoded_queries(args.queries)
-        with Searcher(args.index, engine=args.engine, pretokenized=True) as searcher:
+        with opened(pretokenized=True) as searcher:
             results = searcher.batch_search_terms(dict(queries), k=args.k, threads=args.threads)
     else:
         queries = read_queries(args.queries)
-        with Searcher(args.index, model=args.model, engine=args.engine) as searcher:
+        with opened(model=args.model) as searcher:
             results = searcher.batch_search(queries, k=args.k, threads=args.threads, progress=progress)
     write_run(results, args.output, tag=args.tag, remove_query=args.remove_query)
     print(f"searched {len(queries)} queries; run written to {args.output}")

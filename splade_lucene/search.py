@@ -11,6 +11,7 @@ reference.
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,13 +22,15 @@ import numpy as np
 from . import _java
 from .atomic import atomic_file, output_lock
 from .collection import read_queries, topic_line
-from .errors import NotFoundError, OutputExistsError, SettingError, SettingTypeError, UnknownIdError
+from .distributed import start_ray
+from .errors import NotFoundError, OutputExistsError, SettingError, SettingTypeError, SpladeLuceneError, UnknownIdError
 from .impacts import ImpactTable, ImpactTableError
-from .index import check_compatible, read_metadata
+from .index import IncompatibleIndexError, check_compatible, read_metadata
 from .lucene import docid_table
 from .model import DEFAULT_MAX_LENGTH, SparseVector, SpladeEncoder
 from .quantize import DEFAULT_SCALE, check_pruning, check_scale, prune, quantize_terms
 from .query_table import QUERY_MODES, TABLE_MODES, QueryTableError, TableQueryEncoder
+from .writing import MATCHING_KEYS
 
 DEFAULT_K = 1000
 DEFAULT_TAG = "splade-lucene"
@@ -179,9 +182,17 @@ class Searcher:
     elsewhere.
     """
 
+    def __new__(cls, index_dir=None, *args, **kwargs):
+        # several shard indexes: one searcher over them all (ShardedSearcher)
+        if cls is Searcher and isinstance(index_dir, (list, tuple)) and len(index_dir) != 1:
+            return ShardedSearcher(index_dir, *args, **kwargs)
+        return super().__new__(cls)
+
     def __init__(self, index_dir: str | Path, query_encoder: QueryEncoder | TableQueryEncoder | None = None, *,
                  model: str | Path | None = None, engine: str = "auto", pretokenized: bool = False,
                  prune: bool | None = None):
+        if isinstance(index_dir, (list, tuple)):
+            index_dir = index_dir[0]
         if engine not in ENGINES:
             raise SettingError(f"engine must be one of {ENGINES}, not {engine!r}")
         self.index_dir = Path(index_dir)
@@ -296,8 +307,9 @@ class Searcher:
         ranked = sorted(((s, docids[d], d) for d, s in hits), key=lambda h: (-h[0], h[1]))[:k]
         return [(d, s) for s, _, d in ranked]
 
-    def search_terms(self, terms: dict[str, int], k: int = 10) -> list[Hit]:
-        """Search with an already quantized query."""
+    def ranked_terms(self, terms: dict[str, int], k: int = 10) -> list[tuple[str, float]]:
+        """The top ``k`` (doc id, score) of an already quantized query, by score then doc id, with
+        Lucene's raw scores (integers) before Anserini's tie nudges: what shards' results merge on."""
         if k < 1:
             raise SettingError(f"k must be at least 1, not {k}")
         check_query(terms)
@@ -307,46 +319,31 @@ class Searcher:
         if ranked is None:
             ranked = self._lucene_top(terms, k)
         docids = self._docids
-        return [Hit(docids[d], s) for (d, _), s in zip(ranked, adjust_ties([s for _, s in ranked]))]
+        return [(docids[d], s) for d, s in ranked]
+
+    def search_terms(self, terms: dict[str, int], k: int = 10) -> list[Hit]:
+        """Search with an already quantized query."""
+        return hits_of(self.ranked_terms(terms, k))
 
     def search(self, query: str, k: int = 10) -> list[Hit]:
         return self.search_terms(self._encoder().encode(query), k)
 
+    def batch_ranked_terms(self, queries: dict[str, dict[str, int]], k: int = 10,
+                           threads: int = 1) -> dict[str, list[tuple[str, float]]]:
+        """:meth:`ranked_terms` of many queries (``threads`` as in :meth:`batch_search_terms`)."""
+        return _batch(self.ranked_terms, queries, k, threads)
+
     def batch_search_terms(self, queries: dict[str, dict[str, int]], k: int = 10,
                            threads: int = 1) -> dict[str, list[Hit]]:
         """Search many quantized queries; ``threads`` Python threads share the index, each taking an
-        equal share of the queries. Lucene's search and the memory engine's scoring run outside the
-        GIL; the memory engine's per-query Python work (ordering, ids) does not, so on small indexes
-        one thread is fastest there (see docs/performance.md). Results keyed by qid in
-        input order."""
-        if k < 1:
-            raise SettingError(f"k must be at least 1, not {k}")
-        if threads < 1:
-            raise SettingError(f"threads must be at least 1, not {threads}")
-        for terms in queries.values():
-            check_query(terms)
-        if threads == 1 or len(queries) < 2:
-            return {qid: self.search_terms(terms, k) for qid, terms in queries.items()}
-        from concurrent.futures import ThreadPoolExecutor
-
-        items = list(queries.items())
-        shares = [items[i::threads] for i in range(threads)]
-        with ThreadPoolExecutor(max_workers=threads) as pool:
-            found = dict(hit for share in pool.map(
-                lambda share: [(qid, self.search_terms(terms, k)) for qid, terms in share], shares) for hit in share)
-        return {qid: found[qid] for qid in queries}
+        equal share of the queries (the memory engine's and Lucene's scoring run outside the GIL).
+        Results keyed by qid in input order."""
+        return _batch(self.search_terms, queries, k, threads)
 
     def batch_search(self, queries: Sequence[tuple[str, str]], k: int = 10, threads: int = 1,
                      progress: bool = False) -> dict[str, list[Hit]]:
         """Search (qid, text) pairs; results keyed by qid in input order."""
-        from tqdm import tqdm
-
-        encoded = {}
-        for start in tqdm(range(0, len(queries), 256), desc="encode queries", disable=not progress, unit="batch"):
-            chunk = queries[start:start + 256]
-            for (qid, _), terms in zip(chunk, self._encoder().encode_batch([t for _, t in chunk])):
-                encoded[qid] = terms
-        return self.batch_search_terms(encoded, k=k, threads=threads)
+        return self.batch_search_terms(_encode_all(self._encoder(), queries, progress), k=k, threads=threads)
 
     def close(self) -> None:
         if self._reader is not None:
@@ -359,6 +356,240 @@ class Searcher:
 
     def __exit__(self, *exc):
         self.close()
+
+
+class ShardError(SpladeLuceneError, RuntimeError):
+    """A shard that kept failing: the search stops, naming it, and returns (writes) nothing."""
+
+
+SHARD_WORKERS = ("local", "ray")
+
+
+class ShardedSearcher:
+    """One searcher over several shard indexes (``index --shard I/N`` builds them; so does any set of
+    indexes of one model and settings with no document in two of them): ``Searcher([dir, ...])``.
+
+    Each shard returns its top k by (score, doc id) with raw integer scores, and the shards' lists
+    are merged on the same key: the global top k is within the union of the shards' top k, so the
+    results equal the merged index's, hit for hit and score for score (Anserini's tie nudges are
+    applied after the merge). ``workers="local"``: one :class:`Searcher` per shard in this process,
+    searched side by side in threads; ``workers="ray"``: one Ray actor per shard (on the cluster at
+    ``address``, or a local one), each opening its shard where it runs. Queries are encoded once, here.
+    A shard that fails is retried ``retries`` times (a dead Ray actor is started again), then the
+    search raises :class:`ShardError` naming it; nothing partial is returned.
+
+    Inference-free ``idf`` indexes are refused: each shard's table holds its own postings' idf, not
+    the whole collection's (merge the shards, which recomputes it).
+    """
+
+    def __init__(self, index_dirs: Sequence[str | Path], query_encoder: QueryEncoder | TableQueryEncoder | None = None,
+                 *, model: str | Path | None = None, engine: str = "auto", pretokenized: bool = False,
+                 prune: bool | None = None, workers: str = "local", address: str | None = None, retries: int = 2):
+        dirs = [Path(d) for d in index_dirs]
+        if not dirs:
+            raise SettingError("a sharded searcher needs at least one index")
+        if workers not in SHARD_WORKERS:
+            raise SettingError(f"workers must be one of {SHARD_WORKERS}, not {workers!r}")
+        if engine not in ENGINES:
+            raise SettingError(f"engine must be one of {ENGINES}, not {engine!r}")
+        if retries < 0:
+            raise SettingError(f"retries must be at least 0, not {retries}")
+        if len({d.resolve() for d in dirs}) != len(dirs):
+            raise SettingError("an index is named twice among the shards")
+        metas = []
+        for d in dirs:
+            if not d.is_dir():
+                raise NotFoundError(f"index {d} does not exist")
+            metas.append(read_metadata(d))
+        for key in (*MATCHING_KEYS, "query_mode", "query_table_sha256"):
+            values = {json.dumps(m.get(key)) for m in metas}
+            if len(values) > 1:
+                shown = ", ".join(f"{d}: {m.get(key)!r}" for d, m in zip(dirs, metas))
+                raise IncompatibleIndexError(f"the shards differ in {key} ({shown}); only indexes of the same "
+                                             "encoder and settings search as one")
+        if metas[0].get("query_mode") == "idf":
+            raise IncompatibleIndexError("idf query tables are per shard (each the idf of its own postings, not the "
+                                         "collection's): merge the shards (splade-lucene merge) to search them as one")
+        if pretokenized:
+            if query_encoder is not None or model is not None:
+                raise SettingError("pretokenized=True searches encoded queries: pass no query encoder or model")
+        else:
+            query_encoder = query_encoder or QueryEncoder.from_index(dirs[0], model=model)
+            for meta in metas:
+                query_encoder.check(meta)
+        self.query_encoder = query_encoder
+        self.index_dirs = dirs
+        self.workers = workers
+        self.retries = retries
+        self.engine = engine
+        self._options = {"engine": engine, "prune": prune}
+        self._shards: list = []
+        self._ray = None
+        try:
+            if workers == "local":
+                for d in dirs:
+                    self._shards.append(Searcher(d, engine=engine, pretokenized=True, prune=prune))
+                counts = [s.docids for s in self._shards]
+            else:
+                self._ray, _ = start_ray(address, workers=None if address else max(os.cpu_count() or 1, len(dirs)))
+                self._actor = _shard_actor(self._ray)
+                self._shards = [self._start(d) for d in dirs]
+                counts = self._ray.get([a.docids.remote() for a in self._shards])
+        except BaseException:
+            self.close()
+            raise
+        seen: dict[str, Path] = {}
+        for d, ids in zip(dirs, counts):
+            for docid in ids:
+                if docid in seen:
+                    self.close()
+                    raise IncompatibleIndexError(f"document {docid!r} is in both {seen[docid]} and {d}; shards "
+                                                 "must not share documents")
+                seen[docid] = d
+        self.num_docs = len(seen)
+
+    def _start(self, index_dir: Path):
+        return self._actor.options(scheduling_strategy="SPREAD").remote(str(index_dir), self._options)
+
+    def _encoder(self):
+        if self.query_encoder is None:
+            raise SettingError("this searcher was opened for pre-encoded queries (pretokenized=True): search "
+                               "them with search_terms / batch_search_terms")
+        return self.query_encoder
+
+    def _shard_results(self, queries: dict[str, dict[str, int]], k: int, threads: int) -> list[dict]:
+        """Every shard's {qid: [(doc id, raw score)]}, each shard retried where it fails."""
+        if self.workers == "ray":
+            return self._ray_results(queries, k, threads)
+        from concurrent.futures import ThreadPoolExecutor
+
+        def one(i: int) -> dict:
+            for attempt in range(self.retries + 1):
+                try:
+                    return self._shards[i].batch_ranked_terms(queries, k, threads)
+                except (SettingError, SettingTypeError):
+                    raise
+                except Exception as err:  # noqa: BLE001 - any failure of the shard is retried, then named
+                    if attempt == self.retries:
+                        raise ShardError(f"shard {self.index_dirs[i]} failed {attempt + 1} times: "
+                                         f"{type(err).__name__}: {err}") from err
+            raise AssertionError("unreachable")
+
+        with ThreadPoolExecutor(max_workers=len(self._shards)) as pool:
+            return list(pool.map(one, range(len(self._shards))))
+
+    def _ray_results(self, queries, k, threads) -> list[dict]:
+        ray = self._ray
+        futures = [a.batch.remote(queries, k, threads) for a in self._shards]
+        results: list = [None] * len(futures)
+        for i, future in enumerate(futures):
+            for attempt in range(self.retries + 1):
+                try:
+                    results[i] = ray.get(future)
+                    break
+                except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as err:
+                    if isinstance(err, ray.exceptions.RayTaskError) and isinstance(
+                            err.cause, (SettingError, SettingTypeError)):
+                        raise err.cause from None
+                    if attempt == self.retries:
+                        raise ShardError(f"shard {self.index_dirs[i]} failed {attempt + 1} times: {err}") from None
+                    # start the shard's actor again (it may have died with its process) and resend
+                    ray.kill(self._shards[i], no_restart=True)
+                    self._shards[i] = self._start(self.index_dirs[i])
+                    future = self._shards[i].batch.remote(queries, k, threads)
+        return results
+
+    def batch_search_terms(self, queries: dict[str, dict[str, int]], k: int = 10,
+                           threads: int = 1) -> dict[str, list[Hit]]:
+        """Search many quantized queries on every shard (``threads`` per shard) and merge exactly."""
+        if k < 1:
+            raise SettingError(f"k must be at least 1, not {k}")
+        if threads < 1:
+            raise SettingError(f"threads must be at least 1, not {threads}")
+        for terms in queries.values():
+            check_query(terms)
+        per_shard = self._shard_results(queries, k, threads)
+        out = {}
+        for qid in queries:
+            merged = sorted((hit for shard in per_shard for hit in shard[qid]), key=lambda h: (-h[1], h[0]))[:k]
+            out[qid] = hits_of(merged)
+        return out
+
+    def search_terms(self, terms: dict[str, int], k: int = 10) -> list[Hit]:
+        return self.batch_search_terms({"q": terms}, k)["q"]
+
+    def search(self, query: str, k: int = 10) -> list[Hit]:
+        return self.search_terms(self._encoder().encode(query), k)
+
+    def batch_search(self, queries: Sequence[tuple[str, str]], k: int = 10, threads: int = 1,
+                     progress: bool = False) -> dict[str, list[Hit]]:
+        return self.batch_search_terms(_encode_all(self._encoder(), queries, progress), k=k, threads=threads)
+
+    def close(self) -> None:
+        if self.workers == "ray" and self._ray is not None:
+            for actor in self._shards:
+                self._ray.kill(actor, no_restart=True)
+        else:
+            for shard in self._shards:
+                shard.close()
+        self._shards = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _shard_actor(ray):
+    """The Ray actor class holding one shard's :class:`Searcher` (pre-encoded queries only)."""
+
+    class Shard:
+        def __init__(self, index_dir: str, options: dict):
+            self.searcher = Searcher(index_dir, pretokenized=True, **options)
+
+        def docids(self) -> list[str]:
+            return self.searcher.docids
+
+        def batch(self, queries, k, threads):
+            return self.searcher.batch_ranked_terms(queries, k, threads)
+
+    return ray.remote(num_cpus=1, max_restarts=0)(Shard)
+
+
+def _encode_all(encoder, queries: Sequence[tuple[str, str]], progress: bool) -> dict[str, dict[str, int]]:
+    from tqdm import tqdm
+
+    encoded = {}
+    for start in tqdm(range(0, len(queries), 256), desc="encode queries", disable=not progress, unit="batch"):
+        chunk = queries[start:start + 256]
+        for (qid, _), terms in zip(chunk, encoder.encode_batch([t for _, t in chunk])):
+            encoded[qid] = terms
+    return encoded
+
+
+def hits_of(ranked: Sequence[tuple[str, float]]) -> list[Hit]:
+    """Hits from (doc id, raw score) pairs in rank order, with Anserini's tie nudges."""
+    return [Hit(d, s) for (d, _), s in zip(ranked, adjust_ties([s for _, s in ranked]))]
+
+
+def _batch(search, queries: dict[str, dict[str, int]], k: int, threads: int) -> dict:
+    if k < 1:
+        raise SettingError(f"k must be at least 1, not {k}")
+    if threads < 1:
+        raise SettingError(f"threads must be at least 1, not {threads}")
+    for terms in queries.values():
+        check_query(terms)
+    if threads == 1 or len(queries) < 2:
+        return {qid: search(terms, k) for qid, terms in queries.items()}
+    from concurrent.futures import ThreadPoolExecutor
+
+    items = list(queries.items())
+    shares = [items[i::threads] for i in range(threads)]
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        found = dict(hit for share in pool.map(
+            lambda share: [(qid, search(terms, k)) for qid, terms in share], shares) for hit in share)
+    return {qid: found[qid] for qid in queries}
 
 
 def run_lines(results: dict[str, list[Hit]], *, tag: str = DEFAULT_TAG, remove_query: bool = False,

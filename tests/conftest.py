@@ -113,3 +113,23 @@ def pytest_collection_modifyitems(session, config, items):
     later crashes it (a segfault in JIT code, seen when a Lucene test module ran before
     test_distributed.py). A JVM started after Ray installs its handler last and chains to Ray's."""
     items.sort(key=lambda item: 0 if item.path.name == "test_distributed.py" else 1)
+
+
+@pytest.fixture(scope="session")
+def shards(cranfield, tmp_path_factory):
+    """Cranfield's collection cut into 5 part files, indexed as 3 shards (parts 0+3, 1+4, 2)."""
+    import shutil
+
+    from splade_lucene.index import COLLECTION_METADATA_FILE, build_index
+
+    base = tmp_path_factory.mktemp("shards")
+    parts = base / "collection"
+    parts.mkdir()
+    source = cranfield["base"] / "vector"
+    lines = (source / "part-00000.jsonl").read_text().splitlines(keepends=True)
+    size = -(-len(lines) // 5)
+    for number in range(5):
+        (parts / f"part-{number:05d}.jsonl").write_text("".join(lines[number * size:(number + 1) * size]))
+    shutil.copy(source / COLLECTION_METADATA_FILE, parts / COLLECTION_METADATA_FILE)
+    indexes = [build_index(parts, base / f"shard-{i}", shard=f"{i}/3", quiet=True).index_dir for i in range(3)]
+    return {"base": base, "collection": parts, "indexes": indexes, "lines": lines}

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from splade_lucene.index import (
-    COLLECTION_METADATA_FILE,
     METADATA_FILE,
     IncompatibleIndexError,
     IndexBuildError,
@@ -22,22 +21,6 @@ from splade_lucene.index import (
 )
 from splade_lucene.lucene import lucene_stats
 from splade_lucene.search import QueryEncoder, Searcher
-
-
-@pytest.fixture(scope="module")
-def shards(cranfield, tmp_path_factory):
-    """Cranfield's collection cut into 5 part files, indexed as 3 shards (parts 0+3, 1+4, 2)."""
-    base = tmp_path_factory.mktemp("shards")
-    parts = base / "collection"
-    parts.mkdir()
-    source = cranfield["base"] / "vector"
-    lines = (source / "part-00000.jsonl").read_text().splitlines(keepends=True)
-    size = -(-len(lines) // 5)
-    for number in range(5):
-        (parts / f"part-{number:05d}.jsonl").write_text("".join(lines[number * size:(number + 1) * size]))
-    shutil.copy(source / COLLECTION_METADATA_FILE, parts / COLLECTION_METADATA_FILE)
-    indexes = [build_index(parts, base / f"shard-{i}", shard=f"{i}/3", quiet=True).index_dir for i in range(3)]
-    return {"base": base, "collection": parts, "indexes": indexes, "lines": lines}
 
 
 def runs(index: Path, queries, engine: str) -> dict:
