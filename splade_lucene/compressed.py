@@ -251,14 +251,10 @@ def term_postings(arrays: dict[str, np.ndarray], term: int) -> tuple[np.ndarray,
 # ---- search -------------------------------------------------------------------------------------
 
 @numba.njit(cache=True, nogil=True)
-def _kth(acc, k, work):
-    """The k-th largest value of ``acc`` (0 where fewer than k are positive), in two passes: the least
-    of the maxima of k slices bounds it from below (k documents reach it), and only the values
-    reaching that bound are partitioned."""
-    n = len(acc)
-    if k > n:
-        return np.int64(0)
-    size = n // k
+def _slice_bound(acc, k):
+    """The least of the maxima of k equal slices of ``acc`` (k <= len(acc)), at least 1: k documents
+    reach it, so it bounds the k-th largest value from below."""
+    size = len(acc) // k
     bound = np.int64(1) << 62
     for c in range(k):
         top = np.int64(0)
@@ -267,7 +263,18 @@ def _kth(acc, k, work):
                 top = acc[x]
         if top < bound:
             bound = top
-    bound = max(bound, 1)
+    return max(bound, np.int64(1))
+
+
+@numba.njit(cache=True, nogil=True)
+def _kth(acc, k, work):
+    """The k-th largest value of ``acc`` (0 where fewer than k are positive), in two passes: the least
+    of the maxima of k slices bounds it from below (k documents reach it), and only the values
+    reaching that bound are partitioned."""
+    n = len(acc)
+    if k > n:
+        return np.int64(0)
+    bound = _slice_bound(acc, k)
     m = 0
     for x in range(n):
         if acc[x] >= bound:
@@ -447,18 +454,7 @@ def _search(q_terms, q_weights, k, prune, term_runs, run_max, run_base, run_bloc
     else:
         # every run read: the documents reaching the least of the maxima of k slices (k documents
         # reach it, so every one of the top k does), in two passes over the accumulator
-        bound = np.int64(1)
-        if k < n_docs:
-            size = n_docs // k
-            bound = np.int64(1) << 62
-            for c in range(k):
-                top = np.int64(0)
-                for x in range(c * size, (c + 1) * size):
-                    if acc[x] > top:
-                        top = acc[x]
-                if top < bound:
-                    bound = top
-            bound = max(bound, 1)
+        bound = _slice_bound(acc, k) if k < n_docs else np.int64(1)
         m = 0
         for x in range(n_docs):
             if acc[x] >= bound:
