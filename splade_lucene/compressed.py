@@ -79,8 +79,34 @@ def _term_runs(impacts):
 
 
 @numba.njit(cache=True)
+def _width(gap):
+    return 0 if gap < 256 else 1 if gap < 65536 else 2
+
+
+@numba.njit(cache=True)
+def _members(impacts, lo, hi, low, high):
+    """The postings lo..hi of a term whose impact is in [low, high], in document order."""
+    members = np.empty(hi - lo, dtype=np.int64)
+    m = 0
+    for p in range(lo, hi):
+        if low <= impacts[p] <= high:
+            members[m] = p
+            m += 1
+    return members[:m]
+
+
+@numba.njit(cache=True)
+def _block_width(docs, members, start, end):
+    """The gap width (0, 1, 2: 1, 2, 4 bytes) of the block of postings members[start:end]."""
+    widest = 0
+    for i in range(start + 1, end):
+        widest = max(widest, np.int64(docs[members[i]]) - np.int64(docs[members[i - 1]]))
+    return _width(widest)
+
+
+@numba.njit(cache=True)
 def _plan(offsets, docs, impacts):
-    """Sizes of the encoded table: runs, blocks and gap bytes of each width."""
+    """Sizes of the encoded table: runs, blocks and gap bytes of each width (the walk of :func:`_fill`)."""
     n_runs = 0
     n_blocks = 0
     gaps = np.zeros(3, dtype=np.int64)
@@ -88,30 +114,13 @@ def _plan(offsets, docs, impacts):
         lo, hi = offsets[t], offsets[t + 1]
         r_lo, r_hi = _term_runs(impacts[lo:hi])
         for r in range(len(r_lo)):
+            members = _members(impacts, lo, hi, r_lo[r], r_hi[r])
             n_runs += 1
-            count = 0
-            prev = -1
-            widest = 0
-            for p in range(lo, hi):
-                v = impacts[p]
-                if v < r_lo[r] or v > r_hi[r]:
-                    continue
-                if count % BLOCK == 0:
-                    if count:
-                        gaps[_width(widest)] += BLOCK - 1
-                    n_blocks += 1
-                    widest = 0
-                else:
-                    widest = max(widest, np.int64(docs[p]) - prev)
-                prev = np.int64(docs[p])
-                count += 1
-            gaps[_width(widest)] += (count - 1) % BLOCK
+            for start in range(0, len(members), BLOCK):
+                end = min(start + BLOCK, len(members))
+                gaps[_block_width(docs, members, start, end)] += end - start - 1
+                n_blocks += 1
     return n_runs, n_blocks, gaps
-
-
-@numba.njit(cache=True)
-def _width(gap):
-    return 0 if gap < 256 else 1 if gap < 65536 else 2
 
 
 @numba.njit(cache=True)
@@ -126,23 +135,14 @@ def _fill(offsets, docs, impacts, term_runs, run_max, run_base, run_block, block
         r_lo, r_hi = _term_runs(impacts[lo:hi])
         term_runs[t] = run
         for r in range(len(r_lo)):
-            run_max[run] = r_hi[r]
             run_base[run] = r_lo[r]
             run_block[run] = block
-            # the run's postings, in document order
-            members = np.empty(hi - lo, dtype=np.int64)
-            m = 0
-            for p in range(lo, hi):
-                if r_lo[r] <= impacts[p] <= r_hi[r]:
-                    members[m] = p
-                    m += 1
+            members = _members(impacts, lo, hi, r_lo[r], r_hi[r])
+            m = len(members)
             true_max = 0
             for start in range(0, m, BLOCK):
                 end = min(start + BLOCK, m)
-                widest = 0
-                for i in range(start + 1, end):
-                    widest = max(widest, np.int64(docs[members[i]]) - np.int64(docs[members[i - 1]]))
-                w = _width(widest)
+                w = _block_width(docs, members, start, end)
                 block_first[block] = docs[members[start]]
                 block_post[block] = post
                 block_gap[block] = fill[w]

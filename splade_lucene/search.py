@@ -429,17 +429,17 @@ class ShardedSearcher:
             if workers == "local":
                 for d in dirs:
                     self._shards.append(Searcher(d, engine=engine, pretokenized=True, prune=prune))
-                counts = [s.docids for s in self._shards]
+                shard_ids = [s.docids for s in self._shards]
             else:
                 self._ray, _ = start_ray(address, workers=None if address else max(os.cpu_count() or 1, len(dirs)))
                 self._actor = _shard_actor(self._ray)
                 self._shards = [self._start(d) for d in dirs]
-                counts = self._ray.get([a.docids.remote() for a in self._shards])
+                shard_ids = self._ray.get([a.docids.remote() for a in self._shards])
         except BaseException:
             self.close()
             raise
         seen: dict[str, Path] = {}
-        for d, ids in zip(dirs, counts):
+        for d, ids in zip(dirs, shard_ids):
             for docid in ids:
                 if docid in seen:
                     self.close()
@@ -502,12 +502,7 @@ class ShardedSearcher:
     def batch_search_terms(self, queries: dict[str, dict[str, int]], k: int = 10,
                            threads: int = 1) -> dict[str, list[Hit]]:
         """Search many quantized queries on every shard (``threads`` per shard) and merge exactly."""
-        if k < 1:
-            raise SettingError(f"k must be at least 1, not {k}")
-        if threads < 1:
-            raise SettingError(f"threads must be at least 1, not {threads}")
-        for terms in queries.values():
-            check_query(terms)
+        _check_batch(queries, k, threads)
         per_shard = self._shard_results(queries, k, threads)
         out = {}
         for qid in queries:
@@ -573,13 +568,17 @@ def hits_of(ranked: Sequence[tuple[str, float]]) -> list[Hit]:
     return [Hit(d, s) for (d, _), s in zip(ranked, adjust_ties([s for _, s in ranked]))]
 
 
-def _batch(search, queries: dict[str, dict[str, int]], k: int, threads: int) -> dict:
+def _check_batch(queries: dict[str, dict[str, int]], k: int, threads: int) -> None:
     if k < 1:
         raise SettingError(f"k must be at least 1, not {k}")
     if threads < 1:
         raise SettingError(f"threads must be at least 1, not {threads}")
     for terms in queries.values():
         check_query(terms)
+
+
+def _batch(search, queries: dict[str, dict[str, int]], k: int, threads: int) -> dict:
+    _check_batch(queries, k, threads)
     if threads == 1 or len(queries) < 2:
         return {qid: search(terms, k) for qid, terms in queries.items()}
     from concurrent.futures import ThreadPoolExecutor
