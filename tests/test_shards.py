@@ -1,6 +1,6 @@
 """Search across shards: Cranfield cut into 3 shard indexes, searched as one (locally), gives the run
 of the index built in one go byte for byte; a failing shard is retried, then named, and no run is
-written. (The Ray workers' test is not in yet: see issue 18's notes.)"""
+written; the same with one Ray actor per shard on a local cluster."""
 
 from __future__ import annotations
 
@@ -95,3 +95,32 @@ def test_the_cli_searches_shards_as_one(cranfield, shards, tmp_path):
                            str(tmp_path / "nowhere"), "--queries", str(queries), "--output", str(out), "--quiet"],
                           capture_output=True, text=True)
     assert done.returncode != 0 and "nowhere does not exist" in done.stderr and not out.exists()
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A local Ray cluster of 3 CPUs (one actor per shard) for this module."""
+    pytest.importorskip("ray", reason="the Ray shard workers need the ray extra")
+    from splade_lucene.distributed import start_ray
+
+    ray, started = start_ray(workers=3)
+    assert started
+    yield ray
+    ray.shutdown()
+
+
+def test_ray_shards_give_the_one_index_run_and_survive_a_lost_actor(cluster, cranfield, shards, one_go, tmp_path):
+    with Searcher(shards["indexes"], cranfield["query_encoder"], workers="ray") as searcher:
+        assert searcher.num_docs == 1400
+        assert run_text(searcher.batch_search_terms(cranfield["encoded"], k=K)) == one_go[K]
+        cluster.kill(searcher._shards[2], no_restart=True)  # its process is gone: started again, resent
+        assert run_text(searcher.batch_search_terms(cranfield["encoded"], k=10)) == one_go[10]
+
+    # a shard whose index is gone for good: retried, then named, and nothing returned
+    lost = tmp_path / "shard-lost"
+    shutil.copytree(shards["indexes"][2], lost)
+    with Searcher([*shards["indexes"][:2], lost], cranfield["query_encoder"], workers="ray", retries=1) as searcher:
+        shutil.rmtree(lost)
+        cluster.kill(searcher._shards[2], no_restart=True)
+        with pytest.raises(ShardError, match=f"shard {lost} failed 2 times"):
+            searcher.batch_search_terms(cranfield["encoded"], k=10)
