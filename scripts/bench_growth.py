@@ -182,7 +182,8 @@ def main() -> int:
         for k in sorted({r["k"] for r in rows}):
             for kernel in ("exhaustive", "pruned"):
                 p = {r["documents"]: r["p50_ms"] for r in rows if r["k"] == k and r["kernel"] == kernel}
-                print(f"| {k} | {kernel} | " + " | ".join(f"{p[b] / p[a]:.1f}x" for a, b in zip(sizes, sizes[1:])) + " |")
+                steps = " | ".join(f"{p[b] / p[a]:.1f}x" for a, b in zip(sizes, sizes[1:]))
+                print(f"| {k} | {kernel} | {steps} |")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")

@@ -1,20 +1,30 @@
 #!/usr/bin/env python
-"""Search benchmark: this project's searcher against Pyserini's impact searcher, an exact brute-force
-scorer and Seismic, on the same index and the same pre-encoded, quantized queries.
+"""Search benchmark: this project's searcher against Pyserini's impact searcher, PISA, BMP, an exact
+brute-force scorer and Seismic, on the same index and the same pre-encoded, quantized queries.
 
 Indexes (built under --root on first use, reused after):
 - ``scifact``: the SciFact corpus encoded with the default model (SPLADE-tiny, scale 100);
+- ``wiki-100k``: ``wiki-passages-100k`` (100,000 real Wikipedia passages) encoded the same way
+  (about 40 minutes on 2 cores);
 - ``synthetic-100k``, ``synthetic-1m``: documents drawn from SciFact's term and weight distributions
   by ``scripts/synthetic_collection.py`` (seeded), indexed the same way.
 
-Queries: the first N SciFact queries (test and train alike), encoded once with the index's query
-encoder. For each index and k (10 and 1000), each searcher answers every query:
+Queries: the test queries of SciFact and ArguAna (--query-sets; judged in qrels/test.tsv, at most
+--queries of each), encoded once with the index's query encoder. For each index, query set and k (10
+and 1000), each searcher answers every query:
 - ``ours``: ``Searcher.search_terms``, one query at a time, with its default engine (the index's
-  in-memory impact table, :mod:`splade_lucene.impacts`);
+  memory-mapped impact table, :mod:`splade_lucene.impacts`, pruning where it is faster);
+  ``ours-pruned``, ``ours-exhaustive``: the same kernel with pruning forced on or off;
 - ``ours-batch``: ``Searcher.batch_search_terms`` with --threads threads, in batches of --batch;
 - ``ours-lucene``, ``ours-lucene-batch``: the same with ``engine="lucene"`` (Lucene's evaluation);
 - ``pyserini``: ``LuceneImpactSearcher(index, encoder, min_idf=-1).search``, reading each hit's
   docid and score as a user does; ``pyserini-batch``: its ``batch_search`` with --threads threads;
+- ``pisa-maxscore``, ``pisa-bmw``, ``pisa-maxscore-batch`` (pyterrier-pisa, ``scripts/peers.py``):
+  PISA's MaxScore and block-max WAND with the ``quantized`` scorer on the same integer weights (one
+  query at a time; MaxScore also in batches on --threads threads);
+- ``bmp``, ``bmp-alpha0.8`` (bmp): BMP exact (alpha 1) and approximate, with recall@10; BMP keeps
+  8-bit impacts (weights above 255 clipped) and rescales each query to a largest weight of 32, so its
+  scores are not ours and ``same_results`` compares documents only;
 - ``bruteforce``: exact integer dot products with scipy (``splade_lucene.search.exact_search``):
   the reference for correctness, computed for every query; timed one query at a time on the first
   --brute-queries;
@@ -22,14 +32,15 @@ encoder. For each index and k (10 and 1000), each searcher answers every query:
 Single-query rows give p50/p99 of each query's latency; batch rows give p50/p99 of the per-query
 time of each batch (batch time / batch size). ``same_results``: every query's hits equal the brute
 force's, ties aside (same documents above the k-th score, the same integer scores, as many hits).
+The peers' indexes are built beside each benchmark index on first use (``--peers none`` skips them).
 A last part times a SciFact text query end to end (encoding included) through ``Searcher.search``.
 
 ``--json PATH`` gets the rows of the fixed contract (searchers ours, ours-batch, pyserini,
 pyserini-batch, bruteforce, seismic); the other rows (ours-lucene, ours-lucene-batch, ours-text,
 query-encoding) go to PATH with ``.extra.json`` for ``.json``.
 
-    bash scripts/env.sh python scripts/bench_search.py --indexes scifact,synthetic-100k,synthetic-1m \\
-        --queries 300 --json runs/bench_search.json
+    bash scripts/env.sh python scripts/bench_search.py --indexes scifact,wiki-100k,synthetic-1m \\
+        --json runs/bench_search.json
 """
 
 from __future__ import annotations
@@ -47,6 +58,7 @@ import numpy as np
 import splade_lucene  # noqa: F401  (Java set-up before pyserini)
 from splade_lucene.collection import collection_files, read_queries
 from splade_lucene.encode import encode_corpus
+from splade_lucene.evaluate import read_qrels
 from splade_lucene.experiment import dataset_files, find_dataset
 from splade_lucene.impacts import TABLE_DIR, write_impact_table
 from splade_lucene.index import build_index
@@ -130,6 +142,13 @@ def read_collection(folder: Path) -> tuple[list[str], list[str], object]:
     return list(vocab), docids, matrix
 
 
+def test_queries(dataset: str) -> list[tuple[str, str]]:
+    """(qid, text) of a dataset's test queries (those judged in qrels/test.tsv), in file order."""
+    _, queries_file, qrels_file = dataset_files(find_dataset(None, dataset))
+    judged = read_qrels(qrels_file)
+    return [(q, t) for q, t in read_queries(queries_file) if q in judged]
+
+
 def query_matrix(encoded: list[dict[str, int]], vocab: list[str]):
     import scipy.sparse as sp
 
@@ -186,6 +205,19 @@ def same_as_exact(hits: list[tuple[str, float]], exact: list[tuple[str, float]])
         all(round(s) >= kth for _, s in hits)
 
 
+def same_documents(hits: list[tuple[str, float]], exact: list[tuple[str, float]]) -> bool:
+    """The same documents as the exact top k, ties at the k-th score aside (scores not compared)."""
+    if len(hits) != len(exact):
+        return False
+    if not exact:
+        return True
+    kth = round(exact[-1][1])
+    scores = {d: round(s) for d, s in exact}
+    above = {d for d, s in exact if round(s) > kth}
+    found = {d for d, _ in hits}
+    return above <= found and all(scores.get(d, -1) >= kth for d in found)
+
+
 def recall_at_10(hits: list[str], exact: list[tuple[str, float]]) -> float:
     """Share of the exact top 10 found, ties aside: a hit counts when its exact score reaches the 10th."""
     top = exact[:10]
@@ -208,14 +240,14 @@ class Precomputed:
         return self.encoded[text]
 
 
-def bench_index(name: str, folder: Path, qids: list[str], encoded: dict[str, dict[str, int]], ks: list[int],
-                threads: int, batch: int, use_seismic: bool, brute_queries: int) -> list[dict]:
+def bench_index(name: str, folder: Path, query_sets: dict[str, list[str]], encoded: dict[str, dict[str, int]],
+                ks: list[int], threads: int, batch: int, use_seismic: bool, brute_queries: int,
+                peers: list[str]) -> list[dict]:
     from pyserini.search.lucene import LuceneImpactSearcher
 
     index = folder / "index"
     t = time.perf_counter()
     vocab, docids, docs = read_collection(folder)
-    queries = query_matrix([encoded[q] for q in qids], vocab)
     print(f"{name}: {len(docids)} documents, {docs.nnz} postings, read in {time.perf_counter() - t:.0f} s",
           file=sys.stderr, flush=True)
     t = time.perf_counter()
@@ -227,12 +259,16 @@ def bench_index(name: str, folder: Path, qids: list[str], encoded: dict[str, dic
           f"(Lucene index {sum(f.stat().st_size for f in index.iterdir() if f.is_file()) / 2**20:,.0f} MiB on disk)",
           file=sys.stderr, flush=True)
     ours_lucene = Searcher(index, ours.query_encoder, engine="lucene")
+    ours_pruned = Searcher(index, ours.query_encoder, engine="memory", prune=True)
+    ours_exhaustive = Searcher(index, ours.query_encoder, engine="memory", prune=False)
+    peer_indexes = {peer: peer_index(peer, folder) for peer in peers}
     theirs = LuceneImpactSearcher(str(index), Precomputed(encoded), min_idf=-1)
     seismic = seismic_index(folder, docs, docids, threads) if use_seismic else None
     if seismic is not None:
         seismic = seismic_searcher(seismic, vocab)
     rows = []
-    for k in ks:
+    for (query_set, qids), k in ((item, k) for item in query_sets.items() for k in ks):
+        queries = query_matrix([encoded[q] for q in qids], vocab)
         runs: dict[str, tuple[list[float], list[list[tuple[str, float]]]]] = {}
         row_of = {qid: i for i, qid in enumerate(qids)}
 
@@ -248,6 +284,12 @@ def bench_index(name: str, folder: Path, qids: list[str], encoded: dict[str, dic
             lambda qs: [[(h.docid, h.score) for h in hits] for hits in
                         ours.batch_search_terms({q: encoded[q] for q in qs}, k, threads=threads).values()],
             qids, batch)
+        runs["ours-pruned"] = timed_each(
+            lambda q: [(h.docid, h.score) for h in ours_pruned.search_terms(encoded[q], k)], qids)
+        runs["ours-exhaustive"] = timed_each(
+            lambda q: [(h.docid, h.score) for h in ours_exhaustive.search_terms(encoded[q], k)], qids)
+        for peer, peer_dir in peer_indexes.items():
+            runs.update(peer_runs(peer, peer_dir, [encoded[q] for q in qids], k, threads, batch))
         runs["ours-lucene"] = timed_each(
             lambda q: [(h.docid, h.score) for h in ours_lucene.search_terms(encoded[q], k)], qids)
         runs["ours-lucene-batch"] = timed_batches(
@@ -263,17 +305,62 @@ def bench_index(name: str, folder: Path, qids: list[str], encoded: dict[str, dic
         if seismic is not None:
             runs["seismic"] = timed_each(lambda q: seismic(encoded[q], k), qids)
         for searcher, (latencies, results) in runs.items():
-            row = {"index": name, "k": k, "searcher": searcher, **summary(latencies), "same_results": None,
-                   "recall_at_10": None, "documents": len(docids), "queries": len(latencies)}
-            if searcher == "seismic":
+            row = {"index": name, "query_set": query_set, "k": k, "searcher": searcher, **summary(latencies),
+                   "same_results": None, "recall_at_10": None, "documents": len(docids), "queries": len(latencies)}
+            if searcher == "seismic" or searcher.startswith("bmp"):
                 row["recall_at_10"] = float(np.mean([recall_at_10([d for d, _ in r], e)
                                                      for r, e in zip(results, exact)]))
-            elif searcher != "bruteforce":
+            if searcher.startswith("bmp"):  # BMP scores with its own rescaled query weights: documents only
+                row["same_results"] = all(same_documents(r, e) for r, e in zip(results, exact))
+            elif searcher not in ("bruteforce", "seismic"):
                 row["same_results"] = all(same_as_exact(r, e) for r, e in zip(results, exact))
             rows.append(row)
-    ours.close()
-    ours_lucene.close()
+    for searcher in (ours, ours_lucene, ours_pruned, ours_exhaustive):
+        searcher.close()
     return rows
+
+
+# ---- peers: PISA and BMP (scripts/peers.py), on the same quantized vectors ----------------------
+
+PEERS = ("pisa", "bmp")
+BMP_APPROX_ALPHA = 0.8
+
+
+def peer_index(peer: str, folder: Path) -> Path:
+    """The peer's index of a benchmark collection, built beside it on first use."""
+    import peers
+
+    t = time.perf_counter()
+    if peer == "pisa":
+        out = folder / "pisa"
+        if not (out / "pt_meta.json").exists():
+            peers.pisa_index(folder / "collection", out)
+            print(f"{folder.name}: PISA index built in {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
+        return out
+    out = folder / "bmp" / "index.bmp"
+    if not out.exists():
+        stats = peers.bmp_index(folder / "collection", out)
+        print(f"{folder.name}: BMP index built in {time.perf_counter() - t:.0f} s ({stats['clipped_postings']} "
+              "impacts above 255 clipped)", file=sys.stderr, flush=True)
+    return out
+
+
+def peer_runs(peer: str, index: Path, queries: list[dict[str, int]], k: int, threads: int, batch: int) -> dict:
+    """The peer's rows for one k: PISA MaxScore and block-max WAND (one query at a time, and MaxScore
+    in batches on --threads threads); BMP exact (alpha 1) and approximate (alpha 0.8)."""
+    import peers
+
+    runs = {}
+    if peer == "pisa":
+        for algorithm, label in (("maxscore", "pisa-maxscore"), ("block_max_wand", "pisa-bmw")):
+            search = peers.pisa_searcher(index, k, algorithm)
+            runs[label] = timed_each(search, queries)
+        engine = peers._PisaEngine(index)
+        runs["pisa-maxscore-batch"] = timed_batches(lambda qs: engine.run(qs, k, "maxscore", threads), queries, batch)
+    else:
+        for alpha, label in ((1.0, "bmp"), (BMP_APPROX_ALPHA, f"bmp-alpha{BMP_APPROX_ALPHA}")):
+            runs[label] = timed_each(peers.bmp_searcher(index, k, alpha=alpha), queries)
+    return runs
 
 
 def seismic_index(folder: Path, docs, docids: list[str], threads: int):
@@ -327,31 +414,32 @@ def end_to_end(folder: Path, queries: list[tuple[str, str]]) -> list[dict]:
     with Searcher(folder / "index") as searcher:
         latencies, _ = timed_each(lambda text: searcher.search(text, k=10), [t for _, t in queries])
         encode_only, _ = timed_each(lambda text: searcher.query_encoder.encode(text), [t for _, t in queries])
-    return [{"index": "scifact", "k": 10, "searcher": "ours-text", **summary(latencies), "same_results": None,
-             "recall_at_10": None, "queries": len(queries)},
-            {"index": "scifact", "k": 10, "searcher": "query-encoding", **summary(encode_only), "same_results": None,
-             "recall_at_10": None, "queries": len(queries)}]
+    common = {"index": "scifact", "query_set": "scifact", "k": 10, "same_results": None, "recall_at_10": None,
+              "queries": len(queries)}
+    return [{**common, "searcher": "ours-text", **summary(latencies)},
+            {**common, "searcher": "query-encoding", **summary(encode_only)}]
 
 
 def print_table(rows: list[dict]) -> None:
-    by = {(r["index"], r["k"], r["searcher"]): r for r in rows}
-    for (index, k) in dict.fromkeys((r["index"], r["k"]) for r in rows):
-        group = [r for r in rows if r["index"] == index and r["k"] == k]
+    by = {(r["index"], r.get("query_set"), r["k"], r["searcher"]): r for r in rows}
+    for (index, query_set, k) in dict.fromkeys((r["index"], r.get("query_set"), r["k"]) for r in rows):
+        group = [r for r in rows if r["index"] == index and r.get("query_set") == query_set and r["k"] == k]
         docs = group[0].get("documents")
-        print(f"\n{index}{f' ({docs:,} documents)' if docs else ''}, k={k}, {max(r['queries'] for r in group)} "
-              f"queries (brute force timed on {min(r['queries'] for r in group)})")
+        print(f"\n{index}{f' ({docs:,} documents)' if docs else ''}, {query_set} queries, k={k}: "
+              f"{max(r['queries'] for r in group)} queries (brute force timed on {min(r['queries'] for r in group)})")
         print("| searcher | qps | p50 ms | p99 ms | ours / it (qps) | same results | recall@10 |")
         print("|---|---|---|---|---|---|---|")
         for r in group:
             peer = "ours-batch" if r["searcher"].endswith("batch") else "ours"
-            ref = by.get((index, k, peer))
+            ref = by.get((index, query_set, k, peer))
             timed = ref and r["searcher"] not in ("ours-text", "query-encoding")
             ratio = f"{ref['qps'] / r['qps']:.2f}x" if timed else "-"
             same = {True: "yes", False: "NO", None: "-"}[r["same_results"]]
             recall = f"{r['recall_at_10']:.3f}" if r["recall_at_10"] is not None else "-"
             print(f"| {r['searcher']} | {r['qps']:.1f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {ratio} | {same} | "
                   f"{recall} |", flush=True)
-    growth = [(r, by.get(("synthetic-1m", r["k"], r["searcher"]))) for r in rows if r["index"] == "synthetic-100k"]
+    growth = [(r, by.get(("synthetic-1m", r.get("query_set"), r["k"], r["searcher"]))) for r in rows
+              if r["index"] == "synthetic-100k"]
     growth = [(a, b) for a, b in growth if b is not None]
     if growth:
         print("\ngrowth from 100k to 1M documents (p50 latency)")
@@ -365,7 +453,10 @@ def print_table(rows: list[dict]) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--indexes", default="scifact,synthetic-100k,synthetic-1m")
-    ap.add_argument("--queries", type=int, default=300, help="first N SciFact queries (at most 1109)")
+    ap.add_argument("--query-sets", default="scifact,arguana",
+                    help="test queries of these datasets (judged in qrels/test.tsv), encoded with the default model")
+    ap.add_argument("--queries", type=int, default=300, help="at most N queries of each set")
+    ap.add_argument("--peers", default="pisa,bmp", help="peer engines (bench extra): pisa, bmp, or none")
     ap.add_argument("--ks", default="10,1000")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="batch searchers' threads")
     ap.add_argument("--batch", type=int, default=100, help="queries per batch call")
@@ -390,19 +481,29 @@ def main() -> int:
                 seismic_index(folder, docs, docids, args.threads)
         return 0
     scifact = ensure_index("scifact", root, args.seed, args.threads)
-    queries = read_queries(find_dataset(None, "scifact") / "queries.jsonl")[:args.queries]
     qenc = QueryEncoder.from_index(scifact / "index")
-    encoded = dict(zip((q for q, _ in queries), qenc.encode_batch([t for _, t in queries])))
-    qids = [q for q, terms in encoded.items() if terms]
-    print(f"{len(qids)} queries, {statistics.mean(len(encoded[q]) for q in qids):.1f} terms each on average; "
-          f"{args.threads} threads for batches of {args.batch}", file=sys.stderr, flush=True)
+    query_sets, encoded, texts = {}, {}, {}
+    for set_name in args.query_sets.split(","):
+        queries = test_queries(set_name)[:args.queries]
+        for (qid, text), terms in zip(queries, qenc.encode_batch([t for _, t in queries])):
+            encoded[f"{set_name}:{qid}"] = terms
+        query_sets[set_name] = [f"{set_name}:{q}" for q, _ in queries if encoded[f"{set_name}:{q}"]]
+        texts[set_name] = queries
+        print(f"{set_name}: {len(query_sets[set_name])} test queries, "
+              f"{statistics.mean(len(encoded[q]) for q in query_sets[set_name]):.1f} terms each on average",
+              file=sys.stderr, flush=True)
+    print(f"{args.threads} threads for batches of {args.batch}", file=sys.stderr, flush=True)
+    peers = [] if args.peers == "none" else args.peers.split(",")
+    unknown = set(peers) - set(PEERS)
+    if unknown:
+        raise SystemExit(f"unknown peers {sorted(unknown)}: {', '.join(PEERS)} or none")
 
     rows = []
     for name in names:
-        rows.extend(bench_index(name, folders[name], qids, encoded, ks, args.threads, args.batch,
-                                not args.no_seismic, args.brute_queries))
-    if "scifact" in names:
-        rows.extend(end_to_end(scifact, queries))
+        rows.extend(bench_index(name, folders[name], query_sets, encoded, ks, args.threads, args.batch,
+                                not args.no_seismic, args.brute_queries, peers))
+    if "scifact" in names and "scifact" in texts:
+        rows.extend(end_to_end(scifact, texts["scifact"]))
     print_table(rows)
     if args.json:
         path = Path(args.json)

@@ -93,7 +93,7 @@ def pisa_index(collection_dir, out_dir, threads: int = 1, index_encoding: str = 
     so that the first search does not pay for it.  Returns a small stats dict.
     """
     pyterrier_pisa, _pisathon = _pisa_modules()
-    if quiet:
+    if quiet and hasattr(_pisathon, "log_level"):  # not in every release
         _pisathon.log_level(0)   # silences spdlog info lines (PISA's progress bars still print)
     out_dir = Path(out_dir)
     if (out_dir / "pt_meta.json").exists():
