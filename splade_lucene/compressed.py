@@ -302,25 +302,28 @@ def _run_end(r, term_runs_end, q_weight, run_max):
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _add_block(b, w, wb, block_first, block_post, block_gap, block_width, values, gaps8, gaps16, gaps32, acc):
-    """acc[doc] += w * impact + wb for every posting of block ``b``, one loop per gap width."""
-    doc = np.int64(block_first[b])
-    p0 = block_post[b]
-    p1 = block_post[b + 1]
-    at = block_gap[b] - p0 - 1
-    acc[doc] += w * values[p0] + wb
+    """acc[doc] += w * impact + wb for every posting of block ``b``, one loop per gap width. Every index
+    is unsigned: numba then skips its negative-index check, 20% of the loop (int64 and uint64 mixed
+    would give floats, hence the explicit types)."""
+    one = np.uint64(1)
+    doc = np.uint64(block_first[b])
+    v = np.uint64(block_post[b])
+    n = np.uint64(block_post[b + 1]) - v
+    g = np.uint64(block_gap[b]) - one  # gap i (i >= 1) of the block is at g + i
+    acc[doc] += w * values[v] + wb
     wd = block_width[b]
     if wd == 0:
-        for p in range(p0 + 1, p1):
-            doc += gaps8[at + p]
-            acc[doc] += w * values[p] + wb
+        for i in range(one, n):
+            doc += np.uint64(gaps8[g + i])
+            acc[doc] += w * values[v + i] + wb
     elif wd == 1:
-        for p in range(p0 + 1, p1):
-            doc += gaps16[at + p]
-            acc[doc] += w * values[p] + wb
+        for i in range(one, n):
+            doc += np.uint64(gaps16[g + i])
+            acc[doc] += w * values[v + i] + wb
     else:
-        for p in range(p0 + 1, p1):
-            doc += gaps32[at + p]
-            acc[doc] += w * values[p] + wb
+        for i in range(one, n):
+            doc += np.uint64(gaps32[g + i])
+            acc[doc] += w * values[v + i] + wb
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
