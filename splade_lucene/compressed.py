@@ -42,6 +42,9 @@ MIN_TIER = 64
 PROBE_COST = 8
 # postings are added to the accumulator this many documents at a time (its slice stays in the L1 cache)
 CHUNK = 8192
+# a pruning check (the k-th best partial score, the candidates) reads the whole accumulator: one at most
+# every CHECK_EVERY x the number of documents in postings read
+CHECK_EVERY = 2.0
 
 
 # ---- encoding -----------------------------------------------------------------------------------
@@ -403,7 +406,7 @@ def _exhaustive(q_terms, q_weights, k, term_runs, run_base, run_block, block_fir
 
 @numba.njit(cache=True, nogil=True)
 def _search(q_terms, q_weights, k, prune, term_runs, run_max, run_base, run_block, block_first, block_post,
-            block_gap, block_width, values, gaps8, gaps16, gaps32, id_rank, acc, work, stats, chunk):
+            block_gap, block_width, values, gaps8, gaps16, gaps32, id_rank, acc, work, stats, chunk, check_every):
     n_docs = len(acc)
     # units: every run of every query term, by score bound descending (a term's runs come in order)
     n_units = 0
@@ -431,15 +434,16 @@ def _search(q_terms, q_weights, k, prune, term_runs, run_max, run_base, run_bloc
     order = np.argsort(-u_bound)
     remaining = rest.sum()
     seen_first = 0  # the sum of the first bounds of the terms read from: no partial score exceeds it
-    since_check = 0
+    since_check = check_every  # the first check as soon as it can stop, the next ones spaced
     theta = np.int64(0)
     stop = n_units
     read = 0
     n_cand = 0
     j = 0
     while j < n_units:
-        # a check reads the accumulator twice: at most once for every half of it in postings read
-        if prune and remaining < seen_first and since_check * 2 >= n_docs:
+        # a check reads the accumulator three times: spaced by the postings read so far (the reading
+        # doubles from one to the next), at most CHECK_EVERY x the accumulator's size apart
+        if prune and remaining < seen_first and since_check >= min(check_every, read - since_check):
             since_check = 0
             theta = _kth(acc, k, work)
             if theta > remaining:
@@ -466,7 +470,8 @@ def _search(q_terms, q_weights, k, prune, term_runs, run_max, run_base, run_bloc
             remaining -= rest[i] - new_rest
             rest[i] = new_rest
             e += 1
-            if e == n_units or (prune and remaining < seen_first and since_check * 2 >= n_docs):
+            if e == n_units or (prune and remaining < seen_first
+                                and since_check >= min(check_every, read - since_check)):
                 break
         s_block = np.empty(e - j, dtype=np.int64)
         s_end = np.empty(e - j, dtype=np.int64)
@@ -606,7 +611,8 @@ def search(arrays: dict[str, np.ndarray], id_rank: np.ndarray, q_terms: np.ndarr
                            a["gaps32"], id_rank, acc, CHUNK)
     return _search(q_terms, q_weights, k, prune, a["term_runs"], a["run_max"], a["run_base"], a["run_block"],
                    a["block_first"], a["block_post"], a["block_gap"], a["block_width"], a["values"], a["gaps8"],
-                   a["gaps16"], a["gaps32"], id_rank, acc, work, stats, CHUNK)
+                   a["gaps16"], a["gaps32"], id_rank, acc, work, stats, CHUNK,
+                   max(1, int(CHECK_EVERY * len(acc))))
 
 
 @numba.njit(cache=True, nogil=True)

@@ -37,9 +37,9 @@ from .lucene import docid_table, field_terms, lucene_reader
 
 TABLE_DIR = "impacts"
 TABLE_VERSION = 2
-# ImpactTable.top prunes by default from this many documents and up to this k (docs/performance.md)
-PRUNE_MIN_DOCS = 50_000
-PRUNE_MAX_K = 100
+# Whether ImpactTable.top prunes when not told: no, since exhaustive scoring was at least as fast on
+# every collection measured (100k and 1M synthetic documents, k=10 and 1000: docs/performance.md)
+PRUNE_DEFAULT = False
 _META = "table.json"
 # Integer scores stay exact in Lucene's float32 below this; a query that could reach it goes to Lucene.
 EXACT_LIMIT = 2 ** 24
@@ -322,22 +322,10 @@ class ImpactTable:
             return None
         return (np.array([t for t, _ in found], dtype=np.int64), np.array([w for _, w in found], dtype=np.int64))
 
-    def scores(self, terms: dict[str, int]) -> np.ndarray | None:
-        """Every document's integer score for a query, or ``None`` (see the class): a reference for
-        tests and inspection, one term at a time with numpy."""
-        query = self._query(terms)
-        if query is None:
-            return None
-        scores = np.zeros(self.num_docs, dtype=np.int64)
-        for term, weight in zip(*query):
-            docs, impacts = compressed.term_postings(self.arrays, int(term))
-            scores[docs] += int(weight) * impacts
-        return scores
-
     def top(self, terms: dict[str, int], k: int, prune: bool | None = None) -> list[tuple[int, float]] | None:
         """The top ``k`` (Lucene docid, score) by score, then doc id: Lucene's hits for the query.
         ``prune``: stop reading postings once the rest cannot change the top k (exact either way);
-        ``None`` chooses by the table's size and ``k`` (:func:`prunes`)."""
+        ``None``: :data:`PRUNE_DEFAULT`."""
         query = self._query(terms)
         if query is None:
             return None
@@ -346,16 +334,10 @@ class ImpactTable:
             scratch.acc = np.zeros(self.num_docs, dtype=np.int32)
             scratch.work = np.zeros(self.num_docs, dtype=np.int32)
         if prune is None:
-            prune = prunes(self.num_docs, k)
+            prune = PRUNE_DEFAULT
         rows, scores = compressed.search(self.arrays, self.id_rank, query[0], query[1], int(k), bool(prune),
                                          scratch.acc, scratch.work)
         return list(zip(rows.tolist(), scores.astype(np.float64).tolist()))
-
-
-def prunes(num_docs: int, k: int) -> bool:
-    """Whether :meth:`ImpactTable.top` prunes by default: where reading everything is not faster
-    (measured in docs/performance.md)."""
-    return num_docs >= PRUNE_MIN_DOCS and k <= PRUNE_MAX_K
 
 
 def _mapped(path: Path) -> np.ndarray:
