@@ -9,7 +9,7 @@ Layout (every array flat, so that the whole table memory-maps from ``.npy`` file
   its first document number and the gaps to the next ones, in 1, 2 or 4 bytes as the block's widest
   gap needs (three gap arrays, one per width, so reads stay aligned).
 
-About 2.2 bytes a posting for a SPLADE index of 100k documents or more: 1 for the impact, 1 for most
+About 2.5 bytes a posting for a SPLADE index of 100k documents or more: 1 for the impact, 1 for most
 gaps, and 17 bytes a block (128 postings) of bookkeeping.
 
 Search (:func:`search`) is term-at-a-time over runs in order of their score bound (query weight x the
@@ -24,7 +24,7 @@ order (score, then the caller's tie rank) as exhaustive scoring, which :func:`se
 
 Either way the runs read between two checks are added together a slice of :data:`CHUNK` documents
 at a time: each run adds the blocks starting in the slice, so the accumulator's slice stays in the
-L1 cache instead of every run sweeping the whole accumulator (2.3x faster at 100k documents,
+L1 cache instead of every run sweeping the whole accumulator (2.4x faster at 100k documents,
 measured); exhaustive scoring also collects each slice as soon as it is complete (its documents
 reaching the running k-th best kept, its accumulator zeroed), so the accumulator is read once.
 """
