@@ -374,6 +374,7 @@ def _exhaustive(q_terms, q_weights, k, term_runs, run_base, run_block, block_fir
     cap = max(4 * k, 4096)
     cand = np.empty(cap + chunk, dtype=np.int64)
     score = np.empty(cap + chunk, dtype=np.int64)
+    key = np.empty(cap + chunk, dtype=np.int64)  # score descending, then id_rank: the final order
     m = 0
     theta = np.int64(1)
     for start in range(0, n_docs, chunk):
@@ -389,18 +390,23 @@ def _exhaustive(q_terms, q_weights, k, term_runs, run_base, run_block, block_fir
                 m += 1
             acc[x] = 0
         if m > cap:
-            theta = np.int64(np.partition(score[:m], m - k)[m - k])
-            kept = 0
+            # keep exactly the k best by (score, id_rank), ties included in the order: then at most
+            # k + chunk candidates are held whatever the ties (the buffers' size)
             for c in range(m):
-                if score[c] >= theta:
+                key[c] = -score[c] * (np.int64(1) << 32) + id_rank[cand[c]]
+            kth_key = np.partition(key[:m], k - 1)[k - 1]
+            kept = 0
+            theta = np.int64(1) << 62
+            for c in range(m):
+                if key[c] <= kth_key:
                     cand[kept] = cand[c]
                     score[kept] = score[c]
+                    theta = min(theta, score[c])
                     kept += 1
             m = kept
-    key = np.empty(m, dtype=np.int64)
     for c in range(m):
         key[c] = -score[c] * (np.int64(1) << 32) + id_rank[cand[c]]
-    top = np.argsort(key)[:k]
+    top = np.argsort(key[:m])[:k]
     return cand[:m][top], score[:m][top]
 
 

@@ -145,3 +145,21 @@ def test_scratch_space_is_left_clean_between_queries():
         for prune in (True, False):
             assert table.top(query, 7, prune=prune) == brute_top(dense, ids, query, 7)
     assert not table._scratch.acc.any()
+
+
+@pytest.mark.parametrize("k", [1, 10, 1000, 5000])
+def test_a_large_table_where_every_document_ties(k):
+    """40,000 documents all scoring the same, ids in an order unlike their rows: the top k are the
+    first k by id, whichever kernel, across many slices of the accumulator (whose candidate buffers
+    must hold whatever the ties)."""
+    rng = np.random.default_rng(5)
+    docs = 40_000
+    dense = np.zeros((docs, 3), dtype=np.int64)
+    dense[:, 0] = 7
+    dense[rng.random(docs) < 0.5, 1] = 2  # half the documents ahead, in no order of ids
+    ids = [f"d{v:08d}" for v in rng.permutation(docs)]
+    table = table_of(dense, ids)
+    for query in ({"t0": 3}, {"t0": 3, "t1": 5}):
+        expected = brute_top(dense, ids, query, k)
+        for prune in (False, True):
+            assert table.top(query, k, prune=prune) == expected
