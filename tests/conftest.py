@@ -7,8 +7,14 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 import splade_lucene  # noqa: F401  (sets up Java before any pyserini import)
+
+# torch's accelerator lookup done once before any JVM starts in this process: a precaution against an
+# intermittent crash in at::accelerator::getAccelerator seen in test runs with a JVM loaded (issue 18's
+# notes); whether it prevents that crash is not yet known
+torch.accelerator.is_available()
 
 REPO = Path(__file__).resolve().parent.parent
 
