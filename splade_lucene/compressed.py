@@ -42,8 +42,8 @@ MIN_TIER = 64
 PROBE_COST = 8
 # postings are added to the accumulator this many documents at a time (its slice stays in the L1 cache)
 CHUNK = 8192
-# a pruning check (the k-th best partial score, the candidates) reads the whole accumulator: one at most
-# every CHECK_EVERY x the number of documents in postings read
+# a pruning check (the k-th best partial score, the candidates) reads the whole accumulator: checks are
+# spaced by the postings read since the last one, at most CHECK_EVERY x the number of documents apart
 CHECK_EVERY = 2.0
 
 
@@ -51,7 +51,7 @@ CHECK_EVERY = 2.0
 
 @numba.njit(cache=True)
 def _term_runs(impacts):
-    """(lo, hi) impact bounds of a term's runs, highest first: tier cuts at the ranks df / 4**j, moved
+    """(lo, hi) impact bounds of a term's runs (at least one posting), highest first: tier cuts at the ranks df / 4**j, moved
     to impact values (equal impacts share a run), then split where a run would span 256 values."""
     ranked = np.sort(impacts).astype(np.int64)[::-1]
     df = len(ranked)
@@ -123,6 +123,8 @@ def _plan(offsets, docs, impacts):
     gaps = np.zeros(3, dtype=np.int64)
     for t in range(len(offsets) - 1):
         lo, hi = offsets[t], offsets[t + 1]
+        if hi == lo:  # a term without postings: no run
+            continue
         r_lo, r_hi = _term_runs(impacts[lo:hi])
         for r in range(len(r_lo)):
             members = _members(impacts, lo, hi, r_lo[r], r_hi[r])
@@ -143,8 +145,10 @@ def _fill(offsets, docs, impacts, term_runs, run_max, run_base, run_block, block
     fill = np.zeros(3, dtype=np.int64)
     for t in range(len(offsets) - 1):
         lo, hi = offsets[t], offsets[t + 1]
-        r_lo, r_hi = _term_runs(impacts[lo:hi])
         term_runs[t] = run
+        if hi == lo:  # a term without postings: no run
+            continue
+        r_lo, r_hi = _term_runs(impacts[lo:hi])
         for r in range(len(r_lo)):
             run_base[run] = r_lo[r]
             run_block[run] = block
@@ -298,6 +302,12 @@ def _kth(acc, k, work):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
+def _order_key(score, rank):
+    """One int64 that sorts by score descending, then by rank (the ids' order) ascending."""
+    return -np.int64(score) * (np.int64(1) << 32) + np.int64(rank)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
 def _run_end(r, term_runs_end, q_weight, run_max):
     """The bound of the run after ``r`` of a term, or 0 past its last."""
     return q_weight * run_max[r + 1] if r + 1 < term_runs_end else 0
@@ -393,7 +403,7 @@ def _exhaustive(q_terms, q_weights, k, term_runs, run_base, run_block, block_fir
             # keep exactly the k best by (score, id_rank), ties included in the order: then at most
             # k + chunk candidates are held whatever the ties (the buffers' size)
             for c in range(m):
-                key[c] = -score[c] * (np.int64(1) << 32) + id_rank[cand[c]]
+                key[c] = _order_key(score[c], id_rank[cand[c]])
             kth_key = np.partition(key[:m], k - 1)[k - 1]
             kept = 0
             theta = np.int64(1) << 62
@@ -405,7 +415,7 @@ def _exhaustive(q_terms, q_weights, k, term_runs, run_base, run_block, block_fir
                     kept += 1
             m = kept
     for c in range(m):
-        key[c] = -score[c] * (np.int64(1) << 32) + id_rank[cand[c]]
+        key[c] = _order_key(score[c], id_rank[cand[c]])
     top = np.argsort(key[:m])[:k]
     return cand[:m][top], score[:m][top]
 
@@ -586,7 +596,7 @@ def _search(q_terms, q_weights, k, prune, term_runs, run_max, run_base, run_bloc
     scores = np.empty(m, dtype=np.int64)
     for x in range(m):
         scores[x] = acc[cand[x]]
-        key[x] = -scores[x] * (np.int64(1) << 32) + id_rank[cand[x]]
+        key[x] = _order_key(scores[x], id_rank[cand[x]])
     top = np.argsort(key)[:k]
     rows = cand[:m][top]
     scores = scores[top]
@@ -598,20 +608,26 @@ def _search(q_terms, q_weights, k, prune, term_runs, run_max, run_base, run_bloc
     return rows, scores
 
 
+def _exhaustive_stats(a: dict[str, np.ndarray], q_terms: np.ndarray, stats: np.ndarray) -> None:
+    """The exhaustive kernel's statistics: every posting and every run of the query's terms read."""
+    runs = [(int(a["term_runs"][t]), int(a["term_runs"][t + 1])) for t in q_terms.tolist()]
+    post = a["block_post"]
+    stats[0] = sum(int(post[a["run_block"][hi]] - post[a["run_block"][lo]]) for lo, hi in runs)
+    stats[1], stats[2] = 0, sum(hi - lo for lo, hi in runs)
+    stats[3] = stats[2]
+
+
 def search(arrays: dict[str, np.ndarray], id_rank: np.ndarray, q_terms: np.ndarray, q_weights: np.ndarray,
            k: int, prune: bool, acc: np.ndarray, work: np.ndarray, stats: np.ndarray | None = None):
     """The top ``k`` (rows, integer scores) of a query (term numbers and integer weights >= 1), by score
     descending then ``id_rank``. ``acc`` (int32, zeros) and ``work`` (int32) are scratch space of one
     entry per document, ``acc`` left as found; one pair per thread."""
     a = arrays
-    if stats is None:
+    if prune and stats is None:
         stats = np.zeros(4, dtype=np.int64)
     if not prune:
-        runs = [(int(a["term_runs"][t]), int(a["term_runs"][t + 1])) for t in q_terms.tolist()]
-        post = a["block_post"]
-        stats[0] = sum(int(post[a["run_block"][hi]] - post[a["run_block"][lo]]) for lo, hi in runs)
-        stats[1], stats[2] = 0, sum(hi - lo for lo, hi in runs)
-        stats[3] = stats[2]
+        if stats is not None:  # counted only when asked for (a Python loop over the query's terms)
+            _exhaustive_stats(a, q_terms, stats)
         return _exhaustive(q_terms, q_weights, k, a["term_runs"], a["run_base"], a["run_block"], a["block_first"],
                            a["block_post"], a["block_gap"], a["block_width"], a["values"], a["gaps8"], a["gaps16"],
                            a["gaps32"], id_rank, acc, CHUNK)
