@@ -16,10 +16,14 @@ Call :func:`ensure_jvm` before importing anything from ``pyserini``.
 
 from __future__ import annotations
 
+import ctypes
 import importlib.util
 import os
 import re
+import signal
+import sys
 import threading
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -29,6 +33,11 @@ MIN_JAVA = 21
 # -Xrs: the JVM installs no handlers for SIGTERM, SIGINT or SIGHUP, so that they stay Python's (the CLI
 # unwinds on them; an embedded JVM would otherwise exit the process at once, skipping every clean-up)
 JVM_OPTIONS = ("-Xms256m", "-Xss4m", "-Xrs")
+
+# The signals the JVM turns into Java exceptions: its compiled code dereferences null (SIGSEGV, SIGBUS)
+# and divides by zero (SIGFPE) on purpose, then its handler throws NullPointerException and the like
+JVM_SIGNALS = (signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL)
+_SIGACTION_BYTES = 512  # more than any libc's struct sigaction (152 bytes on Linux x86-64 and arm64)
 
 INSTALL_HINT = (
     "Anserini (pyserini 1.6.0) needs Java 21 or newer. Install it into this environment with "
@@ -155,6 +164,42 @@ def ensure_jvm() -> None:
 
 
 _loggers = []  # java.util.logging keeps loggers weakly: hold them so their level sticks
+
+
+def _sigactions() -> dict[int, bytes]:
+    """This process's C-level actions (``struct sigaction``, raw) for :data:`JVM_SIGNALS`."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    out = {}
+    for sig in JVM_SIGNALS:
+        buf = ctypes.create_string_buffer(_SIGACTION_BYTES)
+        if libc.sigaction(int(sig), None, buf) != 0:
+            raise OSError(ctypes.get_errno(), f"sigaction({sig.name}) failed")
+        out[int(sig)] = buf.raw
+    return out
+
+
+def signal_handlers() -> dict[int, int]:
+    """The address of this process's handler of each of :data:`JVM_SIGNALS` (0: the default action)."""
+    return {sig: int.from_bytes(raw[:8], sys.byteorder) for sig, raw in _sigactions().items()}
+
+
+@contextmanager
+def keep_signal_handlers():
+    """Leave :data:`JVM_SIGNALS`' handlers as they were before the block. ``ray.init`` installs Ray's
+    crash handlers over the JVM's and ``ray.shutdown`` resets them to the default action: with a JVM in
+    the process, its next deliberate null dereference (routine in compiled Java code) then kills the
+    process with a bare segmentation fault, at some later, unrelated point."""
+    if not sys.platform.startswith("linux"):  # the raw struct is restored as read: Linux's layout
+        yield
+        return
+    saved = _sigactions()
+    try:
+        yield
+    finally:
+        libc = ctypes.CDLL(None, use_errno=True)
+        for sig, raw in saved.items():
+            if libc.sigaction(sig, ctypes.create_string_buffer(raw, _SIGACTION_BYTES), None) != 0:
+                raise OSError(ctypes.get_errno(), f"sigaction({signal.Signals(sig).name}) failed")
 
 
 def _quiet_lucene_logging(jnius) -> None:

@@ -51,8 +51,9 @@ CHECK_EVERY = 2.0
 
 @numba.njit(cache=True)
 def _term_runs(impacts):
-    """(lo, hi) impact bounds of a term's runs (at least one posting), highest first: tier cuts at the ranks df / 4**j, moved
-    to impact values (equal impacts share a run), then split where a run would span 256 values."""
+    """(lo, hi) impact bounds of a term's runs (a term of at least one posting), highest first: tier
+    cuts at the ranks df / 4**j, moved to impact values (equal impacts share a run), then split
+    where a run would span 256 values."""
     ranked = np.sort(impacts).astype(np.int64)[::-1]
     df = len(ranked)
     cuts = []  # the lowest impact of each tier but the last

@@ -25,6 +25,7 @@ import shutil
 import time
 from pathlib import Path
 
+from ._java import keep_signal_handlers
 from .collection import (
     InputError,
     document_text,
@@ -140,13 +141,20 @@ def start_ray(address: str | None = None, workers: int | None = None):
     if ray.is_initialized():
         return ray, False
     kwargs = {"include_dashboard": False, "log_to_driver": False, "logging_level": "error"}
-    if address:
-        ray.init(address=address, **kwargs)
-    else:
-        # Ray starts workers at niceness 15 (background work); on a local cluster they are the job
-        os.environ.setdefault("RAY_worker_niceness", "0")
-        ray.init(num_cpus=workers or os.cpu_count(), **kwargs)
+    with keep_signal_handlers():  # a JVM in this process keeps its handlers (see keep_signal_handlers)
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            # Ray starts workers at niceness 15 (background work); on a local cluster they are the job
+            os.environ.setdefault("RAY_worker_niceness", "0")
+            ray.init(num_cpus=workers or os.cpu_count(), **kwargs)
     return ray, True
+
+
+def stop_ray(ray) -> None:
+    """``ray.shutdown()``, with this process's crash-signal handlers kept (see :func:`start_ray`)."""
+    with keep_signal_handlers():
+        ray.shutdown()
 
 
 def encode_corpus_ray(corpus: Path, output: Path, *, encoder: SpladeEncoder, options: CollectionOptions,
@@ -208,7 +216,7 @@ def encode_corpus_ray(corpus: Path, output: Path, *, encoder: SpladeEncoder, opt
                     bar.update(int(row["documents"]))
     finally:
         if started:
-            ray.shutdown()
+            stop_ray(ray)
     _check_unique_ids(corpus, tmp, done, ids)
     done.sort(key=lambda p: part_number(p["file"]))
     metadata = collection_metadata(encoder, done, options, corpus=corpus)

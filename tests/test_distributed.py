@@ -42,12 +42,12 @@ def local(corpus, encoder, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def cluster():
     """A local Ray cluster of 2 CPUs for this module (the engine reuses a running one)."""
-    from splade_lucene.distributed import start_ray
+    from splade_lucene.distributed import start_ray, stop_ray
 
     ray, started = start_ray(workers=2)
     assert started
     yield ray
-    ray.shutdown()
+    stop_ray(ray)
 
 
 def files(folder: Path) -> dict[str, bytes]:
@@ -191,3 +191,50 @@ def test_command_line_engine_ray(corpus, local, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "splade_lucene", "--quiet", "encode", "--corpus", str(small) + ".gz",
                            "--output", str(tmp_path / "gz"), "--engine", "ray"], capture_output=True, text=True)
     assert proc.returncode == 2 and "no such corpus file" in proc.stderr
+
+
+JVM_BESIDE_RAY = r"""
+import json, ray
+from jnius import JavaException
+from splade_lucene._java import autoclass, ensure_jvm, keep_signal_handlers, signal_handlers
+from splade_lucene.distributed import start_ray, stop_ray
+
+ensure_jvm()
+jvm = signal_handlers()
+out = {"jvm_handles": all(jvm.values())}
+with keep_signal_handlers():  # plain Ray, for the record of what it does
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, logging_level="error")
+    out["init_replaces"] = all(signal_handlers()[s] != jvm[s] for s in jvm)
+    ray.shutdown()
+    out["shutdown_leaves_others"] = signal_handlers()[11] != jvm[11]  # 11: SIGSEGV (reset to the default)
+out["restored"] = signal_handlers() == jvm
+r, _ = start_ray(workers=1)
+out["kept_running"] = r.get(r.remote(lambda: 1).remote()) == 1 and signal_handlers() == jvm
+stop_ray(r)
+out["kept_after"] = signal_handlers() == jvm
+# compiled Java code meets null: the JVM's SIGSEGV handler turns it into NullPointerException
+ArrayList, thrown = autoclass("java.util.ArrayList"), 0
+for _ in range(20000):
+    try:
+        ArrayList(None)
+    except JavaException:
+        thrown += 1
+out["exceptions"] = thrown
+print(json.dumps(out))
+"""
+
+
+def test_ray_leaves_the_jvms_signal_handlers(tmp_path):
+    """Plain ray.init puts Ray's crash handlers over the JVM's and ray.shutdown resets them to the
+    default action, after which the JVM's next deliberate null dereference kills the process (the
+    segfaults that once stopped this suite). start_ray and stop_ray leave them as they were."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("ray", reason="Ray is in the ray extra")
+    proc = subprocess.run([sys.executable, "-c", JVM_BESIDE_RAY], capture_output=True, text=True, timeout=600,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, f"exit {proc.returncode}: {proc.stderr[-3000:]}"
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out == {"jvm_handles": True, "init_replaces": True, "shutdown_leaves_others": True, "restored": True,
+                   "kept_running": True, "kept_after": True, "exceptions": 20000}

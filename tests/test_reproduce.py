@@ -94,12 +94,12 @@ def test_manifest_records_how_the_result_was_made(reproduced, datasets):
 
 
 @pytest.mark.slow
-def test_rerun_gives_a_byte_identical_run_file(reproduced, scifact_cli_experiment):
-    # Two independent runs of the SciFact SPLADE experiment (reproduce, and the command line).
+def test_rerun_gives_a_byte_identical_run_file(reproduced, cli_experiment):
+    # Two independent runs of the Cranfield SPLADE experiment (reproduce, and the command line).
     out, _, _ = reproduced
-    cli_out, proc = scifact_cli_experiment
+    cli_out, proc = cli_experiment
     assert proc.returncode == 0
-    assert sha256_file(out / "scifact" / "splade" / "run.trec") == sha256_file(cli_out / "run.trec")
+    assert sha256_file(out / "cranfield" / "splade" / "run.trec") == sha256_file(cli_out / "run.trec")
 
 
 @pytest.mark.slow

@@ -101,12 +101,12 @@ def test_the_cli_searches_shards_as_one(cranfield, shards, tmp_path):
 def cluster():
     """A local Ray cluster of 3 CPUs (one actor per shard) for this module."""
     pytest.importorskip("ray", reason="the Ray shard workers need the ray extra")
-    from splade_lucene.distributed import start_ray
+    from splade_lucene.distributed import start_ray, stop_ray
 
     ray, started = start_ray(workers=3)
     assert started
     yield ray
-    ray.shutdown()
+    stop_ray(ray)
 
 
 def test_ray_shards_give_the_one_index_run_and_survive_a_lost_actor(cluster, cranfield, shards, one_go, tmp_path):
