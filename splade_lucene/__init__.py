@@ -40,6 +40,9 @@ _EXPORTS = {
     "read_run": "evaluate",
     "run_experiment": "experiment",
     "find_dataset": "experiment",
+    "start_ray": "distributed",
+    "stop_ray": "distributed",
+    "keep_signal_handlers": "_java",
     "train": "training",
     "TrainSettings": "training",
 }
