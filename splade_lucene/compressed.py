@@ -624,14 +624,14 @@ def search(arrays: dict[str, np.ndarray], id_rank: np.ndarray, q_terms: np.ndarr
     descending then ``id_rank``. ``acc`` (int32, zeros) and ``work`` (int32) are scratch space of one
     entry per document, ``acc`` left as found; one pair per thread."""
     a = arrays
-    if prune and stats is None:
-        stats = np.zeros(4, dtype=np.int64)
     if not prune:
         if stats is not None:  # counted only when asked for (a Python loop over the query's terms)
             _exhaustive_stats(a, q_terms, stats)
         return _exhaustive(q_terms, q_weights, k, a["term_runs"], a["run_base"], a["run_block"], a["block_first"],
                            a["block_post"], a["block_gap"], a["block_width"], a["values"], a["gaps8"], a["gaps16"],
                            a["gaps32"], id_rank, acc, CHUNK)
+    if stats is None:
+        stats = np.zeros(4, dtype=np.int64)
     return _search(q_terms, q_weights, k, prune, a["term_runs"], a["run_max"], a["run_base"], a["run_block"],
                    a["block_first"], a["block_post"], a["block_gap"], a["block_width"], a["values"], a["gaps8"],
                    a["gaps16"], a["gaps32"], id_rank, acc, work, stats, CHUNK,

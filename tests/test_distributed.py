@@ -194,7 +194,7 @@ def test_command_line_engine_ray(corpus, local, tmp_path):
 
 
 JVM_BESIDE_RAY = r"""
-import json, ray
+import json, ray, signal
 from jnius import JavaException
 from splade_lucene._java import autoclass, ensure_jvm, keep_signal_handlers, signal_handlers
 from splade_lucene.distributed import start_ray, stop_ray
@@ -206,7 +206,7 @@ with keep_signal_handlers():  # plain Ray, for the record of what it does
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, logging_level="error")
     out["init_replaces"] = all(signal_handlers()[s] != jvm[s] for s in jvm)
     ray.shutdown()
-    out["shutdown_leaves_others"] = signal_handlers()[11] != jvm[11]  # 11: SIGSEGV (reset to the default)
+    out["shutdown_leaves_others"] = signal_handlers()[signal.SIGSEGV] != jvm[signal.SIGSEGV]  # reset to the default
 out["restored"] = signal_handlers() == jvm
 r, _ = start_ray(workers=1)
 out["kept_running"] = r.get(r.remote(lambda: 1).remote()) == 1 and signal_handlers() == jvm
