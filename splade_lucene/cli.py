@@ -135,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --engine ray: the Ray cluster's address (default: start a local one)")
     p.add_argument("--prune", choices=("auto", "on", "off"), default="auto",
                    help="memory engine: stop reading postings once the rest cannot change the top k (exact either "
-                        "way; default auto: on up to k=100, where it is faster on real text)")
+                        "way; default auto: on up to k=100 on indexes of at most 20,000 documents, where it is faster)")
 
     p = sub.add_parser("export-onnx", parents=[quiet], help="export a model to ONNX, the SPLADE head in the graph",
                        description="Write an ONNX graph (inputs input_ids, token_type_ids, attention_mask; outputs "

@@ -37,10 +37,13 @@ from .lucene import docid_table, field_terms, lucene_reader
 
 TABLE_DIR = "impacts"
 TABLE_VERSION = 2
-# ImpactTable.top prunes when not told up to this k: on real text pruning wins at k=10 (SciFact with
-# SciFact and ArguAna queries: 1.3x and 1.5x) and loses at k=1000; on synthetic documents (terms
-# drawn independently, the worst case: no document stands out) it loses 1.2-1.4x (docs/performance.md)
+# ImpactTable.top prunes when not told only up to this k and on tables of at most this many documents:
+# pruning wins at k=10 on SciFact's 5,183 documents (SciFact and ArguAna queries: 1.3x and 1.5x) and
+# loses on every 100k and 1M index measured: real text (wiki-passages-100k: 1.2x and 1.5x slower) and
+# synthetic documents (1.2-1.4x); at k=1000 it loses everywhere (docs/performance.md). The document
+# bound lies between the sizes measured, not at a measured crossing.
 PRUNE_MAX_K = 100
+PRUNE_MAX_DOCS = 20_000
 _META = "table.json"
 # Integer scores stay exact in Lucene's float32 below this; a query that could reach it goes to Lucene.
 EXACT_LIMIT = 2 ** 24
@@ -326,7 +329,8 @@ class ImpactTable:
     def top(self, terms: dict[str, int], k: int, prune: bool | None = None) -> list[tuple[int, float]] | None:
         """The top ``k`` (Lucene docid, score) by score, then doc id: Lucene's hits for the query.
         ``prune``: stop reading postings once the rest cannot change the top k (exact either way);
-        ``None``: pruned up to k = :data:`PRUNE_MAX_K`, exhaustive above."""
+        ``None``: pruned up to k = :data:`PRUNE_MAX_K` on tables of at most :data:`PRUNE_MAX_DOCS`
+        documents, exhaustive otherwise."""
         query = self._query(terms)
         if query is None:
             return None
@@ -335,7 +339,7 @@ class ImpactTable:
             scratch.acc = np.zeros(self.num_docs, dtype=np.int32)
             scratch.work = np.zeros(self.num_docs, dtype=np.int32)
         if prune is None:
-            prune = k <= PRUNE_MAX_K
+            prune = k <= PRUNE_MAX_K and self.num_docs <= PRUNE_MAX_DOCS
         rows, scores = compressed.search(self.arrays, self.id_rank, query[0], query[1], int(k), bool(prune),
                                          scratch.acc, scratch.work)
         return list(zip(rows.tolist(), scores.astype(np.float64).tolist()))

@@ -169,7 +169,8 @@ class Searcher:
       memory-mapped (about 2.5 bytes a posting, one copy shared by every process on the machine),
       scores term-at-a-time in one integer accumulator, by impact tiers; several times faster than
       Lucene. ``prune=True`` stops reading postings once the rest cannot change the top k (exact
-      either way; the default, ``None``, prunes up to k=100, where it is faster on real text). A
+      either way; the default, ``None``, prunes up to k=100 on indexes of at most 20,000 documents,
+      where it is faster; exhaustive scoring is faster on every 100k and 1M index measured). A
       query it cannot answer exactly (a weight below 1) goes to Lucene.
     - ``lucene``: the same Lucene query as Anserini's (a bag of boosted terms under
       ``ImpactSimilarity``) over a shorter path across JNI: the query crosses as one JSON string, the

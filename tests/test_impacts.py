@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from splade_lucene import compressed
-from splade_lucene.impacts import EXACT_LIMIT, ImpactTable
+from splade_lucene.impacts import EXACT_LIMIT, PRUNE_MAX_DOCS, PRUNE_MAX_K, ImpactTable
 
 
 def table_of(dense: np.ndarray, ids: list[str]) -> ImpactTable:
@@ -70,6 +70,21 @@ def test_a_dense_table_takes_about_two_bytes_a_posting():
     dense = rng.integers(1, 200, size=(20_000, 30)) * (rng.random((20_000, 30)) < 0.3)
     table = table_of(dense, [str(i) for i in range(20_000)])
     assert table.nbytes / table.postings < 2.3  # 1 for the impact, 1 for the gap, a little per block
+
+
+@pytest.mark.parametrize(("docs", "k", "pruned"), [(PRUNE_MAX_DOCS, 10, True), (PRUNE_MAX_DOCS, PRUNE_MAX_K + 1, False),
+                                                   (PRUNE_MAX_DOCS + 1, 10, False)])
+def test_the_default_prunes_only_small_indexes_at_small_k(monkeypatch, docs, k, pruned):
+    rng = np.random.default_rng(5)
+    dense = rng.integers(1, 50, size=(docs, 8)) * (rng.random((docs, 8)) < 0.05)
+    dense[0] = 1
+    ids = [f"{i:06d}" for i in range(docs)]
+    table = table_of(dense, ids)
+    seen, search = [], compressed.search
+    monkeypatch.setattr(compressed, "search", lambda *a: seen.append(a[5]) or search(*a))
+    query = {"t0": 3, "t5": 7}
+    assert table.top(query, k) == table.top(query, k, prune=not pruned) == brute_top(dense, ids, query, k)
+    assert seen == [pruned, not pruned]
 
 
 @pytest.mark.parametrize("prune", [False, True])
