@@ -5,7 +5,7 @@ brute-force scorer and Seismic, on the same index and the same pre-encoded, quan
 Indexes (built under --root on first use, reused after):
 - ``scifact``: the SciFact corpus encoded with the default model (SPLADE-tiny, scale 100);
 - ``wiki-100k``: ``wiki-passages-100k`` (100,000 real Wikipedia passages) encoded the same way
-  (about 40 minutes on 2 cores);
+  (about 20 minutes on 2 cores: 15 to encode, 4 to index);
 - ``synthetic-100k``, ``synthetic-1m``: documents drawn from SciFact's term and weight distributions
   by ``scripts/synthetic_collection.py`` (seeded), indexed the same way.
 
