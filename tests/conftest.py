@@ -89,9 +89,9 @@ _started: dict[str, tuple[Path, Background]] = {}  # fixture name -> (its output
 @pytest.hookimpl(trylast=True)  # after `-k` and `-m` have deselected
 def pytest_collection_modifyitems(session, config, items):
     """The tests reading a background run go last (their order kept); the runs they need start now."""
-    needs = {name for item in items for name in BACKGROUND if name in getattr(item, "fixturenames", ())}
-    items[:] = ([i for i in items if not set(BACKGROUND) & set(getattr(i, "fixturenames", ()))]
-                + [i for i in items if set(BACKGROUND) & set(getattr(i, "fixturenames", ()))])
+    uses = {id(item): set(BACKGROUND) & set(getattr(item, "fixturenames", ())) for item in items}
+    needs = set().union(*uses.values())
+    items.sort(key=lambda item: bool(uses[id(item)]))  # stable: each group keeps its order
     root = data_root()
     if not needs or config.option.collectonly or root is None or not root.is_dir():
         return  # nothing to run (the fixtures skip through `datasets` where there are no collections)
