@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import DiskFullError, SpladeLuceneError
+from .faults import fault_point
 
 # the prefix of the builders' temporary folders (index.py), whose clean-up of stale ones then takes this too
 _OLD = ".building-old-"
@@ -75,7 +76,7 @@ def atomic_file(path: str | Path, mode: str = "w", encoding: str | None = "utf-8
     """``with atomic_file(p) as fh: fh.write(...)``: the text lands in ``p.tmp-PID`` beside ``p``,
     is flushed and fsynced, then renamed over ``p``; on an error the temporary file is removed and
     ``p`` is left as it was."""
-    path = Path(path)
+    path = check_output_path(path, "file")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     with naming_a_full_disk(path):
@@ -116,17 +117,51 @@ def move_into_place(tmp: str | Path, target: str | Path) -> None:
         for name in files:
             fsync_file(os.path.join(folder, name))
     target.parent.mkdir(parents=True, exist_ok=True)
+    for stale in target.parent.glob(f"{target.name}{_OLD}*"):  # left by a writer killed mid-swap
+        shutil.rmtree(stale, ignore_errors=True)
     if target.exists():
         old = target.parent / f"{target.name}{_OLD}{os.getpid()}"
         target.rename(old)
+        fault_point("publish.swap")
         tmp.rename(target)
         shutil.rmtree(old, ignore_errors=True)
     else:
+        fault_point("publish.swap")
         tmp.rename(target)
 
 
 class OutputLockedError(SpladeLuceneError):
     """Another process is writing the same output."""
+
+
+class OutputPathError(SpladeLuceneError, OSError):
+    """An output path that cannot be written as asked (a file in the way, a read-only file system)."""
+
+
+def check_output_path(target: str | Path, kind: str = "folder") -> Path:
+    """Refuse, before any work, an output ``target`` (a ``"folder"`` or a ``"file"``) that cannot be
+    written: an existing one of the other kind, a file where a folder on its path should be, or a
+    folder that cannot be written into (a read-only file system; permissions where they apply)."""
+    target = Path(target)
+    if target.exists() and target.is_dir() != (kind == "folder"):
+        have = "a folder" if target.is_dir() else "a file"
+        raise OutputPathError(f"{target} is {have}, and the output must be a {kind}: choose another path")
+    parent = target.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputPathError(f"{parent} is a file, so {target} cannot be created inside it: choose another path")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        why = "is on a read-only file system" if _read_only(parent) else "cannot be written by this user"
+        raise OutputPathError(f"{parent} {why}, so {target} cannot be written there: choose another path")
+    return target
+
+
+def _read_only(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 _HELD: dict[Path, int] = {}  # this process's locks, by lock file, with their nesting depth
@@ -139,10 +174,11 @@ def lock_path(target: str | Path) -> Path:
 
 
 @contextmanager
-def output_lock(target: str | Path):
-    """Hold the output ``target`` for writing: a lock file beside it records this process (pid, host,
-    command). A second writer is refused at once, naming the first; a lock whose process is gone
-    (same host, dead pid) is taken over with a warning. Nested use in one process is allowed."""
+def output_lock(target: str | Path, kind: str = "folder"):
+    """Hold the output ``target`` (a ``"folder"`` or a ``"file"``) for writing, once
+    :func:`check_output_path` has found it writable: a lock file beside it records this process
+    (pid, host, command). A second writer is refused at once, naming the first; a lock whose process
+    is gone (same host, dead pid) is taken over with a warning. Nested use in one process is allowed."""
     path = lock_path(target)
     if path in _HELD:
         _HELD[path] += 1
@@ -151,6 +187,7 @@ def output_lock(target: str | Path):
         finally:
             _HELD[path] -= 1
         return
+    check_output_path(target, kind)
     path.parent.mkdir(parents=True, exist_ok=True)
     me = {"pid": os.getpid(), "host": socket.gethostname(), "command": " ".join(sys.argv)[:500],
           "since": time.strftime("%Y-%m-%d %H:%M:%S")}

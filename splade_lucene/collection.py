@@ -1,6 +1,7 @@
 """Reading corpora, queries and qrels; writing Anserini collections.
 
-Input corpora, one JSON object a line (``.jsonl`` or ``.jsonl.gz``):
+Input corpora, one JSON object a line (``.jsonl``, ``.jsonl.gz`` or ``.jsonl.xz``; a leading UTF-8
+byte-order mark, as Windows tools write one, is skipped in every text input):
 
 - BEIR: ``{"_id": ..., "title": ..., "text": ...}``; the text is ``title + " " + text`` where a
   title exists (the convention Pyserini uses for BEIR);
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import lzma
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +32,7 @@ from typing import Iterator, Literal, Sequence
 
 from .atomic import publish_file
 from .errors import NotFoundError, SettingError, SpladeLuceneError
+from .faults import fault_point
 
 Format = Literal["vector", "pseudo"]
 FORMATS = ("vector", "pseudo")
@@ -43,16 +46,37 @@ class InputError(SpladeLuceneError, ValueError):
     """Bad input, with the file and line that caused it."""
 
 
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
+def open_bytes(path: str | Path):
+    """A file opened for reading bytes: ``.gz`` gunzipped, ``.xz`` unpacked (``lzma``), else as it is."""
+    path = Path(path)
+    if path.suffix == ".gz":
+        return gzip.open(path, "rb")
+    if path.suffix == ".xz":
+        return lzma.open(path, "rb")
+    return open(path, "rb")
+
+
+def raw_lines(fh) -> Iterator[tuple[int, bytes]]:
+    """(line number from 1, bytes) of a binary file, a leading UTF-8 byte-order mark dropped."""
+    for lineno, raw in enumerate(fh, 1):
+        if lineno == 1 and raw.startswith(UTF8_BOM):
+            raw = raw[len(UTF8_BOM):]
+        yield lineno, raw
+
+
 class _TextLines:
-    """A text file's lines (``.gz`` gunzipped), each decoded as UTF-8 on its own, so that bytes that
-    are not UTF-8 are an InputError naming the file and line."""
+    """A text file's lines (``.gz``/``.xz`` unpacked, a BOM dropped), each decoded as UTF-8 on its
+    own, so that bytes that are not UTF-8 are an InputError naming the file and line."""
 
     def __init__(self, path: Path):
         self.path = path
-        self.fh = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+        self.fh = open_bytes(path)
 
     def __iter__(self) -> Iterator[str]:
-        for lineno, raw in enumerate(self.fh, 1):
+        for lineno, raw in raw_lines(self.fh):
             try:
                 yield raw.decode("utf-8")
             except UnicodeDecodeError as exc:
@@ -67,7 +91,7 @@ class _TextLines:
 
 def open_text(path: str | Path) -> _TextLines:
     """A text file for reading line by line (``with open_text(p) as lines: for line in lines``),
-    transparently gunzipping ``.gz`` files."""
+    transparently unpacking ``.gz`` and ``.xz`` files."""
     path = Path(path)
     if not path.is_file():
         raise NotFoundError(f"no such file: {path}")
@@ -92,9 +116,8 @@ def parse_line(raw: bytes, path: Path | str, lineno: int) -> dict | None:
 
 
 def _json_lines(path: Path) -> Iterator[tuple[int, dict]]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as fh:
-        for lineno, raw in enumerate(fh, 1):
+    with open_bytes(path) as fh:
+        for lineno, raw in raw_lines(fh):
             obj = parse_line(raw, path, lineno)
             if obj is not None:
                 yield lineno, obj
@@ -112,10 +135,8 @@ def sha256_file(path: str | Path) -> str:
 
 
 def count_lines(path: str | Path) -> int:
-    """Non-empty lines of a (possibly gzipped) file, read as bytes: a cheap first pass for progress bars."""
-    path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as fh:
+    """Non-empty lines of a (possibly compressed) file, read as bytes: a cheap first pass for progress bars."""
+    with open_bytes(path) as fh:
         return sum(1 for line in fh if line.strip())
 
 
@@ -226,6 +247,8 @@ def _read_topics(path: str | Path, missing: str, from_json, from_tsv, tsv_form: 
                     raise InputError(f"{path}:{lineno}: expected {tsv_form}")
                 qid, rest = line.split("\t", 1)
                 out.append((check_id(qid.strip(), path, lineno, "query id"), from_tsv(rest, path, lineno)))
+    if not out:
+        raise InputError(f"{path} holds no queries (it is empty or blank): a run of nothing is no result")
     ids = [q for q, _ in out]
     if len(set(ids)) != len(ids):
         dup = next(q for i, q in enumerate(ids) if q in ids[:i])
@@ -394,6 +417,7 @@ class CollectionWriter:
     def _finish_part(self) -> None:
         fh, self._fh = self._fh, None
         _publish_part(self.folder / f"{self._part['file']}.partial", fh)
+        fault_point("encode.part")
         if self.on_part is not None:
             self.on_part(dict(self._part))
 

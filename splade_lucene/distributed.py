@@ -27,6 +27,7 @@ from pathlib import Path
 
 from ._java import keep_signal_handlers
 from .collection import (
+    UTF8_BOM,
     InputError,
     document_text,
     parse_line,
@@ -76,6 +77,8 @@ def read_part(corpus: str | Path, part: dict) -> list[tuple[str, str, int]]:
     with open(path, "rb") as fh:
         fh.seek(part["start"])
         data = fh.read(part["stop"] - part["start"])
+    if part["start"] == 0 and data.startswith(UTF8_BOM):
+        data = data[len(UTF8_BOM):]  # a byte-order mark opens the file, as the local engine's reader drops it
     lines = data.split(b"\n")
     if lines and not lines[-1]:
         lines.pop()  # the part's last newline
@@ -165,9 +168,9 @@ def encode_corpus_ray(corpus: Path, output: Path, *, encoder: SpladeEncoder, opt
     module's description. ``settings``: the run's :func:`~splade_lucene.writing.run_settings`."""
     from tqdm import tqdm
 
-    if corpus.suffix == ".gz":
-        raise InputError(f"{corpus}: the Ray engine reads the corpus by byte ranges and cannot read a gzipped "
-                         "file; decompress it first (gunzip -k) or use the local engine")
+    if corpus.suffix in (".gz", ".xz"):
+        raise InputError(f"{corpus}: the Ray engine reads the corpus by byte ranges and cannot read a compressed "
+                         "file; decompress it first (gunzip -k, xz -dk) or use the local engine")
     if workers is not None and workers < 1:
         raise SettingError(f"workers must be at least 1, not {workers}")
     if gpus_per_worker is not None and gpus_per_worker < 0:

@@ -12,7 +12,7 @@ from typing import Iterable
 from tqdm import tqdm
 
 from .atomic import naming_a_full_disk, output_lock
-from .collection import CollectionWriter, count_lines, read_corpus
+from .collection import CollectionWriter, InputError, count_lines, read_corpus
 from .distributed import encode_corpus_ray
 from .errors import NotFoundError, SettingError
 from .model import SparseVector, SpladeEncoder, encode_by_part, quantized_records
@@ -65,6 +65,9 @@ def encode_corpus(corpus: str | Path, output: str | Path, *, encoder: SpladeEnco
         check_output(output, overwrite)
         if not corpus.is_file():
             raise NotFoundError(f"no such corpus file: {corpus}")
+        total = count_lines(corpus)
+        if total == 0:
+            raise InputError(f"{corpus} holds no documents (it is empty or blank): an index of nothing is no index")
         encoder = encoder or SpladeEncoder()
         state = run_settings(corpus, encoder, options)
         if engine == "ray":
@@ -78,7 +81,7 @@ def encode_corpus(corpus: str | Path, output: str | Path, *, encoder: SpladeEnco
         skip = sum(p["documents"] for p in parts)
         docs = (d for i, d in enumerate(read_corpus(corpus)) if i >= skip)
         items = encode_by_part(encoder, ((d.id, d.text) for d in docs), options.part_size)
-        return _write(items, output, encoder, options, corpus=corpus, progress=progress, total=count_lines(corpus),
+        return _write(items, output, encoder, options, corpus=corpus, progress=progress, total=total,
                       state=state, parts=parts)
 
 

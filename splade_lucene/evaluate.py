@@ -76,6 +76,8 @@ def read_run(path: str | Path) -> Run:
                 raise InputError(f"{path}:{lineno}: score {parts[4]!r} is not a number") from None
             qid, docid = check_id(parts[0], path, lineno, "query id"), check_id(parts[2], path, lineno, "doc id")
             run.setdefault(qid, []).append((docid, score))
+    if not run:
+        raise InputError(f"{path} holds no run lines (it is empty or blank)")
     return run
 
 

@@ -33,6 +33,7 @@ from . import compressed
 from .atomic import move_into_place, naming_a_full_disk, output_lock, save_array
 from .collection import collection_files, open_text
 from .errors import SpladeLuceneError
+from .faults import fault_point
 from .lucene import docid_table, field_terms, lucene_reader
 
 TABLE_DIR = "impacts"
@@ -212,7 +213,8 @@ def write_impact_table(index_dir: str | Path, collection: str | Path | Sequence[
 
         target = index_dir / TABLE_DIR
         tmp = index_dir / f"{TABLE_DIR}.writing-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
+        for stale in index_dir.glob(f"{TABLE_DIR}.writing-*"):  # ours, or left by a writer that was killed
+            shutil.rmtree(stale, ignore_errors=True)
         tmp.mkdir()
         try:
             for name, array in arrays.items():
@@ -223,6 +225,7 @@ def write_impact_table(index_dir: str | Path, collection: str | Path | Sequence[
                 "version": TABLE_VERSION, "field": field, "commit": commit, "terms": len(terms),
                 "postings": int(offsets[-1]), "max_impact": max_impact, "block": compressed.BLOCK,
                 "bytes": int(sum(a.nbytes for a in arrays.values()))}, indent=2) + "\n")
+            fault_point("impacts.write")
             move_into_place(tmp, target)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)

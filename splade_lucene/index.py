@@ -28,6 +28,7 @@ from . import _java
 from .atomic import move_into_place, naming_a_full_disk, output_lock, write_text
 from .collection import COLLECTION_METADATA_FILE, collection_files
 from .errors import NotFoundError, OutputExistsError, SettingError
+from .faults import fault_point
 from .impacts import write_impact_table
 from .lucene import (
     DOCIDS_FILE,
@@ -211,6 +212,7 @@ def _build(collection: Path, source: Path, files: list[Path], target: Path, tmp:
     with naming_a_full_disk(target):
         try:
             run_indexer(cmd, expected, quiet=quiet, where=target)
+            fault_point("index.built")
             stats = lucene_stats(tmp)
             if stats["documents"] != expected:
                 raise IndexBuildError(f"Anserini indexed {stats['documents']} documents but the collection "
@@ -468,6 +470,7 @@ def _add_indexes(folder: Path, parts: list[Path], segments: int | None) -> None:
         if segments:
             writer.forceMerge(segments)
         writer.commit()
+        fault_point("merge.merged")
     finally:
         writer.close()
         for d in inputs:

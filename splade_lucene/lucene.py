@@ -14,6 +14,7 @@ from pathlib import Path
 from . import _java
 from .atomic import mount_point
 from .errors import DiskFullError, SpladeLuceneError
+from .faults import fault_point
 
 # External doc ids in Lucene docid order (a JSON list), so a search maps hits to ids without loading
 # each hit's stored fields.
@@ -172,6 +173,8 @@ def run_indexer(cmd: list[str], expected: int, *, quiet: bool, where: str | Path
         try:
             for line in proc.stdout:
                 log.append(line.rstrip())
+                if len(log) == 1:
+                    fault_point("index.running")
                 done = _indexed_count(line)
                 if done is not None:
                     bar.update(max(0, min(done, expected) - bar.n))

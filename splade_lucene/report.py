@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .atomic import write_text
+from .atomic import check_output_path, write_text
 from .errors import NotFoundError, require
 from .evaluate import METRICS, read_qrels, read_run, recall_at_depths
 
@@ -89,9 +89,12 @@ def plot(frame, output: str | Path, png: str | Path) -> None:
 
 
 def write_report(output: str | Path, markdown: str | Path | None = None, png: str | Path | None = None) -> str:
+    markdown = Path(markdown) if markdown else Path(output) / "results.md"
+    png = Path(png) if png else Path(output) / "results.png"
+    for path in (markdown, png):
+        check_output_path(path, "file")
     frame = collect(output)
     table = markdown_table(frame)
-    markdown = Path(markdown) if markdown else Path(output) / "results.md"
     write_text(markdown, table)
-    plot(frame, output, Path(png) if png else Path(output) / "results.png")
+    plot(frame, output, png)
     return table

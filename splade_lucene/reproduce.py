@@ -103,7 +103,7 @@ def load_spec(path: str | Path) -> ExperimentSpec:
     if not path.is_file():
         raise NotFoundError(f"no such experiment file: {path}")
     try:
-        data = yaml.safe_load(path.read_bytes().decode("utf-8"))
+        data = yaml.safe_load(path.read_bytes().decode("utf-8-sig"))  # a byte-order mark is no content
     except UnicodeDecodeError as exc:
         raise ExperimentFileError(f"{path}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
     except yaml.YAMLError as exc:

@@ -24,6 +24,7 @@ from .atomic import atomic_file, output_lock
 from .collection import read_queries, topic_line
 from .distributed import start_ray
 from .errors import NotFoundError, OutputExistsError, SettingError, SettingTypeError, SpladeLuceneError, UnknownIdError
+from .faults import fault_point
 from .impacts import ImpactTable, ImpactTableError
 from .index import IncompatibleIndexError, check_compatible, read_metadata
 from .lucene import docid_table
@@ -561,6 +562,7 @@ def _encode_all(encoder, queries: Sequence[tuple[str, str]], progress: bool) -> 
         chunk = queries[start:start + 256]
         for (qid, _), terms in zip(chunk, encoder.encode_batch([t for _, t in chunk])):
             encoded[qid] = terms
+        fault_point("search.chunk")
     return encoded
 
 
@@ -616,7 +618,7 @@ def encode_queries(index_dir: str | Path, queries: str | Path, output: str | Pat
     them). A query with no term is written with no term (Anserini then finds nothing for it, as we
     do). Returns {qid: terms}."""
     output = Path(output)
-    with output_lock(output):
+    with output_lock(output, "file"):
         if output.exists() and not overwrite:
             raise OutputExistsError(f"{output} already exists; pass --overwrite (overwrite=True) to replace it")
         items = read_queries(queries)

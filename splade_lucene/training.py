@@ -20,10 +20,14 @@ the seed, and evaluated at the end of every epoch through this package's own enc
 search path on a dev pool of documents; the best evaluation's weights are kept.
 
 State lives in a work folder beside the output (``.NAME.training``): the mined negatives, a
-checkpoint of model, optimiser and history every ``checkpoint_every`` steps, the best weights so far.
-Every random choice is a function of (seed, step), so a killed run started again with the same
-command resumes from its last checkpoint and ends with the same weights, byte for byte, as a run
-never interrupted (on a CPU). The output folder appears only when training is complete.
+checkpoint every ``checkpoint_every`` steps (one file, ``checkpoint-STEP.pt``, holding model,
+optimiser, step, random state and history, written atomically; the newest two are kept), the best
+weights so far. Every random choice is a function of (seed, step), and the thread count is pinned
+(``threads``, recorded; a resume with another count is refused, since the floating-point sums
+depend on it), so a killed run started again with the same command resumes from its last checkpoint
+and ends with the same weights, byte for byte, as a run never interrupted (on a CPU). A checkpoint
+that cannot be read is skipped, with a warning, for the previous one. The output folder appears only
+when training is complete.
 """
 
 from __future__ import annotations
@@ -40,12 +44,13 @@ from typing import Literal, Sequence
 
 import numpy as np
 
-from .atomic import atomic_file, move_into_place, output_lock, write_text
+from .atomic import atomic_file, check_output_path, move_into_place, output_lock, write_text
 from .bm25 import BM25Searcher, build_bm25_index
 from .collection import InputError, open_text, parse_line, read_corpus, read_queries, sha256_file
 from .encode import encode_corpus
 from .errors import NotFoundError, OutputExistsError, SettingError, SettingTypeError, SpladeLuceneError, require
 from .evaluate import evaluate, read_qrels, read_run
+from .faults import fault_point
 from .index import build_index, read_metadata
 from .lucene import package_versions
 from .model import (
@@ -61,7 +66,7 @@ from .query_table import MODEL_TABLE_FILE, QUERY_MODES, corpus_idf, load_table, 
 from .search import QueryEncoder, Searcher, write_run
 
 MANIFEST_FILE = "training.json"
-CHECKPOINT_FILE = "checkpoint.pt"
+CHECKPOINTS_KEPT = 2  # the newest checkpoint and the previous good one
 STATE_FILE = "state.json"
 NEGATIVE_SOURCES = ("bm25", "none")
 PAIR_SOURCES = ("qrels", "queries-file", "pseudo")
@@ -109,6 +114,8 @@ class TrainSettings:
     # also learns one query weight per vocabulary entry (from IDF, at query_lr); FLOPS on documents only
     query_mode: Literal["full", "idf", "learned"] = "full"
     query_lr: float = 5e-3
+    # torch's intra-op threads; None: the CPUs this process may run on (make_settings fills it in)
+    threads: int | None = None
 
     def check(self) -> "TrainSettings":
         def need(ok: bool, message: str) -> None:
@@ -136,6 +143,7 @@ class TrainSettings:
         need(self.query_mode in QUERY_MODES, f"--query-mode must be one of {QUERY_MODES}, not {self.query_mode!r}")
         need(math.isfinite(self.query_lr) and self.query_lr > 0,
              f"--query-lr must be a positive number, not {self.query_lr}")
+        need(self.threads is None or self.threads >= 1, f"--threads must be at least 1, not {self.threads}")
         need(self.pairs in PAIR_SOURCES, f"pairs must be one of {PAIR_SOURCES}, not {self.pairs!r}")
         need((self.pairs == "queries-file") == (self.queries_file is not None),
              "--queries-file names the generated queries file (and only it)")
@@ -175,6 +183,8 @@ def _corpus(folder: Path) -> tuple[Path, dict[str, str], dict[str, str]]:
     for doc in read_corpus(corpus_file):
         texts[doc.id] = doc.text
         titles[doc.id] = doc.title
+    if not texts:
+        raise TrainingError(f"{corpus_file} holds no documents (it is empty or blank)")
     return corpus_file, texts, titles
 
 
@@ -241,7 +251,7 @@ def generated_query_pairs(folder: Path, queries_file: str | Path) -> TrainingDat
 
 
 # the layout of a work folder (pairs, dev pool, checkpoint): a folder of another version is not resumed
-WORK_VERSION = 3
+WORK_VERSION = 4
 PSEUDO_MIN_WORDS = 8  # words a pseudo-query's positive keeps once its query is taken out
 
 
@@ -391,7 +401,7 @@ class Trainer:
 
     def __init__(self, dataset: str | Path, output: str | Path, settings: TrainSettings, *,
                  overwrite: bool = False, progress: bool = True, plot: str | Path | None = None):
-        self.settings = settings.check()
+        self.settings = dataclasses.replace(settings, threads=settings.threads or available_cpus()).check()
         self.folder = Path(dataset)
         if not self.folder.is_dir():
             raise NotFoundError(f"dataset folder {self.folder} does not exist")
@@ -402,8 +412,9 @@ class Trainer:
                                   "or choose another --output")
         self.work = self.output.parent / f".{self.output.name}.training"
         self.progress = progress
-        self.plot = Path(plot) if plot is not None else None
+        self.plot = check_output_path(plot, "file") if plot is not None else None
         self.base_name, self.base_path = resolve_model(settings.model)
+        self.threads = self.settings.threads
 
     # -- data -------------------------------------------------------------------------------------
     def load_data(self) -> None:
@@ -468,10 +479,17 @@ class Trainer:
         state = self.work / STATE_FILE
         if self.work.exists():
             try:
-                same = json.loads(state.read_text())["fingerprint"] == self.fingerprint
+                old = json.loads(state.read_text())["fingerprint"]
             except (OSError, ValueError, KeyError):
-                same = False
-            if not same:
+                old = None
+            threads = (old or {}).get("settings", {}).get("threads"), self.settings.threads
+            if old is not None and threads[0] != threads[1] and \
+                    {**old, "settings": {**old["settings"], "threads": threads[1]}} == self.fingerprint:
+                raise TrainingError(
+                    f"{self.work} holds an interrupted run of this training with --threads {threads[0]}, and this "
+                    f"run asks for --threads {threads[1]}: the weights depend on the thread count, so resume with "
+                    f"--threads {threads[0]}, or remove {self.work} to start again")
+            if old != self.fingerprint:
                 shutil.rmtree(self.work)
         self.work.mkdir(parents=True, exist_ok=True)
         if not state.is_file():
@@ -610,33 +628,65 @@ class Trainer:
         if self.settings.query_mode == "learned":
             save_table(torch.relu(self.query_table.detach()).cpu().numpy(), folder / MODEL_TABLE_FILE)
 
+    def _checkpoints(self) -> list[Path]:
+        """The work folder's checkpoint files, newest first."""
+        return sorted(self.work.glob("checkpoint-*.pt"), reverse=True)
+
     def _save_checkpoint(self, model: SpladeModel, optimizer, step: int, history: dict) -> None:
+        """One file holds all a resume needs (model, optimiser, step, random state, history), written
+        beside its name and renamed into place; then all but the newest ``CHECKPOINTS_KEPT`` go."""
         import torch
 
-        state = {"model": model.model.state_dict(), "optimizer": optimizer.state_dict(), "step": step}
+        state = {"model": model.model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                 "rng": torch.get_rng_state(), "history": json.dumps(history)}
         if self.settings.query_mode == "learned":
             state["query_table"] = self.query_table.detach()
-        with atomic_file(self.work / CHECKPOINT_FILE, "wb") as fh:
+        with atomic_file(self.work / f"checkpoint-{step:07d}.pt", "wb") as fh:
             torch.save(state, fh)
-        _write_json(self.work / "history.json", {"step": step, **history})
+            fh.flush()
+            fault_point("train.checkpoint")
+        fault_point("train.rotate")
+        for old in self._checkpoints()[CHECKPOINTS_KEPT:]:
+            old.unlink()
+        # best models: each improves on the one before, so the two kept checkpoints' histories name at
+        # most the two newest up to this step; others (and any of a later step, left by a killed run) go
+        bests = sorted((f for f in self.work.glob("best-*") if f.is_dir()), key=_step_of, reverse=True)
+        keep = [f for f in bests if _step_of(f) <= step][:CHECKPOINTS_KEPT]
+        for folder in bests:
+            if folder not in keep:
+                shutil.rmtree(folder, ignore_errors=True)
 
     def _load_checkpoint(self, model: SpladeModel, optimizer) -> tuple[int, dict]:
+        """(step, history) of the newest checkpoint that can be read, loaded into the model and the
+        optimiser; one that cannot (cut short, damaged) is skipped for the previous one, with a warning."""
+        import pickle
+        import warnings
+
         import torch
 
-        path = self.work / CHECKPOINT_FILE
-        history_file = self.work / "history.json"
-        if not path.is_file() or not history_file.is_file():
-            return 0, {"steps": [], "dev": [], "best": None}
-        state = torch.load(path, map_location=model.device, weights_only=True)
-        history = json.loads(history_file.read_text())
-        if history.pop("step") != state["step"]:
-            return 0, {"steps": [], "dev": [], "best": None}
-        model.model.load_state_dict(state["model"])
-        if "query_table" in state:
-            with torch.no_grad():
-                self.query_table.copy_(state["query_table"])
-        optimizer.load_state_dict(state["optimizer"])
-        return int(state["step"]), history
+        for path in self._checkpoints():
+            try:
+                state = torch.load(path, map_location=model.device, weights_only=True)
+                history = json.loads(state["history"])
+                if state["step"] != _step_of(path):
+                    raise ValueError(f"it holds step {state['step']}")
+                if history.get("best") and not (self.work / f"best-{history['best']['step']:07d}").is_dir():
+                    raise ValueError(f"its best model (step {history['best']['step']}) is gone")
+                model.model.load_state_dict(state["model"])
+                if "query_table" in state:
+                    with torch.no_grad():
+                        self.query_table.copy_(state["query_table"])
+                optimizer.load_state_dict(state["optimizer"])
+                torch.set_rng_state(state["rng"])
+            except (OSError, EOFError, RuntimeError, ValueError, KeyError, TypeError, pickle.UnpicklingError) as exc:
+                warnings.warn(f"{path} cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+                              "trying the checkpoint before it", stacklevel=2)
+                continue
+            return int(state["step"]), history
+        if any(self.work.glob("checkpoint-*.pt")):
+            warnings.warn(f"no checkpoint in {self.work} can be read: training starts again from step 0",
+                          stacklevel=2)
+        return 0, {"steps": [], "dev": [], "best": None}
 
     def _evaluate(self, model: SpladeModel, step: int) -> dict:
         """Dev metrics of the current weights through encode, index and search, as `experiment` runs."""
@@ -650,6 +700,7 @@ class Trainer:
         encoder = SpladeEncoder(str(folder / "model"), max_length=s.max_length, pooling=s.pooling, device=s.device)
         encode_corpus(self.dev / "corpus.jsonl", folder / "collection", encoder=encoder, scale=s.scale,
                       query_max_length=s.query_max_length, progress=False)
+        fault_point("train.evaluate")
         build_index(folder / "collection", folder / "index", quiet=True, query_mode=s.query_mode)
         queries = read_queries(self.dev / "queries.tsv")
         if s.query_mode == "full":
@@ -676,17 +727,28 @@ class Trainer:
             tmp = self.work / "best.tmp"
             shutil.rmtree(tmp, ignore_errors=True)
             shutil.copytree(self.work / "eval" / "model", tmp)
-            move_into_place(tmp, self.work / "best")
+            # by step: the checkpoint's history names its best model, whichever evaluation came later
+            move_into_place(tmp, self.work / f"best-{record['step']:07d}")
             history["best"] = record
 
     def run(self) -> TrainResult:
         import torch
-        from tqdm import tqdm
 
         start = time.perf_counter()
-        s = self.settings
         self.load_data()
         self.prepare()
+        threads = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
+            return self._run(start)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _run(self, start: float) -> TrainResult:
+        import torch
+        from tqdm import tqdm
+
+        s = self.settings
         torch.manual_seed(s.seed)
         model = SpladeModel(self.base_path, pooling=s.pooling, new_head=s.new_head, device=s.device)
         model.model.train()
@@ -729,6 +791,7 @@ class Trainer:
                 log["lr"] = optimizer.param_groups[0]["lr"]
                 history["steps"].append(log)
                 step += 1
+                fault_point("train.step")
                 bar.update(1)
                 bar.set_postfix(loss=f"{log['loss']:.3f}", rank=f"{log['rank']:.3f}", nz_d=f"{log['nonzero_d']:.0f}")
                 if step in eval_steps and self.dev_qids:
@@ -753,7 +816,7 @@ class Trainer:
         tmp = self.output.parent / f".{self.output.name}.writing"
         shutil.rmtree(tmp, ignore_errors=True)
         if history.get("best") is not None:
-            shutil.copytree(self.work / "best", tmp)
+            shutil.copytree(self.work / f"best-{history['best']['step']:07d}", tmp)
             kept = {"rule": "best dev nDCG@10", **history["best"]}
         else:
             model.save(tmp)
@@ -818,15 +881,31 @@ def trained_with(model_dir: str | Path, settings: TrainSettings) -> bool:
         Path(f["path"]).is_file() and f["sha256"] == sha256_file(f["path"]) for f in old["dataset"]["files"].values())
 
 
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity where the system tells it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def _step_of(path: Path) -> int:
+    """The step in a ``checkpoint-STEP.pt`` or ``best-STEP`` name (-1 for another name)."""
+    digits = path.name.split("-", 1)[-1].split(".")[0]
+    return int(digits) if digits.isdigit() else -1
+
+
 def make_settings(**settings) -> TrainSettings:
     """:class:`TrainSettings` from keyword settings, checked; a ``queries_file`` implies
-    ``pairs="queries-file"``."""
+    ``pairs="queries-file"``, and no ``threads`` means the CPUs this process may run on."""
     unknown = set(settings) - {f.name for f in dataclasses.fields(TrainSettings)}
     if unknown:
         raise SettingTypeError(f"unknown training settings {sorted(unknown)}")
     if settings.get("queries_file") is not None:
         settings.setdefault("pairs", "queries-file")
         settings["queries_file"] = str(settings["queries_file"])
+    if settings.get("threads") is None:
+        settings["threads"] = available_cpus()
     return TrainSettings(**settings).check()
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from .atomic import move_into_place, write_text
 from .collection import COLLECTION_METADATA_FILE, FORMATS, PART_SIZE, part_name, part_number
 from .errors import OutputExistsError, SettingError, SettingTypeError
+from .faults import fault_point
 from .model import SpladeEncoder, model_weights_sha256, resolve_model
 from .quantize import DEFAULT_SCALE, check_pruning, check_scale
 
@@ -144,6 +145,7 @@ def record_progress(tmp: Path, settings: dict | None, parts: list[dict], part: d
     parts.append(part)
     if settings is not None:  # what a resumed run may keep
         write_text(tmp / PROGRESS_FILE, json.dumps({"settings": settings, "parts": parts}, indent=1))
+        fault_point("encode.progress")
 
 
 def collection_metadata(encoder: SpladeEncoder, parts: list[dict], options: CollectionOptions, *,

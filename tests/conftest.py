@@ -1,5 +1,7 @@
 """Shared fixtures. Tests that need ../shared/datasets find it through $SPLADE_LUCENE_DATA or
-../shared/datasets beside the checkout, and skip with the reason where neither exists."""
+../shared/datasets beside the checkout. Where something a test needs is missing (the collections, an
+extra, a file system it mounts), the test is skipped with the reason on a developer's machine, and
+FAILS under CI (``CI`` set, as CI sets ``CI=true``): a suite must not go green by not testing."""
 
 from __future__ import annotations
 
@@ -17,6 +19,24 @@ import splade_lucene  # noqa: F401  (sets up Java before any pyserini import)
 REPO = Path(__file__).resolve().parent.parent
 
 
+UNDER_CI = bool(os.environ.get("CI"))
+
+
+def unavailable(reason: str):
+    """Skip for ``reason``; under CI, fail: what CI must test may not be skipped."""
+    if UNDER_CI:
+        pytest.fail(f"CI must run this test, but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def need_module(name: str, extra: str):
+    """``pytest.importorskip`` that fails under CI (see :func:`unavailable`)."""
+    try:
+        return __import__(name)
+    except ImportError:
+        unavailable(f"{name} is not installed (pip install 'splade-lucene[{extra}]')")
+
+
 def data_root() -> Path | None:
     if os.environ.get("SPLADE_LUCENE_DATA"):
         return Path(os.environ["SPLADE_LUCENE_DATA"])
@@ -27,8 +47,12 @@ def data_root() -> Path | None:
 @pytest.fixture(scope="session")
 def datasets() -> Path:
     root = data_root()
+    if os.environ.get("SPLADE_LUCENE_DATA") and not (root / "scifact").is_dir():
+        # a folder named on purpose and wrong is a mistake, never a reason to skip
+        pytest.fail(f"SPLADE_LUCENE_DATA={root} holds no test collections (no scifact/ there)", pytrace=False)
     if root is None or not root.is_dir():
-        pytest.skip("test collections not found: set SPLADE_LUCENE_DATA or place them at ../shared/datasets")
+        unavailable("the test collections are not found: set SPLADE_LUCENE_DATA or place them at "
+                    "../shared/datasets")
     return root
 
 
@@ -125,6 +149,53 @@ def reproduced(datasets):
     report = subprocess.run([sys.executable, "-m", "splade_lucene", "report", "--output", str(out)],
                             capture_output=True, text=True, timeout=600)
     return out, proc, report
+
+
+@pytest.fixture(scope="session")
+def small_corpus(datasets, tmp_path_factory) -> Path:
+    """The first 240 Cranfield documents (some longer than 64 tokens)."""
+    path = tmp_path_factory.mktemp("corpus") / "corpus.jsonl"
+    with open(datasets / "cranfield" / "corpus.jsonl", encoding="utf-8") as fh:
+        path.write_text("".join(next(fh) for _ in range(240)), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(datasets, tmp_path_factory) -> Path:
+    """A slice of SciFact: 40 train queries, their judged documents and 200 others."""
+    import json
+
+    src = datasets / "scifact"
+    out = tmp_path_factory.mktemp("tiny") / "scifact"
+    (out / "qrels").mkdir(parents=True)
+    rows = [line.rstrip("\r\n").split("\t") for line in (src / "qrels" / "train.tsv").read_text().splitlines()[1:]]
+    qids = list(dict.fromkeys(r[0] for r in rows))[:40]
+    rows = [r for r in rows if r[0] in qids]
+    judged = {r[1] for r in rows}
+    lines = (src / "corpus.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
+    (out / "corpus.jsonl").write_text("".join(line for i, line in enumerate(lines)
+                                              if i < 200 or json.loads(line)["_id"] in judged), encoding="utf-8")
+    queries = [line for line in (src / "queries.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
+               if json.loads(line)["_id"] in qids]
+    (out / "queries.jsonl").write_text("".join(queries), encoding="utf-8")
+    lines = "".join("\t".join(r) + "\n" for r in rows)
+    (out / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\n" + lines)
+    return out
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """An empty folder on a read-only tmpfs made for the test (needs Linux and root: CI runs as root)."""
+    where = tmp_path / "read-only"
+    where.mkdir()
+    if not sys.platform.startswith("linux") or os.geteuid() != 0:
+        unavailable("mounting a read-only file system needs Linux and root")
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(where)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        unavailable(f"a read-only tmpfs cannot be mounted here: {proc.stderr.strip()}")
+    yield where
+    subprocess.run(["umount", str(where)], capture_output=True)
 
 
 def read_vectors(folder: Path) -> dict[str, dict[str, int]]:

@@ -107,3 +107,70 @@ def test_collection_and_index_metadata(tmp_path, text, data):
         for name, reader in (("collection.meta", read_collection_metadata), ("splade_lucene.json", read_metadata)):
             (folder / name).write_bytes(content)
             check(lambda p, r=reader: r(p.parent), folder / name)
+
+
+def outcome(reader, path: Path):
+    """What a reader makes of a file: its result, or our error's message with the path written as P."""
+    try:
+        result = reader(path)
+        return list(result) if hasattr(result, "__next__") else result
+    except SpladeLuceneError as exc:
+        return str(exc).replace(str(path), "P")
+
+
+@BUDGET
+@given(jsonish=lines_of(JSONISH), tabular=lines_of(TABULAR))
+def test_a_leading_byte_order_mark_changes_nothing(tmp_path, jsonish, tabular):
+    """Windows tools open UTF-8 files with a byte-order mark: every text reader takes it as nothing."""
+    for text, readers in ((jsonish, (read_corpus, read_queries, read_encoded_queries)),
+                          (tabular, (read_queries, read_qrels, read_run, read_encoded_queries))):
+        content = text.encode("utf-8", "surrogatepass")
+        plain, marked = fresh(tmp_path, "input.txt"), fresh(tmp_path, "input.txt")
+        plain.write_bytes(content)
+        marked.write_bytes(b"\xef\xbb\xbf" + content)
+        for reader in readers:
+            assert outcome(reader, marked) == outcome(reader, plain), reader.__name__
+
+
+def test_a_byte_order_mark_in_a_real_corpus_queries_and_qrels(tmp_path):
+    bom = "\ufeff"
+    (tmp_path / "corpus.jsonl").write_text(bom + '{"_id": "d1", "text": "a kitten"}\n', encoding="utf-8")
+    (tmp_path / "queries.tsv").write_text(bom + "q1\tcat\n", encoding="utf-8")
+    (tmp_path / "qrels.tsv").write_text(bom + "query-id\tcorpus-id\tscore\nq1\td1\t1\n", encoding="utf-8")
+    (tmp_path / "exp.yaml").write_text(bom + "dataset: x\nconditions:\n  a: {type: bm25}\n", encoding="utf-8")
+    assert [d.id for d in read_corpus(tmp_path / "corpus.jsonl")] == ["d1"]
+    assert read_queries(tmp_path / "queries.tsv") == [("q1", "cat")]
+    assert read_qrels(tmp_path / "qrels.tsv") == {"q1": {"d1": 1}}
+    assert list(load_spec(tmp_path / "exp.yaml").conditions) == ["a"]
+
+
+SHAPES = st.sampled_from(["fresh", "existing-file", "existing-folder", "inside-a-file", "deep-inside-a-file"])
+
+
+@BUDGET
+@given(shape=SHAPES, kind=st.sampled_from(["file", "folder"]))
+def test_any_output_path_is_written_or_refused_naming_it(tmp_path, shape, kind):
+    """The library's writers, given any shape of output path, write it or raise OutputPathError naming
+    it, and never touch what is already there."""
+    from splade_lucene.atomic import OutputPathError, output_lock, write_text
+    from splade_lucene.search import write_run
+
+    base = fresh(tmp_path, "base")
+    base.mkdir()
+    (base / "afile").write_text("kept\n")
+    (base / "afolder").mkdir()
+    target = {"fresh": base / "new", "existing-file": base / "afile", "existing-folder": base / "afolder",
+              "inside-a-file": base / "afile" / "x", "deep-inside-a-file": base / "afile" / "x" / "y"}[shape]
+    def lock(path):
+        with output_lock(path):
+            pass
+
+    writers = [lambda p: write_text(p, "text\n"), lambda p: write_run({"q": []}, p)] if kind == "file" else [lock]
+    for write in writers:
+        try:
+            write(target)
+        except OutputPathError as exc:
+            assert str(target) in str(exc) or str(base / "afile") in str(exc)
+            assert shape != "fresh" and not (shape == "existing-file" and kind == "file") and not (
+                shape == "existing-folder" and kind == "folder")
+    assert (base / "afile").read_text() == "kept\n" or (shape == "existing-file" and kind == "file")

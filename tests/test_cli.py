@@ -68,6 +68,15 @@ def broken(tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "nometa").mkdir()
     (tmp_path / "nometa" / "part-00000.jsonl").write_text("not json\n")
+    (tmp_path / "blank.jsonl").write_text("\n  \n\t\n")
+    (tmp_path / "good.qrels").write_text("q1 0 d1 1\n")
+    (tmp_path / "blank.tsv").write_text("")
+    (tmp_path / "blankdata" / "qrels").mkdir(parents=True)
+    (tmp_path / "blankdata" / "corpus.jsonl").write_text(" \n")
+    (tmp_path / "blankdata" / "queries.jsonl").write_text('{"_id": "q1", "text": "a query"}\n')
+    (tmp_path / "blankdata" / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\n")
+    (tmp_path / "blankdata" / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n")
+    (tmp_path / "blank.yaml").write_text("\n\n")
     return tmp_path
 
 
@@ -93,6 +102,20 @@ CASES = [
     ("train", ["--dataset", "{t}/empty", "--output", "{t}/m", "--lr", "-1"], "--lr"),
     ("reproduce", ["{t}/bad.yaml", "--output", "{t}/o"], "bad.yaml"),
     ("report", ["--output", "{t}/empty"], "empty"),
+    # inputs that hold nothing (empty, or blank lines only): an index or a run of nothing is no result
+    ("encode", ["--corpus", "{t}/blank.jsonl", "--output", "{t}/c"], "blank.jsonl holds no documents"),
+    ("search", ["--index", "{t}/empty", "--queries", "{t}/blank.tsv", "--output", "{t}/r"],
+     "blank.tsv holds no queries"),
+    ("search", ["--index", "{t}/empty", "--queries", "{t}/blank.jsonl", "--pretokenized", "--output", "{t}/r"],
+     "blank.jsonl holds no queries"),
+    ("encode-queries", ["--index", "{t}/empty", "--queries", "{t}/blank.jsonl", "--output", "{t}/t"],
+     "blank.jsonl holds no queries"),
+    ("evaluate", ["--qrels", "{t}/blank.tsv", "--run", "{t}/run.trec"], "blank.tsv: no judgments"),
+    ("evaluate", ["--qrels", "{t}/blankdata/qrels/test.tsv", "--run", "{t}/run.trec"], "test.tsv: no judgments"),
+    ("evaluate", ["--qrels", "{t}/good.qrels", "--run", "{t}/blank.jsonl"], "blank.jsonl holds no run lines"),
+    ("experiment", ["--dataset", "{t}/blankdata", "--output", "{t}/e"], "test.tsv: no judgments"),
+    ("train", ["--dataset", "{t}/blankdata", "--output", "{t}/m"], "corpus.jsonl holds no documents"),
+    ("reproduce", ["{t}/blank.yaml", "--output", "{t}/o"], "blank.yaml"),
 ]
 
 
@@ -106,3 +129,55 @@ def test_every_subcommand_refuses_broken_input_in_one_line(broken, capsys, comma
 
 def test_every_subcommand_is_covered_by_a_broken_input():
     assert {c[0] for c in CASES} == set(cli.HANDLERS)
+
+
+# ---- outputs that cannot be written --------------------------------------------------------------
+
+WRITERS = [  # each command that writes, its output option last; inputs need not exist: outputs come first
+    ("encode", ["--corpus", "{t}/none.jsonl", "--output"], "folder"),
+    ("index", ["--collection", "{t}/none", "--index"], "folder"),
+    ("merge", ["{t}/none", "--index"], "folder"),
+    ("search", ["--index", "{t}/none", "--queries", "{t}/none.tsv", "--output"], "file"),
+    ("encode-queries", ["--index", "{t}/none", "--queries", "{t}/none.tsv", "--output"], "file"),
+    ("export-onnx", ["--output"], "folder"),
+    ("train", ["--dataset", "{t}/none", "--output"], "folder"),
+    ("train", ["--dataset", "{t}/none", "--output", "{t}/m", "--plot"], "file"),
+    ("experiment", ["--dataset", "{t}/none", "--output"], "folder"),
+    ("reproduce", ["{t}/none.yaml", "--output"], "folder"),
+    ("report", ["--output", "{t}/none", "--markdown"], "file"),
+    ("report", ["--output", "{t}/none", "--plot"], "file"),
+]
+
+
+@pytest.fixture
+def in_the_way(tmp_path):
+    (tmp_path / "afile").write_text("a file\n")
+    (tmp_path / "afolder").mkdir()
+    return tmp_path
+
+
+@pytest.mark.parametrize("command, args, kind", WRITERS, ids=[f"{w[0]}-{i}" for i, w in enumerate(WRITERS)])
+@pytest.mark.parametrize("where", ["other-kind", "inside-a-file", "nested-inside-a-file"])
+def test_an_output_that_cannot_be_written_is_refused_before_any_work(in_the_way, capsys, command, args, kind, where):
+    target = {"other-kind": in_the_way / ("afile" if kind == "folder" else "afolder"),
+              "inside-a-file": in_the_way / "afile" / "out", "nested-inside-a-file": in_the_way / "afile" / "a" / "b"}
+    code = cli.main(["--quiet", command, *[a.format(t=in_the_way) for a in args], str(target[where])])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err and err.startswith(f"splade-lucene {command}: error: "), err
+    assert ("is a file" in err or "is a folder" in err) and "choose another path" in err, err
+    assert (in_the_way / "afile").read_text() == "a file\n" and not any((in_the_way / "afolder").iterdir())
+    assert sorted(p.name for p in in_the_way.iterdir()) == ["afile", "afolder"]  # nothing written beside
+
+
+def test_impacts_refuses_an_index_it_cannot_write_into(in_the_way, capsys):
+    code = cli.main(["--quiet", "impacts", "--index", str(in_the_way / "afile")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "afile" in err and "is a file" in err, err
+
+
+@pytest.mark.parametrize("command, args, kind", WRITERS, ids=[f"{w[0]}-{i}" for i, w in enumerate(WRITERS)])
+def test_an_output_on_a_read_only_file_system_is_refused(read_only_dir, capsys, command, args, kind):
+    """As root, permission bits stop no write: a read-only mount does."""
+    code = cli.main(["--quiet", command, *[a.format(t=read_only_dir) for a in args], str(read_only_dir / "out")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err and "read-only file system" in err and str(read_only_dir) in err, err

@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from conftest import unavailable
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -28,7 +29,7 @@ def digests(folder: Path) -> dict[str, str]:
 def small_fs(tmp_path):
     """A tmpfs of a given size (``mount(size)``, ``grow()`` to free space), unmounted afterwards."""
     if not sys.platform.startswith("linux") or os.geteuid() != 0:
-        pytest.skip("mounting a small file system needs Linux and root (CI runs as root)")
+        unavailable("mounting a small file system needs Linux and root (CI runs as root)")
     where = tmp_path / f"fs-{uuid.uuid4().hex[:6]}"
     where.mkdir()
 
@@ -39,7 +40,7 @@ def small_fs(tmp_path):
             proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
                                   capture_output=True, text=True)
             if proc.returncode != 0:
-                pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
+                unavailable(f"a tmpfs cannot be mounted here: {proc.stderr.strip()}")
             return where
 
         def grow(self):

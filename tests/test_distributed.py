@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import read_vectors
+from conftest import need_module, read_vectors
 
 from splade_lucene.collection import InputError, read_corpus
 from splade_lucene.distributed import corpus_parts, read_part
@@ -231,7 +231,7 @@ def test_ray_leaves_the_jvms_signal_handlers(tmp_path):
     import subprocess
     import sys
 
-    pytest.importorskip("ray", reason="Ray is in the ray extra")
+    need_module("ray", "ray")
     proc = subprocess.run([sys.executable, "-c", JVM_BESIDE_RAY], capture_output=True, text=True, timeout=600,
                           cwd=tmp_path)
     assert proc.returncode == 0, f"exit {proc.returncode}: {proc.stderr[-3000:]}"

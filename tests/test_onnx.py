@@ -9,8 +9,9 @@ import subprocess
 import sys
 
 import pytest
+from conftest import need_module
 
-pytest.importorskip("onnxruntime", reason="the onnx extra (pip install 'splade-lucene[onnx]') is not installed")
+need_module("onnxruntime", "onnx")
 
 from splade_lucene.model import ModelError, SpladeEncoder  # noqa: E402
 from splade_lucene.quantize import quantize  # noqa: E402

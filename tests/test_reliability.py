@@ -6,15 +6,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from splade_lucene.encode import encode_corpus
+from splade_lucene.faults import ENVIRONMENT
 from splade_lucene.index import build_index
 from splade_lucene.search import QueryEncoder, Searcher, write_run
 
@@ -29,47 +30,49 @@ def digests(folder: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
 
 
-def wait_for(condition, proc, timeout: float = 300) -> None:
-    end = time.monotonic() + timeout
-    while not condition():
-        if proc.poll() is not None:
-            raise AssertionError(f"the process ended (exit {proc.returncode}) before it could be killed: "
-                                 f"{proc.stderr.read() if proc.stderr else ''}")
-        if time.monotonic() > end:
-            proc.kill()
-            raise AssertionError("timed out waiting for the process")
-        time.sleep(0.02)
+def start_paused(args: list[str], point: str, **kwargs) -> subprocess.Popen:
+    """Start ``args`` with the fault point ``point`` (``NAME[:N]``) set to stop the process there, and
+    return once it has stopped (``waitpid(WUNTRACED)``: the process's own signal that it is there)."""
+    env = {**os.environ, ENVIRONMENT: f"{point}:stop"}
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+    _, status = os.waitpid(proc.pid, os.WUNTRACED)
+    if not os.WIFSTOPPED(status):
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        raise AssertionError(f"the process ended (exit {proc.returncode}) before reaching {point}: "
+                             f"{proc.stderr.read()}")
+    return proc
 
 
-@pytest.fixture(scope="module")
-def small_corpus(datasets, tmp_path_factory) -> Path:
-    """The first 240 Cranfield documents (some longer than 64 tokens)."""
-    path = tmp_path_factory.mktemp("corpus") / "corpus.jsonl"
-    with open(datasets / "cranfield" / "corpus.jsonl", encoding="utf-8") as fh:
-        path.write_text("".join(next(fh) for _ in range(240)), encoding="utf-8")
-    return path
+def signal_paused(proc: subprocess.Popen, sig: int) -> None:
+    """Send ``sig`` to a process stopped by :func:`start_paused`, then let it go on to receive it."""
+    proc.send_signal(sig)
+    os.kill(proc.pid, signal.SIGCONT)
+
+
+def wait_for_exit(pid: int, timeout: float = 120) -> bool:
+    """Wait for a process that is not our child to end (a pidfd becomes readable); False if it did not
+    within ``timeout`` (a guard against a hang, not a measurement)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        return bool(select.select([fd], [], [], timeout)[0])
+    finally:
+        os.close(fd)
 
 
 def test_killed_encoding_resumes_and_equals_an_uninterrupted_run(small_corpus, encoder, tmp_path):
     out = tmp_path / "out"
     args = cli("encode", "--corpus", str(small_corpus), "--output", str(out), "--part-size", "40")
-    progress = tmp_path / ".out.writing" / "progress.json"
-
-    def two_parts() -> bool:
-        try:
-            return len(json.loads(progress.read_text())["parts"]) >= 2
-        except (OSError, ValueError):
-            return False
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_for(two_parts, proc)
-    proc.send_signal(signal.SIGKILL)
+    proc = start_paused(args, "encode.progress:2")  # two parts finished and recorded
+    proc.send_signal(signal.SIGKILL)  # from outside, as the out-of-memory killer or a power cut would
     proc.wait()
     assert not out.exists()  # nothing at the target
 
     resumed = subprocess.run(args, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
-    kept = int(resumed.stdout.split(" kept from an interrupted run")[0].rsplit("; ", 1)[1])
-    assert 80 <= kept < 240 and kept % 40 == 0, resumed.stdout  # finished parts kept, only the rest encoded
+    assert "; 80 kept from an interrupted run" in resumed.stdout  # finished parts kept, only the rest encoded
     assert not (tmp_path / ".out.writing").exists()
 
     reference = encode_corpus(small_corpus, tmp_path / "reference", encoder=encoder, part_size=40, progress=False)
@@ -155,17 +158,14 @@ def test_killed_index_build_leaves_no_index_no_folder_and_no_jvm(cranfield, tmp_
     # below, so a JVM that outlived its parent would still be found
     collection, records = _big_collection(cranfield, tmp_path)
     target = tmp_path / "idx"
-    proc = subprocess.Popen(cli("index", "--collection", str(collection), "--index", str(target)),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=_sigint_as_from_a_terminal)
-    wait_for(lambda: any(tmp_path.glob("idx.building-*/*")), proc)  # Anserini is writing Lucene files
-    building = next(tmp_path.glob("idx.building-*"))
+    proc = start_paused(cli("index", "--collection", str(collection), "--index", str(target)), "index.running")
+    building = tmp_path / f"idx.building-{proc.pid}"  # where the indexer writes (named by our pid)
+    jvms = _processes_mentioning(str(building))
+    assert jvms, "Anserini's JVM is running"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    end = time.monotonic() + 5
-    while _processes_mentioning(str(building)) and time.monotonic() < end:
-        time.sleep(0.1)
-    assert _processes_mentioning(str(building)) == []  # the child JVM died with its parent
+    assert all(wait_for_exit(pid) for pid in jvms)  # the child JVM died with its parent
+    assert _processes_mentioning(str(building)) == []
     assert not target.exists()
     small = tmp_path / "small"
     small.mkdir()
@@ -250,14 +250,14 @@ def test_a_second_writer_of_one_output_is_refused_naming_the_first(small_corpus,
 
     out = tmp_path / "collection"
     args = cli("encode", "--corpus", str(small_corpus), "--output", str(out), "--part-size", "40")
-    first = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = start_paused(args, "encode.progress:1", cwd=REPO)  # holding the lock, one part written
     try:
-        wait_for(lambda: lock_path(out).is_file() and lock_path(out).read_text().endswith("}"), first)
         second = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=300)
         assert second.returncode == 2, second.stderr
         line = second.stderr.strip()
         assert "\n" not in line and f"is being written by pid {first.pid} on " in line and "encode" in line
     finally:
+        os.kill(first.pid, signal.SIGCONT)
         first.wait(timeout=300)
     assert first.returncode == 0, first.stderr
     assert not lock_path(out).exists() and (out / "collection.meta").is_file()  # released, and complete
@@ -297,16 +297,14 @@ def test_a_stopped_encode_exits_at_once_keeping_its_finished_parts(small_corpus,
     out = tmp_path / "out"
     args = cli("encode", "--corpus", str(small_corpus), "--output", str(out), "--part-size", "40")
     progress = tmp_path / ".out.writing" / "progress.json"
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=_sigint_as_from_a_terminal)
-    wait_for(lambda: progress.is_file() and '"parts"' in progress.read_text(), proc)
-    proc.send_signal(sig)
-    t = time.monotonic()
-    proc.wait(timeout=30)
-    assert time.monotonic() - t < 10 and proc.returncode == 128 + sig
+    proc = start_paused(args, "encode.progress:1", preexec_fn=_sigint_as_from_a_terminal)
+    signal_paused(proc, sig)
+    proc.wait(timeout=300)
+    assert proc.returncode == 128 + sig
     err = proc.stderr.read().strip()
     assert err.startswith("splade-lucene encode: stopped by ") and "\n" not in err
-    assert not out.exists() and json.loads(progress.read_text())["parts"]  # finished parts kept for a resume
+    # at once: not one more part was finished after the signal; the finished one is kept for a resume
+    assert not out.exists() and len(json.loads(progress.read_text())["parts"]) == 1
     resumed = subprocess.run(args, capture_output=True, text=True)
     assert resumed.returncode == 0 and "kept from an interrupted run" in resumed.stdout, resumed.stderr
 
@@ -316,13 +314,12 @@ def test_a_stopped_encode_exits_at_once_keeping_its_finished_parts(small_corpus,
 def test_a_stopped_index_build_ends_its_jvm_and_removes_its_folder(cranfield, tmp_path, sig):
     collection, records = _big_collection(cranfield, tmp_path)
     target = tmp_path / "idx"
-    proc = subprocess.Popen(cli("index", "--collection", str(collection), "--index", str(target)),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=_sigint_as_from_a_terminal)
-    wait_for(lambda: any(tmp_path.glob("idx.building-*/*")), proc)
-    building = next(tmp_path.glob("idx.building-*"))
-    proc.send_signal(sig)
-    proc.wait(timeout=30)
+    proc = start_paused(cli("index", "--collection", str(collection), "--index", str(target)), "index.running",
+                        preexec_fn=_sigint_as_from_a_terminal)
+    building = tmp_path / f"idx.building-{proc.pid}"  # where the indexer writes (named by our pid)
+    assert _processes_mentioning(str(building)), "Anserini's JVM is running"
+    signal_paused(proc, sig)
+    proc.wait(timeout=300)
     assert proc.returncode == 128 + sig, proc.stderr.read()
     assert _processes_mentioning(str(building)) == []  # the indexer's JVM was ended, not left to its death signal
     assert not target.exists() and not building.exists()  # cleaned up at once, not at the next build
@@ -335,13 +332,10 @@ def test_a_stopped_batch_search_writes_no_run_file(cranfield, datasets, tmp_path
     texts = [text for _, text in read_queries(datasets / "cranfield" / "queries.jsonl")]
     queries.write_text("".join(f"q{i}\t{texts[i % len(texts)]}\n" for i in range(40 * len(texts))))
     run = tmp_path / "out" / "run.trec"
-    proc = subprocess.Popen(cli("search", "--index", str(cranfield["vector_index"]), "--queries", str(queries),
-                                "--output", str(run), "--k", "1000", "--engine", "lucene"),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(8)  # the model and the JVM loaded, some thousands of queries into the batch
-    assert proc.poll() is None, "the search ended before it could be stopped"
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=30)
+    proc = start_paused(cli("search", "--index", str(cranfield["vector_index"]), "--queries", str(queries),
+                            "--output", str(run), "--k", "1000", "--engine", "lucene"), "search.chunk:2")
+    signal_paused(proc, signal.SIGTERM)  # the model and the JVM loaded, 512 of 9,000 queries encoded
+    proc.wait(timeout=300)
     err = proc.stderr.read().strip()
     assert proc.returncode == 143 and err.startswith("splade-lucene search: stopped by SIGTERM"), err
     assert not run.exists()

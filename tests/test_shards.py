@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import need_module
 
 from splade_lucene.index import IncompatibleIndexError, set_query_mode
 from splade_lucene.search import Searcher, ShardedSearcher, ShardError, run_lines
@@ -100,7 +101,7 @@ def test_the_cli_searches_shards_as_one(cranfield, shards, tmp_path):
 @pytest.fixture(scope="module")
 def cluster():
     """A local Ray cluster of 3 CPUs (one actor per shard) for this module."""
-    pytest.importorskip("ray", reason="the Ray shard workers need the ray extra")
+    need_module("ray", "ray")
     from splade_lucene.distributed import start_ray, stop_ray
 
     ray, started = start_ray(workers=3)
