@@ -52,8 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("encode", parents=[quiet], help="encode a corpus into an integer-weighted Anserini collection",
                        description="Encode a corpus (BEIR corpus.jsonl or JsonCollection {id, contents}, "
-                                   "optionally .gz) into JsonVectorCollection or pseudo-document files.")
-    p.add_argument("--corpus", required=True, help="corpus file (.jsonl or .jsonl.gz)")
+                                   "optionally .gz or .xz) into JsonVectorCollection or pseudo-document files.")
+    p.add_argument("--corpus", required=True, help="corpus file (.jsonl, .jsonl.gz or .jsonl.xz)")
     p.add_argument("--output", required=True, help="output collection folder")
     p.add_argument("--format", choices=("vector", "pseudo"), default="vector",
                    help="vector: JsonVectorCollection {term: int}; pseudo: contents repeating each term "

@@ -222,7 +222,8 @@ def test_metrics_equal_anserini_trec_eval(cranfield, tmp_path):
 
 
 def test_cranfield_within_0003_of_the_float_reference(cranfield):
-    # Reference: plain transformers, exact float dot products, BEIR convention (query id hits dropped).
+    # Reference: scripts/float_reference.py (plain transformers, no code of ours, exact float dot products,
+    # BEIR convention: query id hits dropped).
     with Searcher(cranfield["vector_index"], cranfield["query_encoder"]) as searcher:
         results = searcher.batch_search_terms(cranfield["encoded"], k=K)
     run = {q: [(h.docid, h.score) for h in hits] for q, hits in results.items()}

@@ -294,7 +294,7 @@ def test_train_condition_in_an_experiment_file(tiny_dataset, tmp_path):
     spec.write_text(json.dumps({
         "dataset": str(dataset), "split": "dev", "k": 100,
         "conditions": {"ft": {"type": "train", "max_length": 64, "train": settings,
-                              "expected": {"nDCG@10": 0.5}}}}))
+                              "expected": {"nDCG@10": 1.5}}}}))  # no ranking scores 1.5: must FAIL
     assert load_spec(spec).conditions["ft"].settings["train"]["lr"] == TINY["lr"]
     out = tmp_path / "out"
     grades = reproduce([spec], out, progress=False, echo=lambda line: None)
@@ -302,9 +302,16 @@ def test_train_condition_in_an_experiment_file(tiny_dataset, tmp_path):
     assert manifest["training"]["reused"] is False and manifest["training"]["settings"]["max_length"] == 64
     assert manifest["model"]["sha256"] == manifest["training"]["model_sha256"]
     nd = next(g for g in grades if g.metric == "nDCG@10")
-    assert nd.status == ("OK" if round(nd.actual, 4) == 0.5 else "FAIL")
+    # the graded figure is the run's own, computed apart from the grading (trec_eval's definitions)
+    from splade_lucene.evaluate import evaluate, read_qrels, read_run
+
+    own = evaluate(read_qrels(dataset / "qrels" / "dev.tsv"), read_run(out / "tiny" / "ft" / "run.trec"),
+                   remove_query=True, warn=False).metrics["nDCG@10"]
+    assert nd.actual == pytest.approx(own, abs=1e-12) and 0 < own < 1 and nd.status == "FAIL"
     run = sha256_file(out / "tiny" / "ft" / "run.trec")
-    reproduce([spec], out, progress=False, echo=lambda line: None)
+    spec.write_text(spec.read_text().replace("1.5", f"{own:.4f}"))  # now the figure it gets: OK
+    grades = reproduce([spec], out, progress=False, echo=lambda line: None)
+    assert next(g for g in grades if g.metric == "nDCG@10").status == "OK"
     again = json.loads((out / "tiny" / "ft" / "manifest.json").read_text())
     assert again["training"]["reused"] is True and sha256_file(out / "tiny" / "ft" / "run.trec") == run
 
