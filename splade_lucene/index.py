@@ -294,7 +294,7 @@ def set_query_mode(index_dir: str | Path, query_mode: str) -> dict:
     before keep the mode they read). Returns the new metadata."""
     index_dir = Path(index_dir)
     check_mode(query_mode)
-    with output_lock(index_dir / METADATA_FILE):
+    with output_lock(index_dir / METADATA_FILE, "file"):
         metadata = read_metadata(index_dir)
         tmp = index_dir / f".{QUERY_FOLDER}.writing"
         shutil.rmtree(tmp, ignore_errors=True)
