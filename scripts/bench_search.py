@@ -46,6 +46,7 @@ query-encoding) go to PATH with ``.extra.json`` for ``.json``.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import statistics
@@ -323,6 +324,7 @@ def bench_index(name: str, folder: Path, query_sets: dict[str, list[str]], encod
 # ---- peers: PISA and BMP (scripts/peers.py), on the same quantized vectors ----------------------
 
 PEERS = ("pisa", "bmp")
+PEER_MODULES = {"pisa": "pyterrier_pisa", "bmp": "bmp"}  # the module each peer imports
 BMP_APPROX_ALPHA = 0.8
 
 
@@ -497,6 +499,11 @@ def main() -> int:
     unknown = set(peers) - set(PEERS)
     if unknown:
         raise SystemExit(f"unknown peers {sorted(unknown)}: {', '.join(PEERS)} or none")
+    missing = [p for p in peers if importlib.util.find_spec(PEER_MODULES[p]) is None]
+    for peer in missing:  # ours and Pyserini still run: the peers are the bench extra's
+        print(f"{peer}: skipped, {PEER_MODULES[peer]} is not installed (pip install 'splade-lucene[bench]')",
+              file=sys.stderr, flush=True)
+    peers = [p for p in peers if p not in missing]
 
     rows = []
     for name in names:
