@@ -177,6 +177,8 @@ def encode_corpus_ray(corpus: Path, output: Path, *, encoder: SpladeEncoder, opt
         raise SettingError(f"gpus_per_worker must be 0 (CPU) or positive, not {gpus_per_worker}")
     start_time = time.perf_counter()
     parts = corpus_parts(corpus, options.part_size)
+    if not parts:
+        raise InputError(f"{corpus} holds no documents (it is empty or blank): an index of nothing is no index")
     ray, started = start_ray(address, workers)
     try:
         resources = ray.cluster_resources()

@@ -65,7 +65,8 @@ def encode_corpus(corpus: str | Path, output: str | Path, *, encoder: SpladeEnco
         check_output(output, overwrite)
         if not corpus.is_file():
             raise NotFoundError(f"no such corpus file: {corpus}")
-        total = count_lines(corpus)
+        # the Ray engine reads the corpus as byte ranges (corpus_parts): no counting pass of its own here
+        total = count_lines(corpus) if engine == "local" else None
         if total == 0:
             raise InputError(f"{corpus} holds no documents (it is empty or blank): an index of nothing is no index")
         encoder = encoder or SpladeEncoder()

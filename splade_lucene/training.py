@@ -114,8 +114,12 @@ class TrainSettings:
     # also learns one query weight per vocabulary entry (from IDF, at query_lr); FLOPS on documents only
     query_mode: Literal["full", "idf", "learned"] = "full"
     query_lr: float = 5e-3
-    # torch's intra-op threads; None: the CPUs this process may run on (make_settings fills it in)
+    # torch's intra-op threads; None: the CPUs this process may run on (see with_threads)
     threads: int | None = None
+
+    def with_threads(self) -> "TrainSettings":
+        """These settings with ``threads`` filled in: None becomes the CPUs this process may run on."""
+        return self if self.threads is not None else dataclasses.replace(self, threads=available_cpus())
 
     def check(self) -> "TrainSettings":
         def need(ok: bool, message: str) -> None:
@@ -401,7 +405,7 @@ class Trainer:
 
     def __init__(self, dataset: str | Path, output: str | Path, settings: TrainSettings, *,
                  overwrite: bool = False, progress: bool = True, plot: str | Path | None = None):
-        self.settings = dataclasses.replace(settings, threads=settings.threads or available_cpus()).check()
+        self.settings = settings.with_threads().check()
         self.folder = Path(dataset)
         if not self.folder.is_dir():
             raise NotFoundError(f"dataset folder {self.folder} does not exist")
@@ -414,7 +418,6 @@ class Trainer:
         self.progress = progress
         self.plot = check_output_path(plot, "file") if plot is not None else None
         self.base_name, self.base_path = resolve_model(settings.model)
-        self.threads = self.settings.threads
 
     # -- data -------------------------------------------------------------------------------------
     def load_data(self) -> None:
@@ -664,7 +667,8 @@ class Trainer:
 
         import torch
 
-        for path in self._checkpoints():
+        checkpoints = self._checkpoints()
+        for path in checkpoints:
             try:
                 state = torch.load(path, map_location=model.device, weights_only=True)
                 history = json.loads(state["history"])
@@ -683,7 +687,7 @@ class Trainer:
                               "trying the checkpoint before it", stacklevel=2)
                 continue
             return int(state["step"]), history
-        if any(self.work.glob("checkpoint-*.pt")):
+        if checkpoints:
             warnings.warn(f"no checkpoint in {self.work} can be read: training starts again from step 0",
                           stacklevel=2)
         return 0, {"steps": [], "dev": [], "best": None}
@@ -738,7 +742,7 @@ class Trainer:
         self.load_data()
         self.prepare()
         threads = torch.get_num_threads()
-        torch.set_num_threads(self.threads)
+        torch.set_num_threads(self.settings.threads)
         try:
             return self._run(start)
         finally:
@@ -904,9 +908,7 @@ def make_settings(**settings) -> TrainSettings:
     if settings.get("queries_file") is not None:
         settings.setdefault("pairs", "queries-file")
         settings["queries_file"] = str(settings["queries_file"])
-    if settings.get("threads") is None:
-        settings["threads"] = available_cpus()
-    return TrainSettings(**settings).check()
+    return TrainSettings(**settings).with_threads().check()
 
 
 def plot_training(manifest: dict, png: str | Path) -> None:

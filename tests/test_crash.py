@@ -38,9 +38,12 @@ def killed(proc: subprocess.CompletedProcess) -> bool:
     return proc.returncode == -signal.SIGKILL
 
 
-def tree_digests(folder: Path, skip=()) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file() and p.name not in skip}
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def tree_digests(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): sha256(p) for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def index_fingerprint(index: Path, encoded: dict[str, dict[str, int]]) -> dict:
@@ -53,9 +56,8 @@ def index_fingerprint(index: Path, encoded: dict[str, dict[str, int]]) -> dict:
     run = index.parent / f"{index.name}.check.trec"
     with Searcher(index, pretokenized=True, engine="lucene") as searcher:
         write_run(searcher.batch_search_terms(encoded, k=100), run)
-    return {"table": tree_digests(index / "impacts"), "docids": tree_digests(index, skip=("splade_lucene.json",))
-            .get("docids.json"), "stats": meta["index_stats"], "documents": meta["documents"],
-            "run": hashlib.sha256(run.read_bytes()).hexdigest()}
+    return {"table": tree_digests(index / "impacts"), "docids": sha256(index / "docids.json"),
+            "stats": meta["index_stats"], "documents": meta["documents"], "run": sha256(run)}
 
 
 def leftovers(folder: Path, keep: set[str]) -> list[str]:
