@@ -114,6 +114,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--collection", default=None,
                    help="collection folder the index was built from (default: the one its metadata records)")
 
+    p = sub.add_parser("blockmax", parents=[quiet], help="reorder an index's documents and write its block-max engine",
+                       description="Write INDEX/blockmax from the index's impact table: the documents reordered by "
+                                   "recursive graph bisection and cut into blocks with per-term maxima, for exact "
+                                   "search that reads a small part of the postings (search --engine blockmax).")
+    p.add_argument("--index", required=True, help="index folder (with its impact table)")
+    p.add_argument("--block", type=int, default=None, help="documents a block (default: 8)")
+    p.add_argument("--order", choices=("bp", "index"), default="bp",
+                   help="bp: recursive graph bisection (default); index: Lucene's order, as built")
+    p.add_argument("--terms-per-doc", type=int, default=None,
+                   help="bisect on each document's N strongest terms only (faster to build; default: all)")
+
     p = sub.add_parser("search", parents=[quiet], help="search an index, writing a TREC run file",
                        description="Run queries (BEIR queries.jsonl or TSV qid<TAB>text) against an index.")
     p.add_argument("--index", required=True, nargs="+", metavar="DIR",
@@ -129,15 +140,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="query model (default: the one recorded with the index)")
     p.add_argument("--remove-query", action="store_true", help="drop hits whose doc id equals the query id")
     p.add_argument("--tag", default="splade-lucene", help="run tag (default: splade-lucene)")
-    p.add_argument("--engine", choices=("auto", "memory", "lucene", "ray"), default="auto",
-                   help="memory: the index's impact table; lucene: Lucene's query evaluation; auto: memory "
-                        "where the index has a table (default: auto); ray: one Ray actor per index (shard), each "
+    p.add_argument("--engine", choices=("auto", "memory", "blockmax", "lucene", "ray"), default="auto",
+                   help="memory: the index's impact table, every posting scored; blockmax: the index's block-max "
+                        "engine (`splade-lucene blockmax`); lucene: Lucene's query evaluation; auto: blockmax or "
+                        "memory as measured faster for the index and k, else lucene (default: auto); ray: one Ray "
+                        "actor per index (shard), each "
                         "searching as auto does (pip install 'splade-lucene[ray]'). All give the same results")
     p.add_argument("--address", default=None,
                    help="with --engine ray: the Ray cluster's address (default: start a local one)")
     p.add_argument("--prune", choices=("auto", "on", "off"), default="auto",
                    help="memory engine: stop reading postings once the rest cannot change the top k (exact either "
                         "way; default auto: on up to k=100 on indexes of at most 20,000 documents, where it is faster)")
+    p.add_argument("--alpha", type=float, default=1.0,
+                   help="blockmax engine, approximate: skip blocks whose bound times ALPHA cannot beat the k-th "
+                        "score (0 < ALPHA <= 1; default 1: exact)")
+    p.add_argument("--query-terms", type=int, default=None,
+                   help="blockmax engine, approximate: keep each query's N strongest terms (default: all, exact)")
 
     p = sub.add_parser("export-onnx", parents=[quiet], help="export a model to ONNX, the SPLADE head in the graph",
                        description="Write an ONNX graph (inputs input_ids, token_type_ids, attention_mask; outputs "
@@ -312,7 +330,8 @@ def _raise_stopped(signum, frame):
 # any work, so that an output that cannot be written is one line, not an error after an hour's encoding
 OUTPUTS = {
     "encode": [("output", "folder", "")], "index": [("index", "folder", "")], "merge": [("index", "folder", "")],
-    "impacts": [("index", "folder", "impacts")], "search": [("output", "file", "")],
+    "impacts": [("index", "folder", "impacts")], "blockmax": [("index", "folder", "blockmax")],
+    "search": [("output", "file", "")],
     "encode-queries": [("output", "file", "")], "export-onnx": [("output", "folder", "")],
     "train": [("output", "folder", ""), ("plot", "file", "")], "experiment": [("output", "folder", "")],
     "reproduce": [("output", "folder", "")], "report": [("markdown", "file", ""), ("plot", "file", "")],
@@ -397,6 +416,18 @@ def _impacts(args: argparse.Namespace, progress: bool) -> int:
     return 0
 
 
+def _blockmax(args: argparse.Namespace, progress: bool) -> int:
+    from .blockmax import BLOCK, write_blockmax
+
+    folder = write_blockmax(args.index, block=args.block or BLOCK, order=args.order, terms_per_doc=args.terms_per_doc)
+    meta = json.loads((folder / "blockmax.json").read_text())
+    seconds = meta["seconds"]
+    print(f"block-max index written to {folder}: {meta['docs']} documents in blocks of {meta['block']}, "
+          f"{meta['bytes'] / max(1, meta['postings']):.2f} bytes a posting; ordered in {seconds['order_s']:.1f} s, "
+          f"built in {seconds['build_s']:.1f} s")
+    return 0
+
+
 def _search(args: argparse.Namespace, progress: bool) -> int:
     from .collection import read_queries
     from .search import Searcher, ShardedSearcher, write_run
@@ -411,10 +442,12 @@ def _search(args: argparse.Namespace, progress: bool) -> int:
     prune = {"auto": None, "on": True, "off": False}[args.prune]
     if args.engine == "ray":
         def opened(**kwargs):
-            return ShardedSearcher(args.index, workers="ray", address=args.address, prune=prune, **kwargs)
+            return ShardedSearcher(args.index, workers="ray", address=args.address, prune=prune, alpha=args.alpha,
+                                   query_terms=args.query_terms, **kwargs)
     else:
         def opened(**kwargs):  # one index, or a ShardedSearcher over several
-            return Searcher(args.index, engine=args.engine, prune=prune, **kwargs)
+            return Searcher(args.index, engine=args.engine, prune=prune, alpha=args.alpha,
+                            query_terms=args.query_terms, **kwargs)
     if args.pretokenized:
         queries = read_encoded_queries(args.queries)
         with opened(pretokenized=True) as searcher:
@@ -423,8 +456,11 @@ def _search(args: argparse.Namespace, progress: bool) -> int:
         queries = read_queries(args.queries)
         with opened(model=args.model) as searcher:
             results = searcher.batch_search(queries, k=args.k, threads=args.threads, progress=progress)
-    write_run(results, args.output, tag=args.tag, remove_query=args.remove_query)
-    print(f"searched {len(queries)} queries; run written to {args.output}")
+    metadata = {"index": [str(i) for i in args.index], "queries": str(args.queries), "k": args.k,
+                "engine": args.engine, "alpha": args.alpha, "query_terms": args.query_terms,
+                "exact": args.alpha == 1.0 and args.query_terms is None}
+    write_run(results, args.output, tag=args.tag, remove_query=args.remove_query, metadata=metadata)
+    print(f"searched {len(queries)} queries; run written to {args.output} (how it was made: {args.output}.json)")
     return 0
 
 
@@ -542,7 +578,8 @@ def _report(args: argparse.Namespace, progress: bool) -> int:
     print(write_report(args.output, args.markdown, args.plot), end="")
     return 0
 
-HANDLERS = {"encode": _encode, "index": _index, "merge": _merge, "impacts": _impacts, "search": _search,
+HANDLERS = {"encode": _encode, "index": _index, "merge": _merge, "impacts": _impacts, "blockmax": _blockmax,
+            "search": _search,
             "encode-queries": _encode_queries, "export-onnx": _export_onnx, "explain": _explain,
             "show-vector": _show_vector,
             "evaluate": _evaluate, "experiment": _experiment, "train": _train, "reproduce": _reproduce,

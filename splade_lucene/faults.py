@@ -24,6 +24,7 @@ POINTS = {
     "index.running": "Anserini's indexer (a child JVM) has started and logged its first line",
     "index.built": "Anserini has written the index, before its metadata and impact table",
     "impacts.write": "the impact table's arrays are written, before the table is renamed into place",
+    "blockmax.write": "the block-max engine's arrays are written, before its folder is renamed into place",
     "merge.merged": "Lucene's addIndexes has merged the shards, before the merged index is published",
     "train.checkpoint": "a checkpoint's bytes are written, before the file is renamed into place",
     "train.rotate": "a new checkpoint is in place, the previous one not yet removed",

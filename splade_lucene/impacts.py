@@ -323,7 +323,10 @@ class ImpactTable:
         term_numbers, impacts = compressed.document(self.arrays, int(row))
         return {self.terms[t]: int(v) for t, v in zip(term_numbers.tolist(), impacts.tolist())}
 
-    def _query(self, terms: dict[str, int]) -> tuple[np.ndarray, np.ndarray] | None:
+    def query_arrays(self, terms: dict[str, int]) -> tuple[np.ndarray, np.ndarray] | None:
+        """A query's (term numbers, integer weights) over the table's terms (terms not in the index
+        dropped), or ``None`` where the table does not answer it exactly (a weight below 1, or scores
+        that could pass float32's exact integers)."""
         found = [(self.term_ids[t], w) for t, w in terms.items() if t in self.term_ids]
         if any(w < 1 for _, w in terms.items()) or sum(w for _, w in found) * self.max_impact >= EXACT_LIMIT:
             return None
@@ -334,7 +337,7 @@ class ImpactTable:
         ``prune``: stop reading postings once the rest cannot change the top k (exact either way);
         ``None``: pruned up to k = :data:`PRUNE_MAX_K` on tables of at most :data:`PRUNE_MAX_DOCS`
         documents, exhaustive otherwise."""
-        query = self._query(terms)
+        query = self.query_arrays(terms)
         if query is None:
             return None
         scratch = self._scratch

@@ -21,6 +21,8 @@ import numpy as np
 
 from . import _java
 from .atomic import atomic_file, output_lock
+from .blockmax import BLOCK_DIR as BLOCKMAX_DIR
+from .blockmax import BlockMaxIndex, check_alpha, check_query_terms
 from .collection import read_queries, topic_line
 from .distributed import start_ray
 from .errors import NotFoundError, OutputExistsError, SettingError, SettingTypeError, SpladeLuceneError, UnknownIdError
@@ -156,7 +158,12 @@ def _adjust_ties_sequential(rounded: np.ndarray) -> list[float]:
     return out
 
 
-ENGINES = ("auto", "memory", "lucene")
+ENGINES = ("auto", "memory", "blockmax", "lucene")
+# engine="auto" takes the block-max engine (where the index has one) for k up to this many hits, on
+# indexes of at least this many documents; the memory engine's exhaustive scoring elsewhere
+# (docs/performance.md, "Choosing the engine")
+BLOCKMAX_MAX_K = 100
+BLOCKMAX_MIN_DOCS = 50_000
 
 
 class Searcher:
@@ -192,11 +199,16 @@ class Searcher:
 
     def __init__(self, index_dir: str | Path, query_encoder: QueryEncoder | TableQueryEncoder | None = None, *,
                  model: str | Path | None = None, engine: str = "auto", pretokenized: bool = False,
-                 prune: bool | None = None):
+                 prune: bool | None = None, alpha: float = 1.0, query_terms: int | None = None):
         if isinstance(index_dir, (list, tuple)):
             index_dir = index_dir[0]
         if engine not in ENGINES:
             raise SettingError(f"engine must be one of {ENGINES}, not {engine!r}")
+        self.alpha = check_alpha(alpha)
+        self.query_terms = check_query_terms(query_terms)
+        if (self.alpha != 1.0 or self.query_terms is not None) and engine != "blockmax":
+            raise SettingError("alpha and query_terms (approximate search) are settings of engine='blockmax'; "
+                               f"engine={engine!r} is exact")
         self.index_dir = Path(index_dir)
         if not self.index_dir.is_dir():
             raise NotFoundError(f"index folder {self.index_dir} does not exist")
@@ -217,17 +229,20 @@ class Searcher:
         self._directory = autoclass("org.apache.lucene.store.FSDirectory").open(
             paths.get(str(self.index_dir.resolve())))
         self._reader = autoclass("org.apache.lucene.index.DirectoryReader").open(self._directory)
+        self._blockmax: BlockMaxIndex | None = None
         try:
             self._docids = docid_table(self.index_dir, self._reader)
             self._table = self._load_table(engine)
+            if engine in ("memory", "blockmax") and self._table is None:
+                raise ImpactTableError(f"{self.index_dir} has no impact table for engine={engine!r}; write one with "
+                                       "`splade-lucene impacts` (or use engine='lucene')")
+            if engine == "blockmax" or (engine == "auto" and self._table is not None
+                                        and (self.index_dir / BLOCKMAX_DIR).is_dir()):
+                self._blockmax = BlockMaxIndex.load(self.index_dir, self._table)
         except BaseException:
             self.close()
             raise
-        if engine == "memory" and self._table is None:
-            self.close()
-            raise ImpactTableError(f"{self.index_dir} has no impact table for engine='memory'; write one with "
-                                   "`splade-lucene impacts` (or use engine='lucene')")
-        self.engine = "memory" if self._table is not None else "lucene"
+        self.engine = engine if engine != "auto" else "memory" if self._table is not None else "lucene"
         self.prune = prune
         self._searcher = autoclass("org.apache.lucene.search.IndexSearcher")(
             cast("org.apache.lucene.index.IndexReader", self._reader))
@@ -317,11 +332,23 @@ class Searcher:
         check_query(terms)
         if not terms:
             return []
-        ranked = self._table.top(terms, k, prune=self.prune) if self._table is not None else None
+        ranked = None
+        if self._uses_blockmax(k):
+            ranked = self._blockmax.top(terms, k, alpha=self.alpha, query_terms=self.query_terms)
+        elif self._table is not None:
+            ranked = self._table.top(terms, k, prune=self.prune)
         if ranked is None:
             ranked = self._lucene_top(terms, k)
         docids = self._docids
         return [(docids[d], s) for d, s in ranked]
+
+    def _uses_blockmax(self, k: int) -> bool:
+        """Whether a search for ``k`` hits runs on the block-max engine: always with engine='blockmax';
+        with 'auto', where the index has one, for k up to :data:`BLOCKMAX_MAX_K` on indexes of at least
+        :data:`BLOCKMAX_MIN_DOCS` documents (where it measured faster than exhaustive scoring)."""
+        if self._blockmax is None:
+            return False
+        return self.engine == "blockmax" or (k <= BLOCKMAX_MAX_K and self._blockmax.num_docs >= BLOCKMAX_MIN_DOCS)
 
     def search_terms(self, terms: dict[str, int], k: int = 10) -> list[Hit]:
         """Search with an already quantized query."""
@@ -386,7 +413,8 @@ class ShardedSearcher:
 
     def __init__(self, index_dirs: Sequence[str | Path], query_encoder: QueryEncoder | TableQueryEncoder | None = None,
                  *, model: str | Path | None = None, engine: str = "auto", pretokenized: bool = False,
-                 prune: bool | None = None, workers: str = "local", address: str | None = None, retries: int = 2):
+                 prune: bool | None = None, workers: str = "local", address: str | None = None, retries: int = 2,
+                 alpha: float = 1.0, query_terms: int | None = None):
         dirs = [Path(d) for d in index_dirs]
         if not dirs:
             raise SettingError("a sharded searcher needs at least one index")
@@ -424,13 +452,13 @@ class ShardedSearcher:
         self.workers = workers
         self.retries = retries
         self.engine = engine
-        self._options = {"engine": engine, "prune": prune}
+        self._options = {"engine": engine, "prune": prune, "alpha": alpha, "query_terms": query_terms}
         self._shards: list = []
         self._ray = None
         try:
             if workers == "local":
                 for d in dirs:
-                    self._shards.append(Searcher(d, engine=engine, pretokenized=True, prune=prune))
+                    self._shards.append(Searcher(d, pretokenized=True, **self._options))
                 shard_ids = [s.docids for s in self._shards]
             else:
                 self._ray, _ = start_ray(address, workers=None if address else max(os.cpu_count() or 1, len(dirs)))
@@ -605,7 +633,12 @@ def run_lines(results: dict[str, list[Hit]], *, tag: str = DEFAULT_TAG, remove_q
 
 
 def write_run(results: dict[str, list[Hit]], path: str | Path, *, tag: str = DEFAULT_TAG,
-              remove_query: bool = False, score_format: str = ".6f") -> None:
+              remove_query: bool = False, score_format: str = ".6f", metadata: dict | None = None) -> None:
+    """The TREC run file at ``path``; ``metadata`` (how the run was made: engine, approximate
+    settings, k) goes beside it as ``PATH.json``."""
+    if metadata is not None:
+        with atomic_file(f"{path}.json") as fh:
+            fh.write(json.dumps(metadata, indent=2) + "\n")
     with atomic_file(path) as fh:
         fh.writelines(run_lines(results, tag=tag, remove_query=remove_query, score_format=score_format))
 

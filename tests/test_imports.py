@@ -9,7 +9,8 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "splade_lucene"
 ORDER = ["errors", "faults", "_java", "atomic", "collection", "quantize", "model", "onnx_export", "query_table",
-         "writing", "distributed", "encode", "lucene", "compressed", "impacts", "index", "search", "explain", "fusion",
+         "reorder", "writing", "distributed", "encode", "lucene", "compressed", "impacts", "blockmax", "index",
+         "search", "explain", "fusion",
          "bm25", "evaluate", "experiment", "splade_head", "training", "reproduce", "report", "cli", "__init__",
          "__main__"]
 LAZY_ALLOWED = {"cli", "training"}

@@ -1,0 +1,593 @@
+"""Block-max exact search over reordered documents: search that grows slower than the collection.
+
+The documents of an index are placed in an order where similar documents sit together (recursive
+graph bisection, :mod:`splade_lucene.reorder`) and cut, in that order, into **blocks** of
+:data:`BLOCK` documents (BMP's design, Mallia et al., SIGIR 2024). The engine keeps:
+
+- per term, its highest impact in every block: one byte (two where impacts pass 255) per block for
+  the terms found in at least one block in :data:`DENSE_SHARE` (a dense row, added to the bounds
+  with vector instructions), the (block, maximum) pairs of the blocks it occurs in for the others;
+- a **forward index** in the new order: each document's (term, impact) pairs;
+- the new order itself (``perm``: the Lucene docid placed at each position), and per term its 10th,
+  100th and 1000th largest impacts.
+
+A query adds up, for every block, the query weight times the term's block maximum over its terms:
+an upper bound of every score in the block. The top-k threshold ``theta`` starts at what the query
+is sure to reach (the largest query weight times that term's k-th largest impact, for k up to 10,
+100 or 1000); the blocks whose bound reaches it are visited in decreasing bound, each document of a
+block scored from the forward index against the query's weights, and every document reaching theta
+enters the top k, which raises theta; the visit stops at the first block whose bound is below theta.
+A document left unscored lies in a block whose bound is below theta, which is at most the final
+k-th score: it can neither be among the top k nor tie with the k-th. So the result is exact: the
+same documents, integer scores and order (score, then doc id) as exhaustive scoring and Lucene.
+
+``alpha`` below 1 (approximate, opt-in) stops at the first block whose bound times alpha is below
+theta: faster, and documents of the exact top k may be missed. ``query_terms`` keeps a query's
+strongest terms only (also approximate).
+
+Superblocks (groups of blocks with their own bounds, SP, arXiv 2504.17045) were tried and dropped:
+on wiki-passages with SciFact's long queries (52 terms on average) at most 3% of superblocks of 512
+to 2,048 documents fell below the final 10th score at 60,000 documents (docs/performance.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+import time
+import zlib
+from pathlib import Path
+
+import numba
+import numpy as np
+
+from .atomic import move_into_place, naming_a_full_disk, output_lock, save_array
+from .errors import SettingError, SpladeLuceneError
+from .faults import fault_point
+from .impacts import TABLE_DIR, ImpactTable, ImpactTableError
+from .reorder import ITERATIONS, bisection_order
+
+BLOCK_DIR = "blockmax"
+VERSION = 1
+BLOCK = 8
+# a term whose postings fall in at least this share of the blocks keeps a dense row of block maxima
+DENSE_SHARE = 1 / 8
+# the ranks of the impacts kept per term to seed the top-k threshold
+SEED_RANKS = (10, 100, 1000)
+_SEED_RANKS = np.asarray(SEED_RANKS, dtype=np.int64)
+# the candidate blocks are bucketed by bound into this many buckets
+N_BUCKETS = 4096
+_META = "blockmax.json"
+ARRAYS = ("dense_row", "dense_max", "sparse_off", "sparse_block", "sparse_max", "doc_off", "fwd_term", "fwd_imp",
+          "perm", "seed")
+
+
+class BlockMaxError(SpladeLuceneError, RuntimeError):
+    """A block-max index that cannot be written, or does not match its index's postings."""
+
+
+# ---- building -------------------------------------------------------------------------------------
+
+@numba.njit(cache=True, nogil=True)
+def _block_maxima(offsets, rows, impacts, position, block, n_blocks, dense_share):
+    """Each term's number of blocks, and which terms get a dense row (-1: sparse)."""
+    n_terms = len(offsets) - 1
+    counts = np.zeros(n_terms, dtype=np.int64)
+    mark = np.full(n_blocks, -1, dtype=np.int64)
+    for t in range(n_terms):
+        for p in range(offsets[t], offsets[t + 1]):
+            b = position[rows[p]] // block
+            if mark[b] != t:
+                mark[b] = t
+                counts[t] += 1
+    dense_row = np.full(n_terms, -1, dtype=np.int32)
+    n_dense = 0
+    for t in range(n_terms):
+        if counts[t] >= dense_share * n_blocks:
+            dense_row[t] = n_dense
+            n_dense += 1
+    return counts, dense_row, n_dense
+
+
+@numba.njit(cache=True, nogil=True)
+def _fill_maxima(offsets, rows, impacts, position, block, dense_row, dense_max, sparse_off, sparse_block,
+                 sparse_max, seed, seed_ranks):
+    n_blocks = dense_max.shape[1]
+    scratch = np.zeros(n_blocks, dtype=np.int64)
+    for t in range(len(offsets) - 1):
+        lo, hi = offsets[t], offsets[t + 1]
+        ranked = np.sort(impacts[lo:hi])[::-1]
+        for r in range(len(seed_ranks)):
+            seed[t, r] = ranked[seed_ranks[r] - 1] if len(ranked) >= seed_ranks[r] else 0
+        if dense_row[t] >= 0:
+            row = dense_row[t]
+            for p in range(lo, hi):
+                b = position[rows[p]] // block
+                if impacts[p] > dense_max[row, b]:
+                    dense_max[row, b] = impacts[p]
+        else:
+            blocks = np.empty(hi - lo, dtype=np.int64)
+            n = 0
+            for p in range(lo, hi):
+                b = position[rows[p]] // block
+                if scratch[b] == 0:
+                    blocks[n] = b
+                    n += 1
+                scratch[b] = max(scratch[b], np.int64(impacts[p]))
+            blocks = np.sort(blocks[:n])
+            at = sparse_off[t]
+            for i in range(n):
+                sparse_block[at + i] = blocks[i]
+                sparse_max[at + i] = scratch[blocks[i]]
+                scratch[blocks[i]] = 0
+
+
+@numba.njit(cache=True, nogil=True)
+def _fill_forward(offsets, rows, impacts, position, doc_off, fwd_term, fwd_imp):
+    cursor = doc_off[:-1].copy()
+    for t in range(len(offsets) - 1):
+        for p in range(offsets[t], offsets[t + 1]):
+            x = position[rows[p]]
+            fwd_term[cursor[x]] = t
+            fwd_imp[cursor[x]] = impacts[p]
+            cursor[x] += 1
+
+
+def build_arrays(offsets: np.ndarray, rows: np.ndarray, impacts: np.ndarray, order: np.ndarray, *,
+                 block: int = BLOCK, dense_share: float = DENSE_SHARE) -> dict[str, np.ndarray]:
+    """The block-max arrays of term-major postings (``offsets`` per term into ``rows``, each row's
+    ``impacts`` at least 1) with the documents placed in ``order`` (``order[i]``: the row placed i-th)."""
+    check_block(block)
+    offsets = np.ascontiguousarray(offsets, dtype=np.int64)
+    rows = np.ascontiguousarray(rows)
+    impacts = np.ascontiguousarray(impacts)
+    order = np.ascontiguousarray(order, dtype=np.int32)
+    n_docs, n_terms = len(order), len(offsets) - 1
+    if len(impacts) and int(impacts.min()) < 1:
+        raise ValueError("impacts must be at least 1")
+    if not np.array_equal(np.sort(order), np.arange(n_docs, dtype=np.int32)):
+        raise ValueError("order must hold every document once")
+    max_impact = int(impacts.max()) if len(impacts) else 0
+    if max_impact >= 2 ** 16:
+        raise ValueError(f"impacts up to {max_impact} do not fit in 16 bits")
+    if n_terms >= 2 ** 31:
+        raise ValueError(f"{n_terms} terms do not fit in 32 bits")
+    imp_type = np.uint8 if max_impact < 256 else np.uint16
+    term_type = np.uint16 if n_terms <= 2 ** 16 else np.uint32
+    position = np.empty(n_docs, dtype=np.int64)
+    position[order] = np.arange(n_docs)
+    n_blocks = -(-n_docs // block)
+    counts, dense_row, n_dense = _block_maxima(offsets, rows, impacts, position, block, n_blocks, float(dense_share))
+    sparse_counts = np.where(dense_row < 0, counts, 0)
+    sparse_off = np.zeros(n_terms + 1, dtype=np.int64)
+    np.cumsum(sparse_counts, out=sparse_off[1:])
+    lengths = np.bincount(rows, minlength=n_docs)[order]
+    doc_off = np.zeros(n_docs + 1, dtype=np.int64)
+    np.cumsum(lengths, out=doc_off[1:])
+    out = {
+        "dense_row": dense_row,
+        "dense_max": np.zeros((n_dense, n_blocks), dtype=imp_type),
+        "sparse_off": sparse_off,
+        "sparse_block": np.zeros(int(sparse_off[-1]), dtype=np.int32),
+        "sparse_max": np.zeros(int(sparse_off[-1]), dtype=imp_type),
+        "doc_off": doc_off,
+        "fwd_term": np.zeros(len(rows), dtype=term_type),
+        "fwd_imp": np.zeros(len(rows), dtype=imp_type),
+        "perm": order,
+        "seed": np.zeros((n_terms, len(SEED_RANKS)), dtype=np.int32),
+    }
+    _fill_maxima(offsets, rows, impacts, position, block, dense_row, out["dense_max"], sparse_off,
+                 out["sparse_block"], out["sparse_max"], out["seed"], _SEED_RANKS)
+    _fill_forward(offsets, rows, impacts, position, doc_off, out["fwd_term"], out["fwd_imp"])
+    return out
+
+
+def check_block(block: int) -> int:
+    if isinstance(block, bool) or not 1 <= int(block) <= 4096:
+        raise SettingError(f"block must be 1 to 4,096 documents, not {block}")
+    return int(block)
+
+
+def check_alpha(alpha: float) -> float:
+    alpha = float(alpha)
+    if not 0.0 < alpha <= 1.0:
+        raise SettingError(f"alpha must be in (0, 1] (1: exact), not {alpha}")
+    return alpha
+
+
+def check_query_terms(query_terms: int | None) -> int | None:
+    if query_terms is not None and (isinstance(query_terms, bool) or int(query_terms) < 1):
+        raise SettingError(f"query_terms must be at least 1 (or None: every term), not {query_terms}")
+    return None if query_terms is None else int(query_terms)
+
+
+# ---- search ---------------------------------------------------------------------------------------
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _key(score, rank):
+    """Sorts by score descending, then rank ascending."""
+    return -np.int64(score) * (np.int64(1) << 32) + np.int64(rank)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _score_of(key):
+    return -((key - (key & 0xFFFFFFFF)) >> 32)
+
+
+@numba.njit(cache=True, nogil=True)
+def _add_dense(ub, row, w):
+    for b in range(len(ub)):
+        ub[b] += w * np.int32(row[b])
+
+
+@numba.njit(cache=True, nogil=True)
+def _search(q_terms, q_weights, k, alpha, block, dense_row, dense_max, sparse_off, sparse_block, sparse_max,
+            doc_off, fwd_term, fwd_imp, perm, seed, seed_ranks, id_rank, ub, qw, stats):
+    n_docs = len(perm)
+    n_blocks = len(ub)
+    nq = len(q_terms)
+    theta = np.int64(1)
+    for i in range(nq):
+        t = q_terms[i]
+        w = q_weights[i]
+        qw[t] = w
+        if dense_row[t] >= 0:
+            _add_dense(ub, dense_max[dense_row[t]], np.int32(w))
+        else:
+            for e in range(sparse_off[t], sparse_off[t + 1]):
+                ub[sparse_block[e]] += np.int32(w) * np.int32(sparse_max[e])
+        for r in range(len(seed_ranks)):
+            if k <= seed_ranks[r]:
+                theta = max(theta, w * np.int64(seed[t, r]))
+                break
+    # the blocks that can reach the seeded threshold, bucketed by bound (a counting sort, highest
+    # bucket first; within a bucket, block order): visited bucket by bucket until a bucket's highest
+    # possible bound is below theta
+    top_ub = np.int64(0)
+    for b in range(n_blocks):
+        top_ub = max(top_ub, np.int64(ub[b]))
+    shift = 0
+    while (top_ub - theta) >> shift >= N_BUCKETS:
+        shift += 1
+    count = np.zeros(N_BUCKETS + 1, dtype=np.int64)
+    for b in range(n_blocks):
+        if ub[b] >= theta:
+            count[N_BUCKETS - ((ub[b] - theta) >> shift)] += 1
+    n_cand = 0
+    for j in range(N_BUCKETS + 1):
+        c = count[j]
+        count[j] = n_cand
+        n_cand += c
+    cand = np.empty(n_cand, dtype=np.int64)
+    theta0 = theta
+    for b in range(n_blocks):
+        if ub[b] >= theta0:
+            j = N_BUCKETS - ((ub[b] - theta0) >> shift)
+            cand[count[j]] = b
+            count[j] += 1
+    heap = np.empty(k, dtype=np.int64)
+    heap_pos = np.empty(k, dtype=np.int64)
+    n_heap = 0
+    scored = 0
+    postings = 0
+    for c in range(n_cand):
+        b = cand[c]
+        bound = np.int64(ub[b])
+        # the highest bound left: this block's bucket's top
+        if (theta0 + (((bound - theta0) >> shift) + 1 << shift) - 1) * alpha < theta:
+            break
+        if bound * alpha < theta:
+            continue
+        scored += 1
+        first = b * block
+        last = min(first + block, n_docs)
+        postings += doc_off[last] - doc_off[first]
+        for pos in range(first, last):
+            v = np.int64(0)
+            for p in range(doc_off[pos], doc_off[pos + 1]):
+                v += qw[fwd_term[p]] * np.int64(fwd_imp[p])
+            if v < theta:
+                continue
+            key = _key(v, id_rank[perm[pos]])
+            if n_heap < k:
+                heap[n_heap] = key
+                heap_pos[n_heap] = pos
+                n_heap += 1
+                i2 = n_heap - 1
+                while i2 > 0:
+                    parent = (i2 - 1) // 2
+                    if heap[parent] >= heap[i2]:
+                        break
+                    heap[i2], heap[parent] = heap[parent], heap[i2]
+                    heap_pos[i2], heap_pos[parent] = heap_pos[parent], heap_pos[i2]
+                    i2 = parent
+            elif key < heap[0]:
+                heap[0] = key
+                heap_pos[0] = pos
+                i2 = 0
+                while True:
+                    left = 2 * i2 + 1
+                    if left >= n_heap:
+                        break
+                    big = left
+                    if left + 1 < n_heap and heap[left + 1] > heap[left]:
+                        big = left + 1
+                    if heap[big] <= heap[i2]:
+                        break
+                    heap[i2], heap[big] = heap[big], heap[i2]
+                    heap_pos[i2], heap_pos[big] = heap_pos[big], heap_pos[i2]
+                    i2 = big
+            else:
+                continue
+            if n_heap == k:
+                theta = max(theta, _score_of(heap[0]))
+    for i in range(nq):
+        qw[q_terms[i]] = 0
+    ub[:] = 0
+    top = np.argsort(heap[:n_heap])
+    rows = np.empty(n_heap, dtype=np.int64)
+    scores = np.empty(n_heap, dtype=np.int64)
+    for x in range(n_heap):
+        rows[x] = perm[heap_pos[top[x]]]
+        scores[x] = _score_of(heap[top[x]])
+    stats[0] = n_cand
+    stats[1] = scored
+    stats[2] = postings
+    stats[3] = n_blocks
+    return rows, scores
+
+
+def search(arrays: dict[str, np.ndarray], block: int, id_rank: np.ndarray, q_terms: np.ndarray,
+           q_weights: np.ndarray, k: int, ub: np.ndarray, qw: np.ndarray, alpha: float = 1.0,
+           stats: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The top ``k`` (rows, integer scores) of a query (term numbers, integer weights >= 1), by score
+    descending then ``id_rank``; exact where ``alpha`` is 1. ``ub`` (int32, one per block) and ``qw``
+    (int64, one per term) are zeroed scratch space, left zeroed; one pair per thread."""
+    a = arrays
+    if stats is None:
+        stats = np.zeros(4, dtype=np.int64)
+    return _search(q_terms, q_weights, int(k), float(alpha), int(block), a["dense_row"], a["dense_max"],
+                   a["sparse_off"], a["sparse_block"], a["sparse_max"], a["doc_off"], a["fwd_term"], a["fwd_imp"],
+                   a["perm"], a["seed"], _SEED_RANKS, id_rank, ub, qw, stats)
+
+
+# ---- the index's files ----------------------------------------------------------------------------
+
+@numba.njit(cache=True, nogil=True)
+def _decode_all(term_runs, run_base, run_block, block_first, block_post, block_gap, block_width, values, gaps8,
+                gaps16, gaps32, offsets, rows, impacts):
+    for t in range(len(offsets) - 1):
+        n = offsets[t]
+        for r in range(term_runs[t], term_runs[t + 1]):
+            base = run_base[r]
+            for b in range(run_block[r], run_block[r + 1]):
+                doc = np.int64(block_first[b])
+                at = block_gap[b]
+                w = block_width[b]
+                for p in range(block_post[b], block_post[b + 1]):
+                    if p > block_post[b]:
+                        if w == 0:
+                            doc += np.int64(gaps8[at])
+                        elif w == 1:
+                            doc += np.int64(gaps16[at])
+                        else:
+                            doc += np.int64(gaps32[at])
+                        at += 1
+                    rows[n] = doc
+                    impacts[n] = values[p] + base
+                    n += 1
+
+
+def table_postings(table: ImpactTable) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every posting of an impact table, term-major: (offsets, rows, impacts); within a term in no
+    particular order."""
+    a = table.arrays
+    posts = a["block_post"][a["run_block"][a["term_runs"]]]
+    offsets = np.asarray(posts, dtype=np.int64) - int(posts[0])
+    rows = np.empty(int(offsets[-1]), dtype=np.int32)
+    impacts = np.empty(int(offsets[-1]), dtype=np.int32)
+    _decode_all(a["term_runs"], a["run_base"], a["run_block"], a["block_first"], a["block_post"], a["block_gap"],
+                a["block_width"], a["values"], a["gaps8"], a["gaps16"], a["gaps32"], offsets, rows, impacts)
+    return offsets, rows, impacts
+
+
+@numba.njit(cache=True, nogil=True)
+def _transpose(offsets, rows, impacts, n_docs):
+    counts = np.zeros(n_docs + 1, dtype=np.int64)
+    for r in rows:
+        counts[r + 1] += 1
+    doc_offsets = np.cumsum(counts)
+    cursor = doc_offsets[:-1].copy()
+    doc_terms = np.empty(len(rows), dtype=np.int32)
+    doc_impacts = np.empty(len(rows), dtype=np.int32)
+    for t in range(len(offsets) - 1):
+        for p in range(offsets[t], offsets[t + 1]):
+            r = rows[p]
+            doc_terms[cursor[r]] = t
+            doc_impacts[cursor[r]] = impacts[p]
+            cursor[r] += 1
+    return doc_offsets, doc_terms, doc_impacts
+
+
+def forward_index(offsets: np.ndarray, rows: np.ndarray, impacts: np.ndarray, n_docs: int):
+    """Document-major (doc_offsets, terms, impacts) of term-major postings, terms ascending."""
+    return _transpose(np.ascontiguousarray(offsets, dtype=np.int64), rows, impacts, int(n_docs))
+
+
+def _table_identity(index_dir: Path) -> dict:
+    meta = (index_dir / TABLE_DIR / "table.json").read_bytes()
+    return {"table_json_crc32": zlib.crc32(meta), **{k: v for k, v in json.loads(meta).items()
+                                                      if k in ("commit", "postings", "terms", "bytes")}}
+
+
+def _crc(path: Path) -> int:
+    crc = 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 22):
+            crc = zlib.crc32(chunk, crc)
+    return crc
+
+
+def write_blockmax(index_dir: str | Path, *, block: int = BLOCK, order: str = "bp",
+                   terms_per_doc: int | None = None, iterations: int | None = None) -> Path:
+    """Write ``index_dir/blockmax`` from the index's impact table: the documents reordered (``order``:
+    ``bp``, recursive graph bisection, over each document's ``terms_per_doc`` strongest terms or all;
+    ``index``: Lucene's order) and cut into blocks of ``block``. Returns the folder."""
+    check_block(block)
+    if order not in ("bp", "index"):
+        raise SettingError(f"order must be 'bp' or 'index', not {order!r}")
+    index_dir = Path(index_dir)
+    table = ImpactTable.load(index_dir)
+    if table is None:
+        raise ImpactTableError(f"{index_dir} has no impact table to build a block-max index from; write one with "
+                               "`splade-lucene impacts`")
+    target = index_dir / BLOCK_DIR
+    with output_lock(target), naming_a_full_disk(target):
+        timings = {}
+        start = time.perf_counter()
+        offsets, rows, impacts = table_postings(table)
+        timings["decode_s"] = time.perf_counter() - start
+        start = time.perf_counter()
+        if order == "bp":
+            doc_offsets, doc_terms, doc_impacts = forward_index(offsets, rows, impacts, table.num_docs)
+            kwargs = {} if iterations is None else {"iterations": iterations}
+            perm = bisection_order(doc_offsets, doc_terms, len(table.terms), doc_impacts=doc_impacts,
+                                   terms_per_doc=terms_per_doc, **kwargs)
+            del doc_offsets, doc_terms, doc_impacts
+        else:
+            perm = np.arange(table.num_docs, dtype=np.int32)
+        timings["order_s"] = time.perf_counter() - start
+        start = time.perf_counter()
+        arrays = build_arrays(offsets, rows, impacts, perm, block=block)
+        timings["build_s"] = time.perf_counter() - start
+        del offsets, rows, impacts
+        tmp = index_dir / f"{BLOCK_DIR}.writing-{os.getpid()}"
+        for stale in index_dir.glob(f"{BLOCK_DIR}.writing-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp.mkdir()
+        try:
+            files = {}
+            for name, array in arrays.items():
+                path = tmp / f"{name}.npy"
+                save_array(path, array)
+                files[path.name] = {"bytes": path.stat().st_size, "crc32": _crc(path)}
+            meta = {"version": VERSION, "block": block, "docs": table.num_docs, "postings": table.postings,
+                    "order": {"method": order, "terms_per_doc": terms_per_doc,
+                              "iterations": (iterations or ITERATIONS) if order == "bp" else None},
+                    "table": _table_identity(index_dir), "files": files,
+                    "bytes": int(sum(a.nbytes for a in arrays.values())), "seconds": timings}
+            (tmp / _META).write_text(json.dumps(meta, indent=2) + "\n")
+            fault_point("blockmax.write")
+            move_into_place(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return target
+
+
+class BlockMaxIndex:
+    """An index's block-max files (:func:`write_blockmax`), memory-mapped, with exact top-k search.
+
+    :meth:`top` takes the table's terms and integer weights and gives what
+    :meth:`splade_lucene.impacts.ImpactTable.top` gives: the (Lucene docid, score) pairs of Lucene's
+    hits, or ``None`` for a query the table leaves to Lucene. Any number of threads may search one
+    index at once.
+    """
+
+    def __init__(self, table: ImpactTable, arrays: dict[str, np.ndarray], block: int):
+        self.table = table
+        self.arrays = arrays
+        self.block = block
+        self.num_docs = table.num_docs
+        self.num_blocks = -(-self.num_docs // block)
+        self.meta: dict = {}
+        self._scratch = threading.local()
+
+    @classmethod
+    def from_table(cls, table: ImpactTable, order: np.ndarray | None = None, *,
+                   block: int = BLOCK) -> "BlockMaxIndex":
+        """Built in memory from a table (``order``: the rows in their new order; default BP)."""
+        offsets, rows, impacts = table_postings(table)
+        if order is None:
+            order = bisection_order(*forward_index(offsets, rows, impacts, table.num_docs)[:2], len(table.terms))
+        return cls(table, build_arrays(offsets, rows, impacts, order, block=block), block)
+
+    @classmethod
+    def load(cls, index_dir: str | Path, table: ImpactTable | None = None, *, verify: bool = True) -> "BlockMaxIndex":
+        """The index's block-max files, memory-mapped; :class:`BlockMaxError` naming the file where one
+        is missing, truncated, changed (``verify``: every file's CRC-32 checked) or from another build
+        of the index's postings."""
+        index_dir = Path(index_dir)
+        folder = index_dir / BLOCK_DIR
+        if not (folder / _META).is_file():
+            raise BlockMaxError(f"{index_dir} has no block-max index ({folder / _META} is missing); write one "
+                                "with `splade-lucene blockmax`")
+        try:
+            meta = json.loads((folder / _META).read_text())
+        except (OSError, ValueError) as err:
+            raise BlockMaxError(f"{folder / _META} is damaged ({err}); rewrite it with "
+                                "`splade-lucene blockmax`") from err
+        if meta.get("version") != VERSION:
+            raise BlockMaxError(f"{folder / _META} is a version {meta.get('version')} block-max index; rewrite it "
+                                "with `splade-lucene blockmax`")
+        if table is None:
+            table = ImpactTable.load(index_dir)
+            if table is None:
+                raise BlockMaxError(f"{index_dir} has no impact table: its block-max index has no postings to match")
+        if meta["table"] != _table_identity(index_dir):
+            raise BlockMaxError(f"{folder / _META} was built from other postings than {index_dir / TABLE_DIR} holds "
+                                "now (another build of the index or of its table); rewrite it with "
+                                "`splade-lucene blockmax`")
+        arrays = {}
+        for name in ARRAYS:
+            path = folder / f"{name}.npy"
+            expected = meta["files"].get(f"{name}.npy")
+            if expected is None or not path.is_file():
+                raise BlockMaxError(f"{path} is missing; rewrite the block-max index with `splade-lucene blockmax`")
+            if path.stat().st_size != expected["bytes"]:
+                raise BlockMaxError(f"{path} is {path.stat().st_size} bytes, not the {expected['bytes']} written "
+                                    "(truncated or replaced); rewrite it with `splade-lucene blockmax`")
+            if verify and _crc(path) != expected["crc32"]:
+                raise BlockMaxError(f"{path} has changed since it was written (its CRC-32 differs); rewrite it "
+                                    "with `splade-lucene blockmax`")
+            try:
+                arrays[name] = np.load(path, mmap_mode="r", allow_pickle=False).view(np.ndarray)
+            except (OSError, ValueError) as err:
+                raise BlockMaxError(f"{path} is damaged ({err}); rewrite it with `splade-lucene blockmax`") from err
+        index = cls(table, arrays, int(meta["block"]))
+        n_terms = len(table.terms)
+        if (len(arrays["perm"]) != table.num_docs or len(arrays["fwd_term"]) != table.postings
+                or len(arrays["sparse_off"]) != n_terms + 1 or len(arrays["dense_row"]) != n_terms
+                or arrays["dense_max"].shape[1:] != (index.num_blocks,)):
+            raise BlockMaxError(f"{folder} does not match {index_dir / TABLE_DIR}: array lengths disagree; rewrite it "
+                                "with `splade-lucene blockmax`")
+        index.meta = meta
+        return index
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of everything the engine keeps (the doc id ranks of the impact table aside)."""
+        return int(sum(a.nbytes for a in self.arrays.values()))
+
+    def top(self, terms: dict[str, int], k: int, *, alpha: float = 1.0, query_terms: int | None = None,
+            stats: np.ndarray | None = None) -> list[tuple[int, float]] | None:
+        """The top ``k`` (Lucene docid, score): Lucene's hits where ``alpha`` is 1 and ``query_terms``
+        None; ``None`` for a query left to Lucene (as :meth:`ImpactTable.top`)."""
+        alpha = check_alpha(alpha)
+        query_terms = check_query_terms(query_terms)
+        query = self.table.query_arrays(terms)
+        if query is None:
+            return None
+        q_terms, q_weights = query
+        if query_terms is not None and len(q_terms) > query_terms:
+            keep = np.argsort(-q_weights, kind="stable")[:query_terms]
+            q_terms, q_weights = q_terms[keep], q_weights[keep]
+        scratch = self._scratch
+        if getattr(scratch, "ub", None) is None:
+            scratch.ub = np.zeros(self.num_blocks, dtype=np.int32)
+            scratch.qw = np.zeros(len(self.table.terms), dtype=np.int64)
+        rows, scores = search(self.arrays, self.block, self.table.id_rank, q_terms, q_weights, int(k), scratch.ub,
+                              scratch.qw, alpha, stats)
+        return list(zip(rows.tolist(), scores.astype(np.float64).tolist()))
