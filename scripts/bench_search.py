@@ -57,6 +57,7 @@ from pathlib import Path
 import numpy as np
 
 import splade_lucene  # noqa: F401  (Java set-up before pyserini)
+from splade_lucene.blockmax import BLOCK_DIR, write_blockmax
 from splade_lucene.collection import collection_files, read_queries
 from splade_lucene.encode import encode_corpus
 from splade_lucene.evaluate import read_qrels
@@ -68,7 +69,7 @@ from splade_lucene.search import QueryEncoder, Searcher, exact_search
 
 SYNTHETIC = {"synthetic-100k": 100_000, "synthetic-1m": 1_000_000}
 # real collections: benchmark name -> dataset folder name
-REAL = {"scifact": "scifact", "wiki-100k": "wiki-passages-100k"}
+REAL = {"scifact": "scifact", "wiki-100k": "wiki-passages-100k", "wiki-1m": "wiki-passages-1m"}
 WARMUP = 20
 CONTRACT = ("ours", "ours-batch", "pyserini", "pyserini-batch", "bruteforce", "seismic")
 
@@ -84,7 +85,8 @@ def ensure_index(name: str, root: Path, seed: int, threads: int) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     if name in REAL:
         folder_of = find_dataset(None, REAL[name])
-        corpus = dataset_files(folder_of)[0] if name == "scifact" else folder_of / "corpus.jsonl"
+        corpus = dataset_files(folder_of)[0] if name == "scifact" else next(
+            p for p in (folder_of / "corpus.jsonl", folder_of / "corpus.jsonl.xz") if p.exists())
         if not (folder / "collection").is_dir():
             encode_corpus(corpus, folder / "collection", encoder=SpladeEncoder(), progress=True)
     elif name in SYNTHETIC:
@@ -101,6 +103,18 @@ def ensure_index(name: str, root: Path, seed: int, threads: int) -> Path:
     build_index(folder / "collection", folder / "index", threads=threads)
     print(f"{name}: indexed in {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
     return folder
+
+
+def ensure_blockmax(folder: Path) -> dict:
+    """The index's block-max engine (default settings: BP order, blocks of 8), written if missing; its
+    metadata (build seconds, bytes)."""
+    meta = folder / "index" / BLOCK_DIR / "blockmax.json"
+    if not meta.is_file():
+        t = time.perf_counter()
+        write_blockmax(folder / "index")
+        print(f"{folder.name}: block-max engine written in {time.perf_counter() - t:.0f} s", file=sys.stderr,
+              flush=True)
+    return json.loads(meta.read_text())
 
 
 def ensure_table(folder: Path) -> None:
@@ -243,7 +257,7 @@ class Precomputed:
 
 def bench_index(name: str, folder: Path, query_sets: dict[str, list[str]], encoded: dict[str, dict[str, int]],
                 ks: list[int], threads: int, batch: int, use_seismic: bool, brute_queries: int,
-                peers: list[str]) -> list[dict]:
+                peers: list[str], approx: dict) -> list[dict]:
     from pyserini.search.lucene import LuceneImpactSearcher
 
     index = folder / "index"
@@ -262,7 +276,14 @@ def bench_index(name: str, folder: Path, query_sets: dict[str, list[str]], encod
     ours_lucene = Searcher(index, ours.query_encoder, engine="lucene")
     ours_pruned = Searcher(index, ours.query_encoder, engine="memory", prune=True)
     ours_exhaustive = Searcher(index, ours.query_encoder, engine="memory", prune=False)
+    built = ensure_blockmax(folder)
     peer_indexes = {peer: peer_index(peer, folder) for peer in peers}
+    ours_blockmax = Searcher(index, ours.query_encoder, engine="blockmax")
+    ours_approx = Searcher(index, ours.query_encoder, engine="blockmax", alpha=approx["alpha"],
+                           query_terms=approx["query_terms"])
+    print(f"{name}: block-max engine {built['bytes'] / built['postings']:.2f} bytes a posting, ordered in "
+          f"{built['seconds']['order_s']:.0f} s, built in {built['seconds']['build_s']:.0f} s", file=sys.stderr,
+          flush=True)
     theirs = LuceneImpactSearcher(str(index), Precomputed(encoded), min_idf=-1)
     seismic = seismic_index(folder, docs, docids, threads) if use_seismic else None
     if seismic is not None:
@@ -289,6 +310,10 @@ def bench_index(name: str, folder: Path, query_sets: dict[str, list[str]], encod
             lambda q: [(h.docid, h.score) for h in ours_pruned.search_terms(encoded[q], k)], qids)
         runs["ours-exhaustive"] = timed_each(
             lambda q: [(h.docid, h.score) for h in ours_exhaustive.search_terms(encoded[q], k)], qids)
+        runs["ours-blockmax"] = timed_each(
+            lambda q: [(h.docid, h.score) for h in ours_blockmax.search_terms(encoded[q], k)], qids)
+        runs["ours-blockmax-approx"] = timed_each(
+            lambda q: [(h.docid, h.score) for h in ours_approx.search_terms(encoded[q], k)], qids)
         for peer, peer_dir in peer_indexes.items():
             runs.update(peer_runs(peer, peer_dir, [encoded[q] for q in qids], k, threads, batch))
         runs["ours-lucene"] = timed_each(
@@ -308,15 +333,15 @@ def bench_index(name: str, folder: Path, query_sets: dict[str, list[str]], encod
         for searcher, (latencies, results) in runs.items():
             row = {"index": name, "query_set": query_set, "k": k, "searcher": searcher, **summary(latencies),
                    "same_results": None, "recall_at_10": None, "documents": len(docids), "queries": len(latencies)}
-            if searcher == "seismic" or searcher.startswith("bmp"):
+            if searcher == "seismic" or searcher.startswith("bmp") or searcher == "ours-blockmax-approx":
                 row["recall_at_10"] = float(np.mean([recall_at_10([d for d, _ in r], e)
                                                      for r, e in zip(results, exact)]))
             if searcher.startswith("bmp"):  # BMP scores with its own rescaled query weights: documents only
                 row["same_results"] = all(same_documents(r, e) for r, e in zip(results, exact))
-            elif searcher not in ("bruteforce", "seismic"):
+            elif searcher not in ("bruteforce", "seismic", "ours-blockmax-approx"):
                 row["same_results"] = all(same_as_exact(r, e) for r, e in zip(results, exact))
             rows.append(row)
-    for searcher in (ours, ours_lucene, ours_pruned, ours_exhaustive):
+    for searcher in (ours, ours_lucene, ours_pruned, ours_exhaustive, ours_blockmax, ours_approx):
         searcher.close()
     return rows
 
@@ -328,20 +353,47 @@ PEER_MODULES = {"pisa": "pyterrier_pisa", "bmp": "bmp"}  # the module each peer 
 BMP_APPROX_ALPHA = 0.8
 
 
+def ordered_collection(folder: Path) -> Path:
+    """The benchmark collection with its documents in our block-max engine's order (recursive graph
+    bisection), written beside it on first use: the peers are built from it, so that PISA and BMP get
+    the document order their speed depends on, the same as ours."""
+    out = folder / "collection-bp"
+    if (out / "done").exists():
+        return out
+    t = time.perf_counter()
+    perm = np.load(folder / "index" / BLOCK_DIR / "perm.npy")
+    lines = [line for path in collection_files(folder / "collection")
+             for line in path.read_text(encoding="utf-8").splitlines(keepends=True) if line.strip()]
+    # the index was built with one thread: its Lucene docids are the collection's order
+    with Searcher(folder / "index", pretokenized=True, engine="lucene") as searcher:
+        docids = searcher.docids
+    if len(lines) != len(docids) or any(json.loads(lines[i])["id"] != docids[i] for i in (0, len(lines) - 1)):
+        raise SystemExit(f"{folder}: the collection's order is not the index's; rebuild the index with one thread")
+    out.mkdir(exist_ok=True)
+    with open(out / "part-00000.jsonl", "w", encoding="utf-8") as fh:
+        fh.writelines(lines[row] for row in perm.tolist())
+    (out / "done").write_text("")
+    print(f"{folder.name}: collection written in BP order in {time.perf_counter() - t:.0f} s", file=sys.stderr,
+          flush=True)
+    return out
+
+
 def peer_index(peer: str, folder: Path) -> Path:
-    """The peer's index of a benchmark collection, built beside it on first use."""
+    """The peer's index of a benchmark collection, built beside it on first use from the collection in
+    our BP order (:func:`ordered_collection`)."""
     import peers
 
     t = time.perf_counter()
+    source = ordered_collection(folder)
     if peer == "pisa":
-        out = folder / "pisa"
+        out = folder / "pisa-bp"
         if not (out / "pt_meta.json").exists():
-            peers.pisa_index(folder / "collection", out)
+            peers.pisa_index(source, out)
             print(f"{folder.name}: PISA index built in {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
         return out
-    out = folder / "bmp" / "index.bmp"
+    out = folder / "bmp-bp" / "index.bmp"
     if not out.exists():
-        stats = peers.bmp_index(folder / "collection", out)
+        stats = peers.bmp_index(source, out)
         print(f"{folder.name}: BMP index built in {time.perf_counter() - t:.0f} s ({stats['clipped_postings']} "
               "impacts above 255 clipped)", file=sys.stderr, flush=True)
     return out
@@ -465,6 +517,9 @@ def main() -> int:
     ap.add_argument("--root", default="indexes/bench", help="where benchmark indexes are built and kept")
     ap.add_argument("--seed", type=int, default=13, help="synthetic collections' seed")
     ap.add_argument("--no-seismic", action="store_true")
+    ap.add_argument("--approx-alpha", type=float, default=0.8, help="ours-blockmax-approx: alpha (default 0.8)")
+    ap.add_argument("--approx-query-terms", type=int, default=None,
+                    help="ours-blockmax-approx: each query's N strongest terms (default: all)")
     ap.add_argument("--brute-queries", type=int, default=50,
                     help="queries timed one by one for the brute-force row (all are checked)")
     ap.add_argument("--prepare-only", action="store_true",
@@ -508,7 +563,8 @@ def main() -> int:
     rows = []
     for name in names:
         rows.extend(bench_index(name, folders[name], query_sets, encoded, ks, args.threads, args.batch,
-                                not args.no_seismic, args.brute_queries, peers))
+                                not args.no_seismic, args.brute_queries, peers,
+                                {"alpha": args.approx_alpha, "query_terms": args.approx_query_terms}))
     if "scifact" in names and "scifact" in texts:
         rows.extend(end_to_end(scifact, texts["scifact"]))
     print_table(rows)

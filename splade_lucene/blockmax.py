@@ -51,7 +51,7 @@ from .reorder import ITERATIONS, bisection_order
 
 BLOCK_DIR = "blockmax"
 VERSION = 1
-BLOCK = 8
+BLOCK = 4
 # a term whose postings fall in at least this share of the blocks keeps a dense row of block maxima
 DENSE_SHARE = 1 / 8
 # the ranks of the impacts kept per term to seed the top-k threshold
@@ -60,8 +60,8 @@ _SEED_RANKS = np.asarray(SEED_RANKS, dtype=np.int64)
 # the candidate blocks are bucketed by bound into this many buckets
 N_BUCKETS = 4096
 _META = "blockmax.json"
-ARRAYS = ("dense_row", "dense_max", "sparse_off", "sparse_block", "sparse_max", "doc_off", "fwd_term", "fwd_imp",
-          "perm", "seed")
+ARRAYS = ("term_shift", "dense_row", "dense_max", "sparse_off", "sparse_block", "sparse_max", "doc_off", "fwd_term",
+          "fwd_imp", "perm", "seed")
 
 
 class BlockMaxError(SpladeLuceneError, RuntimeError):
@@ -93,35 +93,48 @@ def _block_maxima(offsets, rows, impacts, position, block, n_blocks, dense_share
 
 @numba.njit(cache=True, nogil=True)
 def _fill_maxima(offsets, rows, impacts, position, block, dense_row, dense_max, sparse_off, sparse_block,
-                 sparse_max, seed, seed_ranks):
+                 sparse_max, term_shift):
+    """Each term's block maxima, one byte each: ceil(maximum / 2**shift), the term's shift the least
+    that brings its highest impact under 256 (0 for most terms: the maxima themselves)."""
     n_blocks = dense_max.shape[1]
     scratch = np.zeros(n_blocks, dtype=np.int64)
+    for t in range(len(offsets) - 1):
+        lo, hi = offsets[t], offsets[t + 1]
+        shift = term_shift[t]
+        blocks = np.empty(hi - lo, dtype=np.int64)
+        n = 0
+        for p in range(lo, hi):
+            b = position[rows[p]] // block
+            if scratch[b] == 0:
+                blocks[n] = b
+                n += 1
+            scratch[b] = max(scratch[b], np.int64(impacts[p]))
+        blocks = np.sort(blocks[:n])
+        at = sparse_off[t]
+        for i in range(n):
+            b = blocks[i]
+            q = (scratch[b] + (1 << shift) - 1) >> shift
+            if dense_row[t] >= 0:
+                dense_max[dense_row[t], b] = q
+            else:
+                sparse_block[at + i] = b
+                sparse_max[at + i] = q
+            scratch[b] = 0
+
+
+@numba.njit(cache=True, nogil=True)
+def _fill_terms(offsets, impacts, term_shift, seed, seed_ranks):
+    """Per term: the shift that brings its highest impact under 256, its impacts at the seed ranks."""
     for t in range(len(offsets) - 1):
         lo, hi = offsets[t], offsets[t + 1]
         ranked = np.sort(impacts[lo:hi])[::-1]
         for r in range(len(seed_ranks)):
             seed[t, r] = ranked[seed_ranks[r] - 1] if len(ranked) >= seed_ranks[r] else 0
-        if dense_row[t] >= 0:
-            row = dense_row[t]
-            for p in range(lo, hi):
-                b = position[rows[p]] // block
-                if impacts[p] > dense_max[row, b]:
-                    dense_max[row, b] = impacts[p]
-        else:
-            blocks = np.empty(hi - lo, dtype=np.int64)
-            n = 0
-            for p in range(lo, hi):
-                b = position[rows[p]] // block
-                if scratch[b] == 0:
-                    blocks[n] = b
-                    n += 1
-                scratch[b] = max(scratch[b], np.int64(impacts[p]))
-            blocks = np.sort(blocks[:n])
-            at = sparse_off[t]
-            for i in range(n):
-                sparse_block[at + i] = blocks[i]
-                sparse_max[at + i] = scratch[blocks[i]]
-                scratch[blocks[i]] = 0
+        shift = 0
+        if hi > lo:
+            while (np.int64(ranked[0]) + (1 << shift) - 1) >> shift > 255:
+                shift += 1
+        term_shift[t] = shift
 
 
 @numba.njit(cache=True, nogil=True)
@@ -154,34 +167,33 @@ def build_arrays(offsets: np.ndarray, rows: np.ndarray, impacts: np.ndarray, ord
         raise ValueError(f"impacts up to {max_impact} do not fit in 16 bits")
     if n_terms >= 2 ** 31:
         raise ValueError(f"{n_terms} terms do not fit in 32 bits")
-    imp_type = np.uint8 if max_impact < 256 else np.uint16
+    imp_type = np.uint8 if max_impact < 256 else np.uint16  # the forward index's exact impacts
     term_type = np.uint16 if n_terms <= 2 ** 16 else np.uint32
     position = np.empty(n_docs, dtype=np.int64)
     position[order] = np.arange(n_docs)
-    n_blocks = -(-n_docs // block)
-    counts, dense_row, n_dense = _block_maxima(offsets, rows, impacts, position, block, n_blocks, float(dense_share))
-    sparse_counts = np.where(dense_row < 0, counts, 0)
-    sparse_off = np.zeros(n_terms + 1, dtype=np.int64)
-    np.cumsum(sparse_counts, out=sparse_off[1:])
     lengths = np.bincount(rows, minlength=n_docs)[order]
     doc_off = np.zeros(n_docs + 1, dtype=np.int64)
     np.cumsum(lengths, out=doc_off[1:])
     out = {
-        "dense_row": dense_row,
-        "dense_max": np.zeros((n_dense, n_blocks), dtype=imp_type),
-        "sparse_off": sparse_off,
-        "sparse_block": np.zeros(int(sparse_off[-1]), dtype=np.int32),
-        "sparse_max": np.zeros(int(sparse_off[-1]), dtype=imp_type),
+        "term_shift": np.zeros(n_terms, dtype=np.uint8),
+        "seed": np.zeros((n_terms, len(SEED_RANKS)), dtype=np.int32),
         "doc_off": doc_off,
         "fwd_term": np.zeros(len(rows), dtype=term_type),
         "fwd_imp": np.zeros(len(rows), dtype=imp_type),
         "perm": order,
-        "seed": np.zeros((n_terms, len(SEED_RANKS)), dtype=np.int32),
     }
-    _fill_maxima(offsets, rows, impacts, position, block, dense_row, out["dense_max"], sparse_off,
-                 out["sparse_block"], out["sparse_max"], out["seed"], _SEED_RANKS)
+    _fill_terms(offsets, impacts, out["term_shift"], out["seed"], _SEED_RANKS)
+    n_blocks = -(-n_docs // block)
+    counts, dense_row, n_dense = _block_maxima(offsets, rows, impacts, position, block, n_blocks, float(dense_share))
+    sparse_off = np.zeros(n_terms + 1, dtype=np.int64)
+    np.cumsum(np.where(dense_row < 0, counts, 0), out=sparse_off[1:])
+    out.update({"dense_row": dense_row, "dense_max": np.zeros((n_dense, n_blocks), dtype=np.uint8),
+                "sparse_off": sparse_off, "sparse_block": np.zeros(int(sparse_off[-1]), dtype=np.int32),
+                "sparse_max": np.zeros(int(sparse_off[-1]), dtype=np.uint8)})
+    _fill_maxima(offsets, rows, impacts, position, block, out["dense_row"], out["dense_max"], out["sparse_off"],
+                 out["sparse_block"], out["sparse_max"], out["term_shift"])
     _fill_forward(offsets, rows, impacts, position, doc_off, out["fwd_term"], out["fwd_imp"])
-    return out
+    return {name: out[name] for name in ARRAYS}
 
 
 def check_block(block: int) -> int:
@@ -223,8 +235,8 @@ def _add_dense(ub, row, w):
 
 
 @numba.njit(cache=True, nogil=True)
-def _search(q_terms, q_weights, k, alpha, block, dense_row, dense_max, sparse_off, sparse_block, sparse_max,
-            doc_off, fwd_term, fwd_imp, perm, seed, seed_ranks, id_rank, ub, qw, stats):
+def _search(q_terms, q_weights, k, alpha, block, term_shift, dense_row, dense_max, sparse_off, sparse_block,
+            sparse_max, doc_off, fwd_term, fwd_imp, perm, seed, seed_ranks, id_rank, ub, qw, found, bounds, stats):
     n_docs = len(perm)
     n_blocks = len(ub)
     nq = len(q_terms)
@@ -233,11 +245,12 @@ def _search(q_terms, q_weights, k, alpha, block, dense_row, dense_max, sparse_of
         t = q_terms[i]
         w = q_weights[i]
         qw[t] = w
+        wb = np.int32(w << term_shift[t])  # the maxima are ceil(max / 2**shift): an upper bound still
         if dense_row[t] >= 0:
-            _add_dense(ub, dense_max[dense_row[t]], np.int32(w))
+            _add_dense(ub, dense_max[dense_row[t]], wb)
         else:
             for e in range(sparse_off[t], sparse_off[t + 1]):
-                ub[sparse_block[e]] += np.int32(w) * np.int32(sparse_max[e])
+                ub[sparse_block[e]] += wb * np.int32(sparse_max[e])
         for r in range(len(seed_ranks)):
             if k <= seed_ranks[r]:
                 theta = max(theta, w * np.int64(seed[t, r]))
@@ -245,28 +258,36 @@ def _search(q_terms, q_weights, k, alpha, block, dense_row, dense_max, sparse_of
     # the blocks that can reach the seeded threshold, bucketed by bound (a counting sort, highest
     # bucket first; within a bucket, block order): visited bucket by bucket until a bucket's highest
     # possible bound is below theta
+    # one pass over the bounds: the blocks reaching theta (and the highest bound), bounds zeroed behind
+    n_found = 0
     top_ub = np.int64(0)
     for b in range(n_blocks):
-        top_ub = max(top_ub, np.int64(ub[b]))
+        u = ub[b]
+        if u >= theta:
+            found[n_found] = b
+            bounds[n_found] = u
+            n_found += 1
+            top_ub = max(top_ub, np.int64(u))
+        ub[b] = 0
     shift = 0
     while (top_ub - theta) >> shift >= N_BUCKETS:
         shift += 1
     count = np.zeros(N_BUCKETS + 1, dtype=np.int64)
-    for b in range(n_blocks):
-        if ub[b] >= theta:
-            count[N_BUCKETS - ((ub[b] - theta) >> shift)] += 1
+    for x in range(n_found):
+        count[N_BUCKETS - ((bounds[x] - theta) >> shift)] += 1
     n_cand = 0
     for j in range(N_BUCKETS + 1):
         c = count[j]
         count[j] = n_cand
         n_cand += c
     cand = np.empty(n_cand, dtype=np.int64)
+    cand_ub = np.empty(n_cand, dtype=np.int64)
     theta0 = theta
-    for b in range(n_blocks):
-        if ub[b] >= theta0:
-            j = N_BUCKETS - ((ub[b] - theta0) >> shift)
-            cand[count[j]] = b
-            count[j] += 1
+    for x in range(n_found):
+        j = N_BUCKETS - ((bounds[x] - theta0) >> shift)
+        cand[count[j]] = found[x]
+        cand_ub[count[j]] = bounds[x]
+        count[j] += 1
     heap = np.empty(k, dtype=np.int64)
     heap_pos = np.empty(k, dtype=np.int64)
     n_heap = 0
@@ -274,7 +295,7 @@ def _search(q_terms, q_weights, k, alpha, block, dense_row, dense_max, sparse_of
     postings = 0
     for c in range(n_cand):
         b = cand[c]
-        bound = np.int64(ub[b])
+        bound = cand_ub[c]
         # the highest bound left: this block's bucket's top
         if (theta0 + (((bound - theta0) >> shift) + 1 << shift) - 1) * alpha < theta:
             break
@@ -325,7 +346,6 @@ def _search(q_terms, q_weights, k, alpha, block, dense_row, dense_max, sparse_of
                 theta = max(theta, _score_of(heap[0]))
     for i in range(nq):
         qw[q_terms[i]] = 0
-    ub[:] = 0
     top = np.argsort(heap[:n_heap])
     rows = np.empty(n_heap, dtype=np.int64)
     scores = np.empty(n_heap, dtype=np.int64)
@@ -340,17 +360,24 @@ def _search(q_terms, q_weights, k, alpha, block, dense_row, dense_max, sparse_of
 
 
 def search(arrays: dict[str, np.ndarray], block: int, id_rank: np.ndarray, q_terms: np.ndarray,
-           q_weights: np.ndarray, k: int, ub: np.ndarray, qw: np.ndarray, alpha: float = 1.0,
+           q_weights: np.ndarray, k: int, scratch: tuple, alpha: float = 1.0,
            stats: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The top ``k`` (rows, integer scores) of a query (term numbers, integer weights >= 1), by score
-    descending then ``id_rank``; exact where ``alpha`` is 1. ``ub`` (int32, one per block) and ``qw``
-    (int64, one per term) are zeroed scratch space, left zeroed; one pair per thread."""
+    descending then ``id_rank``; exact where ``alpha`` is 1. ``scratch``: :func:`scratch_space`, one per
+    thread."""
     a = arrays
     if stats is None:
         stats = np.zeros(4, dtype=np.int64)
-    return _search(q_terms, q_weights, int(k), float(alpha), int(block), a["dense_row"], a["dense_max"],
-                   a["sparse_off"], a["sparse_block"], a["sparse_max"], a["doc_off"], a["fwd_term"], a["fwd_imp"],
-                   a["perm"], a["seed"], _SEED_RANKS, id_rank, ub, qw, stats)
+    return _search(q_terms, q_weights, int(k), float(alpha), int(block), a["term_shift"], a["dense_row"],
+                   a["dense_max"], a["sparse_off"], a["sparse_block"], a["sparse_max"], a["doc_off"], a["fwd_term"],
+                   a["fwd_imp"], a["perm"], a["seed"], _SEED_RANKS, id_rank, *scratch, stats)
+
+
+def scratch_space(n_blocks: int, n_terms: int) -> tuple[np.ndarray, ...]:
+    """A search's working arrays: the blocks' bounds (zeroed, and left zeroed by every search), the
+    query's weight per term (the same), and room for the blocks that reach the threshold."""
+    return (np.zeros(n_blocks, dtype=np.int32), np.zeros(n_terms, dtype=np.int64),
+            np.empty(n_blocks, dtype=np.int32), np.empty(n_blocks, dtype=np.int32))
 
 
 # ---- the index's files ----------------------------------------------------------------------------
@@ -585,9 +612,8 @@ class BlockMaxIndex:
             keep = np.argsort(-q_weights, kind="stable")[:query_terms]
             q_terms, q_weights = q_terms[keep], q_weights[keep]
         scratch = self._scratch
-        if getattr(scratch, "ub", None) is None:
-            scratch.ub = np.zeros(self.num_blocks, dtype=np.int32)
-            scratch.qw = np.zeros(len(self.table.terms), dtype=np.int64)
-        rows, scores = search(self.arrays, self.block, self.table.id_rank, q_terms, q_weights, int(k), scratch.ub,
-                              scratch.qw, alpha, stats)
+        if getattr(scratch, "space", None) is None:
+            scratch.space = scratch_space(self.num_blocks, len(self.table.terms))
+        rows, scores = search(self.arrays, self.block, self.table.id_rank, q_terms, q_weights, int(k), scratch.space,
+                              alpha, stats)
         return list(zip(rows.tolist(), scores.astype(np.float64).tolist()))
