@@ -362,16 +362,19 @@ def ordered_collection(folder: Path) -> Path:
         return out
     t = time.perf_counter()
     perm = np.load(folder / "index" / BLOCK_DIR / "perm.npy")
-    lines = [line for path in collection_files(folder / "collection")
-             for line in path.read_text(encoding="utf-8").splitlines(keepends=True) if line.strip()]
-    # the index was built with one thread: its Lucene docids are the collection's order
+    line_of = {}
+    for path in collection_files(folder / "collection"):
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                if line.strip():
+                    line_of[json.loads(line)["id"]] = line
     with Searcher(folder / "index", pretokenized=True, engine="lucene") as searcher:
-        docids = searcher.docids
-    if len(lines) != len(docids) or any(json.loads(lines[i])["id"] != docids[i] for i in (0, len(lines) - 1)):
-        raise SystemExit(f"{folder}: the collection's order is not the index's; rebuild the index with one thread")
+        docids = searcher.docids  # Lucene's docid order, which the permutation refers to
+    if len(line_of) != len(docids):
+        raise SystemExit(f"{folder}: the collection has {len(line_of)} documents, the index {len(docids)}")
     out.mkdir(exist_ok=True)
     with open(out / "part-00000.jsonl", "w", encoding="utf-8") as fh:
-        fh.writelines(lines[row] for row in perm.tolist())
+        fh.writelines(line_of[docids[row]] for row in perm.tolist())
     (out / "done").write_text("")
     print(f"{folder.name}: collection written in BP order in {time.perf_counter() - t:.0f} s", file=sys.stderr,
           flush=True)

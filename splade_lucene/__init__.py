@@ -30,6 +30,8 @@ _EXPORTS = {
     "encode_queries": "search",
     "build_index": "index",
     "read_metadata": "index",
+    "write_blockmax": "blockmax",
+    "BlockMaxIndex": "blockmax",
     "QueryEncoder": "search",
     "Searcher": "search",
     "Hit": "search",

@@ -159,11 +159,15 @@ def _adjust_ties_sequential(rounded: np.ndarray) -> list[float]:
 
 
 ENGINES = ("auto", "memory", "blockmax", "lucene")
-# engine="auto" takes the block-max engine (where the index has one) for k up to this many hits, on
-# indexes of at least this many documents; the memory engine's exhaustive scoring elsewhere
-# (docs/performance.md, "Choosing the engine")
-BLOCKMAX_MAX_K = 100
+# engine="auto" takes the block-max engine (where the index has one) for k up to BLOCKMAX_MAX_K, on
+# indexes of at least BLOCKMAX_MIN_DOCS documents, for queries of at most BLOCKMAX_MAX_TERMS terms;
+# exhaustive scoring elsewhere. Measured (docs/performance.md, "Choosing the engine"): block-max wins
+# at k=10 with SciFact's queries (52 terms on average) on 60,000 and 100,000 wiki passages (1.3-1.5x),
+# loses at k=100 there (0.5-0.7x), with ArguAna's queries (286 terms: 0.75x) and on SciFact's 5,183
+# documents (0.47x)
+BLOCKMAX_MAX_K = 10
 BLOCKMAX_MIN_DOCS = 50_000
+BLOCKMAX_MAX_TERMS = 100
 
 
 class Searcher:
@@ -333,7 +337,7 @@ class Searcher:
         if not terms:
             return []
         ranked = None
-        if self._uses_blockmax(k):
+        if self.engine_for(k, len(terms)) == "blockmax":
             ranked = self._blockmax.top(terms, k, alpha=self.alpha, query_terms=self.query_terms)
         elif self._table is not None:
             ranked = self._table.top(terms, k, prune=self.prune)
@@ -342,13 +346,18 @@ class Searcher:
         docids = self._docids
         return [(docids[d], s) for d, s in ranked]
 
-    def _uses_blockmax(self, k: int) -> bool:
-        """Whether a search for ``k`` hits runs on the block-max engine: always with engine='blockmax';
-        with 'auto', where the index has one, for k up to :data:`BLOCKMAX_MAX_K` on indexes of at least
-        :data:`BLOCKMAX_MIN_DOCS` documents (where it measured faster than exhaustive scoring)."""
+    def engine_for(self, k: int, n_terms: int) -> str:
+        """The engine a search for ``k`` hits with ``n_terms`` query terms runs on: the one asked for;
+        with engine='auto', the block-max engine where the index has one, for k up to
+        :data:`BLOCKMAX_MAX_K` and queries of at most :data:`BLOCKMAX_MAX_TERMS` terms on indexes of at
+        least :data:`BLOCKMAX_MIN_DOCS` documents (where it measured faster than exhaustive scoring), else
+        the memory engine where the index has an impact table, else Lucene. (A query the tables cannot
+        answer exactly, with a weight below 1, still goes to Lucene.)"""
         if self._blockmax is None:
-            return False
-        return self.engine == "blockmax" or (k <= BLOCKMAX_MAX_K and self._blockmax.num_docs >= BLOCKMAX_MIN_DOCS)
+            return self.engine
+        measured_faster = (k <= BLOCKMAX_MAX_K and n_terms <= BLOCKMAX_MAX_TERMS
+                           and self._blockmax.num_docs >= BLOCKMAX_MIN_DOCS)
+        return "blockmax" if self.engine == "blockmax" or measured_faster else self.engine
 
     def search_terms(self, terms: dict[str, int], k: int = 10) -> list[Hit]:
         """Search with an already quantized query."""

@@ -152,6 +152,24 @@ def test_every_scifact_query_gets_lucenes_hits(reproduced, tmp_path):
             assert ours.batch_search_terms(encoded, k=k) == lucene.batch_search_terms(encoded, k=k), k
 
 
+def test_auto_takes_blockmax_only_where_it_measured_faster(cranfield, tmp_path, monkeypatch):
+    from splade_lucene import search
+
+    index = blockmax_copy(cranfield["vector_index"], tmp_path, order="index")
+    with Searcher(index, pretokenized=True) as auto, Searcher(index, pretokenized=True, engine="memory") as memory:
+        assert auto.engine_for(10, 50) == "memory"  # 1,400 documents: below BLOCKMAX_MIN_DOCS
+        assert memory.engine_for(10, 50) == "memory"
+        monkeypatch.setattr(search, "BLOCKMAX_MIN_DOCS", 1000)
+        assert auto.engine_for(10, 50) == "blockmax"
+        assert auto.engine_for(11, 50) == auto.engine_for(10, 101) == "memory"
+        assert memory.engine_for(10, 50) == "memory"
+        for k in (1, 10, 100):
+            assert auto.batch_search_terms(cranfield["encoded"], k=k) == memory.batch_search_terms(
+                cranfield["encoded"], k=k)
+    with Searcher(index, pretokenized=True, engine="blockmax") as blockmax:
+        assert blockmax.engine_for(1000, 500) == "blockmax"
+
+
 def test_files_that_do_not_match_the_index_are_refused(cranfield, tmp_path):
     index = blockmax_copy(cranfield["vector_index"], tmp_path, order="index")
     folder = index / BLOCK_DIR
