@@ -465,6 +465,10 @@ def write_blockmax(index_dir: str | Path, *, block: int = BLOCK, order: str = "b
     check_block(block)
     if order not in ("bp", "index"):
         raise SettingError(f"order must be 'bp' or 'index', not {order!r}")
+    if terms_per_doc is not None and (isinstance(terms_per_doc, bool) or terms_per_doc < 1):
+        raise SettingError(f"terms_per_doc must be at least 1 (or None: every term), not {terms_per_doc}")
+    if iterations is not None and (isinstance(iterations, bool) or iterations < 1):
+        raise SettingError(f"iterations must be at least 1, not {iterations}")
     index_dir = Path(index_dir)
     table = ImpactTable.load(index_dir)
     if table is None:

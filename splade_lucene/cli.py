@@ -419,7 +419,8 @@ def _impacts(args: argparse.Namespace, progress: bool) -> int:
 def _blockmax(args: argparse.Namespace, progress: bool) -> int:
     from .blockmax import BLOCK, write_blockmax
 
-    folder = write_blockmax(args.index, block=args.block or BLOCK, order=args.order, terms_per_doc=args.terms_per_doc)
+    folder = write_blockmax(args.index, block=BLOCK if args.block is None else args.block, order=args.order,
+                            terms_per_doc=args.terms_per_doc)
     meta = json.loads((folder / "blockmax.json").read_text())
     seconds = meta["seconds"]
     print(f"block-max index written to {folder}: {meta['docs']} documents in blocks of {meta['block']}, "

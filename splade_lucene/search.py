@@ -645,11 +645,15 @@ def write_run(results: dict[str, list[Hit]], path: str | Path, *, tag: str = DEF
               remove_query: bool = False, score_format: str = ".6f", metadata: dict | None = None) -> None:
     """The TREC run file at ``path``; ``metadata`` (how the run was made: engine, approximate
     settings, k) goes beside it as ``PATH.json``."""
-    if metadata is not None:
-        with atomic_file(f"{path}.json") as fh:
-            fh.write(json.dumps(metadata, indent=2) + "\n")
     with atomic_file(path) as fh:
         fh.writelines(run_lines(results, tag=tag, remove_query=remove_query, score_format=score_format))
+    if metadata is not None:
+        try:
+            with atomic_file(f"{path}.json") as fh:
+                fh.write(json.dumps(metadata, indent=2) + "\n")
+        except BaseException:
+            Path(path).unlink(missing_ok=True)  # a run without its record of how it was made is not left
+            raise
 
 
 def encode_queries(index_dir: str | Path, queries: str | Path, output: str | Path, *,

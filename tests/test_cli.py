@@ -88,6 +88,9 @@ CASES = [
     ("index", ["--collection", "{t}/empty", "--index", "{t}/i"], "empty"),
     ("merge", ["--index", "{t}/m", "{t}/none"], "none"),
     ("impacts", ["--index", "{t}/empty"], "empty"),
+    ("blockmax", ["--index", "{t}/empty"], "empty has no impact table"),
+    ("blockmax", ["--index", "{t}/empty", "--block", "0"], "block must be 1 to 4,096"),
+    ("blockmax", ["--index", "{t}/empty", "--terms-per-doc", "0"], "terms_per_doc must be at least 1"),
     ("search", ["--index", "{t}/empty", "--queries", "{t}/bad.jsonl", "--output", "{t}/r"], "bad.jsonl:2"),
     ("search", ["--index", "{t}/empty", "--queries", "{t}/topics.jsonl", "--pretokenized", "--output", "{t}/r"],
      "topics.jsonl:1"),
@@ -169,8 +172,9 @@ def test_an_output_that_cannot_be_written_is_refused_before_any_work(in_the_way,
     assert sorted(p.name for p in in_the_way.iterdir()) == ["afile", "afolder"]  # nothing written beside
 
 
-def test_impacts_refuses_an_index_it_cannot_write_into(in_the_way, capsys):
-    code = cli.main(["--quiet", "impacts", "--index", str(in_the_way / "afile")])
+@pytest.mark.parametrize("command", ["impacts", "blockmax"])
+def test_impacts_refuses_an_index_it_cannot_write_into(in_the_way, capsys, command):
+    code = cli.main(["--quiet", command, "--index", str(in_the_way / "afile")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "afile" in err and "is a file" in err, err
 

@@ -176,6 +176,29 @@ def test_a_killed_impact_table_write_leaves_the_old_table_and_the_command_finish
     assert index_fingerprint(out, queries) == index_reference
 
 
+def test_a_killed_blockmax_write_leaves_the_old_files_and_the_command_finishes(encoded_reference, queries, tmp_path):
+    from splade_lucene.search import Searcher
+
+    out = tmp_path / "index"
+    assert cli("index", "--collection", encoded_reference, "--index", out).returncode == 0
+    assert killed(cli("blockmax", "--index", out, fault="blockmax.write:1"))
+    assert not (out / "blockmax").exists() and list(out.glob("blockmax.writing-*"))  # nothing under the name
+    assert cli("blockmax", "--index", out, "--order", "index").returncode == 0
+    arrays = lambda: {n: d for n, d in tree_digests(out / "blockmax").items() if n != "blockmax.json"}  # noqa: E731
+    before = arrays()
+    assert killed(cli("blockmax", "--index", out, fault="blockmax.write:1"))
+    assert arrays() == before  # the old files, whole
+    done = cli("blockmax", "--index", out)
+    assert done.returncode == 0, done.stderr
+    assert not list(out.glob("blockmax.writing-*"))  # the killed writer's folder removed by the next one
+    written = arrays()
+    assert written != before  # BP's order, not the index's
+    assert cli("blockmax", "--index", out).returncode == 0 and arrays() == written  # deterministic: the same bytes
+    with Searcher(out, pretokenized=True, engine="blockmax") as ours, \
+            Searcher(out, pretokenized=True, engine="lucene") as lucene:
+        assert ours.batch_search_terms(queries, k=100) == lucene.batch_search_terms(queries, k=100)
+
+
 @pytest.fixture(scope="module")
 def shard_indexes(encoded_reference, tmp_path_factory) -> list[Path]:
     base = tmp_path_factory.mktemp("crash-shards")
