@@ -259,7 +259,7 @@ class Precomputed:
 
 def bench_index(name: str, folder: Path, query_sets: dict[str, list[str]], encoded: dict[str, dict[str, int]],
                 ks: list[int], threads: int, batch: int, use_seismic: bool, brute_queries: int,
-                peers: list[str], approx: dict) -> list[dict]:
+                peers: list[str], approx: dict, seismic_settings: list[tuple[int, float]]) -> list[dict]:
     from pyserini.search.lucene import LuceneImpactSearcher
 
     index = folder / "index"
@@ -287,9 +287,12 @@ def bench_index(name: str, folder: Path, query_sets: dict[str, list[str]], encod
           f"{built['seconds']['order_s']:.0f} s, built in {built['seconds']['build_s']:.0f} s", file=sys.stderr,
           flush=True)
     theirs = LuceneImpactSearcher(str(index), Precomputed(encoded), min_idf=-1)
-    seismic = seismic_index(folder, docs, docids, threads) if use_seismic else None
-    if seismic is not None:
-        seismic = seismic_searcher(seismic, vocab)
+    seismic_built = seismic_index(folder, docs, docids, threads) if use_seismic else None
+    seismic = {}
+    if seismic_built is not None:
+        seismic["seismic"] = seismic_searcher(seismic_built, vocab)
+        for cut, factor in seismic_settings:  # more settings, for the recall each reaches
+            seismic[f"seismic-qc{cut}-hf{factor}"] = seismic_searcher(seismic_built, vocab, cut, factor)
     rows = []
     for (query_set, qids), k in ((item, k) for item in query_sets.items() for k in ks):
         queries = query_matrix([encoded[q] for q in qids], vocab)
@@ -330,17 +333,17 @@ def bench_index(name: str, folder: Path, query_sets: dict[str, list[str]], encod
             found = theirs.batch_search(qs, qs, k=k, threads=threads)
             return [[(h.docid, h.score) for h in found[q]] for q in qs]
         runs["pyserini-batch"] = timed_batches(pyserini_batch, qids, batch)
-        if seismic is not None:
-            runs["seismic"] = timed_each(lambda q: seismic(encoded[q], k), qids)
+        for label, search in seismic.items():
+            runs[label] = timed_each(lambda q, search=search: search(encoded[q], k), qids)
         for searcher, (latencies, results) in runs.items():
             row = {"index": name, "query_set": query_set, "k": k, "searcher": searcher, **summary(latencies),
                    "same_results": None, "recall_at_10": None, "documents": len(docids), "queries": len(latencies)}
-            if searcher == "seismic" or searcher.startswith("bmp") or searcher == "ours-blockmax-approx":
+            if searcher.startswith(("seismic", "bmp")) or searcher == "ours-blockmax-approx":
                 row["recall_at_10"] = float(np.mean([recall_at_10([d for d, _ in r], e)
                                                      for r, e in zip(results, exact)]))
             if searcher.startswith("bmp"):  # BMP scores with its own rescaled query weights: documents only
                 row["same_results"] = all(same_documents(r, e) for r, e in zip(results, exact))
-            elif searcher not in ("bruteforce", "seismic", "ours-blockmax-approx"):
+            elif searcher != "bruteforce" and not searcher.startswith("seismic") and searcher != "ours-blockmax-approx":
                 row["same_results"] = all(same_as_exact(r, e) for r, e in zip(results, exact))
             rows.append(row)
     for searcher in (ours, ours_lucene, ours_pruned, ours_exhaustive, ours_blockmax, ours_approx):
@@ -451,9 +454,9 @@ def seismic_index(folder: Path, docs, docids: list[str], threads: int):
     return index
 
 
-def seismic_searcher(index, vocab: list[str]):
-    """Search one {term: weight} query for its top k: its 20 heaviest terms' lists are scanned
-    (query_cut=20), blocks below 0.8 of the current k-th score skipped (heap_factor=0.8)."""
+def seismic_searcher(index, vocab: list[str], query_cut: int = 20, heap_factor: float = 0.8):
+    """Search one {term: weight} query for its top k: its ``query_cut`` heaviest terms' lists are
+    scanned, blocks below ``heap_factor`` of the current k-th score skipped (defaults: 20 and 0.8)."""
     from seismic import get_seismic_string
 
     text = get_seismic_string()
@@ -463,8 +466,8 @@ def seismic_searcher(index, vocab: list[str]):
         known = [(term_id[t], w) for t, w in terms.items() if t in term_id]
         components = np.array([c for c, _ in known], dtype=text)
         values = np.array([w for _, w in known], dtype=np.float32)
-        return [(doc, score) for _, score, doc in index.search("q", components, values, k=k, query_cut=20,
-                                                               heap_factor=0.8)]
+        return [(doc, score) for _, score, doc in index.search("q", components, values, k=k, query_cut=query_cut,
+                                                               heap_factor=heap_factor)]
     return search
 
 
@@ -522,7 +525,10 @@ def main() -> int:
     ap.add_argument("--root", default="indexes/bench", help="where benchmark indexes are built and kept")
     ap.add_argument("--seed", type=int, default=13, help="synthetic collections' seed")
     ap.add_argument("--no-seismic", action="store_true")
-    ap.add_argument("--approx-alpha", type=float, default=0.8, help="ours-blockmax-approx: alpha (default 0.8)")
+    ap.add_argument("--approx-alpha", type=float, default=0.95, help="ours-blockmax-approx: alpha (default 0.95)")
+    ap.add_argument("--seismic-settings", default="",
+                    help="more Seismic query settings, CUT:FACTOR,... (query_cut, heap_factor), each a row with its "
+                         "recall@10 (e.g. 10:0.7,5:0.6)")
     ap.add_argument("--approx-query-terms", type=int, default=None,
                     help="ours-blockmax-approx: each query's N strongest terms (default: all)")
     ap.add_argument("--brute-queries", type=int, default=50,
@@ -569,7 +575,9 @@ def main() -> int:
     for name in names:
         rows.extend(bench_index(name, folders[name], query_sets, encoded, ks, args.threads, args.batch,
                                 not args.no_seismic, args.brute_queries, peers,
-                                {"alpha": args.approx_alpha, "query_terms": args.approx_query_terms}))
+                                {"alpha": args.approx_alpha, "query_terms": args.approx_query_terms},
+                                [(int(c), float(f)) for c, f in (x.split(":") for x in args.seismic_settings.split(",")
+                                                                 if x)]))
     if "scifact" in names and "scifact" in texts:
         rows.extend(end_to_end(scifact, texts["scifact"]))
     print_table(rows)
