@@ -22,8 +22,9 @@ k-th score: it can neither be among the top k nor tie with the k-th. So the resu
 same documents, integer scores and order (score, then doc id) as exhaustive scoring and Lucene.
 
 ``alpha`` below 1 (approximate, opt-in) stops at the first block whose bound times alpha is below
-theta: faster, and documents of the exact top k may be missed. ``query_terms`` keeps a query's
-strongest terms only (also approximate).
+theta: faster, and documents of the exact top k may be missed. ``query_terms`` bounds the blocks
+with a query's N strongest terms only (also approximate: the bounds pass is shorter, and a block
+whose weaker terms would have lifted it is skipped). Either way every score returned is exact.
 
 Superblocks (groups of blocks with their own bounds, SP, arXiv 2504.17045) were tried and dropped:
 on wiki-passages with SciFact's long queries (52 terms on average) at most 3% of superblocks of 512
@@ -236,7 +237,8 @@ def _add_dense(ub, row, w):
 
 @numba.njit(cache=True, nogil=True)
 def _search(q_terms, q_weights, k, alpha, block, term_shift, dense_row, dense_max, sparse_off, sparse_block,
-            sparse_max, doc_off, fwd_term, fwd_imp, perm, seed, seed_ranks, id_rank, ub, qw, found, bounds, stats):
+            sparse_max, doc_off, fwd_term, fwd_imp, perm, seed, seed_ranks, id_rank, ub, qw, found, bounds, stats,
+            n_bound):
     n_docs = len(perm)
     n_blocks = len(ub)
     nq = len(q_terms)
@@ -245,6 +247,8 @@ def _search(q_terms, q_weights, k, alpha, block, term_shift, dense_row, dense_ma
         t = q_terms[i]
         w = q_weights[i]
         qw[t] = w
+        if i >= n_bound:
+            continue
         wb = np.int32(w << term_shift[t])  # the maxima are ceil(max / 2**shift): an upper bound still
         if dense_row[t] >= 0:
             _add_dense(ub, dense_max[dense_row[t]], wb)
@@ -361,16 +365,18 @@ def _search(q_terms, q_weights, k, alpha, block, term_shift, dense_row, dense_ma
 
 def search(arrays: dict[str, np.ndarray], block: int, id_rank: np.ndarray, q_terms: np.ndarray,
            q_weights: np.ndarray, k: int, scratch: tuple, alpha: float = 1.0,
-           stats: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+           stats: np.ndarray | None = None, n_bound: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The top ``k`` (rows, integer scores) of a query (term numbers, integer weights >= 1), by score
-    descending then ``id_rank``; exact where ``alpha`` is 1. ``scratch``: :func:`scratch_space`, one per
-    thread."""
+    descending then ``id_rank``; exact where ``alpha`` is 1 and ``n_bound`` None. ``n_bound``: only the
+    first ``n_bound`` terms bound the blocks (approximate: a block may be skipped that holds a top
+    document); every term scores. ``scratch``: :func:`scratch_space`, one per thread."""
     a = arrays
     if stats is None:
         stats = np.zeros(4, dtype=np.int64)
     return _search(q_terms, q_weights, int(k), float(alpha), int(block), a["term_shift"], a["dense_row"],
                    a["dense_max"], a["sparse_off"], a["sparse_block"], a["sparse_max"], a["doc_off"], a["fwd_term"],
-                   a["fwd_imp"], a["perm"], a["seed"], _SEED_RANKS, id_rank, *scratch, stats)
+                   a["fwd_imp"], a["perm"], a["seed"], _SEED_RANKS, id_rank, *scratch, stats,
+                   len(q_terms) if n_bound is None else int(n_bound))
 
 
 def scratch_space(n_blocks: int, n_terms: int) -> tuple[np.ndarray, ...]:
@@ -535,6 +541,7 @@ class BlockMaxIndex:
         self.num_blocks = -(-self.num_docs // block)
         self.meta: dict = {}
         self._scratch = threading.local()
+        self._term_max: np.ndarray | None = None
 
     @classmethod
     def from_table(cls, table: ImpactTable, order: np.ndarray | None = None, *,
@@ -598,6 +605,16 @@ class BlockMaxIndex:
         return index
 
     @property
+    def term_max(self) -> np.ndarray:
+        """Each term's highest impact (from the impact table: its first run's maximum)."""
+        if self._term_max is None:
+            a = self.table.arrays
+            first = np.minimum(a["term_runs"][:-1], max(0, len(a["run_max"]) - 1))
+            has = a["term_runs"][1:] > a["term_runs"][:-1]
+            self._term_max = np.where(has, a["run_max"][first] if len(a["run_max"]) else 0, 0).astype(np.int64)
+        return self._term_max
+
+    @property
     def nbytes(self) -> int:
         """Bytes of everything the engine keeps (the doc id ranks of the impact table aside)."""
         return int(sum(a.nbytes for a in self.arrays.values()))
@@ -605,19 +622,24 @@ class BlockMaxIndex:
     def top(self, terms: dict[str, int], k: int, *, alpha: float = 1.0, query_terms: int | None = None,
             stats: np.ndarray | None = None) -> list[tuple[int, float]] | None:
         """The top ``k`` (Lucene docid, score): Lucene's hits where ``alpha`` is 1 and ``query_terms``
-        None; ``None`` for a query left to Lucene (as :meth:`ImpactTable.top`)."""
+        None; ``None`` for a query left to Lucene (as :meth:`ImpactTable.top`). Approximate settings
+        may miss documents of the exact top k, never change a score: ``alpha`` below 1 skips the blocks
+        whose bound times alpha is below the k-th score; ``query_terms`` bounds the blocks with the
+        query's N strongest terms only (weight x the term's highest impact; every term still scores)."""
         alpha = check_alpha(alpha)
         query_terms = check_query_terms(query_terms)
         query = self.table.query_arrays(terms)
         if query is None:
             return None
         q_terms, q_weights = query
+        n_bound = None
         if query_terms is not None and len(q_terms) > query_terms:
-            keep = np.argsort(-q_weights, kind="stable")[:query_terms]
-            q_terms, q_weights = q_terms[keep], q_weights[keep]
+            # the strongest terms first (weight x the term's highest impact): they alone bound the blocks
+            order = np.argsort(-(q_weights * self.term_max[q_terms]), kind="stable")
+            q_terms, q_weights, n_bound = q_terms[order], q_weights[order], query_terms
         scratch = self._scratch
         if getattr(scratch, "space", None) is None:
             scratch.space = scratch_space(self.num_blocks, len(self.table.terms))
         rows, scores = search(self.arrays, self.block, self.table.id_rank, q_terms, q_weights, int(k), scratch.space,
-                              alpha, stats)
+                              alpha, stats, n_bound)
         return list(zip(rows.tolist(), scores.astype(np.float64).tolist()))

@@ -155,7 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="blockmax engine, approximate: skip blocks whose bound times ALPHA cannot beat the k-th "
                         "score (0 < ALPHA <= 1; default 1: exact)")
     p.add_argument("--query-terms", type=int, default=None,
-                   help="blockmax engine, approximate: keep each query's N strongest terms (default: all, exact)")
+                   help="blockmax engine, approximate: bound the blocks with each query's N strongest terms only "
+                        "(every term still scores; default: all, exact)")
 
     p = sub.add_parser("export-onnx", parents=[quiet], help="export a model to ONNX, the SPLADE head in the graph",
                        description="Write an ONNX graph (inputs input_ids, token_type_ids, attention_mask; outputs "

@@ -74,7 +74,7 @@ def test_blockmax_is_exact_on_random_tables_with_ties(case):
 
 
 @settings(max_examples=40, deadline=None, derandomize=True)
-@given(collections(), st.floats(0.05, 1.0), st.integers(1, 4))
+@given(collections(), st.sampled_from([1.0, 0.9, 0.5, 0.05]), st.integers(1, 4))
 def test_approximate_settings_return_true_scores_of_real_documents(case, alpha, query_terms):
     # whatever it misses, an approximate search returns documents with their exact scores, in order
     n_terms, docs, id_rank, order, queries, block = case
@@ -82,16 +82,13 @@ def test_approximate_settings_return_true_scores_of_real_documents(case, alpha, 
     index = BlockMaxIndex.from_table(table, order, block=block)
     for query in queries:
         terms = {f"t{t}": w for t, w in query.items()}
-        exact = dict(brute_force(docs, id_rank, query, len(docs)))
+        exact = brute_force(docs, id_rank, query, len(docs))
         got = index.top(terms, 5, alpha=alpha, query_terms=query_terms)
         assert len({row for row, _ in got}) == len(got) <= 5
-        # the strongest terms among those of the index, ties in query order
-        kept = dict(sorted(((t, w) for t, w in query.items() if t < n_terms), key=lambda tw: -tw[1])[:query_terms])
-        for row, score in got:
-            assert score == sum(w * docs[row].get(t, 0) for t, w in kept.items()) <= exact[row]
-        assert [s for _, s in got] == sorted((s for _, s in got), reverse=True)
+        assert set(got) <= set(exact)  # real documents, their exact scores
+        assert got == sorted(got, key=lambda hit: exact.index(hit))  # in the exact order
         if alpha == 1.0 and query_terms >= len(query):
-            assert got == brute_force(docs, id_rank, query, 5)
+            assert got == exact[:5]
 
 
 def test_bisection_is_a_deterministic_permutation_that_groups_shared_terms():
