@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from splade_lucene.blockmax import BLOCK_DIR, BlockMaxError, BlockMaxIndex, write_blockmax
 from splade_lucene.collection import read_queries
 from splade_lucene.errors import SettingError
-from splade_lucene.experiment import dataset_files, find_dataset
+from splade_lucene.experiment import dataset_files
 from splade_lucene.impacts import ImpactTable
 from splade_lucene.reorder import bisection_order, log_gap_cost
 from splade_lucene.search import Searcher
@@ -135,11 +135,11 @@ def test_every_cranfield_query_gets_lucenes_hits(cranfield, tmp_path, order):
     assert (order == "index") == np.array_equal(perm, np.arange(1400))
 
 
-def test_every_scifact_query_gets_lucenes_hits(reproduced, tmp_path):
+def test_every_scifact_query_gets_lucenes_hits(reproduced, datasets, tmp_path):
     out, proc, _ = reproduced
     assert proc.returncode == 0, proc.stderr[-2000:]
     index = blockmax_copy(out / "scifact" / "splade" / "index", tmp_path)
-    _, queries_file, _ = dataset_files(find_dataset("scifact"), "test")
+    _, queries_file, _ = dataset_files(datasets / "scifact", "test")
     texts = read_queries(queries_file)
     with Searcher(index, engine="blockmax") as ours, Searcher(index, pretokenized=True, engine="lucene") as lucene:
         encoded = dict(zip([q for q, _ in texts], ours.query_encoder.encode_batch([t for _, t in texts])))
