@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_reorder import encoded_queries  # noqa: E402
+from bench_reorder import encoded_queries, p50  # noqa: E402
 
 from splade_lucene.blockmax import BLOCK_DIR, BlockMaxIndex, write_blockmax  # noqa: E402
 from splade_lucene.collection import COLLECTION_METADATA_FILE  # noqa: E402
@@ -70,17 +69,6 @@ def prefix_collection(collection: Path, size: int, folder: Path, template: Path 
         meta = json.loads(template.read_text())
     (out / COLLECTION_METADATA_FILE).write_text(json.dumps({**meta, "documents": size}, indent=2))
     return out
-
-
-def p50(fn, queries, k) -> float:
-    for q in queries[:20]:
-        fn(q, k)
-    times = []
-    for q in queries:
-        start = time.perf_counter()
-        fn(q, k)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
 
 
 def main() -> int:

@@ -108,6 +108,25 @@ def publish_file(tmp: str | Path, target: str | Path) -> Path:
     return Path(tmp).replace(target)
 
 
+@contextmanager
+def folder_in_place(target: str | Path, fault: str):
+    """A new folder beside ``target`` (``NAME.writing-PID``; any such folder a killed writer left is
+    removed first) for the block to fill; when the block ends the fault point ``fault`` is passed and
+    the folder takes ``target``'s place (:func:`move_into_place`); when it raises, it is removed."""
+    target = Path(target)
+    tmp = target.parent / f"{target.name}.writing-{os.getpid()}"
+    for stale in target.parent.glob(f"{target.name}.writing-*"):  # ours, or left by a writer that was killed
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        fault_point(fault)
+        move_into_place(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def move_into_place(tmp: str | Path, target: str | Path) -> None:
     """Replace the folder ``target`` (if any) by the finished folder ``tmp``, its files fsynced
     first. The old folder is renamed aside before the new one takes its name and is removed after,

@@ -34,8 +34,6 @@ to 2,048 documents fell below the final 10th score at 60,000 documents (docs/per
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import threading
 import time
 import zlib
@@ -44,9 +42,9 @@ from pathlib import Path
 import numba
 import numpy as np
 
-from .atomic import move_into_place, naming_a_full_disk, output_lock, save_array
+from . import compressed
+from .atomic import folder_in_place, naming_a_full_disk, output_lock, save_array
 from .errors import SettingError, SpladeLuceneError
-from .faults import fault_point
 from .impacts import TABLE_DIR, ImpactTable, ImpactTableError
 from .reorder import ITERATIONS, bisection_order
 
@@ -219,12 +217,6 @@ def check_query_terms(query_terms: int | None) -> int | None:
 # ---- search ---------------------------------------------------------------------------------------
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _key(score, rank):
-    """Sorts by score descending, then rank ascending."""
-    return -np.int64(score) * (np.int64(1) << 32) + np.int64(rank)
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
 def _score_of(key):
     return -((key - (key & 0xFFFFFFFF)) >> 32)
 
@@ -315,7 +307,7 @@ def _search(q_terms, q_weights, k, alpha, block, term_shift, dense_row, dense_ma
                 v += qw[fwd_term[p]] * np.int64(fwd_imp[p])
             if v < theta:
                 continue
-            key = _key(v, id_rank[perm[pos]])
+            key = compressed.order_key(v, id_rank[perm[pos]])
             if n_heap < k:
                 heap[n_heap] = key
                 heap_pos[n_heap] = pos
@@ -388,42 +380,10 @@ def scratch_space(n_blocks: int, n_terms: int) -> tuple[np.ndarray, ...]:
 
 # ---- the index's files ----------------------------------------------------------------------------
 
-@numba.njit(cache=True, nogil=True)
-def _decode_all(term_runs, run_base, run_block, block_first, block_post, block_gap, block_width, values, gaps8,
-                gaps16, gaps32, offsets, rows, impacts):
-    for t in range(len(offsets) - 1):
-        n = offsets[t]
-        for r in range(term_runs[t], term_runs[t + 1]):
-            base = run_base[r]
-            for b in range(run_block[r], run_block[r + 1]):
-                doc = np.int64(block_first[b])
-                at = block_gap[b]
-                w = block_width[b]
-                for p in range(block_post[b], block_post[b + 1]):
-                    if p > block_post[b]:
-                        if w == 0:
-                            doc += np.int64(gaps8[at])
-                        elif w == 1:
-                            doc += np.int64(gaps16[at])
-                        else:
-                            doc += np.int64(gaps32[at])
-                        at += 1
-                    rows[n] = doc
-                    impacts[n] = values[p] + base
-                    n += 1
-
-
 def table_postings(table: ImpactTable) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every posting of an impact table, term-major: (offsets, rows, impacts); within a term in no
     particular order."""
-    a = table.arrays
-    posts = a["block_post"][a["run_block"][a["term_runs"]]]
-    offsets = np.asarray(posts, dtype=np.int64) - int(posts[0])
-    rows = np.empty(int(offsets[-1]), dtype=np.int32)
-    impacts = np.empty(int(offsets[-1]), dtype=np.int32)
-    _decode_all(a["term_runs"], a["run_base"], a["run_block"], a["block_first"], a["block_post"], a["block_gap"],
-                a["block_width"], a["values"], a["gaps8"], a["gaps16"], a["gaps32"], offsets, rows, impacts)
-    return offsets, rows, impacts
+    return compressed.all_postings(table.arrays)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -500,11 +460,7 @@ def write_blockmax(index_dir: str | Path, *, block: int = BLOCK, order: str = "b
         arrays = build_arrays(offsets, rows, impacts, perm, block=block)
         timings["build_s"] = time.perf_counter() - start
         del offsets, rows, impacts
-        tmp = index_dir / f"{BLOCK_DIR}.writing-{os.getpid()}"
-        for stale in index_dir.glob(f"{BLOCK_DIR}.writing-*"):
-            shutil.rmtree(stale, ignore_errors=True)
-        tmp.mkdir()
-        try:
+        with folder_in_place(target, "blockmax.write") as tmp:
             files = {}
             for name, array in arrays.items():
                 path = tmp / f"{name}.npy"
@@ -516,11 +472,6 @@ def write_blockmax(index_dir: str | Path, *, block: int = BLOCK, order: str = "b
                     "table": _table_identity(index_dir), "files": files,
                     "bytes": int(sum(a.nbytes for a in arrays.values())), "seconds": timings}
             (tmp / _META).write_text(json.dumps(meta, indent=2) + "\n")
-            fault_point("blockmax.write")
-            move_into_place(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
     return target
 
 

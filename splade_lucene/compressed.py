@@ -251,6 +251,28 @@ def _decode_term(t, term_runs, run_base, run_block, block_first, block_post, blo
     return n
 
 
+@numba.njit(cache=True, nogil=True)
+def _decode_all(term_runs, run_base, run_block, block_first, block_post, block_gap, block_width, values, gaps8,
+                gaps16, gaps32, offsets, out_docs, out_impacts):
+    for t in range(len(offsets) - 1):
+        lo, hi = offsets[t], offsets[t + 1]
+        _decode_term(t, term_runs, run_base, run_block, block_first, block_post, block_gap, block_width, values,
+                     gaps8, gaps16, gaps32, out_docs[lo:hi], out_impacts[lo:hi])
+
+
+def all_postings(arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every posting, term-major: (offsets per term and the end, documents int32, impacts int32); a
+    term's postings run by run (not in document order)."""
+    a = arrays
+    posts = a["block_post"][a["run_block"][a["term_runs"]]]
+    offsets = np.asarray(posts, dtype=np.int64) - int(posts[0])
+    docs = np.empty(int(offsets[-1]), dtype=np.int32)
+    impacts = np.empty(int(offsets[-1]), dtype=np.int32)
+    _decode_all(a["term_runs"], a["run_base"], a["run_block"], a["block_first"], a["block_post"], a["block_gap"],
+                a["block_width"], a["values"], a["gaps8"], a["gaps16"], a["gaps32"], offsets, docs, impacts)
+    return offsets, docs, impacts
+
+
 def term_postings(arrays: dict[str, np.ndarray], term: int) -> tuple[np.ndarray, np.ndarray]:
     """One term's (documents ascending, impacts)."""
     a = arrays
@@ -303,7 +325,7 @@ def _kth(acc, k, work):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _order_key(score, rank):
+def order_key(score, rank):
     """One int64 that sorts by score descending, then by rank (the ids' order) ascending."""
     return -np.int64(score) * (np.int64(1) << 32) + np.int64(rank)
 
@@ -404,7 +426,7 @@ def _exhaustive(q_terms, q_weights, k, term_runs, run_base, run_block, block_fir
             # keep exactly the k best by (score, id_rank), ties included in the order: then at most
             # k + chunk candidates are held whatever the ties (the buffers' size)
             for c in range(m):
-                key[c] = _order_key(score[c], id_rank[cand[c]])
+                key[c] = order_key(score[c], id_rank[cand[c]])
             kth_key = np.partition(key[:m], k - 1)[k - 1]
             kept = 0
             theta = np.int64(1) << 62
@@ -416,7 +438,7 @@ def _exhaustive(q_terms, q_weights, k, term_runs, run_base, run_block, block_fir
                     kept += 1
             m = kept
     for c in range(m):
-        key[c] = _order_key(score[c], id_rank[cand[c]])
+        key[c] = order_key(score[c], id_rank[cand[c]])
     top = np.argsort(key[:m])[:k]
     return cand[:m][top], score[:m][top]
 
@@ -597,7 +619,7 @@ def _search(q_terms, q_weights, k, prune, term_runs, run_max, run_base, run_bloc
     scores = np.empty(m, dtype=np.int64)
     for x in range(m):
         scores[x] = acc[cand[x]]
-        key[x] = _order_key(scores[x], id_rank[cand[x]])
+        key[x] = order_key(scores[x], id_rank[cand[x]])
     top = np.argsort(key)[:k]
     rows = cand[:m][top]
     scores = scores[top]

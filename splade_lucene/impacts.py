@@ -21,8 +21,6 @@ cache.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import threading
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -30,10 +28,9 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from . import compressed
-from .atomic import move_into_place, naming_a_full_disk, output_lock, save_array
+from .atomic import folder_in_place, naming_a_full_disk, output_lock, save_array
 from .collection import collection_files, open_text
 from .errors import SpladeLuceneError
-from .faults import fault_point
 from .lucene import docid_table, field_terms, lucene_reader
 
 TABLE_DIR = "impacts"
@@ -212,11 +209,7 @@ def write_impact_table(index_dir: str | Path, collection: str | Path | Sequence[
         id_rank[np.argsort(np.asarray(docids, dtype=object), kind="stable")] = np.arange(len(docids), dtype=np.int32)
 
         target = index_dir / TABLE_DIR
-        tmp = index_dir / f"{TABLE_DIR}.writing-{os.getpid()}"
-        for stale in index_dir.glob(f"{TABLE_DIR}.writing-*"):  # ours, or left by a writer that was killed
-            shutil.rmtree(stale, ignore_errors=True)
-        tmp.mkdir()
-        try:
+        with folder_in_place(target, "impacts.write") as tmp:
             for name, array in arrays.items():
                 save_array(tmp / f"{name}.npy", array)
             save_array(tmp / "id_rank.npy", id_rank)
@@ -225,11 +218,6 @@ def write_impact_table(index_dir: str | Path, collection: str | Path | Sequence[
                 "version": TABLE_VERSION, "field": field, "commit": commit, "terms": len(terms),
                 "postings": int(offsets[-1]), "max_impact": max_impact, "block": compressed.BLOCK,
                 "bytes": int(sum(a.nbytes for a in arrays.values()))}, indent=2) + "\n")
-            fault_point("impacts.write")
-            move_into_place(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return target
 
 
