@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "recursive graph bisection and cut into blocks with per-term maxima, for exact "
                                    "search that reads a small part of the postings (search --engine blockmax).")
     p.add_argument("--index", required=True, help="index folder (with its impact table)")
-    p.add_argument("--block", type=int, default=None, help="documents a block (default: 8)")
+    p.add_argument("--block", type=int, default=None, help="documents a block (default: 4)")
     p.add_argument("--order", choices=("bp", "index"), default="bp",
                    help="bp: recursive graph bisection (default); index: Lucene's order, as built")
     p.add_argument("--terms-per-doc", type=int, default=None,
