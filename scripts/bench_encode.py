@@ -31,8 +31,8 @@ DEVICE = "cpu"  # set from --device in each child
 
 
 def load_texts(n: int) -> list[str]:
-    from splade_lucene.collection import read_corpus
-    from splade_lucene.experiment import find_dataset
+    from splade_lucene.experiments.experiment import find_dataset
+    from splade_lucene.formats.collection import read_corpus
 
     docs = []
     for doc in read_corpus(find_dataset(None, "scifact") / "corpus.jsonl"):
@@ -45,8 +45,8 @@ def load_texts(n: int) -> list[str]:
 # ---- the encoders, each returning {term: int} per text ---------------------------------------
 
 def run_ours(model: str, texts, max_length: int, variant: str):
-    from splade_lucene.model import SpladeEncoder
-    from splade_lucene.quantize import quantize_terms
+    from splade_lucene.core.quantize import quantize_terms
+    from splade_lucene.encoding.model import SpladeEncoder
 
     kwargs = {"dtype": "bf16"} if variant == "ours-bf16" else {}
     enc = SpladeEncoder(model, max_length=max_length, batch_size=BATCH_SIZE, device=DEVICE, **kwargs)
@@ -142,9 +142,9 @@ def streaming_child(args) -> None:
     """encode_corpus on the first N SciFact documents (written to a temporary corpus); peak RSS."""
     import torch
 
-    from splade_lucene.encode import encode_corpus
-    from splade_lucene.experiment import find_dataset
-    from splade_lucene.model import SpladeEncoder
+    from splade_lucene.encoding.local import encode_corpus
+    from splade_lucene.encoding.model import SpladeEncoder
+    from splade_lucene.experiments.experiment import find_dataset
 
     torch.set_num_threads(args.threads)
     tmp = Path(tempfile.mkdtemp(prefix="bench-stream-"))
@@ -238,7 +238,7 @@ def main() -> int:
         streaming_child(args) if args.encoder == "stream" else child(args)
         return 0
 
-    from splade_lucene.model import default_model_path
+    from splade_lucene.encoding.model import default_model_path
 
     tiny = Path(args.tiny_model) if args.tiny_model else default_model_path()
     encoders = args.encoders.split(",")

@@ -32,11 +32,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_search import ensure_index  # noqa: E402
 from synthetic_collection import synthetic_chunks  # noqa: E402
 
-from splade_lucene import compressed  # noqa: E402
-from splade_lucene.collection import read_queries  # noqa: E402
-from splade_lucene.experiment import find_dataset  # noqa: E402
-from splade_lucene.impacts import ImpactTable  # noqa: E402
-from splade_lucene.search import QueryEncoder  # noqa: E402
+from splade_lucene.experiments.experiment import find_dataset  # noqa: E402
+from splade_lucene.formats.collection import read_queries  # noqa: E402
+from splade_lucene.indexing import compressed  # noqa: E402
+from splade_lucene.indexing.impacts import ImpactTable  # noqa: E402
+from splade_lucene.search.searcher import QueryEncoder  # noqa: E402
 
 WARMUP = 20
 

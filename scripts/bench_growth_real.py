@@ -29,10 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_reorder import encoded_queries, p50  # noqa: E402
 
-from splade_lucene.blockmax import BLOCK_DIR, BlockMaxIndex, write_blockmax  # noqa: E402
-from splade_lucene.collection import COLLECTION_METADATA_FILE  # noqa: E402
-from splade_lucene.impacts import ImpactTable  # noqa: E402
-from splade_lucene.index import build_index  # noqa: E402
+from splade_lucene.formats.collection import COLLECTION_METADATA_FILE  # noqa: E402
+from splade_lucene.indexing.blockmax import BLOCK_DIR, BlockMaxIndex, write_blockmax  # noqa: E402
+from splade_lucene.indexing.build import build_index  # noqa: E402
+from splade_lucene.indexing.impacts import ImpactTable  # noqa: E402
 
 MS_MARCO = 8_841_823
 

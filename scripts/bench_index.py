@@ -33,8 +33,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from splade_lucene import _java  # noqa: E402
-from splade_lucene.index import anserini_command  # noqa: E402
+from splade_lucene.core import java as _java  # noqa: E402
+from splade_lucene.indexing.build import anserini_command  # noqa: E402
 
 
 def tree_rss(root: int) -> int:

@@ -42,7 +42,7 @@ def docs_per_second(encoder, docs, rounds):
 
 
 def agreement(a, b):
-    from splade_lucene.quantize import quantize
+    from splade_lucene.core.quantize import quantize
 
     pairs = equal = worst = 0
     for x, y in zip(a, b):
@@ -67,10 +67,10 @@ def main() -> int:
 
     import torch
 
-    from splade_lucene.collection import read_corpus
-    from splade_lucene.experiment import find_dataset, judged_dataset
-    from splade_lucene.model import SpladeEncoder
-    from splade_lucene.onnx_export import export_onnx
+    from splade_lucene.encoding.model import SpladeEncoder
+    from splade_lucene.encoding.onnx import export_onnx
+    from splade_lucene.experiments.experiment import find_dataset, judged_dataset
+    from splade_lucene.formats.collection import read_corpus
 
     folder = Path(args.root) / "onnx"
     if not (folder / "model.onnx").is_file():

@@ -4,7 +4,7 @@
 Encodes a BEIR dataset (default: SciFact, every document and judged test query) with the default
 model in fp32 and in bf16 on one device, quantizes both at the default scale, retrieves the top 1000
 for each query by exact integer dot products (the scores the impact index gives; see
-``splade_lucene.search.exact_search``) and evaluates with BEIR's remove-query convention. Prints the
+``splade_lucene.search.searcher.exact_search``) and evaluates with BEIR's remove-query convention. Prints the
 documents per second, the share of identical (term, weight) pairs between bf16 and fp32 and their
 largest difference, and the metrics of each.
 
@@ -20,11 +20,11 @@ import time
 from pathlib import Path
 
 import splade_lucene  # noqa: F401  (Java set-up, harmless where no Java is needed)
-from splade_lucene.evaluate import METRICS, evaluate
-from splade_lucene.experiment import find_dataset, judged_dataset
-from splade_lucene.model import DEFAULT_MAX_LENGTH, SpladeEncoder
-from splade_lucene.quantize import DEFAULT_SCALE, quantize
-from splade_lucene.search import exact_search, vectors_matrix
+from splade_lucene.core.quantize import DEFAULT_SCALE, quantize
+from splade_lucene.encoding.model import DEFAULT_MAX_LENGTH, SpladeEncoder
+from splade_lucene.evaluation.metrics import METRICS, evaluate
+from splade_lucene.experiments.experiment import find_dataset, judged_dataset
+from splade_lucene.search.searcher import exact_search, vectors_matrix
 
 
 def agreement(a, b) -> tuple[float, int]:

@@ -40,8 +40,8 @@ def latencies(searcher, queries, rounds: int, k: int) -> list[float]:
 
 
 def measure(name, index, query_encoder, queries, qrels, rounds, folder: Path):
-    from splade_lucene.evaluate import evaluate, read_run
-    from splade_lucene.search import Searcher, write_run
+    from splade_lucene.evaluation.metrics import evaluate, read_run
+    from splade_lucene.search.searcher import Searcher, write_run
 
     with Searcher(index, query_encoder, engine="memory") as s:
         results = s.batch_search(queries, k=1000)
@@ -61,9 +61,9 @@ def measure(name, index, query_encoder, queries, qrels, rounds, folder: Path):
 
 
 def ensure_index(model: str, folder: Path, dataset: Path, mode: str | None) -> Path:
-    from splade_lucene.encode import encode_corpus
-    from splade_lucene.index import build_index
-    from splade_lucene.model import SpladeEncoder
+    from splade_lucene.encoding.local import encode_corpus
+    from splade_lucene.encoding.model import SpladeEncoder
+    from splade_lucene.indexing.build import build_index
 
     collection, index = folder / "collection", folder / f"index-{mode or 'default'}"
     if not (collection / "collection.meta").is_file():
@@ -89,8 +89,8 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from splade_lucene.experiment import find_dataset, judged_dataset
-    from splade_lucene.search import QueryEncoder
+    from splade_lucene.experiments.experiment import find_dataset, judged_dataset
+    from splade_lucene.search.searcher import QueryEncoder
 
     dataset = find_dataset(args.dataset, "scifact")
     _, queries, qrels = judged_dataset(dataset)
@@ -100,7 +100,7 @@ def main() -> int:
     full = ensure_index(args.full, root / "full", dataset, None)
     rows.append(measure("full", full, None, queries, qrels, args.rounds, root))
     if not args.no_onnx:
-        from splade_lucene.onnx_export import export_onnx
+        from splade_lucene.encoding.onnx import export_onnx
 
         onnx_dir = root / "full" / "onnx"
         if not (onnx_dir / "model.onnx").is_file():

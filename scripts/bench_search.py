@@ -14,7 +14,7 @@ Queries: the test queries of SciFact and ArguAna (--query-sets; judged in qrels/
 and 1000), each searcher answers every query:
 - ``ours``: ``Searcher.search_terms``, one query at a time, with its default engine (``auto``: the
   block-max engine or the memory-mapped impact table, as measured faster for the index, k and query);
-- ``ours-blockmax``, ``ours-blockmax-approx``: the block-max engine (:mod:`splade_lucene.blockmax`,
+- ``ours-blockmax``, ``ours-blockmax-approx``: the block-max engine (:mod:`splade_lucene.indexing.blockmax`,
   written on first use), exact and with --approx-alpha / --approx-query-terms (recall@10 reported);
   ``ours-pruned``, ``ours-exhaustive``: the same kernel with pruning forced on or off;
 - ``ours-batch``: ``Searcher.batch_search_terms`` with --threads threads, in batches of --batch;
@@ -27,7 +27,7 @@ and 1000), each searcher answers every query:
 - ``bmp``, ``bmp-alpha0.8`` (bmp): BMP exact (alpha 1) and approximate, with recall@10; BMP keeps
   8-bit impacts (weights above 255 clipped) and rescales each query to a largest weight of 32, so its
   scores are not ours and ``same_results`` compares documents only;
-- ``bruteforce``: exact integer dot products with scipy (``splade_lucene.search.exact_search``):
+- ``bruteforce``: exact integer dot products with scipy (``splade_lucene.search.searcher.exact_search``):
   the reference for correctness, computed for every query; timed one query at a time on the first
   --brute-queries;
 - ``seismic``: pyseismic-lsr (approximate), with its recall@10 against the exact top 10.
@@ -59,15 +59,15 @@ from pathlib import Path
 import numpy as np
 
 import splade_lucene  # noqa: F401  (Java set-up before pyserini)
-from splade_lucene.blockmax import BLOCK_DIR, write_blockmax
-from splade_lucene.collection import collection_files, read_queries
-from splade_lucene.encode import encode_corpus
-from splade_lucene.evaluate import read_qrels
-from splade_lucene.experiment import dataset_files, find_dataset
-from splade_lucene.impacts import TABLE_DIR, ImpactTable, write_impact_table
-from splade_lucene.index import build_index
-from splade_lucene.model import SpladeEncoder
-from splade_lucene.search import QueryEncoder, Searcher, exact_search
+from splade_lucene.encoding.local import encode_corpus
+from splade_lucene.encoding.model import SpladeEncoder
+from splade_lucene.evaluation.metrics import read_qrels
+from splade_lucene.experiments.experiment import dataset_files, find_dataset
+from splade_lucene.formats.collection import collection_files, read_queries
+from splade_lucene.indexing.blockmax import BLOCK_DIR, write_blockmax
+from splade_lucene.indexing.build import build_index
+from splade_lucene.indexing.impacts import TABLE_DIR, ImpactTable, write_impact_table
+from splade_lucene.search.searcher import QueryEncoder, Searcher, exact_search
 
 SYNTHETIC = {"synthetic-100k": 100_000, "synthetic-1m": 1_000_000}
 # real collections: benchmark name -> dataset folder name

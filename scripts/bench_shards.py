@@ -24,10 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_search import ensure_index  # noqa: E402
 
-from splade_lucene.collection import collection_files, read_queries  # noqa: E402
-from splade_lucene.experiment import find_dataset  # noqa: E402
-from splade_lucene.index import COLLECTION_METADATA_FILE, build_index  # noqa: E402
-from splade_lucene.search import QueryEncoder, Searcher, run_lines  # noqa: E402
+from splade_lucene.experiments.experiment import find_dataset  # noqa: E402
+from splade_lucene.formats.collection import collection_files, read_queries  # noqa: E402
+from splade_lucene.indexing.build import COLLECTION_METADATA_FILE, build_index  # noqa: E402
+from splade_lucene.search.searcher import QueryEncoder, Searcher, run_lines  # noqa: E402
 
 
 def reparted(collection: Path, out: Path, n: int) -> Path:

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import splade_lucene  # noqa: F401  (Java before pyserini)
-from splade_lucene.reproduce import reproduce
+from splade_lucene.experiments.reproduce import reproduce
 
 
 def main() -> int:

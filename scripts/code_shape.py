@@ -125,8 +125,8 @@ def trace_experiment(dataset: Path, docs: int) -> dict:
     for m in stops:
         returns += m in seen
         seen.add(m)
-    return {"calls": total, "functions": len(calls), "stops": len(stops), "modules": len(seen), "returns_to_left_modules": returns,
-            "stops_by_module": dict(Counter(stops).most_common())}
+    return {"calls": total, "functions": len(calls), "stops": len(stops), "modules": len(seen),
+            "returns_to_left_modules": returns, "stops_by_module": dict(Counter(stops).most_common())}
 
 
 def main() -> None:

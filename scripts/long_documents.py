@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 
 import splade_lucene  # noqa: F401  (Java set-up)
-from splade_lucene.collection import read_corpus
-from splade_lucene.experiment import dataset_files, find_dataset, run_experiment
-from splade_lucene.model import SpladeEncoder
+from splade_lucene.encoding.model import SpladeEncoder
+from splade_lucene.experiments.experiment import dataset_files, find_dataset, run_experiment
+from splade_lucene.formats.collection import read_corpus
 
 
 def main() -> int:

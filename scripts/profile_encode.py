@@ -17,9 +17,9 @@ from collections import defaultdict
 
 import torch
 
-from splade_lucene.collection import read_corpus
-from splade_lucene.experiment import find_dataset
-from splade_lucene.model import SpladeEncoder, dense_to_sparse
+from splade_lucene.encoding.model import SpladeEncoder, dense_to_sparse
+from splade_lucene.experiments.experiment import find_dataset
+from splade_lucene.formats.collection import read_corpus
 
 
 def main() -> int:

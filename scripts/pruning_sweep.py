@@ -2,7 +2,7 @@
 """Static pruning: effectiveness against index size and query latency, on a BEIR dataset (SciFact).
 
 Encodes the corpus and the judged queries once (float weights), then for each setting prunes
-(``splade_lucene.quantize.prune``: each document's top-k terms and/or terms above a weight, and the
+(``splade_lucene.core.quantize.prune``: each document's top-k terms and/or terms above a weight, and the
 queries' top-k), quantizes at the default scale, indexes with Anserini, searches every judged query
 (k=1000, BEIR convention) with both engines and evaluates. Latency: p50 of one query at a time at
 k=10, after a warm-up. Prints a Markdown table; writes the rows as JSON and a PNG of nDCG@10 against
@@ -22,15 +22,15 @@ import time
 from pathlib import Path
 
 import splade_lucene  # noqa: F401  (Java set-up)
-from splade_lucene.encode import write_vectors
-from splade_lucene.evaluate import evaluate
-from splade_lucene.experiment import judged_dataset
-from splade_lucene.impacts import TABLE_DIR
-from splade_lucene.index import build_index
-from splade_lucene.lucene import lucene_stats
-from splade_lucene.model import SparseVector, SpladeEncoder
-from splade_lucene.quantize import DEFAULT_SCALE, prune, quantize_terms
-from splade_lucene.search import QueryEncoder, Searcher
+from splade_lucene.core.quantize import DEFAULT_SCALE, prune, quantize_terms
+from splade_lucene.encoding.local import write_vectors
+from splade_lucene.encoding.model import SparseVector, SpladeEncoder
+from splade_lucene.evaluation.metrics import evaluate
+from splade_lucene.experiments.experiment import judged_dataset
+from splade_lucene.indexing.build import build_index
+from splade_lucene.indexing.impacts import TABLE_DIR
+from splade_lucene.indexing.lucene import lucene_stats
+from splade_lucene.search.searcher import QueryEncoder, Searcher
 
 # (label, document top-k, document min weight, query top-k)
 SETTINGS = [

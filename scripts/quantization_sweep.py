@@ -17,12 +17,12 @@ import sys
 from pathlib import Path
 
 import splade_lucene  # noqa: F401  (Java set-up)
-from splade_lucene.encode import write_vectors
-from splade_lucene.evaluate import evaluate
-from splade_lucene.experiment import find_dataset, judged_dataset
-from splade_lucene.index import build_index
-from splade_lucene.model import SpladeEncoder
-from splade_lucene.search import QueryEncoder, Searcher, exact_search, vectors_matrix
+from splade_lucene.encoding.local import write_vectors
+from splade_lucene.encoding.model import SpladeEncoder
+from splade_lucene.evaluation.metrics import evaluate
+from splade_lucene.experiments.experiment import find_dataset, judged_dataset
+from splade_lucene.indexing.build import build_index
+from splade_lucene.search.searcher import QueryEncoder, Searcher, exact_search, vectors_matrix
 
 
 def main() -> int:

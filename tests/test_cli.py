@@ -10,15 +10,15 @@ import pytest
 
 import splade_lucene
 from splade_lucene import cli
-from splade_lucene.errors import SpladeLuceneError
+from splade_lucene.core.errors import SpladeLuceneError
 
 
 def test_every_error_the_package_defines_has_the_one_base():
     classes = []
-    for info in pkgutil.iter_modules(splade_lucene.__path__):
-        if info.name in ("distributed", "__main__"):
+    for info in pkgutil.walk_packages(splade_lucene.__path__, "splade_lucene."):
+        if info.name.endswith((".distributed", ".__main__")):
             continue  # distributed imports Ray (its errors are the encoder's); __main__ runs the command
-        module = importlib.import_module(f"splade_lucene.{info.name}")
+        module = importlib.import_module(info.name)
         classes += [c for _, c in inspect.getmembers(module, inspect.isclass)
                     if issubclass(c, Exception) and c.__module__.startswith("splade_lucene")]
     assert len(set(classes)) >= 14

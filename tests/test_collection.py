@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from splade_lucene.collection import (
+from splade_lucene.formats.collection import (
     EMPTY_DOCUMENT_TERM,
     CollectionWriter,
     InputError,
@@ -104,7 +104,7 @@ def test_ids_a_trec_line_cannot_carry_are_refused_naming_file_line_and_id(tmp_pa
 
 
 def test_integer_ids_are_their_decimal_string_and_odd_but_safe_ids_pass(tmp_path):
-    from splade_lucene.evaluate import read_qrels, read_run
+    from splade_lucene.evaluation.metrics import read_qrels, read_run
 
     corpus = write(tmp_path / "c.jsonl", '{"_id": 42, "text": "a"}\n{"_id": "zw\\u200bj", "text": "b"}\n'
                                          '{"_id": "\\u05e2\\u05d1", "text": "c"}\n')
@@ -121,7 +121,7 @@ def test_integer_ids_are_their_decimal_string_and_odd_but_safe_ids_pass(tmp_path
 
 
 def test_any_text_json_holds_encodes_or_names_file_and_line(tmp_path):
-    from splade_lucene.model import SpladeEncoder
+    from splade_lucene.encoding.model import SpladeEncoder
 
     texts = {"nul": "a\u0000b", "controls": "x\u0007\u001by", "bmp+": "emoji \U0001F600 and \U00010348",
              "rtl": "\u05e9\u05dc\u05d5\u05dd \u0645\u0631\u062d\u0628\u0627", "zero-width": "zero\u200bwidth\u200d",

@@ -1,5 +1,5 @@
 """A crash at any instant loses nothing: each writer is killed (SIGKILL, through the fault points of
-splade_lucene.faults) at each point where it can be, and the same command, run again, finishes with
+splade_lucene.core.faults) at each point where it can be, and the same command, run again, finishes with
 the bytes of an uninterrupted run made in the same environment in a subprocess. Then a seeded loop
 kills a small encode, index build and training at random points, as SQLite's crash tests do."""
 
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from splade_lucene.faults import ENVIRONMENT, POINTS, parse
+from splade_lucene.core.faults import ENVIRONMENT, POINTS, parse
 
 # a small training: 32 train queries in batches of 4 (8 steps an epoch), a checkpoint every 2 steps,
 # the dev part evaluated at the end of each epoch (steps 8 and 16); the thread count pinned
@@ -50,7 +50,7 @@ def index_fingerprint(index: Path, encoded: dict[str, dict[str, int]]) -> dict:
     """What an index build determines: its impact table's and doc-id file's bytes, its Lucene
     statistics, and the run its queries get (Lucene's own files carry random segment ids, so they are
     compared through what they answer)."""
-    from splade_lucene.search import Searcher, write_run
+    from splade_lucene.search.searcher import Searcher, write_run
 
     meta = json.loads((index / "splade_lucene.json").read_text())
     run = index.parent / f"{index.name}.check.trec"
@@ -118,8 +118,8 @@ def test_a_killed_encode_keeps_the_parts_it_recorded(small_corpus, encoded_refer
 
 @pytest.fixture(scope="module")
 def queries(datasets, encoder):
-    from splade_lucene.collection import read_queries
-    from splade_lucene.search import QueryEncoder
+    from splade_lucene.formats.collection import read_queries
+    from splade_lucene.search.searcher import QueryEncoder
 
     texts = read_queries(datasets / "cranfield" / "queries.jsonl")[:40]
     return dict(zip([q for q, _ in texts], QueryEncoder(encoder=encoder).encode_batch([t for _, t in texts])))
@@ -177,7 +177,7 @@ def test_a_killed_impact_table_write_leaves_the_old_table_and_the_command_finish
 
 
 def test_a_killed_blockmax_write_leaves_the_old_files_and_the_command_finishes(encoded_reference, queries, tmp_path):
-    from splade_lucene.search import Searcher
+    from splade_lucene.search.searcher import Searcher
 
     out = tmp_path / "index"
     assert cli("index", "--collection", encoded_reference, "--index", out).returncode == 0

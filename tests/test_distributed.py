@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from conftest import need_module, read_vectors
 
-from splade_lucene.collection import InputError, read_corpus
-from splade_lucene.distributed import corpus_parts, read_part
-from splade_lucene.encode import encode_corpus
-from splade_lucene.writing import PROGRESS_FILE, run_settings
+from splade_lucene.encoding.distributed import corpus_parts, read_part
+from splade_lucene.encoding.local import encode_corpus
+from splade_lucene.encoding.writing import PROGRESS_FILE, run_settings
+from splade_lucene.formats.collection import InputError, read_corpus
 
 PART = 50
 
@@ -42,7 +42,7 @@ def local(corpus, encoder, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def cluster():
     """A local Ray cluster of 2 CPUs for this module (the engine reuses a running one)."""
-    from splade_lucene.distributed import start_ray, stop_ray
+    from splade_lucene.encoding.distributed import start_ray, stop_ray
 
     ray, started = start_ray(workers=2)
     assert started
@@ -122,7 +122,7 @@ def test_a_worker_killed_mid_way_loses_no_document(cluster, corpus, encoder, loc
 
 
 def test_resumes_from_parts_finished_out_of_order(cluster, corpus, encoder, local, tmp_path, monkeypatch):
-    from splade_lucene import encode as enc
+    from splade_lucene.encoding import local as enc
 
     # a run that stopped after 8 parts, with its real progress.json ...
     original = enc.encode_by_part
@@ -196,8 +196,8 @@ def test_command_line_engine_ray(corpus, local, tmp_path):
 JVM_BESIDE_RAY = r"""
 import json, ray, signal
 from jnius import JavaException
-from splade_lucene._java import autoclass, ensure_jvm, keep_signal_handlers, signal_handlers
-from splade_lucene.distributed import start_ray, stop_ray
+from splade_lucene.core.java import autoclass, ensure_jvm, keep_signal_handlers, signal_handlers
+from splade_lucene.encoding.distributed import start_ray, stop_ray
 
 ensure_jvm()
 jvm = signal_handlers()

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from splade_lucene.collection import EMPTY_DOCUMENT_TERM, read_corpus
-from splade_lucene.model import SpladeEncoder, default_model_path
-from splade_lucene.quantize import quantize_array
+from splade_lucene.core.quantize import quantize_array
+from splade_lucene.encoding.model import SpladeEncoder, default_model_path
+from splade_lucene.formats.collection import EMPTY_DOCUMENT_TERM, read_corpus
 
 
 def plain_splade(encoder, texts, max_length=512):
@@ -89,8 +89,8 @@ def test_not_a_masked_lm(tmp_path):
 
 
 def test_bad_corpus_line_leaves_nothing_at_the_target(tmp_path, encoder):
-    from splade_lucene.collection import InputError
-    from splade_lucene.encode import encode_corpus
+    from splade_lucene.encoding.local import encode_corpus
+    from splade_lucene.formats.collection import InputError
 
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text("".join(f'{{"_id": "{i}", "text": "document {i}"}}\n' for i in range(300)) + '{"_id": "x"\n')
@@ -100,7 +100,7 @@ def test_bad_corpus_line_leaves_nothing_at_the_target(tmp_path, encoder):
 
 
 def test_encode_corpus_streams_in_input_order(tmp_path, encoder):
-    from splade_lucene.encode import encode_corpus
+    from splade_lucene.encoding.local import encode_corpus
 
     corpus = tmp_path / "corpus.jsonl"
     texts = ["wing " * (i % 7 + 1) + f"flow {i}" for i in range(600)] + [""]
@@ -194,7 +194,7 @@ def test_a_pickle_that_is_more_than_tensors_is_refused_and_not_run(tmp_path):
     import pickle
     import shutil
 
-    from splade_lucene.model import ModelError, load_masked_lm
+    from splade_lucene.encoding.model import ModelError, load_masked_lm
 
     marker = tmp_path / "ran"
 

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from splade_lucene.evaluate import evaluate, read_qrels, read_run
+from splade_lucene.evaluation.metrics import evaluate, read_qrels, read_run
 
 QRELS_BEIR = ("query-id\tcorpus-id\tscore\r\n"
               "q1\td1\t2\r\nq1\td2\t1\r\nq1\td3\t0\r\nq1\td9\t1\r\nq2\td5\t1\r\nq3\td7\t1\r\n")
@@ -93,7 +93,7 @@ def test_rr_at_10_is_cut_at_10_in_trec_eval_order():
 
 
 def test_the_reports_recall_is_the_tables(files):
-    from splade_lucene.evaluate import recall_at_depths
+    from splade_lucene.evaluation.metrics import recall_at_depths
 
     qrels, run = files
     ev = evaluate(qrels, run, remove_query=True, warn=False)

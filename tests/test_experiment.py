@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from splade_lucene.evaluate import METRICS
+from splade_lucene.evaluation.metrics import METRICS
 
 REFERENCE_NDCG10 = {"scifact": 0.6466, "cranfield": 0.3548, "cacm": 0.3805}
 # What `splade-lucene experiment` gives on Cranfield with the defaults (SPLADE-tiny, scale 100), to 4 decimals
@@ -58,7 +58,7 @@ def test_the_float_reference_script_uses_no_code_of_this_package():
 
 
 def test_missing_dataset_says_how_to_provide_one(monkeypatch, tmp_path):
-    from splade_lucene.experiment import find_dataset
+    from splade_lucene.experiments.experiment import find_dataset
 
     monkeypatch.setenv("SPLADE_LUCENE_DATA", str(tmp_path))
     with pytest.raises(FileNotFoundError, match="pass --dataset DIR .* set SPLADE_LUCENE_DATA"):
@@ -66,7 +66,7 @@ def test_missing_dataset_says_how_to_provide_one(monkeypatch, tmp_path):
 
 
 def test_incomplete_dataset_folder_names_what_is_missing(tmp_path):
-    from splade_lucene.experiment import dataset_files
+    from splade_lucene.experiments.experiment import dataset_files
 
     (tmp_path / "corpus.jsonl").write_text('{"_id": "1", "text": "x"}\n')
     with pytest.raises(FileNotFoundError, match=r"not a BEIR dataset folder: missing queries.jsonl, qrels/test.tsv"):

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from splade_lucene import compressed
-from splade_lucene.impacts import EXACT_LIMIT, PRUNE_MAX_DOCS, PRUNE_MAX_K, ImpactTable
+from splade_lucene.indexing import compressed
+from splade_lucene.indexing.impacts import EXACT_LIMIT, PRUNE_MAX_DOCS, PRUNE_MAX_K, ImpactTable
 
 
 def table_of(dense: np.ndarray, ids: list[str]) -> ImpactTable:

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from splade_lucene import _java
+from splade_lucene.core import java as _java
 
 
 def clean_env() -> dict:

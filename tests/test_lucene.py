@@ -13,17 +13,17 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from splade_lucene import _java
-from splade_lucene.evaluate import evaluate, read_run
-from splade_lucene.explain import explain
-from splade_lucene.index import (
+from splade_lucene.core import java as _java
+from splade_lucene.evaluation.metrics import evaluate, read_run
+from splade_lucene.indexing.build import (
     COLLECTION_METADATA_FILE,
     IncompatibleIndexError,
     build_index,
     read_metadata,
 )
-from splade_lucene.lucene import lucene_stats
-from splade_lucene.search import QueryEncoder, Searcher, write_run
+from splade_lucene.indexing.lucene import lucene_stats
+from splade_lucene.search.explain import explain
+from splade_lucene.search.searcher import QueryEncoder, Searcher, write_run
 
 K = 1000
 
@@ -233,7 +233,7 @@ def test_cranfield_within_0003_of_the_float_reference(cranfield):
 
 @pytest.mark.parametrize("prune", [None, True, False])
 def test_exact_search_agrees_with_the_index(cranfield, prune):
-    from splade_lucene.search import exact_search, vectors_matrix
+    from splade_lucene.search.searcher import exact_search, vectors_matrix
 
     vocab = {t: i for i, t in enumerate(sorted({t for v in cranfield["vectors"].values() for t in v}))}
 
@@ -299,8 +299,8 @@ def test_memory_and_lucene_engines_return_the_same_hits(cranfield, prune):
 
 
 def test_impact_table_matches_the_index_term_by_term(cranfield):
-    from splade_lucene.impacts import ImpactTable
-    from splade_lucene.lucene import document_frequencies
+    from splade_lucene.indexing.impacts import ImpactTable
+    from splade_lucene.indexing.lucene import document_frequencies
 
     for key in ("vector_index", "pseudo_index"):
         table = ImpactTable.load(cranfield[key])
@@ -332,7 +332,7 @@ def test_unusual_query_weights_give_lucenes_answer(cranfield, tmp_path):
 def test_a_table_that_does_not_fit_its_index_is_refused(cranfield, tmp_path):
     import shutil
 
-    from splade_lucene.impacts import TABLE_DIR, ImpactTableError, write_impact_table
+    from splade_lucene.indexing.impacts import TABLE_DIR, ImpactTableError, write_impact_table
 
     docs = {"a": {"cat": 3, "dog": 1}, "b": {"dog": 2}, "c": {"cat": 1, "emu": 4}}
     index = tiny_index(cranfield, tmp_path, docs)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from splade_lucene.index import (
+from splade_lucene.indexing.build import (
     METADATA_FILE,
     IncompatibleIndexError,
     IndexBuildError,
@@ -19,8 +19,8 @@ from splade_lucene.index import (
     parse_shard,
     read_metadata,
 )
-from splade_lucene.lucene import lucene_stats
-from splade_lucene.search import QueryEncoder, Searcher
+from splade_lucene.indexing.lucene import lucene_stats
+from splade_lucene.search.searcher import QueryEncoder, Searcher
 
 
 def runs(index: Path, queries, engine: str) -> dict:
@@ -62,7 +62,7 @@ def test_merged_index_opens_in_plain_pyserini(cranfield, shards):
     assert proc.returncode == 0, proc.stderr
     assert "merged 3 indexes (1400 documents)" in proc.stdout
     assert "forceMerge(1)" in read_metadata(out)["merged_with"]
-    from splade_lucene.lucene import lucene_reader
+    from splade_lucene.indexing.lucene import lucene_reader
 
     with lucene_reader(out) as reader:
         assert reader.leaves().size() == 1
@@ -128,7 +128,7 @@ def test_merged_idf_shards_get_the_idf_of_the_whole(cranfield, shards, tmp_path)
     """A shard's idf table is its own documents'; the merge recomputes it from the merged postings, so
     it equals the table of the index built in one go. Shards of different query modes are refused.
     (The shards are switched to idf in place, as set_query_mode does for any built index.)"""
-    from splade_lucene.index import set_query_mode
+    from splade_lucene.indexing.build import set_query_mode
 
     idf = []
     for i, shard in enumerate(shards["indexes"]):

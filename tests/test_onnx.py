@@ -13,13 +13,13 @@ from conftest import need_module
 
 need_module("onnxruntime", "onnx")
 
-from splade_lucene.model import ModelError, SpladeEncoder  # noqa: E402
-from splade_lucene.quantize import quantize  # noqa: E402
+from splade_lucene.core.quantize import quantize  # noqa: E402
+from splade_lucene.encoding.model import ModelError, SpladeEncoder  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    from splade_lucene.onnx_export import export_onnx
+    from splade_lucene.encoding.onnx import export_onnx
 
     return export_onnx(None, tmp_path_factory.mktemp("onnx") / "splade-tiny")
 
@@ -39,7 +39,7 @@ def agreement(a, b):
 
 
 def test_folder_holds_graph_tokenizer_and_record(exported):
-    from splade_lucene.model import default_model_path, model_weights_sha256
+    from splade_lucene.encoding.model import default_model_path, model_weights_sha256
 
     names = {p.name for p in exported.iterdir()}
     assert {"model.onnx", "tokenizer.json", "splade_onnx.json"} <= names
@@ -50,7 +50,7 @@ def test_folder_holds_graph_tokenizer_and_record(exported):
 
 
 def test_onnx_vectors_equal_torch_on_scifact(exported, datasets, encoder):
-    from splade_lucene.collection import read_corpus, read_queries
+    from splade_lucene.formats.collection import read_corpus, read_queries
 
     queries = [t for _, t in read_queries(datasets / "scifact" / "queries.jsonl")]
     docs = [d.text for i, d in zip(range(48), read_corpus(datasets / "scifact" / "corpus.jsonl"))]
@@ -91,7 +91,7 @@ def test_plain_onnxruntime_without_project_code(exported, encoder):
 
 
 def test_onnx_query_encoder_plugs_into_a_torch_built_index(exported, cranfield):
-    from splade_lucene.search import QueryEncoder, Searcher
+    from splade_lucene.search.searcher import QueryEncoder, Searcher
 
     qenc = QueryEncoder(exported, backend="onnx", threads=1)
     queries = cranfield["queries"][:30]
@@ -142,13 +142,13 @@ def test_bad_graphs_and_folders_refused(exported, tmp_path):
     (bad / "model.onnx").write_bytes(b"not a graph")
     with pytest.raises(ModelError, match="onnxruntime cannot load it"):
         SpladeEncoder(str(bad))
-    from splade_lucene.model import default_model_path
+    from splade_lucene.encoding.model import default_model_path
 
     with pytest.raises(ModelError, match="not an ONNX export"):
         SpladeEncoder(str(default_model_path()), backend="onnx")
     with pytest.raises(ModelError, match="is an ONNX export"):
         SpladeEncoder(str(exported), backend="torch")
-    from splade_lucene.errors import SettingError
+    from splade_lucene.core.errors import SettingError
 
     with pytest.raises(SettingError, match="exported with pooling"):
         SpladeEncoder(str(exported), pooling="no-special")
@@ -158,8 +158,8 @@ def test_bad_graphs_and_folders_refused(exported, tmp_path):
 
 
 def test_export_refuses_an_existing_folder_and_keeps_it(exported, tmp_path):
-    from splade_lucene.errors import OutputExistsError
-    from splade_lucene.onnx_export import export_onnx
+    from splade_lucene.core.errors import OutputExistsError
+    from splade_lucene.encoding.onnx import export_onnx
 
     before = (exported / "model.onnx").stat().st_mtime_ns
     with pytest.raises(OutputExistsError):

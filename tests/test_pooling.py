@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from splade_lucene.model import _pad_rows, dense_to_sparse, splade_max_pool
+from splade_lucene.encoding.model import _pad_rows, dense_to_sparse, splade_max_pool
 
 
 def test_pooling_equals_the_splade_formula():

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from splade_lucene.quantize import quantize, quantize_array, quantize_terms
+from splade_lucene.core.quantize import quantize, quantize_array, quantize_terms
 
 
 def test_round_not_truncate():
@@ -35,7 +35,7 @@ def test_bad_scale(scale):
 
 
 def test_pruning_keeps_exactly_the_top_k_and_the_threshold():
-    from splade_lucene.quantize import prune
+    from splade_lucene.core.quantize import prune
 
     rng = np.random.default_rng(4)
     ids = np.sort(rng.choice(30522, 300, replace=False))

@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from splade_lucene.query_table import (
+from splade_lucene.indexing.query_table import (
     FOLDER,
     TABLE_FILE,
     QueryTableError,
@@ -57,7 +57,7 @@ def test_tables_are_read_without_pickle(tmp_path):
 
 @pytest.fixture(scope="module")
 def idf_index(cranfield, tmp_path_factory):
-    from splade_lucene.index import build_index
+    from splade_lucene.indexing.build import build_index
 
     out = tmp_path_factory.mktemp("doc-only") / "index"
     build_index(cranfield["base"] / "vector", out, quiet=True, query_mode="idf")
@@ -65,7 +65,7 @@ def idf_index(cranfield, tmp_path_factory):
 
 
 def test_index_records_mode_and_table(idf_index, cranfield):
-    from splade_lucene.lucene import document_frequencies
+    from splade_lucene.indexing.lucene import document_frequencies
 
     meta = json.loads((idf_index / "splade_lucene.json").read_text())
     assert meta["query_mode"] == "idf" and meta["query_table_source"] == "index document frequencies"
@@ -97,7 +97,7 @@ def test_queries_are_the_distinct_tokens_weighted_by_the_table(idf_index):
 def test_search_is_exact_on_both_engines_and_through_pyserini(idf_index, cranfield):
     from pyserini.search.lucene import LuceneImpactSearcher
 
-    from splade_lucene.search import QueryEncoder, Searcher
+    from splade_lucene.search.searcher import QueryEncoder, Searcher
 
     queries = cranfield["queries"]
     with Searcher(idf_index, engine="memory") as mem, Searcher(idf_index, engine="lucene") as luc:
@@ -120,8 +120,8 @@ def test_search_is_exact_on_both_engines_and_through_pyserini(idf_index, cranfie
 def test_wrong_modes_refused(idf_index, cranfield, encoder, tmp_path):
     import shutil
 
-    from splade_lucene.index import build_index
-    from splade_lucene.search import QueryEncoder, Searcher
+    from splade_lucene.indexing.build import build_index
+    from splade_lucene.search.searcher import QueryEncoder, Searcher
 
     with pytest.raises(QueryTableError, match="inference-free"):
         Searcher(idf_index, QueryEncoder(encoder=encoder))
@@ -132,7 +132,7 @@ def test_wrong_modes_refused(idf_index, cranfield, encoder, tmp_path):
     with pytest.raises(QueryTableError, match="query_weights.npy"):
         build_index(cranfield["base"] / "vector", tmp_path / "learned", quiet=True, query_mode="learned")
     assert not (tmp_path / "learned").exists()
-    from splade_lucene.errors import SettingError
+    from splade_lucene.core.errors import SettingError
 
     with pytest.raises(SettingError, match="query mode must be one of"):
         build_index(cranfield["base"] / "vector", tmp_path / "x", quiet=True, query_mode="bm25")

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from splade_lucene.encode import encode_corpus
-from splade_lucene.faults import ENVIRONMENT
-from splade_lucene.index import build_index
-from splade_lucene.search import QueryEncoder, Searcher, write_run
+from splade_lucene.core.faults import ENVIRONMENT
+from splade_lucene.encoding.local import encode_corpus
+from splade_lucene.indexing.build import build_index
+from splade_lucene.search.searcher import QueryEncoder, Searcher, write_run
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -83,7 +83,7 @@ def test_killed_encoding_resumes_and_equals_an_uninterrupted_run(small_corpus, e
 
 
 def test_resume_needs_the_same_settings(small_corpus, encoder, tmp_path):
-    from splade_lucene.collection import InputError
+    from splade_lucene.formats.collection import InputError
 
     # a run stopped by a bad line keeps the parts it finished (parts are encoded one at a time: all 7)
     bad = tmp_path / "corpus.jsonl"
@@ -102,8 +102,8 @@ def test_resume_needs_the_same_settings(small_corpus, encoder, tmp_path):
 
 
 def test_truncated_documents_are_counted(small_corpus, tmp_path):
-    from splade_lucene.collection import read_corpus
-    from splade_lucene.model import SpladeEncoder
+    from splade_lucene.encoding.model import SpladeEncoder
+    from splade_lucene.formats.collection import read_corpus
 
     encoder = SpladeEncoder(max_length=64)
     whole = encoder.tokenizer([d.text for d in read_corpus(small_corpus)])["input_ids"]
@@ -206,7 +206,7 @@ def test_same_input_gives_the_same_bytes(small_corpus, encoder, tmp_path):
 def test_empty_documents_are_indexed_counted_and_retrievable(cranfield):
     from pyserini.search.lucene import LuceneSearcher
 
-    from splade_lucene.collection import EMPTY_DOCUMENT_TERM
+    from splade_lucene.formats.collection import EMPTY_DOCUMENT_TERM
 
     empty = sorted(d for d, terms in cranfield["vectors"].items() if terms == {EMPTY_DOCUMENT_TERM: 1})
     assert len(empty) == cranfield["summary"].empty_documents == 2  # Cranfield has two empty texts
@@ -221,7 +221,7 @@ def test_empty_documents_are_indexed_counted_and_retrievable(cranfield):
 
 
 def test_pruning_is_applied_recorded_and_used_by_the_query_encoder(small_corpus, encoder, tmp_path):
-    from splade_lucene.index import read_metadata
+    from splade_lucene.indexing.build import read_metadata
 
     full = encode_corpus(small_corpus, tmp_path / "full", encoder=encoder, progress=False)
     pruned = encode_corpus(small_corpus, tmp_path / "pruned", encoder=encoder, progress=False, doc_top_k=16,
@@ -246,7 +246,7 @@ def test_pruning_is_applied_recorded_and_used_by_the_query_encoder(small_corpus,
 
 
 def test_a_second_writer_of_one_output_is_refused_naming_the_first(small_corpus, tmp_path):
-    from splade_lucene.atomic import lock_path
+    from splade_lucene.core.atomic import lock_path
 
     out = tmp_path / "collection"
     args = cli("encode", "--corpus", str(small_corpus), "--output", str(out), "--part-size", "40")
@@ -266,7 +266,7 @@ def test_a_second_writer_of_one_output_is_refused_naming_the_first(small_corpus,
 def test_a_lock_left_by_a_dead_process_is_taken_over_with_a_warning(small_corpus, encoder, tmp_path):
     import socket
 
-    from splade_lucene.atomic import OutputLockedError, lock_path, output_lock
+    from splade_lucene.core.atomic import OutputLockedError, lock_path, output_lock
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -327,7 +327,7 @@ def test_a_stopped_index_build_ends_its_jvm_and_removes_its_folder(cranfield, tm
 
 def test_a_stopped_batch_search_writes_no_run_file(cranfield, datasets, tmp_path):
     queries = tmp_path / "queries.tsv"
-    from splade_lucene.collection import read_queries
+    from splade_lucene.formats.collection import read_queries
 
     texts = [text for _, text in read_queries(datasets / "cranfield" / "queries.jsonl")]
     queries.write_text("".join(f"q{i}\t{texts[i % len(texts)]}\n" for i in range(40 * len(texts))))

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from splade_lucene.evaluate import METRICS
-from splade_lucene.reproduce import ExperimentFileError, Grade, load_spec, sha256_file
+from splade_lucene.evaluation.metrics import METRICS
+from splade_lucene.experiments.reproduce import ExperimentFileError, Grade, load_spec, sha256_file
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = sorted((REPO / "scripts" / "experiments").glob("*.yaml"))

@@ -11,8 +11,8 @@ import sys
 import pytest
 from conftest import need_module
 
-from splade_lucene.index import IncompatibleIndexError, set_query_mode
-from splade_lucene.search import Searcher, ShardedSearcher, ShardError, run_lines
+from splade_lucene.indexing.build import IncompatibleIndexError, set_query_mode
+from splade_lucene.search.searcher import Searcher, ShardedSearcher, ShardError, run_lines
 
 K = 1000
 
@@ -102,7 +102,7 @@ def test_the_cli_searches_shards_as_one(cranfield, shards, tmp_path):
 def cluster():
     """A local Ray cluster of 3 CPUs (one actor per shard) for this module."""
     need_module("ray", "ray")
-    from splade_lucene.distributed import start_ray, stop_ray
+    from splade_lucene.encoding.distributed import start_ray, stop_ray
 
     ray, started = start_ray(workers=3)
     assert started

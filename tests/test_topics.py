@@ -10,7 +10,7 @@ from collections import defaultdict
 
 import pytest
 
-from splade_lucene.collection import InputError, read_encoded_queries, topic_line
+from splade_lucene.formats.collection import InputError, read_encoded_queries, topic_line
 
 
 def by_query(path):
@@ -51,8 +51,8 @@ def test_bad_tsv_topics(tmp_path):
 
 
 def test_anserini_alone_gives_our_run_on_cranfield(cranfield, tmp_path):
-    from splade_lucene import _java
-    from splade_lucene.search import Searcher, anserini_search_command, write_run
+    from splade_lucene.core import java as _java
+    from splade_lucene.search.searcher import Searcher, anserini_search_command, write_run
 
     index = cranfield["vector_index"]
     topics = tmp_path / "topics.tsv"

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from splade_lucene.collection import read_corpus, read_queries, sha256_file
-from splade_lucene.model import ModelError, SpladeEncoder, default_model_path
-from splade_lucene.splade_head import splade_pool
-from splade_lucene.training import (
+from splade_lucene.encoding.head import splade_pool
+from splade_lucene.encoding.model import ModelError, SpladeEncoder, default_model_path
+from splade_lucene.formats.collection import read_corpus, read_queries, sha256_file
+from splade_lucene.training.trainer import (
     SpladeModel,
     TrainingError,
     TrainSettings,
@@ -116,7 +116,7 @@ def test_tiny_run_writes_a_checkpoint_every_command_loads(tiny_run, tiny_dataset
 
 
 def test_batches_never_hold_dev_queries(tiny_dataset, tmp_path):
-    from splade_lucene.training import Trainer
+    from splade_lucene.training.trainer import Trainer
 
     trainer = Trainer(tiny_dataset, tmp_path / "m", TrainSettings(**{**TINY, "negatives": "none"}), progress=False)
     trainer.load_data()
@@ -132,8 +132,8 @@ def test_trained_model_serves_encode_index_and_pyserini(tiny_run, tiny_dataset, 
     """--model models/NAME everywhere: an experiment, and Pyserini's LuceneImpactSearcher on its index."""
     import shutil
 
-    from splade_lucene.experiment import run_experiment
-    from splade_lucene.search import QueryEncoder, Searcher
+    from splade_lucene.experiments.experiment import run_experiment
+    from splade_lucene.search.searcher import QueryEncoder, Searcher
 
     out, _ = tiny_run
     dataset = tmp_path / "data"
@@ -241,7 +241,7 @@ def test_output_holding_a_model_refused_before_training(tiny_run, tiny_dataset):
 
 
 def test_nan_loss_stops_and_keeps_last_checkpoint(tiny_dataset, tmp_path, monkeypatch):
-    from splade_lucene import training
+    from splade_lucene.training import trainer as training
 
     real = training.flops
     calls = {"n": 0}
@@ -284,7 +284,7 @@ def test_train_condition_in_an_experiment_file(tiny_dataset, tmp_path):
     the trained model; a second run reuses the model while its settings and data are unchanged."""
     import shutil
 
-    from splade_lucene.reproduce import load_spec, reproduce
+    from splade_lucene.experiments.reproduce import load_spec, reproduce
 
     dataset = tmp_path / "tiny"
     shutil.copytree(tiny_dataset, dataset)
@@ -303,7 +303,7 @@ def test_train_condition_in_an_experiment_file(tiny_dataset, tmp_path):
     assert manifest["model"]["sha256"] == manifest["training"]["model_sha256"]
     nd = next(g for g in grades if g.metric == "nDCG@10")
     # the graded figure is the run's own, computed apart from the grading (trec_eval's definitions)
-    from splade_lucene.evaluate import evaluate, read_qrels, read_run
+    from splade_lucene.evaluation.metrics import evaluate, read_qrels, read_run
 
     own = evaluate(read_qrels(dataset / "qrels" / "dev.tsv"), read_run(out / "tiny" / "ft" / "run.trec"),
                    remove_query=True, warn=False).metrics["nDCG@10"]
@@ -321,7 +321,7 @@ def test_train_condition_in_an_experiment_file(tiny_dataset, tmp_path):
     ({"max_length": 64}, "set 'max_length' beside 'train'"),
 ])
 def test_bad_train_condition_refused(tmp_path, train, message):
-    from splade_lucene.reproduce import ExperimentFileError, load_spec
+    from splade_lucene.experiments.reproduce import ExperimentFileError, load_spec
 
     path = tmp_path / "bad.yaml"
     path.write_text(json.dumps({"dataset": "x", "conditions": {"t": {"type": "train", "train": train}}}))
@@ -332,8 +332,8 @@ def test_bad_train_condition_refused(tmp_path, train, message):
 def test_generated_queries_as_pairs(datasets, tmp_path):
     import gzip
 
-    from splade_lucene.collection import InputError
-    from splade_lucene.training import generated_query_pairs
+    from splade_lucene.formats.collection import InputError
+    from splade_lucene.training.trainer import generated_query_pairs
 
     data = generated_query_pairs(datasets / "arguana", datasets / "arguana" / "generated-queries.jsonl.gz")
     assert len(data.queries) + sum(data.dropped.values()) == 25_844
@@ -349,7 +349,7 @@ def test_generated_queries_as_pairs(datasets, tmp_path):
 
 
 def test_pseudo_queries_titles_else_sentences(datasets):
-    from splade_lucene.training import PSEUDO_MIN_WORDS, pseudo_query_pairs
+    from splade_lucene.training.trainer import PSEUDO_MIN_WORDS, pseudo_query_pairs
 
     cran = pseudo_query_pairs(datasets / "cranfield", 13)
     first = next(q for q in cran.queries if cran.positives[q] == ["1"])
@@ -375,7 +375,7 @@ def test_pseudo_queries_titles_else_sentences(datasets):
 
 
 def test_pseudo_query_dev_pool_holds_the_documents_without_their_queries(datasets, tmp_path):
-    from splade_lucene.training import Trainer
+    from splade_lucene.training.trainer import Trainer
 
     settings = TrainSettings(pairs="pseudo", dev_fraction=0.05, dev_depth=5, negatives_depth=5)
     trainer = Trainer(datasets / "cranfield", tmp_path / "m", settings, progress=False)
@@ -398,9 +398,9 @@ def test_inference_free_training(tiny_dataset, tmp_path, mode):
     """--query-mode: queries weighted by a table (IDF of the training corpus, divided by its mean over
     the training queries' tokens; learned: trained from there), FLOPS on the documents only, and the
     index of the trained model is built for its mode by default."""
-    from splade_lucene.experiment import run_experiment
-    from splade_lucene.query_table import TableQueryEncoder, corpus_idf, load_table, sha256_table
-    from splade_lucene.search import QueryEncoder, Searcher
+    from splade_lucene.experiments.experiment import run_experiment
+    from splade_lucene.indexing.query_table import TableQueryEncoder, corpus_idf, load_table, sha256_table
+    from splade_lucene.search.searcher import QueryEncoder, Searcher
 
     settings = {**TINY, "query_mode": mode} if mode == "learned" else {**TINY, "query_mode": mode, "max_steps": 4}
     out = tmp_path / "m"

@@ -10,7 +10,7 @@ out, not counted as a negative). The FLOPS term ``sum_j (mean_i w_ij)^2`` over t
 vectors and document vectors, weighted by ``lambda_q`` and ``lambda_d``, pushes towards sparse
 vectors; both weights rise quadratically, ``lambda_t = lambda * min(1, t / T)^2``.
 
-The vectors trained are the encoder's: the same tokenization (:func:`splade_lucene.model.tokenize`),
+The vectors trained are the encoder's: the same tokenization (:func:`splade_lucene.encoding.model.tokenize`),
 the same pooling over real positions, special tokens removed from the output, the same max lengths.
 
 Training pairs come from a BEIR folder's ``qrels/<split>.tsv`` (queries from ``queries.jsonl``), from
@@ -44,16 +44,11 @@ from typing import Literal, Sequence
 
 import numpy as np
 
-from .atomic import atomic_file, check_output_path, move_into_place, output_lock, write_text
-from .bm25 import BM25Searcher, build_bm25_index
-from .collection import InputError, open_text, parse_line, read_corpus, read_queries, sha256_file
-from .encode import encode_corpus
-from .errors import NotFoundError, OutputExistsError, SettingError, SettingTypeError, SpladeLuceneError, require
-from .evaluate import evaluate, read_qrels, read_run
-from .faults import fault_point
-from .index import build_index, read_metadata
-from .lucene import package_versions
-from .model import (
+from ..core.atomic import atomic_file, check_output_path, move_into_place, output_lock, write_text
+from ..core.errors import NotFoundError, OutputExistsError, SettingError, SettingTypeError, SpladeLuceneError, require
+from ..core.faults import fault_point
+from ..encoding.local import encode_corpus
+from ..encoding.model import (
     DEFAULT_MAX_LENGTH,
     SpladeEncoder,
     has_words,
@@ -62,8 +57,13 @@ from .model import (
     resolve_model,
     tokenize,
 )
-from .query_table import MODEL_TABLE_FILE, QUERY_MODES, corpus_idf, load_table, save_table, sha256_table
-from .search import QueryEncoder, Searcher, write_run
+from ..evaluation.metrics import evaluate, read_qrels, read_run
+from ..formats.collection import InputError, open_text, parse_line, read_corpus, read_queries, sha256_file
+from ..indexing.build import build_index, read_metadata
+from ..indexing.lucene import package_versions
+from ..indexing.query_table import MODEL_TABLE_FILE, QUERY_MODES, corpus_idf, load_table, save_table, sha256_table
+from ..search.bm25 import BM25Searcher, build_bm25_index
+from ..search.searcher import QueryEncoder, Searcher, write_run
 
 MANIFEST_FILE = "training.json"
 CHECKPOINTS_KEPT = 2  # the newest checkpoint and the previous good one
@@ -367,7 +367,7 @@ class SpladeModel:
         """(texts, V) SPLADE weights, differentiable."""
         import torch
 
-        from .splade_head import splade_pool  # imports torch: deliberately lazy, as every torch import here
+        from ..encoding.head import splade_pool  # imports torch: deliberately lazy, as every torch import here
 
         batch = tokenize(self.tokenizer, texts, max_length).to(self.device)
         mask = batch["attention_mask"].bool()

@@ -1,6 +1,6 @@
 """Encoding a corpus into a collection folder: the local engine (this process) and the door to the
-Ray engine (:mod:`splade_lucene.distributed`); both write the same files through
-:mod:`splade_lucene.writing`. The model itself is :mod:`splade_lucene.model`."""
+Ray engine (:mod:`splade_lucene.encoding.distributed`); both write the same files through
+:mod:`splade_lucene.encoding.writing`. The model itself is :mod:`splade_lucene.encoding.model`."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from typing import Iterable
 
 from tqdm import tqdm
 
-from .atomic import naming_a_full_disk, output_lock
-from .collection import CollectionWriter, InputError, count_lines, read_corpus
+from ..core.atomic import naming_a_full_disk, output_lock
+from ..core.errors import NotFoundError, SettingError
+from ..formats.collection import CollectionWriter, InputError, count_lines, read_corpus
 from .distributed import encode_corpus_ray
-from .errors import NotFoundError, SettingError
 from .model import SparseVector, SpladeEncoder, encode_by_part, quantized_records
 from .writing import (
     CollectionOptions,
@@ -35,7 +35,7 @@ def encode_corpus(corpus: str | Path, output: str | Path, *, encoder: SpladeEnco
                   workers: int | None = None, gpus_per_worker: float | None = None, **settings) -> EncodeSummary:
     """Encode a corpus file into an integer-weighted Anserini collection folder.
 
-    ``options`` (a :class:`~splade_lucene.writing.CollectionOptions`) and the option names given as
+    ``options`` (a :class:`~splade_lucene.encoding.writing.CollectionOptions`) and the option names given as
     keywords (``scale=``, ``fmt=``, ``doc_top_k=``, ``part_size=`` ...) say how the collection is made.
 
     The folder gets ``part-NNNNN.jsonl`` files of ``part_size`` documents and ``collection.meta``
@@ -50,11 +50,11 @@ def encode_corpus(corpus: str | Path, output: str | Path, *, encoder: SpladeEnco
     (every line is still checked) and only the documents after them are encoded. The result is
     byte-identical to an uninterrupted run. With other settings the old parts are discarded.
 
-    Static pruning (:func:`splade_lucene.quantize.prune`, before quantization): ``doc_top_k`` keeps
+    Static pruning (:func:`splade_lucene.core.quantize.prune`, before quantization): ``doc_top_k`` keeps
     each document's heaviest terms, ``doc_min_weight`` drops lighter ones; ``query_top_k`` and
     ``query_min_weight`` are recorded for the queries (``QueryEncoder.from_index`` applies them).
 
-    ``engine="ray"`` encodes the parts on a Ray cluster (:mod:`splade_lucene.distributed`; ``address``
+    ``engine="ray"`` encodes the parts on a Ray cluster (:mod:`splade_lucene.encoding.distributed`; ``address``
     names a running cluster, else a local one is started with ``workers`` workers) and writes the same
     files. Parts are the unit of work either way: each part's documents are encoded on their own, so
     the output does not depend on the engine, the number of workers or where a run resumed.

@@ -1,6 +1,6 @@
 """Lucene access: readers on an index in this process's JVM (statistics, document frequencies,
 the external doc ids), and Anserini's indexer in a child JVM. Everything that reads or writes Lucene
-files goes through here; :mod:`splade_lucene.impacts` and :mod:`splade_lucene.index` build on it."""
+files goes through here; :mod:`splade_lucene.indexing.impacts` and :mod:`splade_lucene.indexing.build` build on it."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-from . import _java
-from .atomic import mount_point
-from .errors import DiskFullError, SpladeLuceneError
-from .faults import fault_point
+from ..core import java
+from ..core.atomic import mount_point
+from ..core.errors import DiskFullError, SpladeLuceneError
+from ..core.faults import fault_point
 
 # External doc ids in Lucene docid order (a JSON list), so a search maps hits to ids without loading
 # each hit's stored fields.
@@ -30,7 +30,7 @@ class IndexBuildError(SpladeLuceneError, RuntimeError):
 @contextmanager
 def lucene_reader(index_dir: str | Path):
     """A Lucene DirectoryReader on the index, in this process's JVM, closed on exit."""
-    _java.ensure_jvm()
+    java.ensure_jvm()
     from jnius import autoclass
 
     paths = autoclass("java.nio.file.Paths")
@@ -45,7 +45,7 @@ def lucene_reader(index_dir: str | Path):
 
 def lucene_stats(index_dir: str | Path, field: str = "contents") -> dict:
     """Document count and term statistics read from the Lucene index in this process."""
-    _java.ensure_jvm()  # before the first jnius import
+    java.ensure_jvm()  # before the first jnius import
     from jnius import autoclass, cast
 
     with lucene_reader(index_dir) as reader:
@@ -75,7 +75,7 @@ def _term_count(terms) -> int:
 
 def document_frequencies(index_dir: str | Path, terms, field: str = "contents") -> dict[str, int]:
     """Lucene document frequency of each term (0 where absent)."""
-    _java.ensure_jvm()  # before the first jnius import
+    java.ensure_jvm()  # before the first jnius import
     from jnius import autoclass
 
     term_cls = autoclass("org.apache.lucene.index.Term")
@@ -107,7 +107,7 @@ def extract_docids(index_dir: str | Path, reader=None) -> list[str]:
     if reader is None:
         with lucene_reader(index_dir) as opened:
             return extract_docids(index_dir, opened)
-    mapper = _java.json_mapper()
+    mapper = java.json_mapper()
     from jnius import autoclass, cast
 
     searcher = autoclass("org.apache.lucene.search.IndexSearcher")(cast("org.apache.lucene.index.IndexReader", reader))
@@ -152,7 +152,7 @@ def docid_table(index_dir: str | Path, reader=None) -> list[str]:
 def package_versions() -> dict:
     import importlib.metadata as md
 
-    versions = {"python": sys.version.split()[0], "anserini": _java.anserini_version(), "java": _java.java_version()}
+    versions = {"python": sys.version.split()[0], "anserini": java.anserini_version(), "java": java.java_version()}
     for name in ("splade-lucene", "pyserini", "torch", "transformers"):
         try:
             versions[name] = md.version(name)

@@ -1,7 +1,7 @@
 """Block-max exact search over reordered documents: search that grows slower than the collection.
 
 The documents of an index are placed in an order where similar documents sit together (recursive
-graph bisection, :mod:`splade_lucene.reorder`) and cut, in that order, into **blocks** of
+graph bisection, :mod:`splade_lucene.indexing.reorder`) and cut, in that order, into **blocks** of
 :data:`BLOCK` documents (BMP's design, Mallia et al., SIGIR 2024). The engine keeps:
 
 - per term, its highest impact in every block: one byte (two where impacts pass 255) per block for
@@ -42,9 +42,9 @@ from pathlib import Path
 import numba
 import numpy as np
 
+from ..core.atomic import folder_in_place, naming_a_full_disk, output_lock, save_array
+from ..core.errors import SettingError, SpladeLuceneError
 from . import compressed
-from .atomic import folder_in_place, naming_a_full_disk, output_lock, save_array
-from .errors import SettingError, SpladeLuceneError
 from .impacts import TABLE_DIR, ImpactTable, ImpactTableError
 from .reorder import ITERATIONS, bisection_order
 
@@ -479,7 +479,7 @@ class BlockMaxIndex:
     """An index's block-max files (:func:`write_blockmax`), memory-mapped, with exact top-k search.
 
     :meth:`top` takes the table's terms and integer weights and gives what
-    :meth:`splade_lucene.impacts.ImpactTable.top` gives: the (Lucene docid, score) pairs of Lucene's
+    :meth:`splade_lucene.indexing.impacts.ImpactTable.top` gives: the (Lucene docid, score) pairs of Lucene's
     hits, or ``None`` for a query the table leaves to Lucene. Any number of threads may search one
     index at once.
     """

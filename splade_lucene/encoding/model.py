@@ -20,9 +20,9 @@ from typing import Iterable, Iterator, Literal, Sequence, TypeVar
 
 import numpy as np
 
-from .collection import sha256_file
-from .errors import NotFoundError, SettingError, SpladeLuceneError
-from .quantize import prune, quantize
+from ..core.errors import NotFoundError, SettingError, SpladeLuceneError
+from ..core.quantize import prune, quantize
+from ..formats.collection import sha256_file
 
 DEFAULT_MAX_LENGTH = 512
 DEFAULT_BATCH_SIZE = 32
@@ -39,7 +39,7 @@ ROW_BUCKET = 32
 SEQ_BUCKET = 32
 DTYPES = ("fp32", "bf16")
 BACKENDS = ("auto", "torch", "onnx")
-# An ONNX export's folder (splade_lucene.onnx_export): the graph, the tokenizer files, and this record
+# An ONNX export's folder (splade_lucene.encoding.onnx): the graph, the tokenizer files, and this record
 # of the source model (its sha256), vocabulary size and pooling.
 ONNX_FILE = "model.onnx"
 ONNX_META = "splade_onnx.json"

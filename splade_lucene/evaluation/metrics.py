@@ -23,8 +23,8 @@ from pathlib import Path
 import ir_measures
 from ir_measures import AP, RR, R, nDCG
 
-from .atomic import write_text
-from .collection import InputError, check_id, open_text
+from ..core.atomic import write_text
+from ..formats.collection import InputError, check_id, open_text
 
 METRICS = ("nDCG@10", "RR@10", "R@100", "R@1000", "MAP")
 

@@ -15,15 +15,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .atomic import output_lock, write_text
-from .collection import read_corpus, read_queries
-from .encode import encode_corpus
-from .errors import NotFoundError, OutputExistsError
-from .evaluate import evaluate, read_qrels, read_run, write_metrics
-from .index import build_index
-from .model import DEFAULT_BATCH_SIZE, DEFAULT_MAX_LENGTH, SpladeEncoder
-from .quantize import DEFAULT_SCALE
-from .search import DEFAULT_K, QueryEncoder, Searcher, write_run
+from ..core.atomic import output_lock, write_text
+from ..core.errors import NotFoundError, OutputExistsError
+from ..core.quantize import DEFAULT_SCALE
+from ..encoding.local import encode_corpus
+from ..encoding.model import DEFAULT_BATCH_SIZE, DEFAULT_MAX_LENGTH, SpladeEncoder
+from ..evaluation.metrics import evaluate, read_qrels, read_run, write_metrics
+from ..formats.collection import read_corpus, read_queries
+from ..indexing.build import build_index
+from ..search.searcher import DEFAULT_K, QueryEncoder, Searcher, write_run
 
 DATA_ENV = "SPLADE_LUCENE_DATA"
 DEFAULT_DATASET = "scifact"

@@ -30,9 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Literal, Sequence
 
-from .atomic import publish_file
-from .errors import NotFoundError, SettingError, SpladeLuceneError
-from .faults import fault_point
+from ..core.atomic import publish_file
+from ..core.errors import NotFoundError, SettingError, SpladeLuceneError
+from ..core.faults import fault_point
 
 Format = Literal["vector", "pseudo"]
 FORMATS = ("vector", "pseudo")

@@ -19,7 +19,7 @@ from pathlib import Path
 from .errors import DiskFullError, SpladeLuceneError
 from .faults import fault_point
 
-# the prefix of the builders' temporary folders (index.py), whose clean-up of stale ones then takes this too
+# the prefix of the builders' temporary folders (indexing/build.py), whose clean-up of stale ones then takes this too
 _OLD = ".building-old-"
 
 

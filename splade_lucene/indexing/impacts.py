@@ -3,7 +3,7 @@
 A Lucene impact index stores, for each term, the documents it occurs in and an integer impact (the
 term frequency of the pseudo-document, that is the quantized weight). A query's score for a document
 is the sum of ``query weight * impact`` over the terms they share. :class:`ImpactTable` keeps those
-postings in the layout of :mod:`splade_lucene.compressed` (each term cut into impact tiers, document
+postings in the layout of :mod:`splade_lucene.indexing.compressed` (each term cut into impact tiers, document
 numbers gap-coded in blocks, impacts one byte above their tier's base: about 2.5 bytes a posting)
 and scores a query term-at-a-time into one integer accumulator, exhaustively or pruned (stopping once
 the postings left cannot change the top k). Either way the result is exact: the same documents, the
@@ -27,10 +27,10 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from ..core.atomic import folder_in_place, naming_a_full_disk, output_lock, save_array
+from ..core.errors import SpladeLuceneError
+from ..formats.collection import collection_files, open_text
 from . import compressed
-from .atomic import folder_in_place, naming_a_full_disk, output_lock, save_array
-from .collection import collection_files, open_text
-from .errors import SpladeLuceneError
 from .lucene import docid_table, field_terms, lucene_reader
 
 TABLE_DIR = "impacts"

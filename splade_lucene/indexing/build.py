@@ -24,11 +24,13 @@ from pathlib import Path
 
 import numpy as np
 
-from . import _java
-from .atomic import move_into_place, naming_a_full_disk, output_lock, write_text
-from .collection import COLLECTION_METADATA_FILE, collection_files
-from .errors import NotFoundError, OutputExistsError, SettingError
-from .faults import fault_point
+from ..core import java
+from ..core.atomic import move_into_place, naming_a_full_disk, output_lock, write_text
+from ..core.errors import NotFoundError, OutputExistsError, SettingError
+from ..core.faults import fault_point
+from ..encoding.model import resolve_model
+from ..encoding.writing import MATCHING_KEYS
+from ..formats.collection import COLLECTION_METADATA_FILE, collection_files
 from .impacts import write_impact_table
 from .lucene import (
     DOCIDS_FILE,
@@ -41,7 +43,6 @@ from .lucene import (
     package_versions,
     run_indexer,
 )
-from .model import resolve_model
 from .query_table import FOLDER as QUERY_FOLDER
 from .query_table import (
     MODEL_TABLE_FILE,
@@ -52,7 +53,6 @@ from .query_table import (
     model_query_mode,
     write_query_folder,
 )
-from .writing import MATCHING_KEYS
 
 METADATA_FILE = "splade_lucene.json"
 DEFAULT_INDEX_ROOT = Path("indexes")
@@ -150,13 +150,13 @@ def parse_shard(shard: str | tuple[int, int] | None) -> tuple[int, int] | None:
 def build_index(collection: str | Path, index_dir: str | Path | None = None, *, threads: int = 1,
                 overwrite: bool = False, quiet: bool = False, impact_table: bool = True,
                 shard: str | tuple[int, int] | None = None, query_mode: str | None = None) -> BuildResult:
-    """Build a Lucene impact index from a collection written by :mod:`splade_lucene.encode`'s
+    """Build a Lucene impact index from a collection written by :mod:`splade_lucene.encoding.local`'s
     pipeline (or any JsonVectorCollection folder), atomically, and check its document count.
-    ``impact_table``: also write the in-memory search table (:mod:`splade_lucene.impacts`), checked
+    ``impact_table``: also write the in-memory search table (:mod:`splade_lucene.indexing.impacts`), checked
     against the finished index. ``shard="I/N"``: index only the part files I, I+N, I+2N, ... (in
     name order), one of N shard indexes that :func:`merge_indexes` joins into one. ``query_mode``:
     ``full`` (queries through the model), ``idf`` or ``learned`` (inference-free queries from a table,
-    :mod:`splade_lucene.query_table`); default: the mode the model was trained for (``full`` for any
+    :mod:`splade_lucene.indexing.query_table`); default: the mode the model was trained for (``full`` for any
     model not trained with ``--query-mode``)."""
     collection = Path(collection)
     if query_mode is not None:
@@ -205,9 +205,9 @@ def _build(collection: Path, source: Path, files: list[Path], target: Path, tmp:
            expected: int, *, threads: int, quiet: bool, impact_table: bool, shard,
            query_mode: str | None = None) -> BuildResult:
     args = anserini_command(source.resolve(), tmp.resolve(), fmt=fmt, threads=threads)
-    java = _java.java_executable()
-    _java.configure_environment()
-    cmd = [java, "-cp", str(_java.anserini_jar()), *args]
+    java_bin = java.java_executable()
+    java.configure_environment()
+    cmd = [java_bin, "-cp", str(java.anserini_jar()), *args]
     start = time.perf_counter()
     with naming_a_full_disk(target):
         try:
@@ -225,7 +225,7 @@ def _build(collection: Path, source: Path, files: list[Path], target: Path, tmp:
                 "documents": stats["documents"],
                 "index_stats": stats,
                 "collection": str(collection),
-                "anserini_command": ["java", "-cp", _java.anserini_jar().name, *anserini_command(
+                "anserini_command": ["java", "-cp", java.anserini_jar().name, *anserini_command(
                     source if shard is None else "<links to collection_files>", target, fmt=fmt, threads=threads)],
                 "versions": package_versions(),
             }
@@ -453,7 +453,7 @@ def merge_indexes(indexes, index_dir: str | Path, *, overwrite: bool = False, se
 
 def _add_indexes(folder: Path, parts: list[Path], segments: int | None) -> None:
     """Lucene: a new index in ``folder`` holding the segments of ``parts``, in order."""
-    _java.ensure_jvm()
+    java.ensure_jvm()
     from jnius import autoclass, cast
 
     paths = autoclass("java.nio.file.Paths")

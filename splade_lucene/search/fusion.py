@@ -13,8 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from .errors import SettingError
-from .search import Hit
+from ..core.errors import SettingError
+from .searcher import Hit
 
 
 def _trec_run(path: str | Path):

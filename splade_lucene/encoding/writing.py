@@ -9,12 +9,12 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .atomic import move_into_place, write_text
-from .collection import COLLECTION_METADATA_FILE, FORMATS, PART_SIZE, part_name, part_number
-from .errors import OutputExistsError, SettingError, SettingTypeError
-from .faults import fault_point
+from ..core.atomic import move_into_place, write_text
+from ..core.errors import OutputExistsError, SettingError, SettingTypeError
+from ..core.faults import fault_point
+from ..core.quantize import DEFAULT_SCALE, check_pruning, check_scale
+from ..formats.collection import COLLECTION_METADATA_FILE, FORMATS, PART_SIZE, part_name, part_number
 from .model import SpladeEncoder, model_weights_sha256, resolve_model
-from .quantize import DEFAULT_SCALE, check_pruning, check_scale
 
 
 @dataclass

@@ -28,17 +28,17 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import fusion
-from .atomic import output_lock, write_text
-from .bm25 import BM25Searcher, build_bm25_index
-from .collection import read_queries, sha256_file
-from .errors import NotFoundError, SpladeLuceneError
-from .evaluate import METRICS, evaluate, read_qrels, read_run, write_metrics
+from ..core.atomic import output_lock, write_text
+from ..core.errors import NotFoundError, SpladeLuceneError
+from ..evaluation.metrics import METRICS, evaluate, read_qrels, read_run, write_metrics
+from ..formats.collection import read_queries, sha256_file
+from ..indexing.build import read_metadata
+from ..indexing.lucene import document_frequencies, package_versions
+from ..search import fusion
+from ..search.bm25 import BM25Searcher, build_bm25_index
+from ..search.searcher import QueryEncoder, write_run
+from ..training.trainer import MANIFEST_FILE, TrainSettings, make_settings, train, trained_with
 from .experiment import dataset_files, find_dataset, run_experiment
-from .index import read_metadata
-from .lucene import document_frequencies, package_versions
-from .search import QueryEncoder, write_run
-from .training import MANIFEST_FILE, TrainSettings, make_settings, train, trained_with
 
 CONDITION_TYPES = ("bm25", "splade", "train", "rrf", "interpolation")
 _SPLADE = {"model": "splade-tiny", "scale": 100.0, "query_scale": None, "max_length": 512,

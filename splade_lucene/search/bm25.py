@@ -13,12 +13,12 @@ import shutil
 from pathlib import Path
 from typing import Sequence
 
-from . import _java
-from .atomic import move_into_place, output_lock
-from .collection import count_lines
-from .errors import OutputExistsError
-from .lucene import lucene_stats, run_indexer
-from .search import Hit
+from ..core import java
+from ..core.atomic import move_into_place, output_lock
+from ..core.errors import OutputExistsError
+from ..formats.collection import count_lines
+from ..indexing.lucene import lucene_stats, run_indexer
+from .searcher import Hit
 
 BM25_K1 = 0.9
 BM25_B = 0.4
@@ -54,15 +54,15 @@ def build_bm25_index(corpus: str | Path, index_dir: str | Path, *, threads: int 
         args = bm25_index_command(staging.resolve(), tmp.resolve(), threads)
         try:
             # the same child JVM handling as the impact index build: dies with this process, fails loudly
-            _java.configure_environment()
-            run_indexer([_java.java_executable(), "-cp", str(_java.anserini_jar()), *args], count_lines(corpus),
+            java.configure_environment()
+            run_indexer([java.java_executable(), "-cp", str(java.anserini_jar()), *args], count_lines(corpus),
                         quiet=True, where=index_dir)
             stats = lucene_stats(tmp)
             move_into_place(tmp, index_dir)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
             shutil.rmtree(tmp, ignore_errors=True)
-        return {"index_stats": stats, "anserini_command": ["java", "-cp", _java.anserini_jar().name,
+        return {"index_stats": stats, "anserini_command": ["java", "-cp", java.anserini_jar().name,
                                                           *bm25_index_command(Path(corpus.name), index_dir, threads)]}
 
 
@@ -70,7 +70,7 @@ class BM25Searcher:
     """Pyserini's ``LuceneSearcher`` with BM25 (k1, b)."""
 
     def __init__(self, index_dir: str | Path, *, k1: float = BM25_K1, b: float = BM25_B):
-        _java.ensure_jvm()
+        java.ensure_jvm()
         from pyserini.search.lucene import LuceneSearcher
 
         self.index_dir = Path(index_dir)

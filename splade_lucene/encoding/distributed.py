@@ -2,10 +2,10 @@
 
 The corpus is cut into the collection's parts (``part_size`` documents each) by byte ranges of the
 file; a Ray Data pipeline hands the parts to a pool of actors, each holding one
-:class:`~splade_lucene.model.SpladeEncoder` (on one GPU where ``gpus_per_worker`` asks for it). An
-actor reads its part's lines from the corpus (checked as :func:`~splade_lucene.collection.read_corpus`
+:class:`~splade_lucene.encoding.model.SpladeEncoder` (on one GPU where ``gpus_per_worker`` asks for it). An
+actor reads its part's lines from the corpus (checked as :func:`~splade_lucene.formats.collection.read_corpus`
 checks them), encodes them exactly as a local run encodes a part
-(:func:`~splade_lucene.model.encode_by_part`), quantizes them and sends the part's records back. The
+(:func:`~splade_lucene.encoding.model.encode_by_part`), quantizes them and sends the part's records back. The
 driver alone writes the collection: each part file as it arrives (``.partial``, fsynced, renamed), its
 progress in ``.NAME.writing/progress.json``, and ``collection.meta`` at the end, so the output is the
 same files, byte for byte, as ``engine="local"`` writes.
@@ -25,8 +25,9 @@ import shutil
 import time
 from pathlib import Path
 
-from ._java import keep_signal_handlers
-from .collection import (
+from ..core.errors import NotFoundError, SettingError, require
+from ..core.java import keep_signal_handlers
+from ..formats.collection import (
     UTF8_BOM,
     InputError,
     document_text,
@@ -37,7 +38,6 @@ from .collection import (
     record_line,
     write_part,
 )
-from .errors import NotFoundError, SettingError, require
 from .model import SpladeEncoder, encode_by_part, quantized_records
 from .writing import (
     CollectionOptions,
@@ -165,7 +165,7 @@ def encode_corpus_ray(corpus: Path, output: Path, *, encoder: SpladeEncoder, opt
                       gpus_per_worker: float | None = None, resume: bool = True,
                       progress: bool = True) -> EncodeSummary:
     """``encode_corpus(..., engine="ray")``, called by it once the output may be written: see the
-    module's description. ``settings``: the run's :func:`~splade_lucene.writing.run_settings`."""
+    module's description. ``settings``: the run's :func:`~splade_lucene.encoding.writing.run_settings`."""
     from tqdm import tqdm
 
     if corpus.suffix in (".gz", ".xz"):

@@ -24,8 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import move_into_place, output_lock
-from .errors import OutputExistsError, SettingError
+from ..core.atomic import move_into_place, output_lock
+from ..core.errors import OutputExistsError, SettingError
+from ..core.quantize import quantize
 from .model import (
     ONNX_FILE,
     ONNX_INPUTS,
@@ -37,7 +38,6 @@ from .model import (
     model_weights_sha256,
     resolve_model,
 )
-from .quantize import quantize
 
 OPSET = 18
 # texts the export is checked on: the graph's quantized vectors must equal torch's

@@ -9,7 +9,7 @@ the index's query scale. Two tables (``QUERY_MODES``):
 - ``learned``: the table trained with the document encoder (``train --query-mode learned``), one
   scalar per vocabulary entry, shipped in the model folder as :data:`MODEL_TABLE_FILE`.
 
-``full`` is the usual mode: queries run through the transformer (:class:`~splade_lucene.search.QueryEncoder`).
+``full`` is the usual mode: queries run through the transformer (:class:`~splade_lucene.search.searcher.QueryEncoder`).
 An index built for a table mode carries everything its queries need in :data:`FOLDER` (the tokenizer
 files and the table), and records the mode and the table's sha256 in its metadata, so
 :class:`TableQueryEncoder` opens it with no model at all.
@@ -24,10 +24,10 @@ from typing import Sequence
 
 import numpy as np
 
-from .atomic import atomic_file
-from .errors import NotFoundError, SettingError, SpladeLuceneError
-from .model import DEFAULT_MAX_LENGTH, SparseVector, has_words
-from .quantize import DEFAULT_SCALE, check_scale, quantize
+from ..core.atomic import atomic_file
+from ..core.errors import NotFoundError, SettingError, SpladeLuceneError
+from ..core.quantize import DEFAULT_SCALE, check_scale, quantize
+from ..encoding.model import DEFAULT_MAX_LENGTH, SparseVector, has_words
 
 QUERY_MODES = ("full", "idf", "learned")
 TABLE_MODES = ("idf", "learned")

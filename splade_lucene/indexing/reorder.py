@@ -5,7 +5,7 @@ split in two halves, then documents are swapped between the halves while a swap 
 cost of coding both halves' postings (a term of degree ``d`` in a half of ``n`` documents costs about
 ``d log2(n / (d + 1))`` bits); each half is split again, down to partitions of :data:`MIN_PARTITION`
 documents or :data:`MAX_DEPTH` levels. Documents that share terms end up next to each other, which
-makes the blocks of :mod:`splade_lucene.blockmax` hold similar documents: their per-term maxima are
+makes the blocks of :mod:`splade_lucene.indexing.blockmax` hold similar documents: their per-term maxima are
 tight, and a query touches few blocks.
 
 Pure functions over a forward index (``doc_offsets`` into ``doc_terms``, each document's term numbers

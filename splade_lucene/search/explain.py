@@ -15,9 +15,9 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .collection import EMPTY_DOCUMENT_TERM, collection_files, read_corpus
-from .index import read_collection_metadata
-from .search import check_query
+from ..formats.collection import EMPTY_DOCUMENT_TERM, collection_files, read_corpus
+from ..indexing.build import read_collection_metadata
+from .searcher import check_query
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ def document_text(searcher, docid: str) -> str | None:
 
 def explain(searcher, query: str | dict[str, int], docid: str) -> Explanation:
     """Explain ``docid``'s score for ``query`` (text, encoded with the index's query encoder, or
-    already quantized ``{term: int}``) on a :class:`~splade_lucene.search.Searcher`'s index."""
+    already quantized ``{term: int}``) on a :class:`~splade_lucene.search.searcher.Searcher`'s index."""
     terms = searcher.query_encoder.encode(query) if isinstance(query, str) else dict(query)
     check_query(terms)
     row = searcher.docid_row(docid)

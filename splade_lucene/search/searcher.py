@@ -1,7 +1,7 @@
 """Searching a splade-lucene impact index, and the query encoder that plugs into Pyserini.
 
 Queries are encoded with the index's model, quantized with the index's query scale through
-:func:`splade_lucene.quantize.quantize_terms`, and run as Anserini's impact query: integer weights,
+:func:`splade_lucene.core.quantize.quantize_terms`, and run as Anserini's impact query: integer weights,
 never truncated floats, and no term is dropped for its idf (Pyserini's ``LuceneImpactSearcher`` drops
 terms with idf <= ``min_idf``, 0 by default). A hit's score is Lucene's: the exact integer dot
 product, less Anserini's 1e-6-per-rank nudge on ties. :func:`exact_search` is the brute-force
@@ -19,21 +19,28 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from . import _java
-from .atomic import atomic_file, output_lock
-from .blockmax import BLOCK_DIR as BLOCKMAX_DIR
-from .blockmax import BlockMaxIndex, check_alpha, check_query_terms
-from .collection import read_queries, topic_line
-from .distributed import start_ray
-from .errors import NotFoundError, OutputExistsError, SettingError, SettingTypeError, SpladeLuceneError, UnknownIdError
-from .faults import fault_point
-from .impacts import ImpactTable, ImpactTableError
-from .index import IncompatibleIndexError, check_compatible, read_metadata
-from .lucene import docid_table
-from .model import DEFAULT_MAX_LENGTH, SparseVector, SpladeEncoder
-from .quantize import DEFAULT_SCALE, check_pruning, check_scale, prune, quantize_terms
-from .query_table import QUERY_MODES, TABLE_MODES, QueryTableError, TableQueryEncoder
-from .writing import MATCHING_KEYS
+from ..core import java
+from ..core.atomic import atomic_file, output_lock
+from ..core.errors import (
+    NotFoundError,
+    OutputExistsError,
+    SettingError,
+    SettingTypeError,
+    SpladeLuceneError,
+    UnknownIdError,
+)
+from ..core.faults import fault_point
+from ..core.quantize import DEFAULT_SCALE, check_pruning, check_scale, prune, quantize_terms
+from ..encoding.distributed import start_ray
+from ..encoding.model import DEFAULT_MAX_LENGTH, SparseVector, SpladeEncoder
+from ..encoding.writing import MATCHING_KEYS
+from ..formats.collection import read_queries, topic_line
+from ..indexing.blockmax import BLOCK_DIR as BLOCKMAX_DIR
+from ..indexing.blockmax import BlockMaxIndex, check_alpha, check_query_terms
+from ..indexing.build import IncompatibleIndexError, check_compatible, read_metadata
+from ..indexing.impacts import ImpactTable, ImpactTableError
+from ..indexing.lucene import docid_table
+from ..indexing.query_table import QUERY_MODES, TABLE_MODES, QueryTableError, TableQueryEncoder
 
 DEFAULT_K = 1000
 DEFAULT_TAG = "splade-lucene"
@@ -70,7 +77,7 @@ class QueryEncoder:
                    backend: str = "auto") -> "QueryEncoder | TableQueryEncoder":
         """The query encoder an index was built for (its recorded query model, scale, max length); for
         an index built for inference-free queries (``query_mode`` idf or learned), the model-free
-        :class:`~splade_lucene.query_table.TableQueryEncoder` stored in it."""
+        :class:`~splade_lucene.indexing.query_table.TableQueryEncoder` stored in it."""
         meta = read_metadata(index_dir)
         if meta.get("query_mode", "full") not in QUERY_MODES:
             raise QueryTableError(f"{index_dir}: the index records query mode {meta['query_mode']!r}, which this "
@@ -107,7 +114,7 @@ class QueryEncoder:
 
     def encode_batch(self, texts: Sequence[str]) -> list[dict[str, int]]:
         """Integer weights per text; a text with no letter or digit (empty, blank, only punctuation)
-        gets no terms (see :class:`~splade_lucene.model.SpladeEncoder`), so it matches nothing."""
+        gets no terms (see :class:`~splade_lucene.encoding.model.SpladeEncoder`), so it matches nothing."""
         vectors = self.encoder.encode(texts, max_length=self.max_length)
         if self.top_k is not None or self.min_weight is not None:
             vectors = [SparseVector(*prune(v.ids, v.weights, top_k=self.top_k, min_weight=self.min_weight))
@@ -119,7 +126,7 @@ def check_query(terms: dict[str, int]) -> None:
     for term, weight in terms.items():
         if not isinstance(weight, int) or isinstance(weight, bool):
             raise SettingTypeError(f"query weight for {term!r} must be an int, got {weight!r} "
-                            "(quantize with splade_lucene.quantize.quantize_terms)")
+                            "(quantize with splade_lucene.core.quantize.quantize_terms)")
 
 
 def adjust_ties(scores: Sequence[float]) -> list[float]:
@@ -177,7 +184,7 @@ class Searcher:
     ``LuceneImpactSearcher`` with ``min_idf=-1``): the sum of query weight times impact over shared
     terms, ties broken by doc id, scores rounded and nudged as Anserini does. Two engines give them:
 
-    - ``memory``: the index's impact table (:mod:`splade_lucene.impacts`, written by ``build_index``),
+    - ``memory``: the index's impact table (:mod:`splade_lucene.indexing.impacts`, written by ``build_index``),
       memory-mapped (about 2.5 bytes a posting, one copy shared by every process on the machine),
       scores term-at-a-time in one integer accumulator, by impact tiers; several times faster than
       Lucene. ``prune=True`` stops reading postings once the rest cannot change the top k (exact
@@ -226,7 +233,7 @@ class Searcher:
             query_encoder.check(self.metadata)
         self.query_encoder = query_encoder
         self._rows: dict[str, int] | None = None
-        self._mapper = _java.json_mapper()
+        self._mapper = java.json_mapper()
         from jnius import autoclass, cast
 
         paths = autoclass("java.nio.file.Paths")
@@ -660,7 +667,7 @@ def encode_queries(index_dir: str | Path, queries: str | Path, output: str | Pat
                    model: str | Path | None = None, overwrite: bool = False) -> dict[str, dict[str, int]]:
     """Encode a queries file with the index's query encoder (:meth:`QueryEncoder.from_index`: the
     model, or the table of a doc-only index) and write the quantized queries as TSV topics for plain
-    Anserini (:func:`~splade_lucene.collection.topic_line`; :func:`anserini_search_command` runs
+    Anserini (:func:`~splade_lucene.formats.collection.topic_line`; :func:`anserini_search_command` runs
     them). A query with no term is written with no term (Anserini then finds nothing for it, as we
     do). Returns {qid: terms}."""
     output = Path(output)
@@ -681,14 +688,14 @@ def anserini_search_command(index_dir: str | Path, topics: str | Path, output: s
     """Anserini's own ``SearchCollection`` on pre-encoded TSV topics, with the Java and the Anserini
     fatjar that ship with the installed packages: the same documents, ranks and scores as
     :class:`Searcher` (no project code runs)."""
-    return [_java.java_executable(), "-cp", str(_java.anserini_jar()), "io.anserini.search.SearchCollection",
+    return [java.java_executable(), "-cp", str(java.anserini_jar()), "io.anserini.search.SearchCollection",
             "-index", str(index_dir), "-topics", str(topics), "-topicReader", "TsvString", "-output", str(output),
             "-impact", "-pretokenized", "-hits", str(hits), "-threads", str(threads)]
 
 
 def vectors_matrix(vectors: Sequence, vocab_size: int):
     """Sparse vectors as a scipy CSR matrix, a row per vector: each a :class:`SparseVector` or an
-    ``(ids, weights)`` pair (float weights, or integer ones from :func:`splade_lucene.quantize.quantize`)."""
+    ``(ids, weights)`` pair (float weights, or integer ones from :func:`splade_lucene.core.quantize.quantize`)."""
     import scipy.sparse as sp
 
     pairs = [(v.ids, v.weights) if hasattr(v, "ids") else v for v in vectors]

@@ -1,0 +1,1 @@
+"""Evaluation: trec_eval's metrics and reports."""

@@ -1,0 +1,1 @@
+"""Experiments: one pipeline over a BEIR folder, and the reproduction of experiment files."""

@@ -1,0 +1,1 @@
+"""Files and their records: corpora, queries, qrels, runs, collections, options and metadata."""

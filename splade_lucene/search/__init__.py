@@ -1,0 +1,1 @@
+"""Search: query encoders, engines, the searcher over one index and over shards, explain, fusion, BM25."""

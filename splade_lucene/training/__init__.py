@@ -1,0 +1,1 @@
+"""Training: settings, data, objective, checkpoints and the loop."""
