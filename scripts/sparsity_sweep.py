@@ -21,8 +21,9 @@ from pathlib import Path
 import splade_lucene  # noqa: F401  (Java set-up)
 from splade_lucene.encoding.model import SpladeEncoder
 from splade_lucene.experiments.experiment import find_dataset, judged_dataset
-from splade_lucene.search.searcher import QueryEncoder
-from splade_lucene.training.trainer import make_settings, train, trained_with
+from splade_lucene.search.encoders import QueryEncoder
+from splade_lucene.training.settings import make_settings
+from splade_lucene.training.trainer import train, trained_with
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import pruning_sweep  # noqa: E402

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from splade_lucene.formats.collection import PART_SIZE, collection_files
-from splade_lucene.indexing.build import COLLECTION_METADATA_FILE, read_collection_metadata
+from splade_lucene.formats.collection import COLLECTION_METADATA_FILE, PART_SIZE, collection_files
+from splade_lucene.formats.metadata import read_collection_metadata
 
 CHUNK = 20_000
 OVERDRAW = 1.15

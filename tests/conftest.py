@@ -214,10 +214,10 @@ def cranfield(datasets, encoder, tmp_path_factory):
     import json
 
     from splade_lucene.encoding.local import encode_corpus
-    from splade_lucene.evaluation.metrics import read_qrels
-    from splade_lucene.formats.collection import pseudo_record, read_queries
-    from splade_lucene.indexing.build import COLLECTION_METADATA_FILE, build_index
-    from splade_lucene.search.searcher import QueryEncoder
+    from splade_lucene.formats.collection import COLLECTION_METADATA_FILE, pseudo_record, read_queries
+    from splade_lucene.formats.trec import read_qrels
+    from splade_lucene.indexing.build import build_index
+    from splade_lucene.search.encoders import QueryEncoder
 
     base = tmp_path_factory.mktemp("cranfield")
     folder = datasets / "cranfield"
@@ -246,7 +246,8 @@ def shards(cranfield, tmp_path_factory):
     """Cranfield's collection cut into 5 part files, indexed as 3 shards (parts 0+3, 1+4, 2)."""
     import shutil
 
-    from splade_lucene.indexing.build import COLLECTION_METADATA_FILE, build_index
+    from splade_lucene.formats.collection import COLLECTION_METADATA_FILE
+    from splade_lucene.indexing.build import build_index
 
     base = tmp_path_factory.mktemp("shards")
     parts = base / "collection"

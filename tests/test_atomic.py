@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from splade_lucene.core.atomic import atomic_file, move_into_place, write_text
-from splade_lucene.search.searcher import Hit, write_run
+from splade_lucene.formats.trec import Hit, write_run
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):

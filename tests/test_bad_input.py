@@ -12,10 +12,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from splade_lucene.core.errors import SpladeLuceneError
-from splade_lucene.evaluation.metrics import read_qrels, read_run
 from splade_lucene.experiments.reproduce import load_spec
 from splade_lucene.formats.collection import read_corpus, read_encoded_queries, read_queries
-from splade_lucene.indexing.build import read_collection_metadata, read_metadata
+from splade_lucene.formats.metadata import read_collection_metadata, read_metadata
+from splade_lucene.formats.trec import read_qrels, read_run
 
 BUDGET = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -153,7 +153,7 @@ def test_any_output_path_is_written_or_refused_naming_it(tmp_path, shape, kind):
     """The library's writers, given any shape of output path, write it or raise OutputPathError naming
     it, and never touch what is already there."""
     from splade_lucene.core.atomic import OutputPathError, output_lock, write_text
-    from splade_lucene.search.searcher import write_run
+    from splade_lucene.formats.trec import write_run
 
     base = fresh(tmp_path, "base")
     base.mkdir()

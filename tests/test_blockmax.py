@@ -149,13 +149,13 @@ def test_every_scifact_query_gets_lucenes_hits(reproduced, datasets, tmp_path):
 
 
 def test_auto_takes_blockmax_only_where_it_measured_faster(cranfield, tmp_path, monkeypatch):
-    from splade_lucene.search import searcher as search
+    from splade_lucene.search import engines
 
     index = blockmax_copy(cranfield["vector_index"], tmp_path, order="index")
     with Searcher(index, pretokenized=True) as auto, Searcher(index, pretokenized=True, engine="memory") as memory:
         assert auto.engine_for(10, 50) == "memory"  # 1,400 documents: below BLOCKMAX_MIN_DOCS
         assert memory.engine_for(10, 50) == "memory"
-        monkeypatch.setattr(search, "BLOCKMAX_MIN_DOCS", 1000)
+        monkeypatch.setattr(engines, "BLOCKMAX_MIN_DOCS", 1000)
         assert auto.engine_for(10, 50) == "blockmax"
         assert auto.engine_for(11, 50) == auto.engine_for(10, 101) == "memory"
         assert memory.engine_for(10, 50) == "memory"

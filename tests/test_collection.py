@@ -104,7 +104,7 @@ def test_ids_a_trec_line_cannot_carry_are_refused_naming_file_line_and_id(tmp_pa
 
 
 def test_integer_ids_are_their_decimal_string_and_odd_but_safe_ids_pass(tmp_path):
-    from splade_lucene.evaluation.metrics import read_qrels, read_run
+    from splade_lucene.formats.trec import read_qrels, read_run
 
     corpus = write(tmp_path / "c.jsonl", '{"_id": 42, "text": "a"}\n{"_id": "zw\\u200bj", "text": "b"}\n'
                                          '{"_id": "\\u05e2\\u05d1", "text": "c"}\n')

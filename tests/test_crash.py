@@ -50,7 +50,8 @@ def index_fingerprint(index: Path, encoded: dict[str, dict[str, int]]) -> dict:
     """What an index build determines: its impact table's and doc-id file's bytes, its Lucene
     statistics, and the run its queries get (Lucene's own files carry random segment ids, so they are
     compared through what they answer)."""
-    from splade_lucene.search.searcher import Searcher, write_run
+    from splade_lucene.formats.trec import write_run
+    from splade_lucene.search.searcher import Searcher
 
     meta = json.loads((index / "splade_lucene.json").read_text())
     run = index.parent / f"{index.name}.check.trec"
@@ -119,7 +120,7 @@ def test_a_killed_encode_keeps_the_parts_it_recorded(small_corpus, encoded_refer
 @pytest.fixture(scope="module")
 def queries(datasets, encoder):
     from splade_lucene.formats.collection import read_queries
-    from splade_lucene.search.searcher import QueryEncoder
+    from splade_lucene.search.encoders import QueryEncoder
 
     texts = read_queries(datasets / "cranfield" / "queries.jsonl")[:40]
     return dict(zip([q for q, _ in texts], QueryEncoder(encoder=encoder).encode_batch([t for _, t in texts])))

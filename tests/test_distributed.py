@@ -64,7 +64,7 @@ def test_parts_are_byte_ranges_of_whole_documents(corpus):
 
 def test_ray_output_equals_local_output_file_for_file(cluster, corpus, encoder, local, tmp_path):
     summary = encode_corpus(corpus, tmp_path / "ray", encoder=encoder, part_size=PART, progress=False,
-                            engine="ray")
+                            executor="ray")
     assert summary.documents == 500
     assert files(tmp_path / "ray") == files(local)  # every part and collection.meta, byte for byte
     assert read_vectors(tmp_path / "ray") == read_vectors(local)
@@ -112,7 +112,7 @@ def test_a_worker_killed_mid_way_loses_no_document(cluster, corpus, encoder, loc
 
     watcher = threading.Thread(target=kill_a_worker, daemon=True)
     watcher.start()
-    summary = encode_corpus(corpus, out, encoder=encoder, part_size=PART, progress=False, engine="ray")
+    summary = encode_corpus(corpus, out, encoder=encoder, part_size=PART, progress=False, executor="ray")
     watcher.join(timeout=5)
     assert killed, "no worker was killed while parts remained"
     assert summary.documents == 500
@@ -148,7 +148,7 @@ def test_resumes_from_parts_finished_out_of_order(cluster, corpus, encoder, loca
         if path.name not in keep:
             path.unlink()
     (writing / "part-00009.jsonl.partial").write_text("half a part\n")
-    summary = encode_corpus(corpus, tmp_path / "ray", encoder=encoder, part_size=PART, progress=False, engine="ray")
+    summary = encode_corpus(corpus, tmp_path / "ray", encoder=encoder, part_size=PART, progress=False, executor="ray")
     assert summary.resumed_documents == 3 * PART
     assert files(tmp_path / "ray") == files(local)
 
@@ -158,24 +158,24 @@ def test_bad_input_names_its_line_and_writes_nothing(cluster, corpus, encoder, t
     bad = tmp_path / "bad.jsonl"
     bad.write_text("".join(lines[:230] + ["{not json\n"] + lines[230:]))
     with pytest.raises(InputError, match=r"bad.jsonl:231: not valid JSON"):
-        encode_corpus(bad, tmp_path / "out", encoder=encoder, part_size=PART, progress=False, engine="ray")
+        encode_corpus(bad, tmp_path / "out", encoder=encoder, part_size=PART, progress=False, executor="ray")
     assert not (tmp_path / "out").exists()
     twice = tmp_path / "twice.jsonl"
     twice.write_text("".join(lines + [lines[0]]))
     with pytest.raises(InputError, match=r"duplicate document id '1' \(line 502; first line 1\)"):
-        encode_corpus(twice, tmp_path / "out", encoder=encoder, part_size=PART, progress=False, engine="ray")
+        encode_corpus(twice, tmp_path / "out", encoder=encoder, part_size=PART, progress=False, executor="ray")
     assert not (tmp_path / "out").exists()
     packed = tmp_path / "corpus.jsonl.gz"
     with gzip.open(packed, "wt") as fh:
         fh.write("".join(lines[:10]))
     with pytest.raises(InputError, match="gunzip"):
-        encode_corpus(packed, tmp_path / "out", encoder=encoder, part_size=PART, progress=False, engine="ray")
-    with pytest.raises(ValueError, match="engine"):
-        encode_corpus(corpus, tmp_path / "out", encoder=encoder, progress=False, engine="spark")
+        encode_corpus(packed, tmp_path / "out", encoder=encoder, part_size=PART, progress=False, executor="ray")
+    with pytest.raises(ValueError, match="executor"):
+        encode_corpus(corpus, tmp_path / "out", encoder=encoder, progress=False, executor="spark")
 
 
 def test_command_line_engine_ray(corpus, local, tmp_path):
-    """`splade-lucene encode --engine ray` (its own local cluster, one worker) writes the same parts."""
+    """`splade-lucene encode --executor ray` (its own local cluster, one worker) writes the same parts."""
     import subprocess
     import sys
 
@@ -183,13 +183,13 @@ def test_command_line_engine_ray(corpus, local, tmp_path):
     small.write_text("".join(corpus.read_text().splitlines(keepends=True)[:PART]))
     out = tmp_path / "cli"
     proc = subprocess.run([sys.executable, "-m", "splade_lucene", "--quiet", "encode", "--corpus", str(small),
-                           "--output", str(out), "--part-size", str(PART), "--engine", "ray", "--workers", "1"],
+                           "--output", str(out), "--part-size", str(PART), "--executor", "ray", "--workers", "1"],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"encoded {PART} documents" in proc.stdout
     assert (out / "part-00000.jsonl").read_bytes() == (local / "part-00000.jsonl").read_bytes()
     proc = subprocess.run([sys.executable, "-m", "splade_lucene", "--quiet", "encode", "--corpus", str(small) + ".gz",
-                           "--output", str(tmp_path / "gz"), "--engine", "ray"], capture_output=True, text=True)
+                           "--output", str(tmp_path / "gz"), "--executor", "ray"], capture_output=True, text=True)
     assert proc.returncode == 2 and "no such corpus file" in proc.stderr
 
 

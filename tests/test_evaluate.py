@@ -2,7 +2,8 @@ import math
 
 import pytest
 
-from splade_lucene.evaluation.metrics import evaluate, read_qrels, read_run
+from splade_lucene.evaluation.metrics import evaluate
+from splade_lucene.formats.trec import read_qrels, read_run
 
 QRELS_BEIR = ("query-id\tcorpus-id\tscore\r\n"
               "q1\td1\t2\r\nq1\td2\t1\r\nq1\td3\t0\r\nq1\td9\t1\r\nq2\td5\t1\r\nq3\td7\t1\r\n")

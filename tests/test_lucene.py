@@ -14,16 +14,15 @@ import pytest
 import scipy.sparse as sp
 
 from splade_lucene.core import java as _java
-from splade_lucene.evaluation.metrics import evaluate, read_run
-from splade_lucene.indexing.build import (
-    COLLECTION_METADATA_FILE,
-    IncompatibleIndexError,
-    build_index,
-    read_metadata,
-)
+from splade_lucene.evaluation.metrics import evaluate
+from splade_lucene.formats.collection import COLLECTION_METADATA_FILE
+from splade_lucene.formats.metadata import IncompatibleIndexError, read_metadata
+from splade_lucene.formats.trec import read_run, write_run
+from splade_lucene.indexing.build import build_index
 from splade_lucene.indexing.lucene import lucene_stats
+from splade_lucene.search.encoders import QueryEncoder
 from splade_lucene.search.explain import explain
-from splade_lucene.search.searcher import QueryEncoder, Searcher, write_run
+from splade_lucene.search.searcher import Searcher
 
 K = 1000
 
@@ -233,7 +232,7 @@ def test_cranfield_within_0003_of_the_float_reference(cranfield):
 
 @pytest.mark.parametrize("prune", [None, True, False])
 def test_exact_search_agrees_with_the_index(cranfield, prune):
-    from splade_lucene.search.searcher import exact_search, vectors_matrix
+    from splade_lucene.search.exact import exact_search, vectors_matrix
 
     vocab = {t: i for i, t in enumerate(sorted({t for v in cranfield["vectors"].values() for t in v}))}
 

@@ -10,17 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from splade_lucene.indexing.build import (
-    METADATA_FILE,
-    IncompatibleIndexError,
-    IndexBuildError,
-    build_index,
-    merge_indexes,
-    parse_shard,
-    read_metadata,
-)
+from splade_lucene.formats.metadata import METADATA_FILE, IncompatibleIndexError, IndexBuildError, read_metadata
+from splade_lucene.indexing.build import build_index, merge_indexes, parse_shard
 from splade_lucene.indexing.lucene import lucene_stats
-from splade_lucene.search.searcher import QueryEncoder, Searcher
+from splade_lucene.search.encoders import QueryEncoder
+from splade_lucene.search.searcher import Searcher
 
 
 def runs(index: Path, queries, engine: str) -> dict:

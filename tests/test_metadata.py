@@ -1,6 +1,6 @@
 import pytest
 
-from splade_lucene.indexing.build import IncompatibleIndexError, check_compatible
+from splade_lucene.formats.metadata import IncompatibleIndexError, check_compatible
 
 META = {"model": "splade-tiny", "model_sha256": "a" * 64, "query_model": "splade-tiny",
         "query_model_sha256": "a" * 64, "scale": 100.0, "query_scale": 100.0}

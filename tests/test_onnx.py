@@ -91,7 +91,8 @@ def test_plain_onnxruntime_without_project_code(exported, encoder):
 
 
 def test_onnx_query_encoder_plugs_into_a_torch_built_index(exported, cranfield):
-    from splade_lucene.search.searcher import QueryEncoder, Searcher
+    from splade_lucene.search.encoders import QueryEncoder
+    from splade_lucene.search.searcher import Searcher
 
     qenc = QueryEncoder(exported, backend="onnx", threads=1)
     queries = cranfield["queries"][:30]

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from splade_lucene.encoding.writing import MATCHING_KEYS, CollectionOptions
+from splade_lucene.formats.metadata import MATCHING_KEYS, CollectionOptions
 
 
 def test_defaults_are_filled_in_and_checked_once():

@@ -97,7 +97,8 @@ def test_queries_are_the_distinct_tokens_weighted_by_the_table(idf_index):
 def test_search_is_exact_on_both_engines_and_through_pyserini(idf_index, cranfield):
     from pyserini.search.lucene import LuceneImpactSearcher
 
-    from splade_lucene.search.searcher import QueryEncoder, Searcher
+    from splade_lucene.search.encoders import QueryEncoder
+    from splade_lucene.search.searcher import Searcher
 
     queries = cranfield["queries"]
     with Searcher(idf_index, engine="memory") as mem, Searcher(idf_index, engine="lucene") as luc:
@@ -121,7 +122,8 @@ def test_wrong_modes_refused(idf_index, cranfield, encoder, tmp_path):
     import shutil
 
     from splade_lucene.indexing.build import build_index
-    from splade_lucene.search.searcher import QueryEncoder, Searcher
+    from splade_lucene.search.encoders import QueryEncoder
+    from splade_lucene.search.searcher import Searcher
 
     with pytest.raises(QueryTableError, match="inference-free"):
         Searcher(idf_index, QueryEncoder(encoder=encoder))

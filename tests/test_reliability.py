@@ -16,8 +16,10 @@ import pytest
 
 from splade_lucene.core.faults import ENVIRONMENT
 from splade_lucene.encoding.local import encode_corpus
+from splade_lucene.formats.trec import write_run
 from splade_lucene.indexing.build import build_index
-from splade_lucene.search.searcher import QueryEncoder, Searcher, write_run
+from splade_lucene.search.encoders import QueryEncoder
+from splade_lucene.search.searcher import Searcher
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -221,7 +223,7 @@ def test_empty_documents_are_indexed_counted_and_retrievable(cranfield):
 
 
 def test_pruning_is_applied_recorded_and_used_by_the_query_encoder(small_corpus, encoder, tmp_path):
-    from splade_lucene.indexing.build import read_metadata
+    from splade_lucene.formats.metadata import read_metadata
 
     full = encode_corpus(small_corpus, tmp_path / "full", encoder=encoder, progress=False)
     pruned = encode_corpus(small_corpus, tmp_path / "pruned", encoder=encoder, progress=False, doc_top_k=16,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from splade_lucene.search.searcher import _adjust_ties_sequential, adjust_ties, exact_search, vectors_matrix
+from splade_lucene.search.exact import exact_search, vectors_matrix
+from splade_lucene.search.ties import _adjust_ties_sequential, adjust_ties
 
 
 def test_tie_adjustment_is_anserinis():

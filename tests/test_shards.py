@@ -11,8 +11,12 @@ import sys
 import pytest
 from conftest import need_module
 
-from splade_lucene.indexing.build import IncompatibleIndexError, set_query_mode
-from splade_lucene.search.searcher import Searcher, ShardedSearcher, ShardError, run_lines
+from splade_lucene.core.errors import SettingError
+from splade_lucene.formats.metadata import IncompatibleIndexError
+from splade_lucene.formats.trec import run_lines
+from splade_lucene.indexing.build import set_query_mode
+from splade_lucene.search.searcher import Searcher
+from splade_lucene.search.shards import ShardedSearcher, ShardError, open_searcher
 
 K = 1000
 
@@ -30,7 +34,7 @@ def one_go(cranfield):
 
 @pytest.mark.parametrize("engine,prune", [("auto", None), ("auto", True), ("auto", False), ("lucene", None)])
 def test_local_shards_give_the_one_index_run_byte_for_byte(cranfield, shards, one_go, engine, prune):
-    with Searcher(shards["indexes"], cranfield["query_encoder"], engine=engine, prune=prune) as searcher:
+    with open_searcher(shards["indexes"], cranfield["query_encoder"], engine=engine, prune=prune) as searcher:
         assert isinstance(searcher, ShardedSearcher) and searcher.num_docs == 1400
         for k in (10, K):
             assert run_text(searcher.batch_search_terms(cranfield["encoded"], k=k, threads=2)) == one_go[k]
@@ -39,7 +43,7 @@ def test_local_shards_give_the_one_index_run_byte_for_byte(cranfield, shards, on
 
 
 def test_a_failing_local_shard_is_retried_then_named(cranfield, shards, one_go, monkeypatch):
-    with Searcher(shards["indexes"], cranfield["query_encoder"]) as searcher:
+    with open_searcher(shards["indexes"], cranfield["query_encoder"]) as searcher:
         shard = searcher._shards[1]
         real = shard.batch_ranked_terms
         calls = []
@@ -62,21 +66,28 @@ def test_a_failing_local_shard_is_retried_then_named(cranfield, shards, one_go, 
             searcher.batch_search_terms(cranfield["encoded"], k=K)
 
 
+def test_one_door_opens_one_index_or_several(cranfield, shards):
+    with open_searcher([shards["indexes"][0]], cranfield["query_encoder"]) as one:
+        assert type(one) is Searcher and one.num_docs < 1400
+    with pytest.raises(SettingError, match="ShardedSearcher"):
+        Searcher(shards["indexes"], cranfield["query_encoder"])
+
+
 def test_shards_must_not_share_documents_nor_settings(cranfield, shards, tmp_path):
     first = shards["indexes"][0]
     copy = tmp_path / "copy-of-shard-0"
     shutil.copytree(first, copy)
     with pytest.raises(IncompatibleIndexError, match="is in both"):
-        Searcher([first, copy], cranfield["query_encoder"])
+        ShardedSearcher([first, copy], cranfield["query_encoder"])
     with pytest.raises(ValueError, match="named twice"):
-        Searcher([first, first], cranfield["query_encoder"])
+        ShardedSearcher([first, first], cranfield["query_encoder"])
     set_query_mode(copy, "idf")
     with pytest.raises(IncompatibleIndexError, match="differ in query_mode"):
-        Searcher([shards["indexes"][1], copy])
+        ShardedSearcher([shards["indexes"][1], copy])
     with pytest.raises(IncompatibleIndexError, match="idf query tables are per shard"):
         ShardedSearcher([copy], pretokenized=True)
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        Searcher([first, tmp_path / "nowhere"], cranfield["query_encoder"])
+        ShardedSearcher([first, tmp_path / "nowhere"], cranfield["query_encoder"])
 
 
 def test_the_cli_searches_shards_as_one(cranfield, shards, tmp_path):
@@ -111,7 +122,7 @@ def cluster():
 
 
 def test_ray_shards_give_the_one_index_run_and_survive_a_lost_actor(cluster, cranfield, shards, one_go, tmp_path):
-    with Searcher(shards["indexes"], cranfield["query_encoder"], workers="ray") as searcher:
+    with open_searcher(shards["indexes"], cranfield["query_encoder"], executor="ray") as searcher:
         assert searcher.num_docs == 1400
         assert run_text(searcher.batch_search_terms(cranfield["encoded"], k=K)) == one_go[K]
         cluster.kill(searcher._shards[2], no_restart=True)  # its process is gone: started again, resent
@@ -120,7 +131,8 @@ def test_ray_shards_give_the_one_index_run_and_survive_a_lost_actor(cluster, cra
     # a shard whose index is gone for good: retried, then named, and nothing returned
     lost = tmp_path / "shard-lost"
     shutil.copytree(shards["indexes"][2], lost)
-    with Searcher([*shards["indexes"][:2], lost], cranfield["query_encoder"], workers="ray", retries=1) as searcher:
+    with ShardedSearcher([*shards["indexes"][:2], lost], cranfield["query_encoder"], executor="ray",
+                         retries=1) as searcher:
         shutil.rmtree(lost)
         cluster.kill(searcher._shards[2], no_restart=True)
         with pytest.raises(ShardError, match=f"shard {lost} failed 2 times"):

@@ -52,7 +52,9 @@ def test_bad_tsv_topics(tmp_path):
 
 def test_anserini_alone_gives_our_run_on_cranfield(cranfield, tmp_path):
     from splade_lucene.core import java as _java
-    from splade_lucene.search.searcher import Searcher, anserini_search_command, write_run
+    from splade_lucene.formats.trec import write_run
+    from splade_lucene.search.searcher import Searcher
+    from splade_lucene.search.topics import anserini_search_command
 
     index = cranfield["vector_index"]
     topics = tmp_path / "topics.tsv"

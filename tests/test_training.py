@@ -12,18 +12,12 @@ import pytest
 import torch
 
 from splade_lucene.encoding.head import splade_pool
-from splade_lucene.encoding.model import ModelError, SpladeEncoder, default_model_path
+from splade_lucene.encoding.model import EncoderSettings, ModelError, SpladeEncoder, default_model_path
 from splade_lucene.formats.collection import read_corpus, read_queries, sha256_file
-from splade_lucene.training.trainer import (
-    SpladeModel,
-    TrainingError,
-    TrainSettings,
-    carve_dev,
-    lambda_at,
-    lr_at,
-    qrels_pairs,
-    train,
-)
+from splade_lucene.training.data import carve_dev, qrels_pairs
+from splade_lucene.training.objective import SpladeModel, lambda_at, lr_at
+from splade_lucene.training.settings import TrainingError, TrainSettings
+from splade_lucene.training.trainer import train
 
 # a tiny run: short texts, small batches, a few dozen steps
 TINY = dict(max_length=64, batch_size=4, epochs=3, lr=2e-4, dev_fraction=0.2, checkpoint_every=2, dev_depth=10)
@@ -122,7 +116,7 @@ def test_batches_never_hold_dev_queries(tiny_dataset, tmp_path):
     trainer.load_data()
     seen = set()
     for step in range(trainer.total_steps):
-        qids, positives, docs = trainer._batch(step)
+        qids, positives, docs = trainer.set.batch(step)
         assert len(qids) == 4 and docs == positives
         seen.update(qids)
     assert seen == set(trainer.train_qids) and not seen & set(trainer.dev_qids) and len(trainer.dev_qids) == 8
@@ -133,13 +127,15 @@ def test_trained_model_serves_encode_index_and_pyserini(tiny_run, tiny_dataset, 
     import shutil
 
     from splade_lucene.experiments.experiment import run_experiment
-    from splade_lucene.search.searcher import QueryEncoder, Searcher
+    from splade_lucene.search.encoders import QueryEncoder
+    from splade_lucene.search.searcher import Searcher
 
     out, _ = tiny_run
     dataset = tmp_path / "data"
     shutil.copytree(tiny_dataset, dataset)
     (dataset / "qrels" / "dev.tsv").write_text((dataset / "qrels" / "train.tsv").read_text())
-    result = run_experiment(dataset, tmp_path / "exp", model=out, split="dev", max_length=64, progress=False)
+    result = run_experiment(dataset, tmp_path / "exp", model=out, split="dev", encoder=EncoderSettings(max_length=64),
+                            progress=False)
     assert result.metrics["nDCG@10"] > 0.3
     from pyserini.search.lucene import LuceneImpactSearcher
 
@@ -241,7 +237,7 @@ def test_output_holding_a_model_refused_before_training(tiny_run, tiny_dataset):
 
 
 def test_nan_loss_stops_and_keeps_last_checkpoint(tiny_dataset, tmp_path, monkeypatch):
-    from splade_lucene.training import trainer as training
+    from splade_lucene.training import objective as training
 
     real = training.flops
     calls = {"n": 0}
@@ -303,7 +299,8 @@ def test_train_condition_in_an_experiment_file(tiny_dataset, tmp_path):
     assert manifest["model"]["sha256"] == manifest["training"]["model_sha256"]
     nd = next(g for g in grades if g.metric == "nDCG@10")
     # the graded figure is the run's own, computed apart from the grading (trec_eval's definitions)
-    from splade_lucene.evaluation.metrics import evaluate, read_qrels, read_run
+    from splade_lucene.evaluation.metrics import evaluate
+    from splade_lucene.formats.trec import read_qrels, read_run
 
     own = evaluate(read_qrels(dataset / "qrels" / "dev.tsv"), read_run(out / "tiny" / "ft" / "run.trec"),
                    remove_query=True, warn=False).metrics["nDCG@10"]
@@ -333,7 +330,7 @@ def test_generated_queries_as_pairs(datasets, tmp_path):
     import gzip
 
     from splade_lucene.formats.collection import InputError
-    from splade_lucene.training.trainer import generated_query_pairs
+    from splade_lucene.training.data import generated_query_pairs
 
     data = generated_query_pairs(datasets / "arguana", datasets / "arguana" / "generated-queries.jsonl.gz")
     assert len(data.queries) + sum(data.dropped.values()) == 25_844
@@ -349,7 +346,7 @@ def test_generated_queries_as_pairs(datasets, tmp_path):
 
 
 def test_pseudo_queries_titles_else_sentences(datasets):
-    from splade_lucene.training.trainer import PSEUDO_MIN_WORDS, pseudo_query_pairs
+    from splade_lucene.training.data import PSEUDO_MIN_WORDS, pseudo_query_pairs
 
     cran = pseudo_query_pairs(datasets / "cranfield", 13)
     first = next(q for q in cran.queries if cran.positives[q] == ["1"])
@@ -400,7 +397,8 @@ def test_inference_free_training(tiny_dataset, tmp_path, mode):
     index of the trained model is built for its mode by default."""
     from splade_lucene.experiments.experiment import run_experiment
     from splade_lucene.indexing.query_table import TableQueryEncoder, corpus_idf, load_table, sha256_table
-    from splade_lucene.search.searcher import QueryEncoder, Searcher
+    from splade_lucene.search.encoders import QueryEncoder
+    from splade_lucene.search.searcher import Searcher
 
     settings = {**TINY, "query_mode": mode} if mode == "learned" else {**TINY, "query_mode": mode, "max_steps": 4}
     out = tmp_path / "m"
@@ -424,7 +422,8 @@ def test_inference_free_training(tiny_dataset, tmp_path, mode):
     else:
         assert not (out / "query_weights.npy").exists() and manifest["query_table_sha256"] is None
     # an experiment with the model: its index is built for the model's mode, searched with no model
-    result = run_experiment(tiny_dataset, tmp_path / "exp", model=out, split="train", max_length=64, progress=False)
+    result = run_experiment(tiny_dataset, tmp_path / "exp", model=out, split="train",
+                            encoder=EncoderSettings(max_length=64), progress=False)
     qenc = QueryEncoder.from_index(result.index_dir)
     assert isinstance(qenc, TableQueryEncoder) and qenc.mode == mode
     if mode == "learned":

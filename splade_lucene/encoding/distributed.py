@@ -8,7 +8,7 @@ checks them), encodes them exactly as a local run encodes a part
 (:func:`~splade_lucene.encoding.model.encode_by_part`), quantizes them and sends the part's records back. The
 driver alone writes the collection: each part file as it arrives (``.partial``, fsynced, renamed), its
 progress in ``.NAME.writing/progress.json``, and ``collection.meta`` at the end, so the output is the
-same files, byte for byte, as ``engine="local"`` writes.
+same files, byte for byte, as ``executor="local"`` writes.
 
 Faults: an actor that dies is restarted by Ray and its part encoded again (a part is written only
 whole, so nothing is lost or written twice); a driver that dies leaves its finished parts, which the
@@ -38,9 +38,9 @@ from ..formats.collection import (
     record_line,
     write_part,
 )
+from ..formats.metadata import CollectionOptions
 from .model import SpladeEncoder, encode_by_part, quantized_records
 from .writing import (
-    CollectionOptions,
     EncodeSummary,
     collection_metadata,
     finished_parts,
@@ -78,7 +78,7 @@ def read_part(corpus: str | Path, part: dict) -> list[tuple[str, str, int]]:
         fh.seek(part["start"])
         data = fh.read(part["stop"] - part["start"])
     if part["start"] == 0 and data.startswith(UTF8_BOM):
-        data = data[len(UTF8_BOM):]  # a byte-order mark opens the file, as the local engine's reader drops it
+        data = data[len(UTF8_BOM):]  # a byte-order mark opens the file, as the local reader drops it
     lines = data.split(b"\n")
     if lines and not lines[-1]:
         lines.pop()  # the part's last newline
@@ -139,7 +139,7 @@ class PartEncoder:
 def start_ray(address: str | None = None, workers: int | None = None):
     """Connect to the Ray cluster at ``address``, or start a local one of ``workers`` CPUs (default: all);
     (ray module, whether this call started it). A running connection is reused."""
-    ray = require("ray", "ray", "--engine ray")
+    ray = require("ray", "ray", "--executor ray")
 
     if ray.is_initialized():
         return ray, False
@@ -164,13 +164,13 @@ def encode_corpus_ray(corpus: Path, output: Path, *, encoder: SpladeEncoder, opt
                       settings: dict, address: str | None = None, workers: int | None = None,
                       gpus_per_worker: float | None = None, resume: bool = True,
                       progress: bool = True) -> EncodeSummary:
-    """``encode_corpus(..., engine="ray")``, called by it once the output may be written: see the
+    """``encode_corpus(..., executor="ray")``, called by it once the output may be written: see the
     module's description. ``settings``: the run's :func:`~splade_lucene.encoding.writing.run_settings`."""
     from tqdm import tqdm
 
     if corpus.suffix in (".gz", ".xz"):
-        raise InputError(f"{corpus}: the Ray engine reads the corpus by byte ranges and cannot read a compressed "
-                         "file; decompress it first (gunzip -k, xz -dk) or use the local engine")
+        raise InputError(f"{corpus}: the Ray executor reads the corpus by byte ranges and cannot read a compressed "
+                         "file; decompress it first (gunzip -k, xz -dk) or use the local executor")
     if workers is not None and workers < 1:
         raise SettingError(f"workers must be at least 1, not {workers}")
     if gpus_per_worker is not None and gpus_per_worker < 0:

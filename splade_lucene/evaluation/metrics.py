@@ -24,61 +24,9 @@ import ir_measures
 from ir_measures import AP, RR, R, nDCG
 
 from ..core.atomic import write_text
-from ..formats.collection import InputError, check_id, open_text
+from ..formats.trec import Qrels, Run, read_qrels, read_run
 
 METRICS = ("nDCG@10", "RR@10", "R@100", "R@1000", "MAP")
-
-Qrels = dict[str, dict[str, int]]
-Run = dict[str, list[tuple[str, float]]]
-
-
-def read_qrels(path: str | Path) -> Qrels:
-    """Read BEIR qrels (``query-id<TAB>corpus-id<TAB>score`` with a header) or TREC qrels
-    (``qid iter docid rel``). CRLF line endings are accepted."""
-    qrels: Qrels = {}
-    with open_text(path) as fh:
-        for lineno, line in enumerate(fh, 1):
-            parts = line.split()
-            if not parts:
-                continue
-            if lineno == 1 and parts[0].lower() in ("query-id", "query_id", "qid"):
-                continue
-            if len(parts) == 3:
-                qid, docid, rel = parts
-            elif len(parts) == 4:
-                qid, _, docid, rel = parts
-            else:
-                raise InputError(f"{path}:{lineno}: expected 3 (BEIR) or 4 (TREC) columns, got {len(parts)}")
-            try:
-                value = int(rel)
-            except ValueError:
-                raise InputError(f"{path}:{lineno}: relevance {rel!r} is not an integer") from None
-            qid, docid = check_id(qid, path, lineno, "query id"), check_id(docid, path, lineno, "doc id")
-            qrels.setdefault(qid, {})[docid] = value
-    if not qrels:
-        raise InputError(f"{path}: no judgments")
-    return qrels
-
-
-def read_run(path: str | Path) -> Run:
-    """Read a TREC run file ``qid Q0 docid rank score tag``."""
-    run: Run = {}
-    with open_text(path) as fh:
-        for lineno, line in enumerate(fh, 1):
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) != 6:
-                raise InputError(f"{path}:{lineno}: a TREC run line has 6 columns, got {len(parts)}")
-            try:
-                score = float(parts[4])
-            except ValueError:
-                raise InputError(f"{path}:{lineno}: score {parts[4]!r} is not a number") from None
-            qid, docid = check_id(parts[0], path, lineno, "query id"), check_id(parts[2], path, lineno, "doc id")
-            run.setdefault(qid, []).append((docid, score))
-    if not run:
-        raise InputError(f"{path} holds no run lines (it is empty or blank)")
-    return run
 
 
 def _trec_order(hits: list[tuple[str, float]]) -> list[tuple[str, float]]:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from ..core.atomic import check_output_path, write_text
 from ..core.errors import NotFoundError, require
-from .metrics import METRICS, read_qrels, read_run, recall_at_depths
+from ..formats.trec import read_qrels, read_run
+from .metrics import METRICS, recall_at_depths
 
 RECALL_DEPTHS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 TYPE_ORDER = {"bm25": 0, "splade": 1, "rrf": 2, "interpolation": 3}

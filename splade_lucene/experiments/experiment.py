@@ -9,21 +9,20 @@ equals the query id are dropped (the BEIR convention, Pyserini's ``--remove-quer
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core.atomic import output_lock, write_text
-from ..core.errors import NotFoundError, OutputExistsError
-from ..core.quantize import DEFAULT_SCALE
-from ..encoding.local import encode_corpus
-from ..encoding.model import DEFAULT_BATCH_SIZE, DEFAULT_MAX_LENGTH, SpladeEncoder
-from ..evaluation.metrics import evaluate, read_qrels, read_run, write_metrics
+from ..core.errors import NotFoundError, OutputExistsError, SettingError
+from ..encoding.model import EncoderSettings
+from ..evaluation.pipeline import PipelineResult, run_pipeline
 from ..formats.collection import read_corpus, read_queries
-from ..indexing.build import build_index
-from ..search.searcher import DEFAULT_K, QueryEncoder, Searcher, write_run
+from ..formats.metadata import CollectionOptions
+from ..formats.trec import DEFAULT_K, read_qrels
+from ..search.engines import SearchSettings
 
 DATA_ENV = "SPLADE_LUCENE_DATA"
 DEFAULT_DATASET = "scifact"
@@ -88,59 +87,41 @@ class ExperimentResult:
     run_file: Path
     index_dir: Path
     seconds: dict[str, float] = field(default_factory=dict)
+    pipeline: PipelineResult | None = None
 
 
 def run_experiment(dataset: str | Path | None = None, output: str | Path = "runs/scifact", *,
-                   model: str | Path | None = None, scale: float = DEFAULT_SCALE,
-                   query_scale: float | None = None, query_model: str | Path | None = None,
-                   max_length: int = DEFAULT_MAX_LENGTH,
-                   query_max_length: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE, dtype: str = "fp32",
-                   device: str = "cpu", fmt: str = "vector", k: int = DEFAULT_K, threads: int = 1, split: str = "test",
-                   remove_query: bool = True, overwrite: bool = False, progress: bool = True,
-                   stride: int | None = None, query_mode: str | None = None,
-                   backend: str = "auto") -> ExperimentResult:
-    """Encode, index, search and evaluate a BEIR folder's ``split``. ``query_mode``: the index's
-    (``full``, ``idf``, ``learned``; default: what the model was trained for); an index for
-    inference-free queries is searched with the table stored in it."""
+                   model: str | Path | None = None, encoder: EncoderSettings | None = None,
+                   collection: CollectionOptions | None = None, search: SearchSettings | None = None,
+                   k: int = DEFAULT_K, threads: int = 1, split: str = "test", query_mode: str | None = None,
+                   remove_query: bool = True, overwrite: bool = False, reuse: bool = False,
+                   progress: bool = True) -> ExperimentResult:
+    """Encode, index, search and evaluate a BEIR folder's ``split`` (:func:`run_pipeline`).
+
+    What it is made with comes as records: ``encoder`` (:class:`EncoderSettings`; ``model`` is a
+    shortcut for its model), ``collection`` (:class:`CollectionOptions`: scales, format, static
+    pruning, query model and length), ``search`` (:class:`SearchSettings`). ``query_mode``: the
+    index's (``full``, ``idf``, ``learned``; default: what the model was trained for); an index for
+    inference-free queries is searched with the table stored in it. An existing output is refused
+    unless ``overwrite`` (do it all again) or ``reuse`` (keep the collection and index where they
+    were built with the same inputs)."""
+    encoder = encoder or EncoderSettings()
+    if model is not None:
+        if encoder.model is not None and str(model) != encoder.model:
+            raise SettingError(f"model={model} and encoder.model={encoder.model} name two models: pass one")
+        encoder = dataclasses.replace(encoder, model=str(model))
     folder = find_dataset(dataset)
     corpus, queries_file, qrels_file = dataset_files(folder, split)
     output = Path(output)
     with output_lock(output):
         index_dir = output / "index"
-        if index_dir.exists() and not overwrite:
-            raise OutputExistsError(f"{index_dir} already exists; pass --overwrite to redo the experiment")
+        if index_dir.exists() and not (overwrite or reuse):
+            raise OutputExistsError(f"{index_dir} already exists; pass --overwrite to redo the experiment "
+                                    "(or --reuse to keep what was built with the same inputs)")
         qrels = read_qrels(qrels_file)
-        queries = [(qid, text) for qid, text in read_queries(queries_file) if qid in qrels]
-        seconds: dict[str, float] = {}
-
-        encoder = SpladeEncoder(model, max_length=max_length, batch_size=batch_size, dtype=dtype, device=device,
-                                stride=stride, backend=backend)
-        t = time.perf_counter()
-        encode_corpus(corpus, output / "collection", encoder=encoder, scale=scale, query_scale=query_scale,
-                      fmt=fmt, query_max_length=query_max_length, query_model=query_model, overwrite=True,
-                      progress=progress)
-        seconds["encode"] = time.perf_counter() - t
-
-        t = time.perf_counter()
-        build = build_index(output / "collection", index_dir, threads=threads, overwrite=overwrite,
-                            quiet=not progress, query_mode=query_mode)
-        seconds["index"] = time.perf_counter() - t
-
-        t = time.perf_counter()
-        if build.metadata.get("query_mode", "full") != "full":
-            query_encoder = QueryEncoder.from_index(index_dir)
-        else:
-            query_encoder = QueryEncoder(query_model, encoder=encoder if query_model is None else None,
-                                         scale=query_scale or scale, max_length=query_max_length or max_length)
-        with Searcher(index_dir, query_encoder) as searcher:
-            results = searcher.batch_search(queries, k=k, threads=threads, progress=progress)
-            corpus_ids = set(searcher.docids)
-        run_file = output / "run.trec"
-        write_run(results, run_file, remove_query=remove_query)
-        seconds["search"] = time.perf_counter() - t
-
-
-        metrics = evaluate(qrels, read_run(run_file), remove_query=remove_query, corpus_ids=corpus_ids).metrics
-        write_metrics(metrics, output / "metrics.json")
-        write_text(output / "timings.json", json.dumps(seconds, indent=2) + "\n")
-        return ExperimentResult(folder, split, output, metrics, run_file, index_dir, seconds)
+        result = run_pipeline(corpus, read_queries(queries_file), qrels, output, encoder=encoder.open(),
+                              options=collection, search=search, k=k, threads=threads, query_mode=query_mode,
+                              remove_query=remove_query, reuse=reuse, progress=progress)
+        write_text(output / "timings.json", json.dumps(result.seconds, indent=2) + "\n")
+        return ExperimentResult(folder, split, output, result.metrics, result.run_file, result.index_dir,
+                                result.seconds, result)

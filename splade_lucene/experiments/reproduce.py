@@ -30,19 +30,25 @@ from pathlib import Path
 
 from ..core.atomic import output_lock, write_text
 from ..core.errors import NotFoundError, SpladeLuceneError
-from ..evaluation.metrics import METRICS, evaluate, read_qrels, read_run, write_metrics
+from ..encoding.model import DEFAULT_MODEL, EncoderSettings
+from ..evaluation.metrics import METRICS, evaluate, write_metrics
 from ..formats.collection import read_queries, sha256_file
-from ..indexing.build import read_metadata
+from ..formats.metadata import CollectionOptions
+from ..formats.trec import read_qrels, read_run, write_run
 from ..indexing.lucene import document_frequencies, package_versions
 from ..search import fusion
 from ..search.bm25 import BM25Searcher, build_bm25_index
-from ..search.searcher import QueryEncoder, write_run
-from ..training.trainer import MANIFEST_FILE, TrainSettings, make_settings, train, trained_with
+from ..search.engines import SearchSettings
+from ..training.settings import TrainSettings, make_settings
+from ..training.trainer import MANIFEST_FILE, train, trained_with
 from .experiment import dataset_files, find_dataset, run_experiment
 
 CONDITION_TYPES = ("bm25", "splade", "train", "rrf", "interpolation")
-_SPLADE = {"model": "splade-tiny", "scale": 100.0, "query_scale": None, "max_length": 512,
-           "query_max_length": None, "format": "vector", "batch_size": 32}
+# a splade condition takes every setting of the encoder and of the collection (static pruning included),
+# named as the records name them, and of the search
+_SPLADE = {**{f.name: f.default for f in dataclasses.fields(EncoderSettings) if f.name != "threads"},
+           "model": DEFAULT_MODEL, **CollectionOptions.defaults(),
+           **{f.name: f.default for f in dataclasses.fields(SearchSettings)}}
 _SETTINGS = {
     "bm25": {"k1": 0.9, "b": 0.4},
     "splade": _SPLADE,
@@ -55,6 +61,11 @@ _SETTINGS = {
 
 class ExperimentFileError(SpladeLuceneError, ValueError):
     """An experiment file that does not describe a valid experiment."""
+
+
+def settings_of(record: type, settings: dict):
+    """The ``record`` made of the fields ``settings`` names."""
+    return record(**{f.name: settings[f.name] for f in dataclasses.fields(record) if f.name in settings})
 
 
 @dataclass
@@ -248,15 +259,13 @@ class Runner:
     def _splade(self, cond: Condition, folder: Path, manifest: dict, times: dict) -> None:
 
         s = cond.settings
-        result = run_experiment(self.folder, folder, model=s["model"], scale=s["scale"], query_scale=s["query_scale"],
-                                max_length=s["max_length"], query_max_length=s["query_max_length"],
-                                batch_size=s["batch_size"], fmt=s["format"], k=self.spec.k, threads=self.threads,
-                                split=self.spec.split, remove_query=self.spec.remove_query, overwrite=True,
-                                progress=self.progress)
+        result = run_experiment(self.folder, folder, encoder=settings_of(EncoderSettings, s),
+                                collection=CollectionOptions.from_record(s), search=settings_of(SearchSettings, s),
+                                k=self.spec.k, threads=self.threads, split=self.spec.split,
+                                remove_query=self.spec.remove_query, overwrite=True, progress=self.progress)
         times.update(result.seconds)
-        meta = read_metadata(result.index_dir)
-        queries = self._judged_queries()
-        encoded = QueryEncoder.from_index(result.index_dir).encode_batch([t for _, t in queries])
+        meta = result.pipeline.index_metadata
+        encoded = list(result.pipeline.encoded.values())
         df = document_frequencies(result.index_dir, {t for q in encoded for t in q})
         stats = meta["index_stats"]
         manifest["model"] = {"name": meta["model"], "sha256": meta["model_sha256"],

@@ -38,6 +38,7 @@ import threading
 import time
 import zlib
 from pathlib import Path
+from typing import NamedTuple
 
 import numba
 import numpy as np
@@ -61,6 +62,26 @@ N_BUCKETS = 4096
 _META = "blockmax.json"
 ARRAYS = ("term_shift", "dense_row", "dense_max", "sparse_off", "sparse_block", "sparse_max", "doc_off", "fwd_term",
           "fwd_imp", "perm", "seed")
+
+
+class Files(NamedTuple):
+    """The block-max arrays (:data:`ARRAYS`) as the kernel takes them: one record."""
+
+    term_shift: np.ndarray
+    dense_row: np.ndarray
+    dense_max: np.ndarray
+    sparse_off: np.ndarray
+    sparse_block: np.ndarray
+    sparse_max: np.ndarray
+    doc_off: np.ndarray
+    fwd_term: np.ndarray
+    fwd_imp: np.ndarray
+    perm: np.ndarray
+    seed: np.ndarray
+
+
+def as_files(arrays: dict[str, np.ndarray]) -> Files:
+    return Files(*(arrays[name] for name in ARRAYS))
 
 
 class BlockMaxError(SpladeLuceneError, RuntimeError):
@@ -228,9 +249,10 @@ def _add_dense(ub, row, w):
 
 
 @numba.njit(cache=True, nogil=True)
-def _search(q_terms, q_weights, k, alpha, block, term_shift, dense_row, dense_max, sparse_off, sparse_block,
-            sparse_max, doc_off, fwd_term, fwd_imp, perm, seed, seed_ranks, id_rank, ub, qw, found, bounds, stats,
-            n_bound):
+def _search(q_terms, q_weights, k, alpha, block, files, seed_ranks, id_rank, scratch, stats, n_bound):
+    term_shift, dense_row, dense_max, sparse_off, sparse_block, sparse_max = files[:6]
+    doc_off, fwd_term, fwd_imp, perm, seed = files[6:]
+    ub, qw, found, bounds = scratch
     n_docs = len(perm)
     n_blocks = len(ub)
     nq = len(q_terms)
@@ -356,7 +378,7 @@ def _search(q_terms, q_weights, k, alpha, block, term_shift, dense_row, dense_ma
 
 
 def search(arrays: dict[str, np.ndarray], block: int, id_rank: np.ndarray, q_terms: np.ndarray,
-           q_weights: np.ndarray, k: int, scratch: tuple, alpha: float = 1.0,
+           q_weights: np.ndarray, k: int, scratch: Scratch, alpha: float = 1.0,
            stats: np.ndarray | None = None, n_bound: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The top ``k`` (rows, integer scores) of a query (term numbers, integer weights >= 1), by score
     descending then ``id_rank``; exact where ``alpha`` is 1 and ``n_bound`` None. ``n_bound``: only the
@@ -365,17 +387,24 @@ def search(arrays: dict[str, np.ndarray], block: int, id_rank: np.ndarray, q_ter
     a = arrays
     if stats is None:
         stats = np.zeros(4, dtype=np.int64)
-    return _search(q_terms, q_weights, int(k), float(alpha), int(block), a["term_shift"], a["dense_row"],
-                   a["dense_max"], a["sparse_off"], a["sparse_block"], a["sparse_max"], a["doc_off"], a["fwd_term"],
-                   a["fwd_imp"], a["perm"], a["seed"], _SEED_RANKS, id_rank, *scratch, stats,
-                   len(q_terms) if n_bound is None else int(n_bound))
+    return _search(q_terms, q_weights, int(k), float(alpha), int(block), as_files(a), _SEED_RANKS, id_rank, scratch,
+                   stats, len(q_terms) if n_bound is None else int(n_bound))
 
 
-def scratch_space(n_blocks: int, n_terms: int) -> tuple[np.ndarray, ...]:
+class Scratch(NamedTuple):
     """A search's working arrays: the blocks' bounds (zeroed, and left zeroed by every search), the
     query's weight per term (the same), and room for the blocks that reach the threshold."""
-    return (np.zeros(n_blocks, dtype=np.int32), np.zeros(n_terms, dtype=np.int64),
-            np.empty(n_blocks, dtype=np.int32), np.empty(n_blocks, dtype=np.int32))
+
+    ub: np.ndarray
+    qw: np.ndarray
+    found: np.ndarray
+    bounds: np.ndarray
+
+
+def scratch_space(n_blocks: int, n_terms: int) -> Scratch:
+    """A :class:`Scratch` for ``n_blocks`` blocks and ``n_terms`` terms (one per thread)."""
+    return Scratch(np.zeros(n_blocks, dtype=np.int32), np.zeros(n_terms, dtype=np.int64),
+                   np.empty(n_blocks, dtype=np.int32), np.empty(n_blocks, dtype=np.int32))
 
 
 # ---- the index's files ----------------------------------------------------------------------------

@@ -29,12 +29,19 @@ from ..core.atomic import move_into_place, naming_a_full_disk, output_lock, writ
 from ..core.errors import NotFoundError, OutputExistsError, SettingError
 from ..core.faults import fault_point
 from ..encoding.model import resolve_model
-from ..encoding.writing import MATCHING_KEYS
-from ..formats.collection import COLLECTION_METADATA_FILE, collection_files
+from ..formats.collection import collection_files
+from ..formats.metadata import (
+    MATCHING_KEYS,
+    METADATA_FILE,
+    IncompatibleIndexError,
+    IndexBuildError,
+    read_collection_metadata,
+    read_metadata,
+    table_sources,
+)
 from .impacts import write_impact_table
 from .lucene import (
     DOCIDS_FILE,
-    IndexBuildError,
     docid_table,
     extract_docids,
     field_terms,
@@ -54,39 +61,8 @@ from .query_table import (
     write_query_folder,
 )
 
-METADATA_FILE = "splade_lucene.json"
 DEFAULT_INDEX_ROOT = Path("indexes")
 _BUILDING = ".building-"
-
-
-class IncompatibleIndexError(IndexBuildError):
-    """The index was built with another model or scale than the one asked for."""
-
-
-def _read_json_object(path: Path, what: str) -> dict:
-    try:
-        data = json.loads(path.read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise IndexBuildError(f"{path}: the {what} is not valid JSON ({exc}); the folder was not written by "
-                              "this version, or the file was damaged: rebuild it") from None
-    if not isinstance(data, dict):
-        raise IndexBuildError(f"{path}: the {what} must be a JSON object, not {type(data).__name__}")
-    return data
-
-
-def read_collection_metadata(collection: str | Path) -> dict:
-    path = Path(collection) / COLLECTION_METADATA_FILE
-    if not path.is_file():
-        return {}
-    return _read_json_object(path, "collection's metadata")
-
-
-def read_metadata(index_dir: str | Path) -> dict:
-    path = Path(index_dir) / METADATA_FILE
-    if not path.is_file():
-        raise IndexBuildError(f"{index_dir} has no {METADATA_FILE}: it was not built by splade-lucene "
-                              "(use Pyserini's LuceneImpactSearcher for foreign indexes)")
-    return _read_json_object(path, "index's metadata")
 
 
 def default_index_dir(collection: str | Path) -> Path:
@@ -321,34 +297,8 @@ def _sniff_format(path: Path) -> str:
     return "vector" if "vector" in first else "pseudo"
 
 
-def check_compatible(metadata: dict, *, model_sha256: str | None, model: str, scale: float) -> None:
-    """Refuse a query encoder whose model or scale differs from the one the index was built for."""
-    index_model = metadata.get("query_model", metadata.get("model"))
-    index_sha = metadata.get("query_model_sha256", metadata.get("model_sha256"))
-    if index_sha is None or model_sha256 is None:
-        same = index_model == model
-    else:
-        same = index_sha == model_sha256
-    if not same:
-        def short(h):
-            return f" (sha256 {h[:12]})" if h else ""
-        raise IncompatibleIndexError(
-            f"the index was built for query model {index_model}{short(index_sha)} but the query encoder uses "
-            f"{model}{short(model_sha256)}")
-    index_scale = metadata.get("query_scale", metadata.get("scale"))
-    if index_scale is not None and float(index_scale) != float(scale):
-        raise IncompatibleIndexError(
-            f"the index expects query scale {index_scale} but the query encoder uses scale {scale}")
-
-
 # Settings that must agree between the parts of a merged index: its vectors and queries mean the
 # same only where these do.
-
-def table_sources(metadata: dict) -> list[str]:
-    """The collection folders or part files an index's documents were written from."""
-    if "parts" in metadata:
-        return [s for part in metadata["parts"] for s in part["sources"]]
-    return list(metadata.get("collection_files") or [metadata["collection"]])
 
 
 def merge_indexes(indexes, index_dir: str | Path, *, overwrite: bool = False, segments: int | None = None,

@@ -31,6 +31,8 @@ reaching the running k-th best kept, its accumulator zeroed), so the accumulator
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numba
 import numpy as np
 
@@ -219,45 +221,64 @@ ARRAYS = ("term_runs", "run_max", "run_base", "run_block", "block_first", "block
           "block_width", "values", "gaps8", "gaps16", "gaps32")
 
 
+class Table(NamedTuple):
+    """The arrays of an encoded table (:func:`encode`), as the kernels take them: one record."""
+
+    term_runs: np.ndarray
+    run_max: np.ndarray
+    run_base: np.ndarray
+    run_block: np.ndarray
+    block_first: np.ndarray
+    block_post: np.ndarray
+    block_gap: np.ndarray
+    block_width: np.ndarray
+    values: np.ndarray
+    gaps8: np.ndarray
+    gaps16: np.ndarray
+    gaps32: np.ndarray
+
+
+def table(arrays: dict[str, np.ndarray] | Table) -> Table:
+    """The :class:`Table` of ``arrays`` (a dict of :data:`ARRAYS`, or a table already)."""
+    return arrays if isinstance(arrays, Table) else Table(*(arrays[name] for name in ARRAYS))
+
+
 # ---- decoding -----------------------------------------------------------------------------------
 
 @numba.njit(cache=True, inline="always")
-def _gap(w, at, gaps8, gaps16, gaps32):
+def _gap(w, at, tab):
     if w == 0:
-        return np.int64(gaps8[at])
+        return np.int64(tab.gaps8[at])
     if w == 1:
-        return np.int64(gaps16[at])
-    return np.int64(gaps32[at])
+        return np.int64(tab.gaps16[at])
+    return np.int64(tab.gaps32[at])
 
 
 @numba.njit(cache=True, nogil=True)
-def _decode_term(t, term_runs, run_base, run_block, block_first, block_post, block_gap, block_width, values,
-                 gaps8, gaps16, gaps32, out_docs, out_impacts):
+def _decode_term(t, tab, out_docs, out_impacts):
     """A term's postings (all its runs, run by run: not in document order); returns how many."""
     n = 0
-    for r in range(term_runs[t], term_runs[t + 1]):
-        base = run_base[r]
-        for b in range(run_block[r], run_block[r + 1]):
-            doc = np.int64(block_first[b])
-            at = block_gap[b]
-            w = block_width[b]
-            for p in range(block_post[b], block_post[b + 1]):
-                if p > block_post[b]:
-                    doc += _gap(w, at, gaps8, gaps16, gaps32)
+    for r in range(tab.term_runs[t], tab.term_runs[t + 1]):
+        base = tab.run_base[r]
+        for b in range(tab.run_block[r], tab.run_block[r + 1]):
+            doc = np.int64(tab.block_first[b])
+            at = tab.block_gap[b]
+            w = tab.block_width[b]
+            for p in range(tab.block_post[b], tab.block_post[b + 1]):
+                if p > tab.block_post[b]:
+                    doc += _gap(w, at, tab)
                     at += 1
                 out_docs[n] = doc
-                out_impacts[n] = values[p] + base
+                out_impacts[n] = tab.values[p] + base
                 n += 1
     return n
 
 
 @numba.njit(cache=True, nogil=True)
-def _decode_all(term_runs, run_base, run_block, block_first, block_post, block_gap, block_width, values, gaps8,
-                gaps16, gaps32, offsets, out_docs, out_impacts):
+def _decode_all(tab, offsets, out_docs, out_impacts):
     for t in range(len(offsets) - 1):
         lo, hi = offsets[t], offsets[t + 1]
-        _decode_term(t, term_runs, run_base, run_block, block_first, block_post, block_gap, block_width, values,
-                     gaps8, gaps16, gaps32, out_docs[lo:hi], out_impacts[lo:hi])
+        _decode_term(t, tab, out_docs[lo:hi], out_impacts[lo:hi])
 
 
 def all_postings(arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -268,8 +289,7 @@ def all_postings(arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray,
     offsets = np.asarray(posts, dtype=np.int64) - int(posts[0])
     docs = np.empty(int(offsets[-1]), dtype=np.int32)
     impacts = np.empty(int(offsets[-1]), dtype=np.int32)
-    _decode_all(a["term_runs"], a["run_base"], a["run_block"], a["block_first"], a["block_post"], a["block_gap"],
-                a["block_width"], a["values"], a["gaps8"], a["gaps16"], a["gaps32"], offsets, docs, impacts)
+    _decode_all(table(a), offsets, docs, impacts)
     return offsets, docs, impacts
 
 
@@ -280,8 +300,7 @@ def term_postings(arrays: dict[str, np.ndarray], term: int) -> tuple[np.ndarray,
         a["term_runs"][term]]])
     docs = np.empty(size, dtype=np.int64)
     impacts = np.empty(size, dtype=np.int64)
-    _decode_term(term, a["term_runs"], a["run_base"], a["run_block"], a["block_first"], a["block_post"],
-                 a["block_gap"], a["block_width"], a["values"], a["gaps8"], a["gaps16"], a["gaps32"], docs, impacts)
+    _decode_term(term, table(a), docs, impacts)
     order = np.argsort(docs, kind="stable")
     return docs[order], impacts[order]
 
@@ -337,34 +356,33 @@ def _run_end(r, term_runs_end, q_weight, run_max):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _add_block(b, w, wb, block_first, block_post, block_gap, block_width, values, gaps8, gaps16, gaps32, acc):
+def _add_block(b, w, wb, tab, acc):
     """acc[doc] += w * impact + wb for every posting of block ``b``, one loop per gap width. Every index
     is unsigned: numba then skips its negative-index check, 20% of the loop (int64 and uint64 mixed
     would give floats, hence the explicit types)."""
     one = np.uint64(1)
-    doc = np.uint64(block_first[b])
-    v = np.uint64(block_post[b])
-    n = np.uint64(block_post[b + 1]) - v
-    g = np.uint64(block_gap[b]) - one  # gap i (i >= 1) of the block is at g + i
-    acc[doc] += w * values[v] + wb
-    wd = block_width[b]
+    doc = np.uint64(tab.block_first[b])
+    v = np.uint64(tab.block_post[b])
+    n = np.uint64(tab.block_post[b + 1]) - v
+    g = np.uint64(tab.block_gap[b]) - one  # gap i (i >= 1) of the block is at g + i
+    acc[doc] += w * tab.values[v] + wb
+    wd = tab.block_width[b]
     if wd == 0:
         for i in range(one, n):
-            doc += np.uint64(gaps8[g + i])
-            acc[doc] += w * values[v + i] + wb
+            doc += np.uint64(tab.gaps8[g + i])
+            acc[doc] += w * tab.values[v + i] + wb
     elif wd == 1:
         for i in range(one, n):
-            doc += np.uint64(gaps16[g + i])
-            acc[doc] += w * values[v + i] + wb
+            doc += np.uint64(tab.gaps16[g + i])
+            acc[doc] += w * tab.values[v + i] + wb
     else:
         for i in range(one, n):
-            doc += np.uint64(gaps32[g + i])
-            acc[doc] += w * values[v + i] + wb
+            doc += np.uint64(tab.gaps32[g + i])
+            acc[doc] += w * tab.values[v + i] + wb
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _add_upto(end, u_block, u_end, u_weight, u_wb, block_first, block_post, block_gap, block_width, values, gaps8,
-              gaps16, gaps32, acc):
+def _add_upto(end, u_block, u_end, u_weight, u_wb, tab, acc):
     """Add every block starting below document ``end`` of each run u (from its next block u_block[u]
     to u_end[u], weight u_weight[u], base term u_wb[u]); u_block moves past them."""
     for u in range(len(u_block)):
@@ -372,16 +390,15 @@ def _add_upto(end, u_block, u_end, u_weight, u_wb, block_first, block_post, bloc
         b_end = u_end[u]
         w = u_weight[u]
         wb = u_wb[u]
-        while b < b_end and block_first[b] < end:
-            _add_block(b, w, wb, block_first, block_post, block_gap, block_width, values, gaps8, gaps16, gaps32,
+        while b < b_end and tab.block_first[b] < end:
+            _add_block(b, w, wb, tab,
                        acc)
             b += 1
         u_block[u] = b
 
 
 @numba.njit(cache=True, nogil=True)
-def _exhaustive(q_terms, q_weights, k, term_runs, run_base, run_block, block_first, block_post, block_gap,
-                block_width, values, gaps8, gaps16, gaps32, id_rank, acc, chunk):
+def _exhaustive(q_terms, q_weights, k, tab, id_rank, acc, chunk):
     """Every posting of every query term scored, one slice of ``chunk`` documents at a time (the
     accumulator's slice stays in cache while every run adds its blocks starting in it), each slice
     collected as soon as it is complete: its documents reaching the running k-th best kept, its
@@ -389,7 +406,7 @@ def _exhaustive(q_terms, q_weights, k, term_runs, run_base, run_block, block_fir
     n_docs = len(acc)
     n_units = 0
     for i in range(len(q_terms)):
-        n_units += term_runs[q_terms[i] + 1] - term_runs[q_terms[i]]
+        n_units += tab.term_runs[q_terms[i] + 1] - tab.term_runs[q_terms[i]]
     u_block = np.empty(n_units, dtype=np.int64)  # each run's next block
     u_end = np.empty(n_units, dtype=np.int64)
     u_weight = np.empty(n_units, dtype=np.int64)
@@ -397,11 +414,11 @@ def _exhaustive(q_terms, q_weights, k, term_runs, run_base, run_block, block_fir
     u = 0
     for i in range(len(q_terms)):
         t = q_terms[i]
-        for r in range(term_runs[t], term_runs[t + 1]):
-            u_block[u] = run_block[r]
-            u_end[u] = run_block[r + 1]
+        for r in range(tab.term_runs[t], tab.term_runs[t + 1]):
+            u_block[u] = tab.run_block[r]
+            u_end[u] = tab.run_block[r + 1]
             u_weight[u] = q_weights[i]
-            u_wb[u] = q_weights[i] * run_base[r]
+            u_wb[u] = q_weights[i] * tab.run_base[r]
             u += 1
     # candidates: documents reaching theta (the k-th best score of those kept so far, at least 1)
     cap = max(4 * k, 4096)
@@ -412,8 +429,7 @@ def _exhaustive(q_terms, q_weights, k, term_runs, run_base, run_block, block_fir
     theta = np.int64(1)
     for start in range(0, n_docs, chunk):
         end = min(start + chunk, n_docs)
-        _add_upto(end, u_block, u_end, u_weight, u_wb, block_first, block_post, block_gap, block_width, values,
-                  gaps8, gaps16, gaps32, acc)
+        _add_upto(end, u_block, u_end, u_weight, u_wb, tab, acc)
         # every posting of documents start..end-1 is in: a block holding one starts at or before it
         for x in range(start, end):
             v = acc[x]
@@ -444,13 +460,12 @@ def _exhaustive(q_terms, q_weights, k, term_runs, run_base, run_block, block_fir
 
 
 @numba.njit(cache=True, nogil=True)
-def _search(q_terms, q_weights, k, prune, term_runs, run_max, run_base, run_block, block_first, block_post,
-            block_gap, block_width, values, gaps8, gaps16, gaps32, id_rank, acc, work, stats, chunk, check_every):
+def _search(q_terms, q_weights, k, prune, tab, id_rank, acc, work, stats, chunk, check_every):
     n_docs = len(acc)
     # units: every run of every query term, by score bound descending (a term's runs come in order)
     n_units = 0
     for i in range(len(q_terms)):
-        n_units += term_runs[q_terms[i] + 1] - term_runs[q_terms[i]]
+        n_units += tab.term_runs[q_terms[i] + 1] - tab.term_runs[q_terms[i]]
     u_query = np.empty(n_units, dtype=np.int64)
     u_run = np.empty(n_units, dtype=np.int64)
     u_bound = np.empty(n_units, dtype=np.int64)
@@ -461,14 +476,14 @@ def _search(q_terms, q_weights, k, prune, term_runs, run_max, run_base, run_bloc
     left = 0  # postings in the units not read yet
     for i in range(len(q_terms)):
         t = q_terms[i]
-        for r in range(term_runs[t], term_runs[t + 1]):
+        for r in range(tab.term_runs[t], tab.term_runs[t + 1]):
             u_query[u] = i
             u_run[u] = r
-            u_bound[u] = q_weights[i] * run_max[r]
-            u_size[u] = block_post[run_block[r + 1]] - block_post[run_block[r]]
+            u_bound[u] = q_weights[i] * tab.run_max[r]
+            u_size[u] = tab.block_post[tab.run_block[r + 1]] - tab.block_post[tab.run_block[r]]
             left += u_size[u]
             u += 1
-        first[i] = q_weights[i] * run_max[term_runs[t]]
+        first[i] = q_weights[i] * tab.run_max[tab.term_runs[t]]
         rest[i] = first[i]
     order = np.argsort(-u_bound)
     remaining = rest.sum()
@@ -505,7 +520,7 @@ def _search(q_terms, q_weights, k, prune, term_runs, run_max, run_base, run_bloc
             since_check += u_size[u]
             read += u_size[u]
             left -= u_size[u]
-            new_rest = _run_end(r, term_runs[q_terms[i] + 1], q_weights[i], run_max)
+            new_rest = _run_end(r, tab.term_runs[q_terms[i] + 1], q_weights[i], tab.run_max)
             remaining -= rest[i] - new_rest
             rest[i] = new_rest
             e += 1
@@ -518,13 +533,12 @@ def _search(q_terms, q_weights, k, prune, term_runs, run_max, run_base, run_bloc
         s_wb = np.empty(e - j, dtype=np.int64)
         for x in range(j, e):
             r = u_run[order[x]]
-            s_block[x - j] = run_block[r]
-            s_end[x - j] = run_block[r + 1]
+            s_block[x - j] = tab.run_block[r]
+            s_end[x - j] = tab.run_block[r + 1]
             s_weight[x - j] = q_weights[u_query[order[x]]]
-            s_wb[x - j] = s_weight[x - j] * run_base[r]
+            s_wb[x - j] = s_weight[x - j] * tab.run_base[r]
         for start in range(0, n_docs, chunk):
-            _add_upto(start + chunk, s_block, s_end, s_weight, s_wb, block_first, block_post, block_gap,
-                      block_width, values, gaps8, gaps16, gaps32, acc)
+            _add_upto(start + chunk, s_block, s_end, s_weight, s_wb, tab, acc)
         j = e
 
     probes = 0
@@ -543,34 +557,34 @@ def _search(q_terms, q_weights, k, prune, term_runs, run_max, run_base, run_bloc
             i = u_query[u]
             r = u_run[u]
             w = q_weights[i]
-            base = run_base[r]
-            b = run_block[r]
-            b_end = run_block[r + 1]
+            base = tab.run_base[r]
+            b = tab.run_block[r]
+            b_end = tab.run_block[r + 1]
             b_cur = -1
             doc = np.int64(-1)
             at = np.int64(0)
             p = np.int64(0)
             for c in range(n_cand):
                 d = cand[c]
-                while b + 1 < b_end and block_first[b + 1] <= d:
+                while b + 1 < b_end and tab.block_first[b + 1] <= d:
                     b += 1
-                if block_first[b] > d:
+                if tab.block_first[b] > d:
                     continue
                 if b_cur != b:
                     b_cur = b
-                    doc = np.int64(block_first[b])
-                    at = block_gap[b]
-                    p = block_post[b]
+                    doc = np.int64(tab.block_first[b])
+                    at = tab.block_gap[b]
+                    p = tab.block_post[b]
                     probes += 1
-                p_end = block_post[b + 1]
-                wd = block_width[b]
+                p_end = tab.block_post[b + 1]
+                wd = tab.block_width[b]
                 while doc < d and p + 1 < p_end:
-                    doc += _gap(wd, at, gaps8, gaps16, gaps32)
+                    doc += _gap(wd, at, tab)
                     at += 1
                     p += 1
                 if doc == d:
-                    acc[d] += w * (values[p] + base)
-            new_rest = _run_end(r, term_runs[q_terms[i] + 1], w, run_max)
+                    acc[d] += w * (tab.values[p] + base)
+            new_rest = _run_end(r, tab.term_runs[q_terms[i] + 1], w, tab.run_max)
             remaining -= rest[i] - new_rest
             rest[i] = new_rest
             # drop the candidates that can no longer reach the k-th best (partial scores of real
@@ -649,39 +663,34 @@ def search(arrays: dict[str, np.ndarray], id_rank: np.ndarray, q_terms: np.ndarr
     if not prune:
         if stats is not None:  # counted only when asked for (a Python loop over the query's terms)
             _exhaustive_stats(a, q_terms, stats)
-        return _exhaustive(q_terms, q_weights, k, a["term_runs"], a["run_base"], a["run_block"], a["block_first"],
-                           a["block_post"], a["block_gap"], a["block_width"], a["values"], a["gaps8"], a["gaps16"],
-                           a["gaps32"], id_rank, acc, CHUNK)
+        return _exhaustive(q_terms, q_weights, k, table(a), id_rank, acc, CHUNK)
     if stats is None:
         stats = np.zeros(4, dtype=np.int64)
-    return _search(q_terms, q_weights, k, prune, a["term_runs"], a["run_max"], a["run_base"], a["run_block"],
-                   a["block_first"], a["block_post"], a["block_gap"], a["block_width"], a["values"], a["gaps8"],
-                   a["gaps16"], a["gaps32"], id_rank, acc, work, stats, CHUNK,
+    return _search(q_terms, q_weights, k, prune, table(a), id_rank, acc, work, stats, CHUNK,
                    max(1, int(CHECK_EVERY * len(acc))))
 
 
 @numba.njit(cache=True, nogil=True)
-def _document(row, term_runs, run_base, run_block, block_first, block_post, block_gap, block_width, values,
-              gaps8, gaps16, gaps32):
+def _document(row, tab):
     found_terms = []
     found_impacts = []
-    for t in range(len(term_runs) - 1):
-        for r in range(term_runs[t], term_runs[t + 1]):
-            lo, hi = run_block[r], run_block[r + 1]
-            b = lo + np.searchsorted(block_first[lo:hi], row, side="right") - 1
+    for t in range(len(tab.term_runs) - 1):
+        for r in range(tab.term_runs[t], tab.term_runs[t + 1]):
+            lo, hi = tab.run_block[r], tab.run_block[r + 1]
+            b = lo + np.searchsorted(tab.block_first[lo:hi], row, side="right") - 1
             if b < lo:
                 continue
-            doc = np.int64(block_first[b])
-            at = block_gap[b]
-            p0 = block_post[b]
-            for p in range(p0, block_post[b + 1]):
+            doc = np.int64(tab.block_first[b])
+            at = tab.block_gap[b]
+            p0 = tab.block_post[b]
+            for p in range(p0, tab.block_post[b + 1]):
                 if p > p0:
-                    doc += _gap(block_width[b], at, gaps8, gaps16, gaps32)
+                    doc += _gap(tab.block_width[b], at, tab)
                     at += 1
                 if doc >= row:
                     if doc == row:
                         found_terms.append(t)
-                        found_impacts.append(np.int64(values[p]) + run_base[r])
+                        found_impacts.append(np.int64(tab.values[p]) + tab.run_base[r])
                     break
     out_t = np.empty(len(found_terms), dtype=np.int64)
     out_v = np.empty(len(found_terms), dtype=np.int64)
@@ -694,5 +703,4 @@ def _document(row, term_runs, run_base, run_block, block_first, block_post, bloc
 def document(arrays: dict[str, np.ndarray], row: int) -> tuple[np.ndarray, np.ndarray]:
     """The (term numbers, impacts) of one document."""
     a = arrays
-    return _document(row, a["term_runs"], a["run_base"], a["run_block"], a["block_first"], a["block_post"],
-                     a["block_gap"], a["block_width"], a["values"], a["gaps8"], a["gaps16"], a["gaps32"])
+    return _document(row, table(a))

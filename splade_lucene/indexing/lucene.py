@@ -13,18 +13,14 @@ from pathlib import Path
 
 from ..core import java
 from ..core.atomic import mount_point
-from ..core.errors import DiskFullError, SpladeLuceneError
+from ..core.errors import DiskFullError
 from ..core.faults import fault_point
+from ..formats.metadata import IndexBuildError
 
 # External doc ids in Lucene docid order (a JSON list), so a search maps hits to ids without loading
 # each hit's stored fields.
 DOCIDS_FILE = "docids.json"
 _DOCID_PAGE = 10_000
-
-
-class IndexBuildError(SpladeLuceneError, RuntimeError):
-    """An index that cannot be built or opened as asked."""
-
 
 
 @contextmanager
@@ -148,7 +144,6 @@ def docid_table(index_dir: str | Path, reader=None) -> list[str]:
     return extract_docids(index_dir, reader)
 
 
-
 def package_versions() -> dict:
     import importlib.metadata as md
 
@@ -159,7 +154,6 @@ def package_versions() -> dict:
         except md.PackageNotFoundError:
             versions[name] = None
     return versions
-
 
 
 def run_indexer(cmd: list[str], expected: int, *, quiet: bool, where: str | Path = "the index") -> None:

@@ -17,8 +17,8 @@ from ..core import java
 from ..core.atomic import move_into_place, output_lock
 from ..core.errors import OutputExistsError
 from ..formats.collection import count_lines
+from ..formats.trec import Hit
 from ..indexing.lucene import lucene_stats, run_indexer
-from .searcher import Hit
 
 BM25_K1 = 0.9
 BM25_B = 0.4

@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..formats.collection import EMPTY_DOCUMENT_TERM, collection_files, read_corpus
-from ..indexing.build import read_collection_metadata
-from .searcher import check_query
+from ..formats.metadata import read_collection_metadata
+from .encoders import check_query
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..core.errors import SettingError
-from .searcher import Hit
+from ..formats.trec import Hit
 
 
 def _trec_run(path: str | Path):

@@ -1,0 +1,302 @@
+"""What a run trains on: training pairs (from qrels, generated queries or pseudo-queries), the dev
+part carved from them, BM25's hard negatives, the dev pool, and each step's batch."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..core.atomic import move_into_place, write_text
+from ..encoding.model import has_words
+from ..formats.collection import InputError, open_text, parse_line, read_corpus, read_queries
+from ..formats.trec import read_qrels
+from ..search.bm25 import BM25Searcher, build_bm25_index
+from .settings import TrainingError
+
+
+@dataclass
+class TrainingData:
+    """Queries with their positives: ``groups`` keep a document's generated queries together when
+    the dev part is carved (no dev document is seen in training)."""
+
+    corpus: dict[str, str]
+    queries: dict[str, str]
+    positives: dict[str, list[str]]
+    judged: dict[str, set[str]]
+    groups: dict[str, str]
+    files: dict[str, Path]
+    dropped: dict[str, int] = field(default_factory=dict)
+    # the text a query's positive is trained with, where it is not the document's own (pseudo-queries)
+    positive_texts: dict[str, str] = field(default_factory=dict)
+
+    def add(self, qid: str, text: str, positives: list[str], judged: set[str], group: str) -> None:
+        self.queries[qid], self.positives[qid], self.judged[qid], self.groups[qid] = text, positives, judged, group
+
+    def drop(self, reason: str) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + 1
+
+
+def _corpus(folder: Path) -> tuple[Path, dict[str, str], dict[str, str]]:
+    corpus_file = next((folder / n for n in ("corpus.jsonl", "corpus.jsonl.gz") if (folder / n).is_file()), None)
+    if corpus_file is None:
+        raise TrainingError(f"{folder} has no corpus.jsonl: training needs a BEIR-layout folder")
+    texts, titles = {}, {}
+    for doc in read_corpus(corpus_file):
+        texts[doc.id] = doc.text
+        titles[doc.id] = doc.title
+    if not texts:
+        raise TrainingError(f"{corpus_file} holds no documents (it is empty or blank)")
+    return corpus_file, texts, titles
+
+
+def qrels_pairs(folder: Path, split: str) -> TrainingData:
+    """(query, positive) pairs from ``qrels/<split>.tsv``: judgments >= 1 are positives, and every
+    judged document of a query (any grade) is kept out of its negatives."""
+    qrels_file = folder / "qrels" / f"{split}.tsv"
+    if not qrels_file.is_file():
+        have = sorted(p.stem for p in (folder / "qrels").glob("*.tsv")) if (folder / "qrels").is_dir() else []
+        raise TrainingError(f"{folder} has no training split {qrels_file.name} (qrels splits there: "
+                            f"{', '.join(have) or 'none'}); use --split, --queries-file or --pseudo-queries")
+    if split == "test":
+        raise TrainingError(f"refusing to train on {qrels_file}: the test split is for evaluation only")
+    corpus_file, corpus, _ = _corpus(folder)
+    queries_file = next((folder / n for n in ("queries.jsonl", "queries.jsonl.gz", "queries.tsv")
+                         if (folder / n).is_file()), None)
+    if queries_file is None:
+        raise TrainingError(f"{folder} has no queries.jsonl")
+    texts = dict(read_queries(queries_file))
+    qrels = read_qrels(qrels_file)
+    for qid, judged in qrels.items():
+        if qid not in texts:
+            raise TrainingError(f"{qrels_file}: query {qid!r} is not in {queries_file}")
+        unknown = next((d for d in judged if d not in corpus), None)
+        if unknown is not None:
+            raise TrainingError(f"{qrels_file}: query {qid!r} judges document {unknown!r}, "
+                                f"which is not in {corpus_file}")
+    data = TrainingData(corpus, {}, {}, {}, {}, {"corpus": corpus_file, "queries": queries_file, "qrels": qrels_file})
+    for qid, judged in qrels.items():
+        positives = [d for d, rel in judged.items() if rel >= 1 and has_words(corpus[d])]
+        if positives and has_words(texts[qid]):
+            data.add(qid, texts[qid], positives, set(judged), qid)
+        else:
+            data.drop("queries without a positive or without words")
+    return data
+
+
+def generated_query_pairs(folder: Path, queries_file: str | Path) -> TrainingData:
+    """(query, positive) pairs from generated queries: lines ``{"_id": doc id, "query": text}``
+    (other fields ignored), ``.gz`` read as such. The document is the query's only judged one."""
+    queries_file = Path(queries_file)
+    if not queries_file.is_file():
+        raise TrainingError(f"no such queries file: {queries_file}")
+    corpus_file, corpus, _ = _corpus(folder)
+    data = TrainingData(corpus, {}, {}, {}, {}, {"corpus": corpus_file, "queries_file": queries_file})
+    with open_text(queries_file) as fh:
+        for lineno, line in enumerate(fh, 1):
+            obj = parse_line(line.encode("utf-8"), queries_file, lineno)
+            if obj is None:
+                continue
+            docid, text = obj.get("_id"), obj.get("query")
+            if not isinstance(docid, (str, int)) or not isinstance(text, str):
+                raise InputError(f"{queries_file}:{lineno}: expected {{\"_id\": doc id, \"query\": text}}")
+            docid = str(docid)
+            if docid not in corpus:
+                raise InputError(f"{queries_file}:{lineno}: document {docid!r} is not in {corpus_file}")
+            if has_words(text) and has_words(corpus[docid]):
+                data.add(f"gen-{lineno}", text, [docid], {docid}, docid)
+            else:
+                data.drop("pairs without words")
+    if not data.queries:
+        raise TrainingError(f"{queries_file} holds no usable (query, document) pair")
+    return data
+
+
+PSEUDO_MIN_WORDS = 8  # words a pseudo-query's positive keeps once its query is taken out
+
+
+def pseudo_query_pairs(folder: Path, seed: int) -> TrainingData:
+    """(query, positive) pairs made from the corpus alone, for a collection without training queries.
+
+    A document's title is its query where it has one: a title is a short statement of what the
+    document is about, which is what a query is. A document without a title gets one of its own
+    sentences, drawn with the seed (the inverse cloze task of Lee et al., 2019): a sentence of at
+    least four words, most of them words rather than numbers or codes; with no such sentence, its
+    first 16 words. The positive is the document with every occurrence of the query taken out, so
+    that the pair is not solved by string matching; negatives are whole documents. A document left
+    with fewer than ``PSEUDO_MIN_WORDS`` words gives no pair (it is still a negative).
+    """
+    import re
+
+    corpus_file, corpus, titles = _corpus(folder)
+    rng = np.random.default_rng([seed, 7])
+    data = TrainingData(corpus, {}, {}, {}, {}, {"corpus": corpus_file})
+    for docid, text in corpus.items():
+        query = titles.get(docid, "").strip()
+        if not query:
+            sentences = [x.strip() for x in re.split(r"(?<=[.!?])\s+", text) if _wordy(x)]
+            query = sentences[int(rng.integers(len(sentences)))] if sentences else " ".join(text.split()[:16])
+        # the query is taken out of its positive (the inverse cloze task's masking): a document that
+        # contains its query verbatim is found by string matching, the ranking loss is ~0 from the
+        # first step, and the FLOPS term alone then drives the weights to zero
+        rest = " ".join(text.replace(query, " ").split()) if query else ""
+        if not has_words(query) or _words(rest) < PSEUDO_MIN_WORDS:
+            # a title-only record (its rest is an author, a date, codes) would teach the model to
+            # match a title to nothing; it stays in the corpus as a negative
+            data.drop(f"documents with fewer than {PSEUDO_MIN_WORDS} words besides the pseudo-query")
+            continue
+        qid = f"pseudo-{len(data.queries)}"
+        data.add(qid, query, [docid], {docid}, docid)
+        data.positive_texts[qid] = rest
+    if not data.queries:
+        raise TrainingError(f"{corpus_file}: no document gives a pseudo-query (every text is empty)")
+    return data
+
+
+def _words(text: str) -> int:
+    """The tokens with at least two letters (words rather than numbers or codes)."""
+    return sum(1 for t in text.split() if sum(c.isalpha() for c in t) >= 2)
+
+
+def _wordy(sentence: str) -> bool:
+    """At least four words with letters, and they are most of the sentence's tokens."""
+    words = _words(sentence)
+    return words >= 4 and words >= 0.6 * len(sentence.split())
+
+
+def carve_dev(data: TrainingData, fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """(train qids, dev qids): a ``fraction`` of the groups (queries, or documents for generated
+    queries), drawn with the seed; both lists in the data's order."""
+    groups = sorted(set(data.groups.values()))
+    n_dev = int(round(fraction * len(groups)))
+    chosen = set(np.random.default_rng([seed, 1]).permutation(len(groups))[:n_dev].tolist())
+    dev_groups = {g for i, g in enumerate(groups) if i in chosen}
+    train = [q for q in data.queries if data.groups[q] not in dev_groups]
+    dev = [q for q in data.queries if data.groups[q] in dev_groups]
+    return train, dev
+
+
+class TrainingSet:
+    """What a run trains on: the pairs (:func:`qrels_pairs`, :func:`generated_query_pairs`,
+    :func:`pseudo_query_pairs`), the dev part carved from them, the steps they make, the hard
+    negatives mined with BM25, the dev pool, and each step's batch (a function of seed and step)."""
+
+    def __init__(self, folder: Path, settings):
+        s = self.settings = settings
+        self.negatives: dict[str, list[str]] = {}  # chosen by choose_negatives
+        if s.pairs == "queries-file":
+            self.data = generated_query_pairs(folder, s.queries_file)
+        elif s.pairs == "pseudo":
+            self.data = pseudo_query_pairs(folder, s.seed)
+        else:
+            self.data = qrels_pairs(folder, s.split)
+        self.train_qids, self.dev_qids = carve_dev(self.data, s.dev_fraction, s.seed)
+        if len(self.train_qids) < s.batch_size:
+            raise TrainingError(f"only {len(self.train_qids)} training queries after carving the dev part "
+                                f"({len(self.dev_qids)}), fewer than --batch-size {s.batch_size}: "
+                                "lower --batch-size or --dev-fraction")
+        self.steps_per_epoch = len(self.train_qids) // s.batch_size
+        total = s.epochs * self.steps_per_epoch
+        self.total_steps = min(total, s.max_steps) if s.max_steps is not None else total
+        self.warmup = s.warmup_steps if s.warmup_steps is not None else self.total_steps // 10
+        self.lambda_warmup = s.lambda_warmup_steps if s.lambda_warmup_steps is not None else self.total_steps // 3
+    def mine(self, work: Path) -> dict[str, list[str]]:
+        """BM25's top documents for every train and dev query (judged ones kept: dev pools use them),
+        cached in the work folder."""
+        cache = work / "bm25-hits.json"
+        if cache.is_file():
+            return json.loads(cache.read_text())
+        depth = max(self.settings.negatives_depth + 20, self.settings.dev_depth)
+        index = work / "bm25-index"
+        build_bm25_index(self.data.files["corpus"], index, overwrite=True)
+        searcher = BM25Searcher(index)
+        # only the queries the run will see: --max-steps may stop long before an epoch ends
+        used = set(self.dev_qids)
+        if self.total_steps < self.steps_per_epoch:
+            for step in range(self.total_steps):
+                used.update(self.batch_queries(step))
+        else:
+            used.update(self.train_qids)
+        queries = [(q, self.data.queries[q]) for q in self.train_qids + self.dev_qids if q in used]
+        found: dict[str, list[str]] = {}
+        try:
+            # in slices: each hit crosses JNI as an object, so a whole set of generated queries at
+            # once (25,844 x 120 hits for ArguAna) would hold millions of them
+            for start in range(0, len(queries), 1000):
+                chunk = queries[start:start + 1000]
+                hits = searcher.batch_search(chunk, k=depth, threads=max(1, min(4, os.cpu_count() or 1)))
+                found.update({q: [h.docid for h in hits.get(q, [])] for q, _ in chunk})
+        finally:
+            searcher.close()
+        write_text(cache, json.dumps(found, indent=1, sort_keys=True) + "\n")
+        shutil.rmtree(index, ignore_errors=True)
+        return found
+
+    def choose_negatives(self, bm25: dict[str, list[str]]) -> None:
+        """Each training query's hard negatives: BM25's top ``negatives_depth`` less its judged
+        documents and documents without words."""
+        s = self.settings
+        self.negatives = {}
+        if s.negatives == "bm25":
+            for q in self.train_qids:
+                judged = self.data.judged[q]
+                self.negatives[q] = [d for d in bm25.get(q, ()) if d not in judged
+                                     and has_words(self.data.corpus[d])][:s.negatives_depth]
+
+    def write_dev_pool(self, work: Path, bm25: dict[str, list[str]]) -> Path:
+        """The dev documents (the dev queries' judged ones and BM25's top ``dev_depth`` for each) as
+        a corpus file, with the dev queries and qrels."""
+        dev = work / "dev"
+        if not self.dev_qids or (dev / "qrels.tsv").is_file():
+            return dev
+        tmp = work / "dev.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        pool: dict[str, None] = {}
+        for q in self.dev_qids:
+            for d in [*sorted(self.data.judged[q]), *bm25.get(q, [])[:self.settings.dev_depth]]:
+                pool.setdefault(d, None)
+        # a pseudo-query's document is in the pool as it is trained on, without its query: with the
+        # query left in, every model finds it by string matching and the dev score says nothing
+        masked = {self.data.positives[q][0]: self.data.positive_texts[q]
+                  for q in self.dev_qids if q in self.data.positive_texts}
+        with open(tmp / "corpus.jsonl", "w", encoding="utf-8") as fh:
+            for d in pool:
+                fh.write(json.dumps({"_id": d, "text": masked.get(d, self.data.corpus[d])}) + "\n")
+        with open(tmp / "queries.tsv", "w", encoding="utf-8") as fh:
+            for q in self.dev_qids:
+                fh.write(f"{q}\t{' '.join(self.data.queries[q].split())}\n")
+        with open(tmp / "qrels.tsv", "w", encoding="utf-8") as fh:
+            for q in self.dev_qids:
+                for d in self.data.positives[q]:
+                    fh.write(f"{q}\t0\t{d}\t1\n")
+        move_into_place(tmp, dev)
+        return dev
+
+    def batch_queries(self, step: int) -> list[str]:
+        """The qids of a step's batch: the seed's permutation of the training queries for its epoch."""
+        s = self.settings
+        epoch, index = divmod(step, self.steps_per_epoch)
+        order = np.random.default_rng([s.seed, 2, epoch]).permutation(len(self.train_qids))
+        return [self.train_qids[i] for i in order[index * s.batch_size:(index + 1) * s.batch_size]]
+
+    def batch(self, step: int) -> tuple[list[str], list[str], list[str]]:
+        """(qids, their positives, the batch's documents: positives first, then negatives) of a step;
+        a function of (seed, step) only."""
+        s = self.settings
+        qids = self.batch_queries(step)
+        rng = np.random.default_rng([s.seed, 3, step])
+        positives = [self.data.positives[q][int(rng.integers(len(self.data.positives[q])))] for q in qids]
+        docs = list(positives)
+        if s.negatives == "bm25" and s.negatives_per_query:
+            for q in qids:
+                pool = self.negatives[q]
+                if pool:
+                    picks = rng.choice(len(pool), size=min(s.negatives_per_query, len(pool)), replace=False)
+                    docs.extend(pool[int(i)] for i in sorted(picks.tolist()))
+        return qids, positives, docs
+
