@@ -255,7 +255,6 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_train_parser(sub, quiet) -> None:
     from .training.settings import TrainSettings
 
-    d = TrainSettings()
     p = sub.add_parser("train", parents=[quiet], help="fine-tune a masked LM as SPLADE (ranking loss + FLOPS)",
                        description="Fine-tune a masked-LM checkpoint as SPLADE on a BEIR folder's qrels/<split>.tsv "
                                    "(or generated queries, or pseudo-queries from the corpus), with BM25 hard "
@@ -264,60 +263,11 @@ def _add_train_parser(sub, quiet) -> None:
                                    "same command is run again. Defaults: the recommended SciFact recipe.")
     p.add_argument("--dataset", required=True, help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv)")
     p.add_argument("--output", required=True, help="model folder to write (e.g. models/scifact)")
-    p.add_argument("--model", default=d.model, help=f"base masked-LM folder ({DEFAULT_MODEL_HELP})")
-    p.add_argument("--split", default=d.split, help=f"qrels split to train on (default: {d.split}; never test)")
-    p.add_argument("--queries-file", default=None,
-                   help="train on generated queries instead: JSON lines {\"_id\": doc id, \"query\": text}")
     p.add_argument("--pseudo-queries", action="store_true",
                    help="train on pseudo-queries from the corpus itself (titles, else a sentence): no judgments used")
-    p.add_argument("--epochs", type=int, default=d.epochs, help=f"epochs (default: {d.epochs})")
-    p.add_argument("--max-steps", type=int, default=None, help="stop after N steps (quick trials)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"queries per step (default: {d.batch_size})")
-    p.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate (default: {d.lr:g})")
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay,
-                   help=f"AdamW weight decay (default: {d.weight_decay:g})")
-    p.add_argument("--warmup-steps", type=int, default=None,
-                   help="learning-rate warm-up steps (default: 10%% of the steps)")
-    p.add_argument("--lambda-q", type=float, default=d.lambda_q,
-                   help=f"FLOPS weight on queries (default: {d.lambda_q:g})")
-    p.add_argument("--lambda-d", type=float, default=d.lambda_d,
-                   help=f"FLOPS weight on documents (default: {d.lambda_d:g})")
-    p.add_argument("--lambda-warmup-steps", type=int, default=None,
-                   help="the lambdas reach their value quadratically over N steps (default: a third of the steps)")
-    p.add_argument("--negatives", choices=("bm25", "none"), default=d.negatives,
-                   help="hard negatives from BM25 (judged documents never used), or in-batch only "
-                        f"(default: {d.negatives})")
-    p.add_argument("--negatives-depth", type=int, default=d.negatives_depth,
-                   help=f"draw hard negatives from BM25's top N (default: {d.negatives_depth})")
-    p.add_argument("--negatives-per-query", type=int, default=d.negatives_per_query,
-                   help=f"hard negatives per query and step (default: {d.negatives_per_query})")
-    p.add_argument("--max-length", type=int, default=d.max_length,
-                   help=f"document max length in tokens, as encoding will use (default: {d.max_length})")
-    p.add_argument("--query-max-length", type=int, default=None, help="query max length (default: --max-length)")
-    p.add_argument("--seed", type=int, default=d.seed, help=f"seed of every random choice (default: {d.seed})")
-    p.add_argument("--dev-fraction", type=float, default=d.dev_fraction,
-                   help="share of the training queries held out as the dev part "
-                        f"(default: {d.dev_fraction:g}; 0: none)")
-    p.add_argument("--dev-depth", type=int, default=d.dev_depth,
-                   help=f"dev pool: judged documents plus BM25's top N of each dev query (default: {d.dev_depth})")
-    p.add_argument("--no-dev-baseline", action="store_true",
-                   help="skip evaluating the base model on the dev pool before training (recorded for reference)")
-    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
-                   help=f"steps between resumable checkpoints (default: {d.checkpoint_every})")
-    p.add_argument("--new-head", action="store_true",
-                   help="accept a checkpoint without a complete masked-LM head (the missing part starts random)")
-    p.add_argument("--query-mode", choices=("full", "idf", "learned"), default=d.query_mode,
-                   help="full: queries through the model (default); idf: train the documents for inference-free "
-                        "queries weighted by IDF; learned: also learn one query weight per vocabulary entry "
-                        "(FLOPS on documents only in both)")
-    p.add_argument("--query-lr", type=float, default=d.query_lr,
-                   help=f"learning rate of the learned query weights (default: {d.query_lr:g})")
-    p.add_argument("--device", default=d.device, help="cpu (default), cuda or cuda:N")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch threads, recorded in the manifest; the same command gives the same weights only "
-                        "with the same count, so a resume with another is refused (default: the CPUs available)")
     p.add_argument("--plot", default=None, help="also draw loss and dev nDCG@10 against steps into this PNG")
     p.add_argument("--overwrite", action="store_true", help="replace an existing model folder")
+    add_settings(p, TrainSettings, skip=("pairs",))  # pairs: from --queries-file and --pseudo-queries
 
 
 class Stopped(KeyboardInterrupt):
@@ -457,8 +407,7 @@ def _search(args: argparse.Namespace, progress: bool) -> int:
         with opened(model=args.model) as searcher:
             results = searcher.batch_search(queries, k=args.k, threads=args.threads, progress=progress)
     metadata = {"index": [str(i) for i in args.index], "queries": str(args.queries), "k": args.k,
-                "engine": settings.engine, "alpha": settings.alpha, "query_terms": settings.query_terms,
-                "exact": not settings.approximate}
+                **settings.record(), "executor": args.executor, "exact": not settings.approximate}
     write_run(results, args.output, tag=args.tag, remove_query=args.remove_query, metadata=metadata)
     print(f"searched {len(queries)} queries; run written to {args.output} (how it was made: {args.output}.json)")
     return 0
@@ -539,22 +488,15 @@ def _experiment(args: argparse.Namespace, progress: bool) -> int:
 
 
 def _train(args: argparse.Namespace, progress: bool) -> int:
+    from .training.settings import TrainSettings
     from .training.trainer import train
 
     if args.pseudo_queries and args.queries_file:
         raise SettingError("--pseudo-queries and --queries-file are two sources of training pairs: pass one")
     pairs = "pseudo" if args.pseudo_queries else "queries-file" if args.queries_file else "qrels"
+    settings = settings_from(TrainSettings, args, pairs=pairs)
     r = train(args.dataset, args.output, overwrite=args.overwrite, progress=progress, plot=args.plot,
-              model=args.model, split=args.split, epochs=args.epochs, max_steps=args.max_steps,
-              batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-              warmup_steps=args.warmup_steps, lambda_q=args.lambda_q, lambda_d=args.lambda_d,
-              lambda_warmup_steps=args.lambda_warmup_steps, negatives=args.negatives,
-              negatives_depth=args.negatives_depth, negatives_per_query=args.negatives_per_query,
-              max_length=args.max_length, query_max_length=args.query_max_length, seed=args.seed,
-              dev_fraction=args.dev_fraction, dev_depth=args.dev_depth, checkpoint_every=args.checkpoint_every,
-              dev_baseline=not args.no_dev_baseline,
-              new_head=args.new_head, device=args.device, pairs=pairs, queries_file=args.queries_file,
-              query_mode=args.query_mode, query_lr=args.query_lr, threads=args.threads)
+              **dataclasses.asdict(settings))
     kept = r.manifest["kept"]
     dev = f", dev nDCG@10 {kept['nDCG@10']:.4f} at step {kept['step']}" if "nDCG@10" in kept else ""
     print(f"trained {r.manifest['derived']['steps']} steps in {r.seconds:.0f} s{dev}; model written to {r.output}")

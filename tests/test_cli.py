@@ -185,3 +185,33 @@ def test_an_output_on_a_read_only_file_system_is_refused(read_only_dir, capsys, 
     code = cli.main(["--quiet", command, *[a.format(t=read_only_dir) for a in args], str(read_only_dir / "out")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in err and "read-only file system" in err and str(read_only_dir) in err, err
+
+
+MINIMAL = {"encode": ["--corpus", "c", "--output", "o"], "experiment": [], "train": ["--dataset", "d", "--output", "o"],
+           "search": ["--index", "i", "--queries", "q", "--output", "o"]}
+
+
+def record_flags():
+    from splade_lucene.encoding.model import EncoderSettings
+    from splade_lucene.formats.metadata import CollectionOptions
+    from splade_lucene.search.engines import SearchSettings
+    from splade_lucene.training.settings import TrainSettings
+
+    return [("encode", EncoderSettings, ()), ("encode", CollectionOptions, ()),
+            ("experiment", EncoderSettings, ("threads",)), ("experiment", CollectionOptions, ()),
+            ("experiment", SearchSettings, ()), ("search", SearchSettings, ()), ("train", TrainSettings, ("pairs",))]
+
+
+@pytest.mark.parametrize("command,record,skip", record_flags())
+def test_a_records_flags_come_from_the_record(command, record, skip):
+    """Each option of a settings record is a flag of the commands that take the record, with the
+    record's default: a new option needs no flag written by hand."""
+    import dataclasses
+
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices[command]
+    dests = {a.dest for a in sub._actions}
+    assert {f.name for f in dataclasses.fields(record)} - set(skip) <= dests
+    args = parser.parse_args([command, *MINIMAL[command]])
+    given = {"pairs": "qrels"} if "pairs" in skip else {}
+    assert cli.settings_from(record, args, skip=tuple(s for s in skip if s != "pairs"), **given) == record()

