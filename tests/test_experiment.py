@@ -71,3 +71,32 @@ def test_incomplete_dataset_folder_names_what_is_missing(tmp_path):
     (tmp_path / "corpus.jsonl").write_text('{"_id": "1", "text": "x"}\n')
     with pytest.raises(FileNotFoundError, match=r"not a BEIR dataset folder: missing queries.jsonl, qrels/test.tsv"):
         dataset_files(tmp_path)
+
+
+def test_records_reach_the_pipeline_and_reuse_keeps_what_was_built(tiny_dataset, tmp_path):
+    """run_experiment takes its settings as records (static pruning included), and ``reuse`` keeps
+    the collection and index built with the same inputs: the same run, nothing encoded again; other
+    options build anew; an existing output is refused without --overwrite or --reuse."""
+    from splade_lucene.core.errors import OutputExistsError
+    from splade_lucene.encoding.model import EncoderSettings
+    from splade_lucene.experiments.experiment import run_experiment
+    from splade_lucene.formats.collection import collection_files
+    from splade_lucene.formats.metadata import CollectionOptions
+
+    encoder = EncoderSettings(max_length=64)
+    pruned = CollectionOptions(doc_top_k=8)
+    out = tmp_path / "exp"
+    first = run_experiment(tiny_dataset, out, split="train", encoder=encoder, collection=pruned, progress=False)
+    assert first.pipeline.reused == ()
+    run = first.run_file.read_bytes()
+    for path in collection_files(out / "collection"):
+        for line in path.read_text().splitlines():
+            assert len(json.loads(line)["vector"]) <= 8
+    with pytest.raises(OutputExistsError, match="--reuse"):
+        run_experiment(tiny_dataset, out, split="train", encoder=encoder, collection=pruned, progress=False)
+    again = run_experiment(tiny_dataset, out, split="train", encoder=encoder, collection=pruned, reuse=True,
+                           progress=False)
+    assert again.pipeline.reused == ("collection", "index") and again.run_file.read_bytes() == run
+    other = run_experiment(tiny_dataset, out, split="train", encoder=encoder, collection=CollectionOptions(doc_top_k=4),
+                           reuse=True, progress=False)
+    assert other.pipeline.reused == () and other.run_file.read_bytes() != run
