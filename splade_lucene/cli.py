@@ -58,10 +58,6 @@ def settings_from(record: type, args: argparse.Namespace, *, skip: tuple[str, ..
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .encoding.model import EncoderSettings
-    from .formats.metadata import CollectionOptions
-    from .search.engines import SearchSettings
-
     parser = argparse.ArgumentParser(
         prog="splade-lucene",
         description="SPLADE learned sparse retrieval on Lucene impact indexes (Anserini, Pyserini).")
@@ -69,6 +65,29 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     quiet = argparse.ArgumentParser(add_help=False)
     quiet.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
+    _parser_encode(sub, quiet)
+    _parser_merge(sub, quiet)
+    _parser_index(sub, quiet)
+    _parser_impacts(sub, quiet)
+    _parser_blockmax(sub, quiet)
+    _parser_search(sub, quiet)
+    _parser_export_onnx(sub, quiet)
+    _parser_encode_queries(sub, quiet)
+    _parser_explain(sub, quiet)
+    _parser_show_vector(sub, quiet)
+    _parser_evaluate(sub, quiet)
+    _parser_experiment(sub, quiet)
+    _parser_train(sub, quiet)
+    _parser_reproduce(sub, quiet)
+    _parser_report(sub, quiet)
+    for name, command in sub.choices.items():
+        command.set_defaults(func=HANDLERS[name])
+    return parser
+
+
+def _parser_encode(sub, quiet) -> None:
+    from .encoding.model import EncoderSettings
+    from .formats.metadata import CollectionOptions
 
     p = sub.add_parser("encode", parents=[quiet], help="encode a corpus into an integer-weighted Anserini collection",
                        description="Encode a corpus (BEIR corpus.jsonl or JsonCollection {id, contents}, "
@@ -92,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_settings(p, EncoderSettings)
     add_settings(p, CollectionOptions)
 
+
+def _parser_merge(sub, quiet) -> None:
     p = sub.add_parser("merge", parents=[quiet], help="merge impact indexes (shards) into one with Lucene's addIndexes",
                        description="Merge indexes built by `index` (e.g. with --shard I/N, on any machine) into one "
                                    "Lucene index; the parts must share model and settings and no document.")
@@ -101,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing merged index")
     p.add_argument("--no-impact-table", action="store_true", help="skip the in-memory search table")
 
+
+def _parser_index(sub, quiet) -> None:
     p = sub.add_parser("index", parents=[quiet], help="build a Lucene impact index with Anserini",
                        description="Build a Lucene impact index (-impact -pretokenized) from a collection.")
     p.add_argument("--collection", required=True, help="collection folder written by `encode`")
@@ -115,6 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-impact-table", action="store_true",
                    help="skip the in-memory search table (searches then go through Lucene, several times slower)")
 
+
+def _parser_impacts(sub, quiet) -> None:
     p = sub.add_parser("impacts", parents=[quiet], help="(re)write an index's in-memory search table",
                        description="Write INDEX/impacts from the collection the index was built from, checked "
                                    "against the index term by term (for indexes built with --no-impact-table, "
@@ -123,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--collection", default=None,
                    help="collection folder the index was built from (default: the one its metadata records)")
 
+
+def _parser_blockmax(sub, quiet) -> None:
     p = sub.add_parser("blockmax", parents=[quiet], help="reorder an index's documents and write its block-max engine",
                        description="Write INDEX/blockmax from the index's impact table: the documents reordered by "
                                    "recursive graph bisection and cut into blocks with per-term maxima, for exact "
@@ -133,6 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bp: recursive graph bisection (default); index: Lucene's order, as built")
     p.add_argument("--terms-per-doc", type=int, default=None,
                    help="bisect on each document's N strongest terms only (faster to build; default: all)")
+
+
+def _parser_search(sub, quiet) -> None:
+    from .search.engines import SearchSettings
 
     p = sub.add_parser("search", parents=[quiet], help="search an index, writing a TREC run file",
                        description="Run queries (BEIR queries.jsonl or TSV qid<TAB>text) against an index.")
@@ -156,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --executor ray: the Ray cluster's address (default: start a local one)")
     add_settings(p, SearchSettings)
 
+
+def _parser_export_onnx(sub, quiet) -> None:
     p = sub.add_parser("export-onnx", parents=[quiet], help="export a model to ONNX, the SPLADE head in the graph",
                        description="Write an ONNX graph (inputs input_ids, token_type_ids, attention_mask; outputs "
                                    "output_idx, output_weights: the non-zero terms of each text's SPLADE vector) and "
@@ -169,6 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip comparing the graph's vectors with torch's on a few texts before publishing")
     p.add_argument("--overwrite", action="store_true", help="replace an existing folder")
 
+
+def _parser_encode_queries(sub, quiet) -> None:
     p = sub.add_parser("encode-queries", parents=[quiet],
                        help="encode queries for the index into TSV topics that plain Anserini runs",
                        description="Encode queries with the index's query encoder (its model, or the table of a "
@@ -181,6 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="query model (default: the one recorded with the index)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing topics file")
 
+
+def _parser_explain(sub, quiet) -> None:
     p = sub.add_parser("explain", parents=[quiet], help="why a document matched a query, term by term",
                        description="Each shared term's query weight x document weight (read from the index), "
                                    "their sum against Lucene's score, and which terms are expansions "
@@ -192,6 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON: score, terms [{term, query_weight, doc_weight, "
                                                       "contribution, expansion}], ...")
 
+
+def _parser_show_vector(sub, quiet) -> None:
     p = sub.add_parser("show-vector", parents=[quiet], help="a text's SPLADE vector, expansions marked",
                        description="Encode a text and print its terms by weight (floats, or integers with --scale).")
     p.add_argument("text", help="the text to encode")
@@ -201,6 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=None, help="show only the heaviest N terms")
     p.add_argument("--json", action="store_true", help="print JSON: {term: weight}")
 
+
+def _parser_evaluate(sub, quiet) -> None:
     p = sub.add_parser("evaluate", parents=[quiet], help="evaluate a run against qrels (trec_eval definitions)",
                        description="Print nDCG@10, RR@10, R@100, R@1000 and MAP, as trec_eval -c computes them.")
     p.add_argument("--qrels", required=True, help="BEIR qrels/*.tsv or TREC qrels")
@@ -208,6 +249,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--remove-query", action="store_true",
                    help="drop hits whose doc id equals the query id (BEIR convention)")
+
+
+def _parser_experiment(sub, quiet) -> None:
+    from .encoding.model import EncoderSettings
+    from .formats.metadata import CollectionOptions
+    from .search.engines import SearchSettings
 
     p = sub.add_parser("experiment", parents=[quiet], help="encode + index + search + evaluate a BEIR dataset folder",
                        description="Full experiment on a BEIR-layout folder; writes DIR/run.trec, "
@@ -231,8 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_settings(p, CollectionOptions)
     add_settings(p, SearchSettings)
 
-    _add_train_parser(sub, quiet)
 
+def _parser_reproduce(sub, quiet) -> None:
     p = sub.add_parser("reproduce", parents=[quiet], help="run experiment files and grade them against expected scores",
                        description="Run the conditions of experiment files (YAML, e.g. scripts/experiments/*.yaml) "
                                    "into DIR/<dataset>/<condition>/ and grade each expected score: OK when equal "
@@ -242,17 +289,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--conditions", default=None, help="comma-separated subset of conditions (default: all)")
     p.add_argument("--threads", type=int, default=1, help="indexing and search threads (default: 1)")
 
+
+def _parser_report(sub, quiet) -> None:
     p = sub.add_parser("report", parents=[quiet], help="results table (Markdown) and plot (PNG) from reproduce output",
                        description="Regenerate the results table and plot from the output folder of `reproduce`.")
     p.add_argument("--output", required=True, help="the folder `reproduce` wrote")
     p.add_argument("--markdown", default=None, help="table file (default: OUTPUT/results.md)")
     p.add_argument("--plot", default=None, help="PNG file (default: OUTPUT/results.png)")
-    for name, command in sub.choices.items():
-        command.set_defaults(func=HANDLERS[name])
-    return parser
 
 
-def _add_train_parser(sub, quiet) -> None:
+def _parser_train(sub, quiet) -> None:
     from .training.settings import TrainSettings
 
     p = sub.add_parser("train", parents=[quiet], help="fine-tune a masked LM as SPLADE (ranking loss + FLOPS)",
