@@ -1,10 +1,12 @@
 #!/usr/bin/env python
 """Static pruning: effectiveness against index size and query latency, on a BEIR dataset (SciFact).
 
-Encodes the corpus and the judged queries once (float weights), then for each setting prunes
-(``splade_lucene.core.quantize.prune``: each document's top-k terms and/or terms above a weight, and the
-queries' top-k), quantizes at the default scale, indexes with Anserini, searches every judged query
-(k=1000, BEIR convention) with both engines and evaluates. Latency: p50 of one query at a time at
+Encodes the corpus once (float weights), then for each setting runs the package's pipeline
+(``splade_lucene.evaluation.pipeline.run_pipeline``) on those vectors: prune
+(``splade_lucene.core.quantize.prune``: each document's top-k terms and/or terms above a weight; the
+queries' top-k recorded with the collection and applied by the index's query encoder), quantize at
+the default scale, index with Anserini, search every judged query (k=1000, BEIR convention) and
+evaluate. Latency: p50 of one query at a time at
 k=10, after a warm-up. Prints a Markdown table; writes the rows as JSON and a PNG of nDCG@10 against
 index size and against latency.
 
@@ -22,15 +24,12 @@ import time
 from pathlib import Path
 
 import splade_lucene  # noqa: F401  (Java set-up)
-from splade_lucene.core.quantize import DEFAULT_SCALE, prune, quantize_terms
-from splade_lucene.encoding.local import write_vectors
-from splade_lucene.encoding.model import SparseVector, SpladeEncoder
-from splade_lucene.evaluation.metrics import evaluate
-from splade_lucene.experiments.experiment import judged_dataset
-from splade_lucene.indexing.build import build_index
+from splade_lucene.encoding.model import SpladeEncoder
+from splade_lucene.evaluation.pipeline import run_pipeline
+from splade_lucene.experiments.experiment import dataset_files, find_dataset, judged_dataset
+from splade_lucene.formats.metadata import CollectionOptions
 from splade_lucene.indexing.impacts import TABLE_DIR
-from splade_lucene.indexing.lucene import lucene_stats
-from splade_lucene.search.encoders import QueryEncoder
+from splade_lucene.search.engines import SearchSettings
 from splade_lucene.search.searcher import Searcher
 
 # (label, document top-k, document min weight, query top-k)
@@ -63,30 +62,29 @@ def p50_ms(searcher: Searcher, queries: list[dict[str, int]]) -> float:
     return 1000 * statistics.median(times)
 
 
-def measure(label: str, encoder: SpladeEncoder, docids: list[str], doc_vectors, encoded: dict[str, dict[str, int]],
-            qrels, where: Path, *, doc_top_k: int | None = None, doc_min_weight: float | None = None,
-            query_top_k: int | None = None) -> dict:
-    """One setting: write the collection (pruned as asked), index it, search the encoded queries
-    (k=1000, BEIR convention) and evaluate, then time one query at a time at k=10 on both engines."""
+def measure(label: str, encoder: SpladeEncoder, corpus: Path, docids: list[str], doc_vectors,
+            queries: list[tuple[str, str]], qrels, where: Path, *, doc_top_k: int | None = None,
+            doc_min_weight: float | None = None, query_top_k: int | None = None) -> dict:
+    """One setting through the package's pipeline (run_pipeline) on the vectors encoded once: write
+    the collection (pruned as asked; query pruning is recorded with it and applied by the index's
+    query encoder), index it, search (k=1000, BEIR convention) and evaluate; then time the queries,
+    as searched, one at a time at k=10 on both engines."""
     if where.exists():
         shutil.rmtree(where)
-    write_vectors(zip(docids, doc_vectors), where / "collection", encoder=encoder, progress=False,
-                  doc_top_k=doc_top_k, doc_min_weight=doc_min_weight, query_top_k=query_top_k)
-    build_index(where / "collection", where / "index", quiet=True)
-    stats = lucene_stats(where / "index")
-    qenc = QueryEncoder(encoder=encoder)
-    row = {"setting": label, "doc_top_k": doc_top_k, "doc_min_weight": doc_min_weight, "query_top_k": query_top_k}
+    options = CollectionOptions(doc_top_k=doc_top_k, doc_min_weight=doc_min_weight, query_top_k=query_top_k)
+    result = run_pipeline(corpus, queries, qrels, where, encoder=encoder, options=options,
+                          search=SearchSettings(engine="memory"), vectors=zip(docids, doc_vectors), progress=False)
+    stats = result.index_metadata["index_stats"]
+    encoded = result.encoded
+    row = {"setting": label, "doc_top_k": doc_top_k, "doc_min_weight": doc_min_weight, "query_top_k": query_top_k,
+           **result.metrics}
     for engine in ("memory", "lucene"):
-        with Searcher(where / "index", qenc, engine=engine) as searcher:
-            if engine == "memory":
-                results = searcher.batch_search_terms(encoded, k=1000)
-                run = {q: [(h.docid, h.score) for h in hits] for q, hits in results.items()}
-                row.update(evaluate(qrels, run, remove_query=True).metrics)
+        with Searcher(result.index_dir, pretokenized=True, engine=engine) as searcher:
             row[f"{engine}_p50_ms"] = p50_ms(searcher, list(encoded.values()))
     row.update({"postings_per_doc": stats["postings"] / stats["documents"],
                 "terms_per_query": statistics.mean(len(v) for v in encoded.values()),
-                "lucene_mb": folder_mb(where / "index") - folder_mb(where / "index" / TABLE_DIR),
-                "table_mb": folder_mb(where / "index" / TABLE_DIR)})
+                "lucene_mb": folder_mb(result.index_dir) - folder_mb(result.index_dir / TABLE_DIR),
+                "table_mb": folder_mb(result.index_dir / TABLE_DIR)})
     print(f"{label}: nDCG@10 {row['nDCG@10']:.4f}, {row['postings_per_doc']:.0f} postings/doc, "
           f"{row['lucene_mb']:.1f} MiB, p50 {row['memory_p50_ms']:.2f} / {row['lucene_p50_ms']:.2f} ms",
           file=sys.stderr, flush=True)
@@ -129,22 +127,17 @@ def main() -> int:
     args = ap.parse_args()
 
     docs, queries, qrels = judged_dataset(args.dataset)
+    corpus = dataset_files(find_dataset(args.dataset))[0]
     encoder = SpladeEncoder()
     t = time.perf_counter()
     doc_vectors = encoder.encode([d.text for d in docs])
-    query_vectors = encoder.encode([t for _, t in queries])
-    print(f"encoded {len(docs)} documents and {len(queries)} queries in {time.perf_counter() - t:.0f} s",
-          file=sys.stderr, flush=True)
+    print(f"encoded {len(docs)} documents in {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
     docids = [d.id for d in docs]
     out = Path(args.output)
     rows = []
     for label, doc_k, doc_min, query_k in SETTINGS:
-        encoded = {}
-        for (qid, _), vec in zip(queries, query_vectors):
-            ids, weights = prune(vec.ids, vec.weights, top_k=query_k)
-            encoded[qid] = quantize_terms(encoder.to_terms(SparseVector(ids, weights)), DEFAULT_SCALE)
         where = out / label.replace(" ", "").replace(",", "-").replace(">=", "ge")
-        rows.append(measure(label, encoder, docids, doc_vectors, encoded, qrels, where, doc_top_k=doc_k,
+        rows.append(measure(label, encoder, corpus, docids, doc_vectors, queries, qrels, where, doc_top_k=doc_k,
                             doc_min_weight=doc_min, query_top_k=query_k))
 
     base = rows[0]

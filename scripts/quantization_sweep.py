@@ -1,9 +1,10 @@
 #!/usr/bin/env python
 """Quantization loss and index size against the scale, on a BEIR dataset (default: SciFact).
 
-Encodes the corpus and the judged queries once (float weights), then for each scale quantizes,
-indexes with Anserini, searches through Lucene and evaluates; the first row is the unquantized
-reference (exact float dot products, brute force). Prints a Markdown table; --json writes the rows.
+Encodes the corpus and the judged queries once (float weights), then for each scale runs the
+package's pipeline (splade_lucene.evaluation.pipeline.run_pipeline) on those vectors: quantize, index
+with Anserini, search, evaluate; the first row is the unquantized reference (exact float dot
+products, brute force). Prints a Markdown table; --json writes the rows.
 
     bash scripts/env.sh python scripts/quantization_sweep.py --scales 32,51.2,100,256
 """
@@ -17,14 +18,12 @@ import sys
 from pathlib import Path
 
 import splade_lucene  # noqa: F401  (Java set-up)
-from splade_lucene.encoding.local import write_vectors
 from splade_lucene.encoding.model import SpladeEncoder
 from splade_lucene.evaluation.metrics import evaluate
-from splade_lucene.experiments.experiment import find_dataset, judged_dataset
-from splade_lucene.indexing.build import build_index
-from splade_lucene.search.encoders import QueryEncoder
+from splade_lucene.evaluation.pipeline import run_pipeline
+from splade_lucene.experiments.experiment import dataset_files, find_dataset, judged_dataset
+from splade_lucene.formats.metadata import CollectionOptions
 from splade_lucene.search.exact import exact_search, vectors_matrix
-from splade_lucene.search.searcher import Searcher
 
 
 def main() -> int:
@@ -37,6 +36,7 @@ def main() -> int:
 
     folder = find_dataset(args.dataset)
     docs, queries, qrels = judged_dataset(folder)
+    corpus = dataset_files(folder)[0]
     encoder = SpladeEncoder()
     doc_vectors = encoder.encode([d.text for d in docs])
     query_vectors = encoder.encode([t for _, t in queries])
@@ -54,16 +54,11 @@ def main() -> int:
         where = out / f"scale-{scale:g}"
         if where.exists():
             shutil.rmtree(where)
-        write_vectors(zip(docids, doc_vectors), where / "collection", encoder=encoder, scale=scale, progress=False)
-        built = build_index(where / "collection", where / "index", quiet=True)
-        qenc = QueryEncoder(encoder=encoder, scale=scale)
-        with Searcher(built.index_dir, qenc) as searcher:
-            encoded = dict(zip(qids, qenc.encode_batch([t for _, t in queries])))
-            results = searcher.batch_search_terms(encoded, k=1000)
-        run = {q: [(h.docid, h.score) for h in hits] for q, hits in results.items()}
-        metrics = evaluate(qrels, run, remove_query=True).metrics
-        size = sum(f.stat().st_size for f in built.index_dir.iterdir() if f.is_file())
-        stats = built.metadata["index_stats"]
+        result = run_pipeline(corpus, queries, qrels, where, encoder=encoder, options=CollectionOptions(scale=scale),
+                              vectors=zip(docids, doc_vectors), progress=False)
+        metrics = result.metrics
+        size = sum(f.stat().st_size for f in result.index_dir.iterdir() if f.is_file())
+        stats = result.index_metadata["index_stats"]
         rows.append({"scale": scale, **metrics, "index_mb": size / 2**20,
                      "postings_per_doc": stats["postings"] / stats["documents"]})
         print(f"scale {scale:g}: nDCG@10 {metrics['nDCG@10']:.4f}", file=sys.stderr)

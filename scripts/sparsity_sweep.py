@@ -20,8 +20,7 @@ from pathlib import Path
 
 import splade_lucene  # noqa: F401  (Java set-up)
 from splade_lucene.encoding.model import SpladeEncoder
-from splade_lucene.experiments.experiment import find_dataset, judged_dataset
-from splade_lucene.search.encoders import QueryEncoder
+from splade_lucene.experiments.experiment import dataset_files, find_dataset, judged_dataset
 from splade_lucene.training.settings import make_settings
 from splade_lucene.training.trainer import train, trained_with
 
@@ -39,11 +38,9 @@ def trained(dataset: Path, out: Path, lambda_d: float) -> Path:
     return model
 
 
-def measure(label: str, encoder: SpladeEncoder, doc_vectors, docs, queries, qrels, where: Path,
+def measure(label: str, encoder: SpladeEncoder, corpus: Path, doc_vectors, docs, queries, qrels, where: Path,
             doc_top_k: int | None) -> dict:
-    qenc = QueryEncoder(encoder=encoder)
-    encoded = {qid: qenc.encode_batch([text])[0] for qid, text in queries}
-    return pruning_sweep.measure(label, encoder, [d.id for d in docs], doc_vectors, encoded, qrels, where,
+    return pruning_sweep.measure(label, encoder, corpus, [d.id for d in docs], doc_vectors, queries, qrels, where,
                                  doc_top_k=doc_top_k)
 
 
@@ -97,7 +94,7 @@ def main() -> int:
         for top in tops:
             name = series if top is not None or key == "base" else "trained (lambda_d)"
             label = f"{'base' if key == 'base' else f'lambda_d {key:g}'}" + (f", doc top-{top}" if top else "")
-            row = measure(label, encoder, doc_vectors, docs, queries, qrels,
+            row = measure(label, encoder, dataset_files(dataset)[0], doc_vectors, docs, queries, qrels,
                           out / label.replace(" ", "").replace(",", "-"), top)
             rows.append({**row, "series": name, "lambda_d": None if key == "base" else key})
     print("| setting | nDCG@10 | R@1000 | postings/doc | terms/query | Lucene MiB | p50 ms memory | p50 ms Lucene |")

@@ -18,8 +18,10 @@ from splade_lucene.encoding.distributed import corpus_parts, read_part
 from splade_lucene.encoding.local import encode_corpus
 from splade_lucene.encoding.writing import PROGRESS_FILE, run_settings
 from splade_lucene.formats.collection import InputError, read_corpus
+from splade_lucene.formats.metadata import CollectionOptions
 
 PART = 50
+PARTS = CollectionOptions(part_size=PART)
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +37,7 @@ def corpus(datasets, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def local(corpus, encoder, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("ray-local") / "collection"
-    encode_corpus(corpus, out, encoder=encoder, part_size=PART, progress=False)
+    encode_corpus(corpus, out, encoder=encoder, progress=False, options=PARTS)
     return out
 
 
@@ -63,8 +65,7 @@ def test_parts_are_byte_ranges_of_whole_documents(corpus):
 
 
 def test_ray_output_equals_local_output_file_for_file(cluster, corpus, encoder, local, tmp_path):
-    summary = encode_corpus(corpus, tmp_path / "ray", encoder=encoder, part_size=PART, progress=False,
-                            executor="ray")
+    summary = encode_corpus(corpus, tmp_path / "ray", encoder=encoder, progress=False, executor="ray", options=PARTS)
     assert summary.documents == 500
     assert files(tmp_path / "ray") == files(local)  # every part and collection.meta, byte for byte
     assert read_vectors(tmp_path / "ray") == read_vectors(local)
@@ -112,7 +113,7 @@ def test_a_worker_killed_mid_way_loses_no_document(cluster, corpus, encoder, loc
 
     watcher = threading.Thread(target=kill_a_worker, daemon=True)
     watcher.start()
-    summary = encode_corpus(corpus, out, encoder=encoder, part_size=PART, progress=False, executor="ray")
+    summary = encode_corpus(corpus, out, encoder=encoder, progress=False, executor="ray", options=PARTS)
     watcher.join(timeout=5)
     assert killed, "no worker was killed while parts remained"
     assert summary.documents == 500
@@ -135,12 +136,12 @@ def test_resumes_from_parts_finished_out_of_order(cluster, corpus, encoder, loca
 
     monkeypatch.setattr(enc, "encode_by_part", stop_after_8_parts)
     with pytest.raises(RuntimeError, match="stopped"):
-        encode_corpus(corpus, tmp_path / "ray", encoder=encoder, part_size=PART, progress=False)
+        encode_corpus(corpus, tmp_path / "ray", encoder=encoder, progress=False, options=PARTS)
     monkeypatch.undo()
     # ... reduced to what a killed distributed run leaves: parts 1, 4 and 7, and a part being written
     writing = tmp_path / ".ray.writing"
     state = json.loads((writing / PROGRESS_FILE).read_text())
-    assert state["settings"] == run_settings(corpus, encoder, part_size=PART)
+    assert state["settings"] == run_settings(corpus, encoder, options=PARTS)
     keep = {f"part-{n:05d}.jsonl" for n in (1, 4, 7)}
     state["parts"] = [p for p in state["parts"] if p["file"] in keep]
     (writing / PROGRESS_FILE).write_text(json.dumps(state))
@@ -148,7 +149,7 @@ def test_resumes_from_parts_finished_out_of_order(cluster, corpus, encoder, loca
         if path.name not in keep:
             path.unlink()
     (writing / "part-00009.jsonl.partial").write_text("half a part\n")
-    summary = encode_corpus(corpus, tmp_path / "ray", encoder=encoder, part_size=PART, progress=False, executor="ray")
+    summary = encode_corpus(corpus, tmp_path / "ray", encoder=encoder, progress=False, executor="ray", options=PARTS)
     assert summary.resumed_documents == 3 * PART
     assert files(tmp_path / "ray") == files(local)
 
@@ -158,18 +159,18 @@ def test_bad_input_names_its_line_and_writes_nothing(cluster, corpus, encoder, t
     bad = tmp_path / "bad.jsonl"
     bad.write_text("".join(lines[:230] + ["{not json\n"] + lines[230:]))
     with pytest.raises(InputError, match=r"bad.jsonl:231: not valid JSON"):
-        encode_corpus(bad, tmp_path / "out", encoder=encoder, part_size=PART, progress=False, executor="ray")
+        encode_corpus(bad, tmp_path / "out", encoder=encoder, progress=False, executor="ray", options=PARTS)
     assert not (tmp_path / "out").exists()
     twice = tmp_path / "twice.jsonl"
     twice.write_text("".join(lines + [lines[0]]))
     with pytest.raises(InputError, match=r"duplicate document id '1' \(line 502; first line 1\)"):
-        encode_corpus(twice, tmp_path / "out", encoder=encoder, part_size=PART, progress=False, executor="ray")
+        encode_corpus(twice, tmp_path / "out", encoder=encoder, progress=False, executor="ray", options=PARTS)
     assert not (tmp_path / "out").exists()
     packed = tmp_path / "corpus.jsonl.gz"
     with gzip.open(packed, "wt") as fh:
         fh.write("".join(lines[:10]))
     with pytest.raises(InputError, match="gunzip"):
-        encode_corpus(packed, tmp_path / "out", encoder=encoder, part_size=PART, progress=False, executor="ray")
+        encode_corpus(packed, tmp_path / "out", encoder=encoder, progress=False, executor="ray", options=PARTS)
     with pytest.raises(ValueError, match="executor"):
         encode_corpus(corpus, tmp_path / "out", encoder=encoder, progress=False, executor="spark")
 

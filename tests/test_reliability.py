@@ -16,12 +16,14 @@ import pytest
 
 from splade_lucene.core.faults import ENVIRONMENT
 from splade_lucene.encoding.local import encode_corpus
+from splade_lucene.formats.metadata import CollectionOptions
 from splade_lucene.formats.trec import write_run
 from splade_lucene.indexing.build import build_index
 from splade_lucene.search.encoders import QueryEncoder
 from splade_lucene.search.searcher import Searcher
 
 REPO = Path(__file__).resolve().parent.parent
+PARTS_OF_40 = CollectionOptions(part_size=40)
 
 
 def cli(*args: str) -> list[str]:
@@ -77,7 +79,8 @@ def test_killed_encoding_resumes_and_equals_an_uninterrupted_run(small_corpus, e
     assert "; 80 kept from an interrupted run" in resumed.stdout  # finished parts kept, only the rest encoded
     assert not (tmp_path / ".out.writing").exists()
 
-    reference = encode_corpus(small_corpus, tmp_path / "reference", encoder=encoder, part_size=40, progress=False)
+    reference = encode_corpus(small_corpus, tmp_path / "reference", encoder=encoder, progress=False,
+                              options=PARTS_OF_40)
     assert reference.resumed_documents == 0
     assert digests(out) == digests(tmp_path / "reference")  # byte-identical, collection.meta included
     ids = [json.loads(line)["id"] for f in sorted(out.glob("part-*.jsonl")) for line in f.read_text().splitlines()]
@@ -93,13 +96,13 @@ def test_resume_needs_the_same_settings(small_corpus, encoder, tmp_path):
     extra = [json.dumps({"_id": f"extra-{i}", "text": f"extra document {i}"}) + "\n" for i in range(40)]
     bad.write_text("".join(lines + extra) + "not json\n")
     with pytest.raises(InputError, match=r"corpus.jsonl:281: not valid JSON"):
-        encode_corpus(bad, tmp_path / "out", encoder=encoder, part_size=40, progress=False)
+        encode_corpus(bad, tmp_path / "out", encoder=encoder, progress=False, options=PARTS_OF_40)
     assert not (tmp_path / "out").exists()
     left = sorted(p.name for p in (tmp_path / ".out.writing").iterdir())
     assert left == [f"part-{i:05d}.jsonl" for i in range(7)] + ["progress.json"]
     # the corpus was mended since: its size and time changed, so nothing is kept from the old run
     bad.write_text("".join(lines + extra))
-    summary = encode_corpus(bad, tmp_path / "out", encoder=encoder, part_size=40, progress=False)
+    summary = encode_corpus(bad, tmp_path / "out", encoder=encoder, progress=False, options=PARTS_OF_40)
     assert (summary.documents, summary.resumed_documents) == (280, 0)
 
 
@@ -226,8 +229,8 @@ def test_pruning_is_applied_recorded_and_used_by_the_query_encoder(small_corpus,
     from splade_lucene.formats.metadata import read_metadata
 
     full = encode_corpus(small_corpus, tmp_path / "full", encoder=encoder, progress=False)
-    pruned = encode_corpus(small_corpus, tmp_path / "pruned", encoder=encoder, progress=False, doc_top_k=16,
-                           doc_min_weight=0.2, query_top_k=8)
+    pruned = encode_corpus(small_corpus, tmp_path / "pruned", encoder=encoder, progress=False,
+                           options=CollectionOptions(doc_top_k=16, doc_min_weight=0.2, query_top_k=8))
     read = lambda folder: {json.loads(x)["id"]: json.loads(x)["vector"]  # noqa: E731
                            for f in sorted(folder.glob("part-*.jsonl")) for x in f.read_text().splitlines()}
     a, b = read(full.output), read(pruned.output)
@@ -276,7 +279,7 @@ def test_a_lock_left_by_a_dead_process_is_taken_over_with_a_warning(small_corpus
     lock_path(out).write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(), "command": "gone",
                                           "since": "earlier"}))
     with pytest.warns(UserWarning, match=rf"taking over the stale lock .* \(pid {dead.pid} on "):
-        summary = encode_corpus(small_corpus, out, encoder=encoder, part_size=40, progress=False)
+        summary = encode_corpus(small_corpus, out, encoder=encoder, progress=False, options=PARTS_OF_40)
     assert summary.documents == 240 and not lock_path(out).exists()
     # a live owner on another host cannot be judged from here: refused, never taken over
     lock_path(out).write_text(json.dumps({"pid": 1, "host": "elsewhere", "command": "x", "since": "now"}))

@@ -32,11 +32,11 @@ from .writing import (
 def encode_corpus(corpus: str | Path, output: str | Path, *, encoder: SpladeEncoder | None = None,
                   options: CollectionOptions | None = None, overwrite: bool = False, progress: bool = True,
                   resume: bool = True, executor: str = "local", address: str | None = None,
-                  workers: int | None = None, gpus_per_worker: float | None = None, **settings) -> EncodeSummary:
+                  workers: int | None = None, gpus_per_worker: float | None = None) -> EncodeSummary:
     """Encode a corpus file into an integer-weighted Anserini collection folder.
 
-    ``options`` (a :class:`~splade_lucene.encoding.writing.CollectionOptions`) and the option names given as
-    keywords (``scale=``, ``fmt=``, ``doc_top_k=``, ``part_size=`` ...) say how the collection is made.
+    ``options`` (a :class:`~splade_lucene.formats.metadata.CollectionOptions`: scales, format, static
+    pruning, part size ...; default: the defaults) say how the collection is made.
 
     The folder gets ``part-NNNNN.jsonl`` files of ``part_size`` documents and ``collection.meta``
     (JSON: model, sha256 of its weights, scales, max lengths, pooling, format, counts), which the
@@ -59,7 +59,7 @@ def encode_corpus(corpus: str | Path, output: str | Path, *, encoder: SpladeEnco
     files. Parts are the unit of work either way: each part's documents are encoded on their own, so
     the output does not depend on the executor, the number of workers or where a run resumed.
     """
-    options = CollectionOptions.of(options, **settings)
+    options = options or CollectionOptions()
     with output_lock(output):
         corpus, output = Path(corpus), Path(output)
         check_output(output, overwrite)
@@ -88,12 +88,11 @@ def encode_corpus(corpus: str | Path, output: str | Path, *, encoder: SpladeEnco
 
 def write_vectors(items: Iterable[tuple[str, SparseVector]], output: str | Path, *, encoder: SpladeEncoder,
                   options: CollectionOptions | None = None, corpus: str | Path | None = None,
-                  overwrite: bool = False, progress: bool = True, total: int | None = None,
-                  **settings) -> EncodeSummary:
+                  overwrite: bool = False, progress: bool = True, total: int | None = None) -> EncodeSummary:
     """Quantize (doc id, float vector) pairs and write them, with ``collection.meta``, as a collection
-    folder; ``options`` and the option keywords as for :func:`encode_corpus`; ``total`` (the expected
-    count) only sizes the progress bar."""
-    options = CollectionOptions.of(options, **settings)
+    folder; ``options`` as for :func:`encode_corpus`; ``total`` (the expected count) only sizes the
+    progress bar."""
+    options = options or CollectionOptions()
     output = Path(output)
     with output_lock(output):
         check_output(output, overwrite)

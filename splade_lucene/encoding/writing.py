@@ -30,11 +30,10 @@ class EncodeSummary:
 PROGRESS_FILE = "progress.json"
 
 
-def run_settings(corpus: Path, encoder: SpladeEncoder, options: CollectionOptions | None = None,
-                 **settings) -> dict:
+def run_settings(corpus: Path, encoder: SpladeEncoder, options: CollectionOptions | None = None) -> dict:
     """What an encoding run records in ``progress.json``: a later run resumes its parts only where all
     of it is the same (the corpus by path, size and modification time, the model, the options)."""
-    options = CollectionOptions.of(options, **settings)
+    options = options or CollectionOptions()
     stat = corpus.stat()
     return {"corpus": str(corpus.resolve()), "corpus_size": stat.st_size, "corpus_mtime_ns": stat.st_mtime_ns,
             "model_sha256": encoder.weights_sha256, "model": encoder.model_name, "max_length": encoder.max_length,

@@ -13,10 +13,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
-from ..encoding.local import encode_corpus
-from ..encoding.model import SpladeEncoder
+from ..encoding.local import encode_corpus, write_vectors
+from ..encoding.model import SparseVector, SpladeEncoder
 from ..encoding.writing import collection_metadata
 from ..formats.collection import COLLECTION_METADATA_FILE
 from ..formats.metadata import METADATA_FILE, CollectionOptions, read_collection_metadata, read_metadata
@@ -80,12 +80,15 @@ def run_pipeline(corpus: str | Path, queries: Sequence[tuple[str, str]], qrels: 
                  encoder: SpladeEncoder, options: CollectionOptions | None = None,
                  search: SearchSettings | None = None, k: int = DEFAULT_K, threads: int = 1,
                  query_mode: str | None = None, remove_query: bool = True, reuse: bool = False,
-                 progress: bool = True, warn: bool = True) -> PipelineResult:
+                 progress: bool = True, warn: bool = True,
+                 vectors: Iterable[tuple[str, SparseVector]] | None = None) -> PipelineResult:
     """Encode ``corpus`` with ``encoder`` and ``options`` into ``OUTPUT/collection``, index it
     (``query_mode``: the index's, default: what the model was trained for), search the judged
     ``queries`` with the query encoder the index wants and the ``search`` settings (``k`` hits,
     ``threads``), write ``OUTPUT/run.trec`` and score it against ``qrels`` into
-    ``OUTPUT/metrics.json``. ``remove_query``: hits whose doc id is the query id are dropped (BEIR)."""
+    ``OUTPUT/metrics.json``. ``remove_query``: hits whose doc id is the query id are dropped (BEIR).
+    ``vectors``: the corpus's (doc id, float vector) pairs, already encoded by ``encoder`` (a sweep
+    encodes once and writes them with each setting's options), written instead of encoding ``corpus``."""
     corpus, output = Path(corpus), Path(output)
     options = options or CollectionOptions()
     search = search or SearchSettings()
@@ -94,8 +97,11 @@ def run_pipeline(corpus: str | Path, queries: Sequence[tuple[str, str]], qrels: 
     reused: list[str] = []
 
     t = time.perf_counter()
-    if reuse and built_from(collection, corpus, encoder, options):
+    if reuse and vectors is None and built_from(collection, corpus, encoder, options):
         reused.append("collection")
+    elif vectors is not None:
+        write_vectors(vectors, collection, encoder=encoder, options=options, corpus=corpus, overwrite=True,
+                      progress=progress)
     else:
         encode_corpus(corpus, collection, encoder=encoder, options=options, overwrite=True, progress=progress)
     seconds["encode"] = time.perf_counter() - t
