@@ -238,7 +238,7 @@ def main() -> int:
         streaming_child(args) if args.encoder == "stream" else child(args)
         return 0
 
-    from splade_lucene.encoding.model import default_model_path
+    from splade_lucene.encoding.loading import default_model_path
 
     tiny = Path(args.tiny_model) if args.tiny_model else default_model_path()
     encoders = args.encoders.split(",")

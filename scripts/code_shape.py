@@ -71,7 +71,7 @@ def stage_graph() -> dict[str, set[str]]:
     names = modules()
     for name, path in names.items():
         here = name.split(".")
-        package = here[:-1] if path.name != "__init__.py" else here
+        package = [] if name == "__init__" else here[:-1] if path.name != "__init__.py" else here
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.level >= 1:
                 base = package[:len(package) - (node.level - 1)] if node.level > 1 else package

@@ -17,7 +17,8 @@ from collections import defaultdict
 
 import torch
 
-from splade_lucene.encoding.model import SpladeEncoder, dense_to_sparse
+from splade_lucene.encoding.model import SpladeEncoder
+from splade_lucene.encoding.pooling import dense_to_sparse
 from splade_lucene.experiments.experiment import find_dataset
 from splade_lucene.formats.collection import read_corpus
 
@@ -32,7 +33,7 @@ def main() -> int:
     texts = [d.text for _, d in zip(range(args.docs), read_corpus(find_dataset(None, "scifact") / "corpus.jsonl"))]
     texts.sort(key=len)  # the encoder batches by length within a window; do the same here
     enc = SpladeEncoder(args.model, max_length=args.max_length)
-    transform, blocks, bias = enc._fused
+    transform, blocks, bias = enc.runtime._fused
     decoder = enc.model.get_output_embeddings()
     spent: dict[str, float] = defaultdict(float)
 
@@ -49,13 +50,13 @@ def main() -> int:
             chunk = texts[start:start + enc.batch_size]
             batch = clock("tokenize", enc.tokenize, chunk)
             mask = batch["attention_mask"].bool()
-            hidden = clock("transformer body", lambda: enc._body(input_ids=batch["input_ids"],
+            hidden = clock("transformer body", lambda: enc.runtime._body(input_ids=batch["input_ids"],
                                                                  attention_mask=batch["attention_mask"])[0])
             hidden = clock("head transform", transform, hidden)
             real = hidden[mask]
             rows += real.shape[0]
-            pooled = clock("projection + max (fused)", enc._fused_max_pool, real, mask.sum(dim=1).tolist())
-            clock("to sparse vectors", dense_to_sparse, pooled.numpy(), enc._special_ids)
+            pooled = clock("projection + max (fused)", enc.runtime._fused_max_pool, real, mask.sum(dim=1).tolist())
+            clock("to sparse vectors", dense_to_sparse, pooled.numpy(), enc.runtime.special_ids)
             # the plain formula's projection: full logits for every padded position, then the max
             clock("(plain: full logits + max)", lambda: torch.log1p(torch.relu(decoder(hidden))).amax(dim=1))
     ours = sum(v for k, v in spent.items() if not k.startswith("("))

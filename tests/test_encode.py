@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from splade_lucene.core.quantize import quantize_array
-from splade_lucene.encoding.model import SpladeEncoder, default_model_path
+from splade_lucene.encoding.loading import default_model_path
+from splade_lucene.encoding.model import SpladeEncoder
 from splade_lucene.formats.collection import EMPTY_DOCUMENT_TERM, read_corpus
 
 
@@ -134,11 +135,11 @@ def test_gpu_form_of_the_pooling_gives_the_same_vectors(datasets, encoder):
     # The batched form used on a GPU (padding masked to -inf) against the per-text CPU form, run here on CPU.
     docs = [d.text for d in read_corpus(datasets / "scifact" / "corpus.jsonl")][:40]
     cpu_form = encoder.encode(docs)
-    encoder._on_gpu = True
+    encoder.runtime.on_gpu = True
     try:
         gpu_form = encoder.encode(docs)
     finally:
-        encoder._on_gpu = False
+        encoder.runtime.on_gpu = False
     for a, b in zip(cpu_form, gpu_form):
         assert np.abs(dense(a, encoder.vocab_size) - dense(b, encoder.vocab_size)).max() < 1e-4
 
@@ -184,7 +185,7 @@ def test_windows_leave_short_texts_alone_and_extend_long_ones(datasets, encoder)
         assert len(pooled) > len(cut) and x.truncated and not y.truncated
         # the last window ends with the text: a term only in the tail is found
         tail = plain.tokenizer.tokenize(text)[-20:]
-        tail_ids = set(plain.tokenizer.convert_tokens_to_ids(tail)) - set(plain._special_ids.tolist())
+        tail_ids = set(plain.tokenizer.convert_tokens_to_ids(tail)) - set(plain.runtime.special_ids.tolist())
         assert tail_ids & set(pooled) - set(cut) or tail_ids <= set(cut)
     with pytest.raises(ValueError, match="stride must be between 1 and max_length - 2"):
         SpladeEncoder(max_length=64, stride=63)
@@ -194,7 +195,7 @@ def test_a_pickle_that_is_more_than_tensors_is_refused_and_not_run(tmp_path):
     import pickle
     import shutil
 
-    from splade_lucene.encoding.model import ModelError, load_masked_lm
+    from splade_lucene.encoding.loading import ModelError, load_masked_lm
 
     marker = tmp_path / "ran"
 

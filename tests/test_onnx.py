@@ -14,7 +14,8 @@ from conftest import need_module
 need_module("onnxruntime", "onnx")
 
 from splade_lucene.core.quantize import quantize  # noqa: E402
-from splade_lucene.encoding.model import ModelError, SpladeEncoder  # noqa: E402
+from splade_lucene.encoding.loading import ModelError  # noqa: E402
+from splade_lucene.encoding.model import SpladeEncoder  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +40,7 @@ def agreement(a, b):
 
 
 def test_folder_holds_graph_tokenizer_and_record(exported):
-    from splade_lucene.encoding.model import default_model_path, model_weights_sha256
+    from splade_lucene.encoding.loading import default_model_path, model_weights_sha256
 
     names = {p.name for p in exported.iterdir()}
     assert {"model.onnx", "tokenizer.json", "splade_onnx.json"} <= names
@@ -143,7 +144,7 @@ def test_bad_graphs_and_folders_refused(exported, tmp_path):
     (bad / "model.onnx").write_bytes(b"not a graph")
     with pytest.raises(ModelError, match="onnxruntime cannot load it"):
         SpladeEncoder(str(bad))
-    from splade_lucene.encoding.model import default_model_path
+    from splade_lucene.encoding.loading import default_model_path
 
     with pytest.raises(ModelError, match="not an ONNX export"):
         SpladeEncoder(str(default_model_path()), backend="onnx")

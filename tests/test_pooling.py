@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from splade_lucene.encoding.model import _pad_rows, dense_to_sparse, splade_max_pool
+from splade_lucene.encoding.pooling import dense_to_sparse, pad_rows, splade_max_pool
 
 
 def test_pooling_equals_the_splade_formula():
@@ -29,8 +29,8 @@ def test_row_padding_keeps_the_max_and_bounds_shapes():
     torch.manual_seed(1)
     for n in (1, 5, 32, 33, 70):
         rows = torch.randn(n, 9)
-        padded = _pad_rows(rows, 32)
+        padded = pad_rows(rows, 32)
         assert padded.shape[0] % 32 == 0 and padded.shape[0] - n < 32
         assert torch.equal(padded[:n], rows)
         assert torch.equal(padded.amax(dim=0), rows.amax(dim=0))
-    assert _pad_rows(torch.zeros(0, 9), 32).shape == (0, 9)
+    assert pad_rows(torch.zeros(0, 9), 32).shape == (0, 9)

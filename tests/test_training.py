@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from splade_lucene.encoding.head import splade_pool
-from splade_lucene.encoding.model import EncoderSettings, ModelError, SpladeEncoder, default_model_path
+from splade_lucene.encoding.loading import ModelError, default_model_path
+from splade_lucene.encoding.model import EncoderSettings, SpladeEncoder
 from splade_lucene.formats.collection import read_corpus, read_queries, sha256_file
 from splade_lucene.training.data import carve_dev, qrels_pairs
 from splade_lucene.training.objective import SpladeModel, lambda_at, lr_at

@@ -16,7 +16,8 @@ from ..core.errors import NotFoundError, SettingError
 from ..formats.collection import CollectionWriter, InputError, count_lines, read_corpus
 from ..formats.metadata import CollectionOptions
 from .distributed import encode_corpus_ray
-from .model import SparseVector, SpladeEncoder, encode_by_part, quantized_records
+from .model import SpladeEncoder, encode_by_part, quantized_records
+from .pooling import SparseVector
 from .writing import (
     EncodeSummary,
     check_output,

@@ -27,17 +27,17 @@ import numpy as np
 from ..core.atomic import move_into_place, output_lock
 from ..core.errors import OutputExistsError, SettingError
 from ..core.quantize import quantize
-from .model import (
+from .loading import (
     ONNX_FILE,
     ONNX_INPUTS,
     ONNX_META,
     ONNX_OUTPUTS,
     ModelError,
-    SpladeEncoder,
     load_masked_lm,
     model_weights_sha256,
     resolve_model,
 )
+from .model import SpladeEncoder
 
 OPSET = 18
 # texts the export is checked on: the graph's quantized vectors must equal torch's

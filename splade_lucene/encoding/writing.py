@@ -13,7 +13,8 @@ from ..core.errors import OutputExistsError
 from ..core.faults import fault_point
 from ..formats.collection import COLLECTION_METADATA_FILE, part_name, part_number
 from ..formats.metadata import CollectionOptions
-from .model import SpladeEncoder, model_weights_sha256, resolve_model
+from .loading import model_weights_sha256, resolve_model
+from .model import SpladeEncoder
 
 
 @dataclass

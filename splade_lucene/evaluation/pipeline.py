@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from ..encoding.local import encode_corpus, write_vectors
-from ..encoding.model import SparseVector, SpladeEncoder
+from ..encoding.model import SpladeEncoder
+from ..encoding.pooling import SparseVector
 from ..encoding.writing import collection_metadata
 from ..formats.collection import COLLECTION_METADATA_FILE
 from ..formats.metadata import METADATA_FILE, CollectionOptions, read_collection_metadata, read_metadata

@@ -30,7 +30,8 @@ from pathlib import Path
 
 from ..core.atomic import output_lock, write_text
 from ..core.errors import NotFoundError, SpladeLuceneError
-from ..encoding.model import DEFAULT_MODEL, EncoderSettings
+from ..encoding.loading import DEFAULT_MODEL
+from ..encoding.model import EncoderSettings
 from ..evaluation.metrics import METRICS, evaluate, write_metrics
 from ..formats.collection import read_queries, sha256_file
 from ..formats.metadata import CollectionOptions

@@ -28,7 +28,7 @@ from ..core import java
 from ..core.atomic import move_into_place, naming_a_full_disk, output_lock, write_text
 from ..core.errors import NotFoundError, OutputExistsError, SettingError
 from ..core.faults import fault_point
-from ..encoding.model import resolve_model
+from ..encoding.loading import resolve_model
 from ..formats.collection import collection_files
 from ..formats.metadata import (
     MATCHING_KEYS,

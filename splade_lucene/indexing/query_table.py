@@ -27,7 +27,8 @@ import numpy as np
 from ..core.atomic import atomic_file
 from ..core.errors import NotFoundError, SettingError, SpladeLuceneError
 from ..core.quantize import DEFAULT_SCALE, check_scale, quantize
-from ..encoding.model import DEFAULT_MAX_LENGTH, SparseVector, has_words
+from ..encoding.model import DEFAULT_MAX_LENGTH, has_words
+from ..encoding.pooling import SparseVector
 
 QUERY_MODES = ("full", "idf", "learned")
 TABLE_MODES = ("idf", "learned")

@@ -10,7 +10,8 @@ from typing import Sequence
 from ..core.errors import SettingError, SettingTypeError
 from ..core.faults import fault_point
 from ..core.quantize import DEFAULT_SCALE, check_pruning, check_scale, prune, quantize_terms
-from ..encoding.model import DEFAULT_MAX_LENGTH, SparseVector, SpladeEncoder
+from ..encoding.model import DEFAULT_MAX_LENGTH, SpladeEncoder
+from ..encoding.pooling import SparseVector
 from ..formats.metadata import check_compatible, read_metadata
 from ..indexing.query_table import QUERY_MODES, TABLE_MODES, QueryTableError, TableQueryEncoder
 

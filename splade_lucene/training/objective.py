@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from ..encoding.model import load_masked_lm, tokenize
+from ..encoding.loading import load_masked_lm
+from ..encoding.model import tokenize
 from ..indexing.query_table import MODEL_TABLE_FILE, corpus_idf, save_table
 
 

@@ -43,11 +43,8 @@ from pathlib import Path
 from ..core.atomic import check_output_path, move_into_place, output_lock, write_text
 from ..core.errors import NotFoundError, OutputExistsError
 from ..core.faults import fault_point
-from ..encoding.model import (
-    SpladeEncoder,
-    model_weights_sha256,
-    resolve_model,
-)
+from ..encoding.loading import model_weights_sha256, resolve_model
+from ..encoding.model import SpladeEncoder
 from ..evaluation.pipeline import run_pipeline
 from ..formats.collection import read_queries, sha256_file
 from ..formats.metadata import CollectionOptions
