@@ -16,8 +16,8 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "SpladeEncoder": "encoding.model",
-    "SparseVector": "encoding.model",
-    "default_model_path": "encoding.model",
+    "SparseVector": "encoding.pooling",
+    "default_model_path": "encoding.loading",
     "encode_corpus": "encoding.local",
     "quantize": "core.quantize",
     "quantize_terms": "core.quantize",
