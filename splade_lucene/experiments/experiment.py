@@ -18,7 +18,7 @@ from pathlib import Path
 from ..core.atomic import output_lock, write_text
 from ..core.errors import NotFoundError, OutputExistsError, SettingError
 from ..encoding.model import EncoderSettings
-from ..evaluation.pipeline import PipelineResult, run_pipeline
+from ..evaluation.pipeline import PipelineResult, judged, run_pipeline
 from ..formats.collection import read_corpus, read_queries
 from ..formats.metadata import CollectionOptions
 from ..formats.trec import DEFAULT_K, read_qrels
@@ -75,7 +75,7 @@ def judged_dataset(dataset: str | Path | None = None, split: str = "test"):
 
     corpus, queries_file, qrels_file = dataset_files(find_dataset(dataset), split)
     qrels = read_qrels(qrels_file)
-    return list(read_corpus(corpus)), [(q, t) for q, t in read_queries(queries_file) if q in qrels], qrels
+    return list(read_corpus(corpus)), judged(read_queries(queries_file), qrels), qrels
 
 
 @dataclass

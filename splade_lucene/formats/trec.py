@@ -23,7 +23,6 @@ class Hit:
     score: float
 
 
-
 def run_lines(results: dict[str, list[Hit]], *, tag: str = DEFAULT_TAG, remove_query: bool = False,
               score_format: str = ".6f") -> Iterable[str]:
     """TREC run lines as Pyserini writes them (score with 6 decimals, ranks from 1)."""
@@ -32,7 +31,6 @@ def run_lines(results: dict[str, list[Hit]], *, tag: str = DEFAULT_TAG, remove_q
             hits = [h for h in hits if h.docid != qid]
         for rank, hit in enumerate(hits, 1):
             yield f"{qid} Q0 {hit.docid} {rank} {hit.score:{score_format}} {tag}\n"
-
 
 
 def write_run(results: dict[str, list[Hit]], path: str | Path, *, tag: str = DEFAULT_TAG,
@@ -56,52 +54,51 @@ Qrels = dict[str, dict[str, int]]
 Run = dict[str, list[tuple[str, float]]]
 
 
+def _fields(path: str | Path):
+    """(line number, whitespace-separated fields) of each non-blank line of a text file."""
+    with open_text(path) as fh:
+        for lineno, line in enumerate(fh, 1):
+            parts = line.split()
+            if parts:
+                yield lineno, parts
+
 
 def read_qrels(path: str | Path) -> Qrels:
     """Read BEIR qrels (``query-id<TAB>corpus-id<TAB>score`` with a header) or TREC qrels
     (``qid iter docid rel``). CRLF line endings are accepted."""
     qrels: Qrels = {}
-    with open_text(path) as fh:
-        for lineno, line in enumerate(fh, 1):
-            parts = line.split()
-            if not parts:
-                continue
-            if lineno == 1 and parts[0].lower() in ("query-id", "query_id", "qid"):
-                continue
-            if len(parts) == 3:
-                qid, docid, rel = parts
-            elif len(parts) == 4:
-                qid, _, docid, rel = parts
-            else:
-                raise InputError(f"{path}:{lineno}: expected 3 (BEIR) or 4 (TREC) columns, got {len(parts)}")
-            try:
-                value = int(rel)
-            except ValueError:
-                raise InputError(f"{path}:{lineno}: relevance {rel!r} is not an integer") from None
-            qid, docid = check_id(qid, path, lineno, "query id"), check_id(docid, path, lineno, "doc id")
-            qrels.setdefault(qid, {})[docid] = value
+    for lineno, parts in _fields(path):
+        if lineno == 1 and parts[0].lower() in ("query-id", "query_id", "qid"):
+            continue
+        if len(parts) == 3:
+            qid, docid, rel = parts
+        elif len(parts) == 4:
+            qid, _, docid, rel = parts
+        else:
+            raise InputError(f"{path}:{lineno}: expected 3 (BEIR) or 4 (TREC) columns, got {len(parts)}")
+        try:
+            value = int(rel)
+        except ValueError:
+            raise InputError(f"{path}:{lineno}: relevance {rel!r} is not an integer") from None
+        qid, docid = check_id(qid, path, lineno, "query id"), check_id(docid, path, lineno, "doc id")
+        qrels.setdefault(qid, {})[docid] = value
     if not qrels:
         raise InputError(f"{path}: no judgments")
     return qrels
 
 
-
 def read_run(path: str | Path) -> Run:
     """Read a TREC run file ``qid Q0 docid rank score tag``."""
     run: Run = {}
-    with open_text(path) as fh:
-        for lineno, line in enumerate(fh, 1):
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) != 6:
-                raise InputError(f"{path}:{lineno}: a TREC run line has 6 columns, got {len(parts)}")
-            try:
-                score = float(parts[4])
-            except ValueError:
-                raise InputError(f"{path}:{lineno}: score {parts[4]!r} is not a number") from None
-            qid, docid = check_id(parts[0], path, lineno, "query id"), check_id(parts[2], path, lineno, "doc id")
-            run.setdefault(qid, []).append((docid, score))
+    for lineno, parts in _fields(path):
+        if len(parts) != 6:
+            raise InputError(f"{path}:{lineno}: a TREC run line has 6 columns, got {len(parts)}")
+        try:
+            score = float(parts[4])
+        except ValueError:
+            raise InputError(f"{path}:{lineno}: score {parts[4]!r} is not a number") from None
+        qid, docid = check_id(parts[0], path, lineno, "query id"), check_id(parts[2], path, lineno, "doc id")
+        run.setdefault(qid, []).append((docid, score))
     if not run:
         raise InputError(f"{path} holds no run lines (it is empty or blank)")
     return run
