@@ -80,9 +80,46 @@ def build_parser() -> argparse.ArgumentParser:
     _parser_train(sub, quiet)
     _parser_reproduce(sub, quiet)
     _parser_report(sub, quiet)
+    _parser_serve(sub, quiet)
+    _parser_mcp(sub, quiet)
     for name, command in sub.choices.items():
         command.set_defaults(func=HANDLERS[name])
     return parser
+
+
+def _serving_flags(p, record) -> None:
+    from .search.engines import SearchSettings
+
+    p.add_argument("--index", required=True, action="append", metavar="[NAME=]DIR",
+                   help="an index folder built by `index`, named NAME (default: the folder's name); repeat for "
+                        "several (the first is the default). Requests name indexes, never paths")
+    add_settings(p, SearchSettings, skip=("alpha", "query_terms"))
+    add_settings(p, record)
+
+
+def _parser_serve(sub, quiet) -> None:
+    from .serving.service import ServeSettings
+
+    p = sub.add_parser("serve", parents=[quiet], help="serve indexes over HTTP: a JSON API and a result browser",
+                       description="An HTTP server (FastAPI on uvicorn): /search, /batch_search, /doc/ID, /explain, "
+                                   "/indexes, /healthz, /metrics (Prometheus), /admin/reload, the OpenAPI description "
+                                   "at /openapi.json, and the result browser at /. SIGHUP (or POST /admin/reload) "
+                                   "reopens the indexes without a pause; SIGTERM drains and exits (docs/serving.md).")
+    _serving_flags(p, ServeSettings)
+    p.add_argument("--bm25", default=None, metavar="DIR",
+                   help="a BM25 index (`experiment` builds one) whose hits the browser shows beside SPLADE's")
+
+
+def _parser_mcp(sub, quiet) -> None:
+    from .serving.service import ServeSettings
+
+    p = sub.add_parser("mcp", parents=[quiet], help="serve indexes to agents over the Model Context Protocol",
+                       description="An MCP server (the official SDK) with the tools search, get_document, explain "
+                                   "and list_indexes, over stdio (default) or streamable HTTP at /mcp.")
+    p.add_argument("--transport", choices=("stdio", "http"), default="stdio",
+                   help="stdio: talk over stdin/stdout (an agent starts this command); http: streamable HTTP on "
+                        "--host/--port (default: stdio)")
+    _serving_flags(p, ServeSettings)
 
 
 def _parser_encode(sub, quiet) -> None:
@@ -566,12 +603,38 @@ def _report(args: argparse.Namespace, progress: bool) -> int:
     print(write_report(args.output, args.markdown, args.plot), end="")
     return 0
 
+
+def _serve_config(args: argparse.Namespace):
+    from .search.engines import SearchSettings
+    from .serving.service import ServeConfig, ServeSettings, index_specs
+
+    return ServeConfig(index_specs(args.index), getattr(args, "bm25", None),
+                       settings_from(SearchSettings, args, skip=("alpha", "query_terms")),
+                       settings_from(ServeSettings, args))
+
+
+def _serve(args: argparse.Namespace, progress: bool) -> int:
+    from .serving.server import serve
+
+    serve(_serve_config(args))
+    return 0
+
+
+def _mcp(args: argparse.Namespace, progress: bool) -> int:
+    from .serving.mcp_server import run_mcp
+
+    config = _serve_config(args)
+    if args.transport == "stdio" and config.settings.workers != 1:
+        raise SettingError("--workers is for the HTTP server: an MCP server over stdio is one process")
+    run_mcp(config, args.transport)
+    return 0
+
 HANDLERS = {"encode": _encode, "index": _index, "merge": _merge, "impacts": _impacts, "blockmax": _blockmax,
             "search": _search,
             "encode-queries": _encode_queries, "export-onnx": _export_onnx, "explain": _explain,
             "show-vector": _show_vector,
             "evaluate": _evaluate, "experiment": _experiment, "train": _train, "reproduce": _reproduce,
-            "report": _report}
+            "report": _report, "serve": _serve, "mcp": _mcp}
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "splade_lucene"
-STAGES = ["core", "formats", "encoding", "indexing", "search", "evaluation", "training", "experiments",
+STAGES = ["core", "formats", "encoding", "indexing", "search", "evaluation", "training", "experiments", "serving",
           "cli", "__init__", "__main__"]
 LAZY_ALLOWED = {"cli", "training.objective"}
 

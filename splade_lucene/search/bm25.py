@@ -82,6 +82,9 @@ class BM25Searcher:
         out = self._searcher.batch_search([t for _, t in queries], qids, k=k, threads=threads)
         return {qid: [Hit(h.docid, float(h.score)) for h in out.get(qid, [])] for qid in qids}
 
+    def search(self, text: str, k: int = 10) -> list[Hit]:
+        return [Hit(h.docid, float(h.score)) for h in self._searcher.search(text, k=k)]
+
     def query_terms(self, text: str) -> list[str]:
         """The analyzed query terms (English analyzer)."""
         from pyserini.analysis import Analyzer, get_lucene_analyzer

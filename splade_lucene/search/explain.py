@@ -11,11 +11,13 @@ expansions from terms of the text, from the corpus recorded in the collection's 
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..formats.collection import EMPTY_DOCUMENT_TERM, collection_files, read_corpus
+from ..formats.documents import DocumentStore
 from ..formats.metadata import read_collection_metadata
 from .encoders import check_query
 
@@ -50,14 +52,30 @@ class Explanation:
 
 
 def wordpieces(tokenizer, text: str) -> set[str]:
-    """The WordPiece terms of a text, as the encoder's tokenizer splits it."""
+    """The WordPiece terms of a whole text, as the encoder's tokenizer splits it (through a copy of a
+    fast tokenizer's own tokenizer, never truncating: the same pieces, without the warning about texts
+    longer than the model takes, and without touching the state the encoder's calls set)."""
+    splitter = _splitter(tokenizer)
+    if splitter is not None:
+        return set(splitter.encode(text, add_special_tokens=False).tokens)
     return set(tokenizer.tokenize(text))
+
+
+@functools.lru_cache(maxsize=8)
+def _splitter(tokenizer):
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return None
+    splitter = type(backend).from_str(backend.to_str())
+    splitter.no_truncation()
+    splitter.no_padding()
+    return splitter
 
 
 def document_vector(searcher, docid: str) -> dict[str, int] | None:
     """A document's {term: weight}, heaviest first, from the index's impact table, else from the
     collection the index was built from; None where neither is at hand."""
-    table = getattr(searcher, "_table", None)
+    table = searcher.table
     if table is not None:
         vector = table.document(searcher.docid_row(docid))
     else:
@@ -79,27 +97,37 @@ def document_vector(searcher, docid: str) -> dict[str, int] | None:
     return dict(sorted(vector.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
-def document_text(searcher, docid: str) -> str | None:
-    """The document's text from the corpus recorded with the index's collection, where it still exists."""
+def corpus_path(searcher) -> Path | None:
+    """The corpus file recorded with the index's collection, where it still exists."""
     collection = searcher.metadata.get("collection")
     corpus = read_collection_metadata(collection).get("corpus") if collection else None
-    if not corpus or not Path(corpus).is_file():
-        return None
-    for doc in read_corpus(corpus, on_duplicate="keep-first"):
-        if doc.id == docid:
-            return doc.text
-    return None
+    return Path(corpus) if corpus and Path(corpus).is_file() else None
 
 
-def explain(searcher, query: str | dict[str, int], docid: str) -> Explanation:
+def document_text(searcher, docid: str, documents: DocumentStore | None = None) -> str | None:
+    """The document's text, from ``documents`` where given, else from the corpus recorded with the
+    index's collection (read through once); None where neither has it."""
+    if documents is None:
+        corpus = corpus_path(searcher)
+        if corpus is None:
+            return None
+        doc = next((d for d in read_corpus(corpus, on_duplicate="keep-first") if d.id == docid), None)
+    else:
+        doc = documents.get(docid)
+    return None if doc is None else doc.text
+
+
+def explain(searcher, query: str | dict[str, int], docid: str, *,
+            documents: DocumentStore | None = None) -> Explanation:
     """Explain ``docid``'s score for ``query`` (text, encoded with the index's query encoder, or
-    already quantized ``{term: int}``) on a :class:`~splade_lucene.search.searcher.Searcher`'s index."""
+    already quantized ``{term: int}``) on a :class:`~splade_lucene.search.searcher.Searcher`'s index;
+    the document's text (for its expansions) from ``documents`` where given."""
     terms = searcher.query_encoder.encode(query) if isinstance(query, str) else dict(query)
     check_query(terms)
     row = searcher.docid_row(docid)
     weights = searcher.lucene_doc_weights(terms, row)
     score = searcher.lucene_score(terms, row) if terms else 0.0
-    text = document_text(searcher, docid)
+    text = document_text(searcher, docid, documents)
     pieces = wordpieces(searcher.query_encoder.tokenizer, text) if text is not None else None
     shared = [TermContribution(t, w, weights[t], w * weights[t], None if pieces is None else t not in pieces)
               for t, w in terms.items() if weights.get(t)]

@@ -1,0 +1,68 @@
+"""The Model Context Protocol server: the same search over MCP, for agents, with the official SDK
+(``mcp``): tools ``search``, ``get_document``, ``explain`` and ``list_indexes``, over stdio or
+streamable HTTP. A refused argument is a tool error naming the field."""
+
+from __future__ import annotations
+
+import sys
+
+import anyio
+import uvicorn
+from mcp.server.mcpserver import MCPServer
+
+from .service import Library, ServeConfig, document_record, explain_record, query_of, run_query
+
+INSTRUCTIONS = ("Search document collections with SPLADE (learned sparse retrieval on Lucene). `search` "
+                "takes a natural-language query and returns the top documents with their scores and texts; "
+                "`get_document` returns one document by id; `explain` shows which terms made a document score.")
+
+
+def mcp_server(library: Library) -> MCPServer:
+    settings = library.config.settings
+    server = MCPServer("splade-lucene", instructions=INSTRUCTIONS)
+
+    @server.tool()
+    def search(query: str, k: int = 10, index: str | None = None, include_text: bool = True) -> dict:
+        """Search an index with a query text; the top k documents (id, score, rank; title and text
+        where include_text), best first."""
+        fields = ["text"] if include_text else []
+        return run_query(library, query_of({"query": query, "k": k, "index": index, "fields": fields}, settings))
+
+    @server.tool()
+    def get_document(docid: str, index: str | None = None) -> dict:
+        """One document's id, title and text."""
+        return document_record(library, index, docid)
+
+    @server.tool()
+    def explain(query: str, docid: str, index: str | None = None) -> dict:
+        """Why a document scores what it does for a query: each shared term's query weight times
+        document weight (they sum to the score), terms the document's text lacks marked as expansions."""
+        return explain_record(library, query_of({"query": query, "index": index}, settings), docid)
+
+    @server.tool()
+    def list_indexes() -> dict:
+        """The indexes this server holds (name, build id, number of documents, model)."""
+        return {"indexes": library.describe()}
+
+    return server
+
+
+def run_mcp(config: ServeConfig, transport: str = "stdio") -> None:
+    """Serve MCP over ``stdio`` or ``http`` (streamable HTTP at ``/mcp`` on the config's host and port;
+    prints ``listening on http://HOST:PORT/mcp`` once bound)."""
+    library = Library(config)
+    try:
+        server = mcp_server(library)
+        if transport == "stdio":
+            anyio.run(server.run_stdio_async)
+            return
+        s = config.settings
+        app = server.streamable_http_app(max_request_body_size=s.max_body_bytes, host=s.host)
+        uv = uvicorn.Config(app, host=s.host, port=s.port, log_level="warning", lifespan="on",
+                            timeout_graceful_shutdown=int(s.timeout) + 5)
+        sock = uv.bind_socket()
+        host, port = sock.getsockname()[:2]
+        print(f"splade-lucene mcp: listening on http://{host}:{port}/mcp", file=sys.stderr, flush=True)
+        uvicorn.Server(uv).run(sockets=[sock])
+    finally:
+        library.close()
