@@ -34,6 +34,22 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 
+# The tests drive the result browser in a real Chromium (Debian's, through selenium): installed with
+# apt-get where missing, as root (CI) or through password-less sudo.
+if [[ " $* " == *" pytest "* ]] && ! { command -v chromium >/dev/null && command -v chromedriver >/dev/null; }; then
+  apt=(env DEBIAN_FRONTEND=noninteractive apt-get)
+  if [ "$(id -u)" -ne 0 ]; then
+    if sudo -n true 2>/dev/null; then apt=(sudo "${apt[@]}"); else apt=(); fi
+  fi
+  if [ "${#apt[@]}" -gt 0 ] && command -v apt-get >/dev/null; then
+    echo "env.sh: installing chromium and chromium-driver (the result browser's test)" >&2
+    "${apt[@]}" update -q >/dev/null
+    "${apt[@]}" install -y -q --no-install-recommends chromium chromium-driver >/dev/null
+  else
+    echo "env.sh: chromium and chromedriver are missing, and apt-get cannot run here: the browser test will fail" >&2
+  fi
+fi
+
 if [ "$#" -eq 0 ]; then
   exit 0
 fi

@@ -251,6 +251,8 @@ def create_app(config: ServeConfig, library: Library | None = None) -> FastAPI:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException):
+        if isinstance(exc.__cause__, RequestError):  # raised while FastAPI read the body: the size limit
+            return _error(exc.__cause__.status, exc.__cause__.message, exc.__cause__.field)
         if exc.status_code == 400:  # FastAPI's answer to a body it cannot decode
             return _error(400, "the body is not UTF-8 JSON", "body")
         return _error(exc.status_code, str(exc.detail), None)

@@ -28,8 +28,8 @@ def _term(term: str, label: str, expansion: bool | None) -> str:
 def _hits(hits: list[dict], section: str, heading: str) -> str:
     items = []
     for h in hits:
-        parts = [f'<div class="head"><span class="rank">{h["rank"]}.</span> <span class="docid">{escape(h["docid"])}'
-                 f'</span><span class="score">{h["score"]:.4f}</span></div>']
+        parts = [f'<div class="head"><span class="docid">{escape(h["docid"])}</span>'
+                 f'<span class="score">{h["score"]:.6g}</span></div>']
         if h.get("title"):
             parts.append(f'<div class="title">{escape(h["title"])}</div>')
         if h.get("text"):

@@ -22,8 +22,24 @@ CONFIG_ENV = "SPLADE_LUCENE_SERVE_CONFIG"  # the config, as JSON, for worker pro
 
 
 def app_from_environment():
-    """The app a worker process runs (uvicorn imports it by name)."""
+    """The app a worker process runs (uvicorn imports it by name). A worker of a supervisor stops
+    with it: on Linux the kernel sends it SIGTERM (it drains) when the supervisor dies."""
+    supervisor = os.environ.get(SUPERVISOR_ENV)
+    if supervisor:
+        stop_with_parent()
+        if os.getppid() != int(supervisor):  # the supervisor died before the request was made
+            sys.exit("splade-lucene serve: the supervisor is gone")
     return create_app(ServeConfig.from_json(os.environ[CONFIG_ENV]))
+
+
+def stop_with_parent(sig: int = signal.SIGTERM) -> None:
+    """Ask the kernel to send ``sig`` to this process when its parent dies (Linux's
+    PR_SET_PDEATHSIG; elsewhere nothing)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, int(sig), 0, 0, 0)  # PR_SET_PDEATHSIG = 1
 
 
 class Supervisor(Multiprocess):
@@ -52,6 +68,18 @@ def uvicorn_config(config: ServeConfig) -> uvicorn.Config:
                           timeout_worker_healthcheck=30)
 
 
+def run_drained(uv: uvicorn.Config, sock) -> None:
+    """Run one uvicorn server on ``sock`` until SIGTERM or Ctrl-C, then return once it has drained
+    (uvicorn re-raises the signal it caught once it has stopped: here it finds a handler that lets
+    the command end with status 0, as a drained server should)."""
+    previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        uvicorn.Server(uv).run(sockets=[sock])
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def serve(config: ServeConfig) -> None:
     """Serve ``config``'s indexes until SIGTERM or Ctrl-C. Prints ``listening on http://HOST:PORT``
     once the socket is bound, and one ``ready`` line for each worker once it has opened the indexes."""
@@ -65,7 +93,7 @@ def serve(config: ServeConfig) -> None:
           f"{'s' if settings.workers > 1 else ''}", file=sys.stderr, flush=True)
     if settings.workers == 1:
         os.environ.pop(SUPERVISOR_ENV, None)
-        uvicorn.Server(uv).run(sockets=[sock])
+        run_drained(uv, sock)
     else:
         os.environ[SUPERVISOR_ENV] = str(os.getpid())
         Supervisor(uv, [sock]).run()
