@@ -623,10 +623,9 @@ def _serve(args: argparse.Namespace, progress: bool) -> int:
 def _mcp(args: argparse.Namespace, progress: bool) -> int:
     from .serving.mcp_server import run_mcp
 
-    config = _serve_config(args)
-    if args.transport == "stdio" and config.settings.workers != 1:
-        raise SettingError("--workers is for the HTTP server: an MCP server over stdio is one process")
-    run_mcp(config, args.transport)
+    if args.workers != 1:
+        raise SettingError("--workers is for `serve`: an MCP server is one process")
+    run_mcp(_serve_config(args), args.transport)
     return 0
 
 HANDLERS = {"encode": _encode, "index": _index, "merge": _merge, "impacts": _impacts, "blockmax": _blockmax,

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from splade_lucene.core.errors import SettingError
+from splade_lucene.core.errors import SettingError, SpladeLuceneError
 from splade_lucene.serving.service import (
     FIELDS,
     RequestError,
@@ -29,6 +29,10 @@ KEY = "k3y-for-the-tests-0123456789"
 
 def test_index_specs_and_config_checks(tmp_path):
     (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "splade_lucene.json").write_text("{}")
+    (tmp_path / "b").mkdir()
+    with pytest.raises(SpladeLuceneError, match="has no splade_lucene.json"):
+        ServeConfig((("b", str(tmp_path / "b")),))
     assert index_specs([str(tmp_path / "a"), f"b={tmp_path / 'a'}", f"{tmp_path / 'a'}/"]) == (
         ("a", str(tmp_path / "a")), ("b", str(tmp_path / "a")), ("a", f"{tmp_path / 'a'}/"))
     with pytest.raises(SettingError, match="index names must differ"):
@@ -41,7 +45,7 @@ def test_index_specs_and_config_checks(tmp_path):
         ServeSettings(workers=0)
     (tmp_path / "key").write_text("short\n")
     with pytest.raises(SettingError, match="shorter than 16"):
-        ServeSettings(api_key_file=str(tmp_path / "key")).api_key()
+        ServeSettings(api_key_file=str(tmp_path / "key"))
     config = ServeConfig((("a", str(tmp_path / "a")),), settings=ServeSettings(port=0, max_k=7))
     assert ServeConfig.from_json(config.to_json()) == config
     assert ServeSettings().host == "127.0.0.1", "loopback unless told otherwise"

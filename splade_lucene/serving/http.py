@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hmac
+import json
 import os
 import signal
 import sys
@@ -26,7 +27,7 @@ from fastapi import FastAPI, Request
 from fastapi import Query as Param
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from starlette.exceptions import HTTPException
 
@@ -228,13 +229,17 @@ def create_app(config: ServeConfig, library: Library | None = None) -> FastAPI:
     def lib() -> Library:
         return state["library"]
 
-    async def call(fn, *args):
-        """Run ``fn`` in a worker thread under the request time limit."""
+    async def call(fn, *args) -> Response:
+        """Run ``fn`` in a worker thread under the request time limit; its JSON answer, serialized
+        there (FastAPI's generic encoder would walk every hit again on the event loop)."""
+        def run():
+            return json.dumps(fn(*args), ensure_ascii=False, separators=(",", ":")).encode()
         try:
             with anyio.fail_after(settings.timeout):
-                return await anyio.to_thread.run_sync(fn, *args, abandon_on_cancel=True)
+                body = await anyio.to_thread.run_sync(run, abandon_on_cancel=True)
         except TimeoutError:
             raise RequestError(None, f"the request ran past the {settings.timeout:g} s limit", 503) from None
+        return Response(body, media_type="application/json")
 
     @app.exception_handler(RequestError)
     async def refused(request: Request, exc: RequestError):
@@ -355,8 +360,8 @@ def create_app(config: ServeConfig, library: Library | None = None) -> FastAPI:
             shown = check_k(int(k) if k and k.strip().isdigit() else 10, settings)
             query = query_of({"query": check_text(q, settings), "k": min(shown, 100), "index": name,
                               "fields": ["text", "terms"]}, settings)
-            result = await call(run_query, library, query)
-            bm25 = await call(_bm25_with_texts, library, name, q, query.k)
+            result = json.loads((await call(run_query, library, query)).body)
+            bm25 = json.loads((await call(_bm25_with_texts, library, name, q, query.k)).body)
         except RequestError as err:
             return HTMLResponse(render(names=library.names, index=name, query=q, k=shown, error=err.message),
                                 status_code=err.status)

@@ -85,7 +85,6 @@ def serve(config: ServeConfig) -> None:
     once the socket is bound, and one ``ready`` line for each worker once it has opened the indexes."""
     os.environ[CONFIG_ENV] = config.to_json()
     settings = config.settings
-    config.settings.api_key()  # refuse a missing or short key before any worker starts
     uv = uvicorn_config(config)
     sock = uv.bind_socket()
     host, port = sock.getsockname()[:2]

@@ -23,7 +23,7 @@ from typing import Iterator, Sequence
 from ..core.errors import SettingError, SpladeLuceneError, UnknownIdError
 from ..core.settings import setting
 from ..formats.documents import DocumentStore
-from ..formats.metadata import METADATA_FILE
+from ..formats.metadata import METADATA_FILE, read_metadata
 from ..formats.trec import Hit
 from ..search.bm25 import BM25Searcher
 from ..search.engines import SearchSettings
@@ -67,6 +67,7 @@ class ServeSettings:
             raise SettingError(f"timeout must be above 0 seconds, not {self.timeout}")
         if self.threads is not None and self.threads < 1:
             raise SettingError(f"threads must be at least 1, not {self.threads}")
+        self.api_key()  # a missing or short key is refused before anything starts
 
     def api_key(self) -> str | None:
         """The key in ``api_key_file`` (surrounding whitespace dropped); an empty file is refused."""
@@ -104,6 +105,7 @@ class ServeConfig:
                 raise SettingError(f"index name {name!r}: use letters, digits, '.', '_' and '-' (at most 64)")
             if not Path(path).is_dir():
                 raise SettingError(f"index {name!r}: no folder {path}")
+            read_metadata(path)  # an index this package built, or a clear error before any worker starts
         if len(set(names)) != len(names):
             raise SettingError(f"index names must differ: {', '.join(names)}")
         if self.bm25 is not None and not Path(self.bm25).is_dir():
