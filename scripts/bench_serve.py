@@ -5,8 +5,8 @@ queries: --text-requests) or --seconds, whichever comes first; servers are stopp
 
 For --workers 1 and 2 (a server each, the memory engine, the default threads per worker: cores /
 workers): pre-encoded queries (``POST /search {"terms": ...}``) and text queries (``GET /search?q=``,
-encoding included) at concurrency 1, 8 and 32 (client threads, each with its own keep-alive
-connection: Python's ``http.client``), k=10. Rows: throughput, client-side p50/p99 latency, and whether
+encoding included) at concurrency 1, 8 and 32 (keep-alive connections of one asyncio client speaking
+plain HTTP/1.1), k=10. Rows: throughput, client-side p50/p99 latency, and whether
 every answer equalled the in-process one. The in-process rows time ``Searcher.search_terms`` and
 ``Searcher.search`` one query at a time; the HTTP overhead is the server's p50 at concurrency 1 less
 the in-process p50.
@@ -22,6 +22,7 @@ connection error before the worker was stopped) and refused ones (connection err
 from __future__ import annotations
 
 import argparse
+import asyncio
 import http.client
 import json
 import os
@@ -41,6 +42,8 @@ sys.path.insert(0, str(REPO))
 
 from splade_lucene.formats.collection import read_queries  # noqa: E402
 from splade_lucene.search.searcher import Searcher  # noqa: E402
+
+LENGTH = re.compile(rb"content-length: *(\d+)", re.IGNORECASE)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -74,54 +77,62 @@ class Server:
 
 def load(port: int, requests: list[tuple[str, str, bytes | None, object]], concurrency: int, limit: int,
          seconds: float, check, events=None) -> dict:
-    """``concurrency`` client threads sending ``requests`` (method, path, body, key) round-robin until
-    ``limit`` answers or ``seconds``; each answer checked with ``check(key, status, body)``."""
-    lock = threading.Lock()
+    """``concurrency`` keep-alive connections of one asyncio client (plain HTTP/1.1 over sockets:
+    light, so that the client takes little of the cores the server needs) sending ``requests``
+    (method, path, body, key) round-robin until ``limit`` answers or ``seconds``; each answer checked
+    with ``check(key, status, body)``. ``events(drain)`` runs meanwhile in this thread."""
     latencies: list[float] = []
     outcome = {"ok": 0, "wrong": 0, "server_error": 0, "failed": 0, "refused": 0}
-    counter = iter(range(10 ** 9))
-    deadline = time.perf_counter() + seconds
     drain = threading.Event()
+    raw = []
+    for method, path, body, key in requests:
+        head = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        if body is not None:
+            head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        raw.append(((head + "\r\n").encode() + (body or b""), key))
 
-    def client(offset: int) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-        while time.perf_counter() < deadline:
-            with lock:
+    async def client() -> None:
+        counter = iter(range(10 ** 12))
+        deadline = time.perf_counter() + seconds
+
+        async def connection(offset: int) -> None:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            while time.perf_counter() < deadline:
                 n = next(counter)
-            if n >= limit:
-                break
-            method, path, body, key = requests[(n + offset) % len(requests)]
-            started = time.perf_counter()
-            try:
-                conn.request(method, path, body=body, headers={"Content-Type": "application/json"} if body else {})
-                response = conn.getresponse()
-                data = response.read()
-                status = response.status
-            except (OSError, http.client.HTTPException):
-                conn.close()
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-                with lock:
+                if n >= limit:
+                    break
+                request, key = raw[(n + offset) % len(raw)]
+                started = time.perf_counter()
+                try:
+                    writer.write(request)
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    status = int(head[9:12])
+                    data = await reader.readexactly(int(LENGTH.search(head).group(1)))
+                except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, AttributeError):
+                    writer.close()
                     outcome["refused" if drain.is_set() else "failed"] += 1
-                continue
-            took = time.perf_counter() - started
-            with lock:
-                latencies.append(took)
+                    try:
+                        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                    except OSError:
+                        return
+                    continue
+                latencies.append(time.perf_counter() - started)
                 if status >= 500:
                     outcome["server_error"] += 1
                 elif check(key, status, data):
                     outcome["ok"] += 1
                 else:
                     outcome["wrong"] += 1
-        conn.close()
+            writer.close()
 
-    threads = [threading.Thread(target=client, args=(i * 13,)) for i in range(concurrency)]
+        await asyncio.gather(*(connection(i * 13) for i in range(concurrency)))
+
     started = time.perf_counter()
-    for t in threads:
-        t.start()
+    thread = threading.Thread(target=asyncio.run, args=(client(),))
+    thread.start()
     if events is not None:
         events(drain)
-    for t in threads:
-        t.join()
+    thread.join()
     wall = time.perf_counter() - started
     return {"answers": len(latencies), "seconds": round(wall, 2), "throughput_qps": round(len(latencies) / wall, 1),
             "p50_ms": round(pct(latencies, 0.5) * 1000, 3), "p99_ms": round(pct(latencies, 0.99) * 1000, 3),

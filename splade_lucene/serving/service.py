@@ -276,6 +276,13 @@ class Library:
                 served.close()
             return self.generation
 
+    def in_memory(self, name: str | None) -> bool:
+        """Whether the index named ``name`` answers from its memory-mapped impact table (an unknown
+        name: False, and the search then refuses it)."""
+        with self._lock:
+            served = self._indexes.get(self.config.default_index if name is None else name)
+            return served is not None and served.searcher.table is not None
+
     def encode(self, served: ServedIndex, text: str) -> dict[str, int]:
         encoder = served.searcher.query_encoder
         if encoder is None:
