@@ -80,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     _parser_train(sub, quiet)
     _parser_reproduce(sub, quiet)
     _parser_report(sub, quiet)
+    _parser_bm25_index(sub, quiet)
     _parser_serve(sub, quiet)
     _parser_mcp(sub, quiet)
     for name, command in sub.choices.items():
@@ -95,6 +96,17 @@ def _serving_flags(p, record) -> None:
                         "several (the first is the default). Requests name indexes, never paths")
     add_settings(p, SearchSettings, skip=("alpha", "query_terms"))
     add_settings(p, record)
+
+
+def _parser_bm25_index(sub, quiet) -> None:
+    p = sub.add_parser("bm25-index", parents=[quiet], help="a BM25 index of a corpus (Pyserini's BEIR flat settings)",
+                       description="Index a BEIR corpus.jsonl for BM25 as Pyserini's prebuilt beir-v1.0.0-*.flat "
+                                   "indexes are built (title and text in one field, English analyzer, raw text "
+                                   "stored): the baseline of experiment files, and `serve --bm25`'s side-by-side.")
+    p.add_argument("--corpus", required=True, help="BEIR corpus.jsonl")
+    p.add_argument("--index", required=True, help="index folder to write")
+    p.add_argument("--threads", type=int, default=1, help="indexing threads (default: 1)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing index")
 
 
 def _parser_serve(sub, quiet) -> None:
@@ -367,7 +379,7 @@ def _raise_stopped(signum, frame):
 OUTPUTS = {
     "encode": [("output", "folder", "")], "index": [("index", "folder", "")], "merge": [("index", "folder", "")],
     "impacts": [("index", "folder", "impacts")], "blockmax": [("index", "folder", "blockmax")],
-    "search": [("output", "file", "")],
+    "search": [("output", "file", "")], "bm25-index": [("index", "folder", "")],
     "encode-queries": [("output", "file", "")], "export-onnx": [("output", "folder", "")],
     "train": [("output", "folder", ""), ("plot", "file", "")], "experiment": [("output", "folder", "")],
     "reproduce": [("output", "folder", "")], "report": [("markdown", "file", ""), ("plot", "file", "")],
@@ -604,6 +616,17 @@ def _report(args: argparse.Namespace, progress: bool) -> int:
     return 0
 
 
+def _bm25_index(args: argparse.Namespace, progress: bool) -> int:
+    from .formats.collection import InputError, read_corpus
+    from .search.bm25 import build_bm25_index
+
+    if sum(1 for _ in read_corpus(args.corpus)) == 0:  # every line checked: the file and line of a bad one
+        raise InputError(f"{args.corpus} holds no documents")
+    stats = build_bm25_index(args.corpus, args.index, threads=args.threads, overwrite=args.overwrite)["index_stats"]
+    print(f"indexed {stats.get('documents', '?')} documents for BM25 into {args.index}")
+    return 0
+
+
 def _serve_config(args: argparse.Namespace):
     from .search.engines import SearchSettings
     from .serving.service import ServeConfig, ServeSettings, index_specs
@@ -633,7 +656,7 @@ HANDLERS = {"encode": _encode, "index": _index, "merge": _merge, "impacts": _imp
             "encode-queries": _encode_queries, "export-onnx": _export_onnx, "explain": _explain,
             "show-vector": _show_vector,
             "evaluate": _evaluate, "experiment": _experiment, "train": _train, "reproduce": _reproduce,
-            "report": _report, "serve": _serve, "mcp": _mcp}
+            "report": _report, "bm25-index": _bm25_index, "serve": _serve, "mcp": _mcp}
 
 
 if __name__ == "__main__":

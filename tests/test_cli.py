@@ -105,6 +105,8 @@ CASES = [
     ("train", ["--dataset", "{t}/empty", "--output", "{t}/m", "--lr", "-1"], "--lr"),
     ("reproduce", ["{t}/bad.yaml", "--output", "{t}/o"], "bad.yaml"),
     ("report", ["--output", "{t}/empty"], "empty"),
+    ("bm25-index", ["--corpus", "{t}/bad.jsonl", "--index", "{t}/b"], "bad.jsonl:2"),
+    ("bm25-index", ["--corpus", "{t}/blank.jsonl", "--index", "{t}/b"], "blank.jsonl holds no documents"),
     ("serve", ["--index", "{t}/none"], "no folder"),
     ("serve", ["--index", "{t}/empty"], "has no splade_lucene.json"),
     ("serve", ["--index", "{t}/empty", "--workers", "0"], "workers must be at least 1"),

@@ -20,6 +20,7 @@ import httpx
 import pytest
 from conftest import REPO, unavailable
 
+from splade_lucene.core.faults import ENVIRONMENT
 from splade_lucene.serving.server import stop_with_parent
 from splade_lucene.serving.service import build_id
 
@@ -29,10 +30,10 @@ START_TIMEOUT = 240  # seconds for a server to load torch, the JVM and an index 
 class ServerProcess:
     """A command of this package run as a server; its stderr read line by line as it comes."""
 
-    def __init__(self, *args: str):
+    def __init__(self, *args: str, env: dict[str, str] | None = None):
         self.proc = subprocess.Popen([sys.executable, "-m", "splade_lucene", *args], stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                     preexec_fn=stop_with_parent)
+                                     preexec_fn=stop_with_parent, env={**os.environ, **(env or {})})
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.log: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
@@ -71,8 +72,8 @@ class ServerProcess:
 def started():
     servers: list[ServerProcess] = []
 
-    def start(*args: str) -> ServerProcess:
-        servers.append(ServerProcess(*args))
+    def start(*args: str, env: dict[str, str] | None = None) -> ServerProcess:
+        servers.append(ServerProcess(*args, env=env))
         return servers[-1]
 
     yield start
@@ -174,24 +175,27 @@ def test_reloads_and_a_stopped_worker_fail_no_request(cranfield, shards, answers
 
 
 def test_sigterm_drains_requests_in_flight(cranfield, started):
+    """The server stops itself (SIGSTOP) inside a batch's first search; the test learns it through
+    waitpid, sends SIGTERM and lets it go on: the batch is answered in full, then the server exits."""
     from splade_lucene.search.searcher import Searcher
 
-    texts = cranfield["queries"][:200]
-    server = started("serve", "--index", str(cranfield["vector_index"]), "--port", "0", "--threads", "1")
+    texts = cranfield["queries"][:50]
+    server = started("serve", "--index", str(cranfield["vector_index"]), "--port", "0", "--threads", "1",
+                     env={ENVIRONMENT: "serve.request:stop"})
     url = server.wait_for(r"listening on (http://127\.0\.0\.1:\d+)").group(1)
     server.wait_for("ready")
     answer: list = []
 
-    def big_batch():
+    def batch():
         body = {"k": 100, "queries": [{"qid": q, "query": t} for q, t in texts]}
         answer.append(httpx.post(url + "/batch_search", json=body, timeout=300))
 
-    thread = threading.Thread(target=big_batch)
+    thread = threading.Thread(target=batch)
     thread.start()
-    with httpx.Client(base_url=url) as client:  # until the batch is being answered
-        while 'requests_in_flight{worker="%d"} 2' % server.proc.pid not in client.get("/metrics").text:
-            assert thread.is_alive(), "the batch was answered before the signal could be sent"
+    _, status = os.waitpid(server.proc.pid, os.WUNTRACED)  # the server is inside the batch's first search
+    assert os.WIFSTOPPED(status)
     server.proc.send_signal(signal.SIGTERM)
+    os.kill(server.proc.pid, signal.SIGCONT)
     thread.join()
     assert server.proc.wait(timeout=120) == 0
     assert answer[0].status_code == 200

@@ -31,6 +31,7 @@ POINTS = {
     "train.evaluate": "the dev evaluation has encoded the dev pool, before it is indexed and searched",
     "train.step": "a training step is done (every step)",
     "search.chunk": "a batch search has answered a chunk of queries",
+    "serve.request": "a server has checked a search request and holds its index, before it searches",
 }
 ACTIONS = {"kill": signal.SIGKILL, "term": signal.SIGTERM, "int": signal.SIGINT, "stop": signal.SIGSTOP}
 

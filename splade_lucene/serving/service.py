@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from ..core.errors import SettingError, SpladeLuceneError, UnknownIdError
+from ..core.faults import fault_point
 from ..core.settings import setting
 from ..formats.documents import DocumentStore
 from ..formats.metadata import METADATA_FILE, read_metadata
@@ -388,6 +389,7 @@ def query_of(obj: dict, settings: ServeSettings, *, prefix: str = "") -> Query:
 def run_query(library: Library, query: Query) -> dict:
     """Search one checked query; the answer's JSON object."""
     with library.use(query.index) as served:
+        fault_point("serve.request")
         terms = query.terms if query.terms is not None else library.encode(served, query.text)
         hits = served.searcher.search_terms(terms, query.k)
         return answer(served, query, terms, hits)
