@@ -7,6 +7,8 @@ from __future__ import annotations
 import base64
 import json
 import string
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import quote
 
 import pytest
@@ -16,6 +18,7 @@ from hypothesis import strategies as st
 from splade_lucene.core.errors import SettingError, SpladeLuceneError
 from splade_lucene.serving.service import (
     FIELDS,
+    QueryBatcher,
     RequestError,
     ServeConfig,
     ServeSettings,
@@ -66,6 +69,59 @@ def test_query_checks_name_the_field():
             query_of(body, s)
         assert (err.value.field, err.value.status) == (field, status), body
     assert check_terms({"a": 2 ** 31 - 1}, s) == {"a": 2 ** 31 - 1}
+
+
+def test_query_batcher_encodes_waiting_texts_together():
+    """While one batch is being encoded, the texts that arrive wait; the first of them then encodes
+    them all in one batch (its own among them), and each request gets its own text's answer."""
+    batcher = QueryBatcher(limit=32)
+    calls: list[list[str]] = []
+    started, release = threading.Event(), threading.Event()
+
+    class Encoder:
+        def encode_batch(self, texts):
+            calls.append(list(texts))
+            if len(calls) == 1:
+                started.set()
+                release.wait(timeout=60)
+            if "bad" in texts:
+                raise ValueError("no")
+            return [{t: len(t)} for t in texts]
+
+    encoder = Encoder()
+    answers: dict[str, object] = {}
+
+    def ask(text):
+        try:
+            answers[text] = batcher.encode(encoder, text)
+        except ValueError as exc:
+            answers[text] = exc
+
+    first = threading.Thread(target=ask, args=("first",))
+    first.start()
+    assert started.wait(timeout=60)  # the first batch is being encoded
+    others = [threading.Thread(target=ask, args=(f"q{i}",)) for i in range(15)]
+    for t in others:
+        t.start()
+    while batcher.waiting < 15:  # an outcome: every other text has arrived and waits
+        threading.Event().wait(0.001)
+    release.set()
+    for t in [first, *others]:
+        t.join()
+    assert calls[0] == ["first"] and sorted(calls[1]) == sorted(f"q{i}" for i in range(15)) and len(calls) == 2
+    assert all(answers[t] == {t: len(t)} for t in answers) and len(answers) == 16
+    ask("bad")
+    assert isinstance(answers["bad"], ValueError) and batcher.waiting == 0
+
+
+def test_batched_query_texts_are_encoded_as_alone(cranfield):
+    """Texts encoded together by concurrent requests get the weights they get alone."""
+    encoder = cranfield["query_encoder"]
+    texts = [t for _, t in cranfield["queries"][:48]]
+    batcher = QueryBatcher(limit=8)
+    with ThreadPoolExecutor(12) as pool:
+        together = list(pool.map(lambda t: batcher.encode(encoder, t), texts))
+    assert together == [encoder.encode(t) for t in texts]
 
 
 @pytest.fixture(scope="module")

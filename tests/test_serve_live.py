@@ -207,10 +207,12 @@ def test_sigterm_drains_requests_in_flight(cranfield, started):
         httpx.get(url + "/healthz")
 
 
-def test_mcp_over_stdio_and_http_with_the_sdk_client(cranfield, started):
+def test_mcp_over_stdio_and_http_with_the_sdk_client(cranfield, started, tmp_path):
     import anyio
+    import httpx2
     from mcp import Client
     from mcp.client.stdio import StdioServerParameters
+    from mcp.client.streamable_http import streamable_http_client
 
     from splade_lucene.search.searcher import Searcher
 
@@ -242,6 +244,19 @@ def test_mcp_over_stdio_and_http_with_the_sdk_client(cranfield, started):
     server = started("mcp", "--transport", "http", "--index", index, "--port", "0", "--threads", "1")
     url = server.wait_for(r"listening on (http://127\.0\.0\.1:\d+/mcp)").group(1)
     anyio.run(check, url)
+    key = tmp_path / "key"
+    key.write_text("an-mcp-key-0123456789\n")
+    guarded = started("mcp", "--transport", "http", "--index", index, "--port", "0", "--threads", "1",
+                      "--api-key-file", str(key))
+    url = guarded.wait_for(r"listening on (http://127\.0\.0\.1:\d+/mcp)").group(1)
+    assert httpx.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "ping"}).status_code == 401
+
+    async def with_key():
+        headers = {"Authorization": "Bearer an-mcp-key-0123456789"}
+        async with httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(60, read=300)) as http:
+            await check(streamable_http_client(url, http_client=http))
+
+    anyio.run(with_key)
 
 
 def test_result_browser_in_headless_chromium(cranfield, started, tmp_path):

@@ -13,7 +13,9 @@ import uvicorn
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
-from .server import run_drained
+from .http import Guard
+from .metrics import Metrics
+from .server import listening_socket, run_drained
 from .service import Library, RequestError, ServeConfig, document_record, explain_record, query_of, run_query
 
 INSTRUCTIONS = ("Search document collections with SPLADE (learned sparse retrieval on Lucene). `search` "
@@ -67,8 +69,9 @@ def mcp_server(library: Library) -> MCPServer:
 
 
 def run_mcp(config: ServeConfig, transport: str = "stdio") -> None:
-    """Serve MCP over ``stdio`` or ``http`` (streamable HTTP at ``/mcp`` on the config's host and port;
-    prints ``listening on http://HOST:PORT/mcp`` once bound)."""
+    """Serve MCP over ``stdio`` or ``http`` (streamable HTTP at ``/mcp`` on the config's host and port,
+    behind the HTTP server's guard: the API key where one is given, the body size limit; prints
+    ``listening on http://HOST:PORT/mcp`` once bound)."""
     library = Library(config)
     try:
         server = mcp_server(library)
@@ -76,10 +79,11 @@ def run_mcp(config: ServeConfig, transport: str = "stdio") -> None:
             anyio.run(server.run_stdio_async)
             return
         s = config.settings
-        app = server.streamable_http_app(max_request_body_size=s.max_body_bytes, host=s.host)
+        app = Guard(server.streamable_http_app(max_request_body_size=s.max_body_bytes, host=s.host),
+                    key=s.api_key(), max_body=s.max_body_bytes, metrics=Metrics())
         uv = uvicorn.Config(app, host=s.host, port=s.port, log_level="warning", lifespan="on",
                             timeout_graceful_shutdown=int(s.timeout) + 5)
-        sock = uv.bind_socket()
+        sock = listening_socket(uv)
         host, port = sock.getsockname()[:2]
         print(f"splade-lucene mcp: listening on http://{host}:{port}/mcp", file=sys.stderr, flush=True)
         run_drained(uv, sock)

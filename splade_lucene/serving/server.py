@@ -68,6 +68,14 @@ def uvicorn_config(config: ServeConfig) -> uvicorn.Config:
                           timeout_worker_healthcheck=30)
 
 
+def listening_socket(uv: uvicorn.Config):
+    """The server's socket, bound and already listening: a client that connects before a worker is
+    ready waits in the backlog instead of being refused."""
+    sock = uv.bind_socket()
+    sock.listen(uv.backlog)
+    return sock
+
+
 def run_drained(uv: uvicorn.Config, sock) -> None:
     """Run one uvicorn server on ``sock`` until SIGTERM or Ctrl-C, then return once it has drained
     (uvicorn re-raises the signal it caught once it has stopped: here it finds a handler that lets
@@ -82,11 +90,12 @@ def run_drained(uv: uvicorn.Config, sock) -> None:
 
 def serve(config: ServeConfig) -> None:
     """Serve ``config``'s indexes until SIGTERM or Ctrl-C. Prints ``listening on http://HOST:PORT``
-    once the socket is bound, and one ``ready`` line for each worker once it has opened the indexes."""
+    once the socket listens (requests wait until a worker is ready), and one ``ready`` line for each
+    worker once it has opened the indexes."""
     os.environ[CONFIG_ENV] = config.to_json()
     settings = config.settings
     uv = uvicorn_config(config)
-    sock = uv.bind_socket()
+    sock = listening_socket(uv)
     host, port = sock.getsockname()[:2]
     print(f"splade-lucene serve: listening on http://{host}:{port} with {settings.workers} worker"
           f"{'s' if settings.workers > 1 else ''}", file=sys.stderr, flush=True)

@@ -191,17 +191,77 @@ class ServedIndex:
         self.searcher.close()
 
 
+class _Pending:
+    __slots__ = ("encoder", "text", "result", "error", "done")
+
+    def __init__(self, encoder, text: str):
+        self.encoder, self.text = encoder, text
+        self.result: dict[str, int] | None = None
+        self.error: BaseException | None = None
+        self.done = False
+
+
+class QueryBatcher:
+    """Encodes the query texts of concurrent requests together: a request whose text arrives while
+    another batch is being encoded waits, and the first of the waiting requests then encodes every
+    waiting text of the same encoder (at most ``limit``, its own among them) in one forward pass.
+    Alone, a request encodes its text at once; under load, batches form by themselves. One encoding
+    runs at a time (the tokenizer is not thread-safe, and each pass already uses the worker's torch
+    threads). A text's weights do not depend on the batch it is encoded in (tested)."""
+
+    def __init__(self, limit: int = 32):
+        self.limit = limit
+        self._cond = threading.Condition()
+        self._pending: list[_Pending] = []
+        self._busy = False
+
+    @property
+    def waiting(self) -> int:
+        """Texts waiting for a batch."""
+        with self._cond:
+            return len(self._pending)
+
+    def encode(self, encoder, text: str) -> dict[str, int]:
+        item = _Pending(encoder, text)
+        with self._cond:
+            self._pending.append(item)
+            while self._busy and not item.done:
+                self._cond.wait()
+            if not item.done:
+                self._busy = True
+                same = [p for p in self._pending if p.encoder is encoder and p is not item][:self.limit - 1]
+                batch = same + [item]
+                taken = set(map(id, batch))
+                self._pending = [p for p in self._pending if id(p) not in taken]
+        if not item.done:
+            try:
+                results = encoder.encode_batch([p.text for p in batch])
+                for p, r in zip(batch, results):
+                    p.result = r
+            except BaseException as exc:
+                for p in batch:
+                    p.error = exc
+            finally:
+                with self._cond:
+                    for p in batch:
+                        p.done = True
+                    self._busy = False
+                    self._cond.notify_all()
+        if item.error is not None:
+            raise item.error
+        return item.result
+
+
 class Library:
     """The named indexes of a server (:class:`ServedIndex`), used through :meth:`use` and swapped by
-    :meth:`reload`. Queries are encoded one at a time (:meth:`encode`): the tokenizer is not
-    thread-safe, and each encoding already uses the worker's torch threads."""
+    :meth:`reload`. Query texts are encoded through one :class:`QueryBatcher`."""
 
     def __init__(self, config: ServeConfig):
         self.config = config
         self.generation = 0
         self._lock = threading.Lock()
         self._reload_lock = threading.Lock()
-        self._encode_lock = threading.Lock()
+        self.batcher = QueryBatcher()
         self._indexes = self._open(1)
         self.generation = 1
         self.bm25 = BM25Searcher(config.bm25) if config.bm25 else None
@@ -288,8 +348,7 @@ class Library:
         encoder = served.searcher.query_encoder
         if encoder is None:
             raise RequestError("query", f"index {served.name!r} takes pre-encoded queries only ('terms')")
-        with self._encode_lock:
-            return encoder.encode(text)
+        return self.batcher.encode(encoder, text)
 
     def close(self) -> None:
         with self._lock:
