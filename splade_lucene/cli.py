@@ -186,6 +186,14 @@ def _parser_index(sub, quiet) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing index")
     p.add_argument("--no-impact-table", action="store_true",
                    help="skip the in-memory search table (searches then go through Lucene, several times slower)")
+    p.add_argument("--foreign", action="store_true",
+                   help="the collection was encoded elsewhere (JsonVectorCollection files with integer weights, "
+                        "e.g. Anserini's pre-encoded corpora) and has no metadata of ours: state --model and --scale; "
+                        "every record is checked")
+    p.add_argument("--model", default=None,
+                   help=f"with --foreign: the model the vectors were made with ({DEFAULT_MODEL_HELP})")
+    p.add_argument("--scale", type=float, default=None,
+                   help="with --foreign: the scale the weights were quantized with")
 
 
 def _parser_impacts(sub, quiet) -> None:
@@ -436,9 +444,19 @@ def _encode(args: argparse.Namespace, progress: bool) -> int:
 def _index(args: argparse.Namespace, progress: bool) -> int:
     from .indexing.build import build_index
 
+    metadata = None
+    if args.foreign:
+        from .indexing.foreign import stated_metadata
+
+        if args.scale is None:
+            raise SettingError("--foreign needs --scale: the scale the collection's weights were quantized with")
+        metadata = stated_metadata(args.collection, args.model, args.scale)
+    elif args.model is not None or args.scale is not None:
+        raise SettingError("--model and --scale state how a --foreign collection was made; a collection of ours "
+                           "records them")
     r = build_index(args.collection, args.index, threads=args.threads, overwrite=args.overwrite,
                     quiet=not progress, impact_table=not args.no_impact_table, shard=args.shard,
-                    query_mode=args.query_mode)
+                    query_mode=args.query_mode, metadata=metadata)
     print(f"indexed {r.documents} documents into {r.index_dir} in {r.seconds:.1f} s")
     return 0
 

@@ -125,7 +125,8 @@ def parse_shard(shard: str | tuple[int, int] | None) -> tuple[int, int] | None:
 
 def build_index(collection: str | Path, index_dir: str | Path | None = None, *, threads: int = 1,
                 overwrite: bool = False, quiet: bool = False, impact_table: bool = True,
-                shard: str | tuple[int, int] | None = None, query_mode: str | None = None) -> BuildResult:
+                shard: str | tuple[int, int] | None = None, query_mode: str | None = None,
+                metadata: dict | None = None) -> BuildResult:
     """Build a Lucene impact index from a collection written by :mod:`splade_lucene.encoding.local`'s
     pipeline (or any JsonVectorCollection folder), atomically, and check its document count.
     ``impact_table``: also write the in-memory search table (:mod:`splade_lucene.indexing.impacts`), checked
@@ -133,7 +134,8 @@ def build_index(collection: str | Path, index_dir: str | Path | None = None, *, 
     name order), one of N shard indexes that :func:`merge_indexes` joins into one. ``query_mode``:
     ``full`` (queries through the model), ``idf`` or ``learned`` (inference-free queries from a table,
     :mod:`splade_lucene.indexing.query_table`); default: the mode the model was trained for (``full`` for any
-    model not trained with ``--query-mode``)."""
+    model not trained with ``--query-mode``). ``metadata``: the collection's metadata where the folder
+    has none of its own (a foreign collection: :func:`splade_lucene.indexing.foreign.stated_metadata`)."""
     collection = Path(collection)
     if query_mode is not None:
         check_mode(query_mode)
@@ -148,7 +150,7 @@ def build_index(collection: str | Path, index_dir: str | Path | None = None, *, 
         if not files:
             raise IndexBuildError(f"shard {shard[0]}/{shard[1]} of {collection} holds no part file "
                                   f"(the collection has {len(collection_files(collection))})")
-    meta = read_collection_metadata(collection)
+    meta = read_collection_metadata(collection) if metadata is None else dict(metadata)
     fmt = meta.get("format") or _sniff_format(files[0])
     expected = meta.get("documents") if shard is None else None
     if expected is None:

@@ -174,6 +174,8 @@ def write_impact_table(index_dir: str | Path, collection: str | Path | Sequence[
         for docid, vector in _records(collections):
             row = row_of.get(docid)
             if row is None:
+                if not any(w > 0 for w in vector.values()):
+                    continue  # nothing to index: Anserini leaves the document out (foreign collections)
                 raise ImpactTableError(f"document {docid!r} of {collection} is not in {index_dir}")
             if seen_rows[row]:
                 raise ImpactTableError(f"{collection} has document {docid!r} twice")
