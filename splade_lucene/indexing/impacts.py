@@ -51,7 +51,7 @@ class ImpactTableError(SpladeLuceneError, RuntimeError):
     """An impact table that cannot be written or does not fit its index."""
 
 
-def _records(collections: list[Path]) -> Iterator[tuple[str, dict[str, int]]]:
+def collection_records(collections: list[Path]) -> Iterator[tuple[str, dict[str, int]]]:
     """(doc id, {term: impact}) of each record of JsonVectorCollection or pseudo-document folders (or
     single part files)."""
     files = []
@@ -171,7 +171,7 @@ def write_impact_table(index_dir: str | Path, collection: str | Path | Sequence[
         r_buf: list[int] = []
         w_buf: list[int] = []
         records = 0
-        for docid, vector in _records(collections):
+        for docid, vector in collection_records(collections):
             row = row_of.get(docid)
             if row is None:
                 if not any(w > 0 for w in vector.values()):

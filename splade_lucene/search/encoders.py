@@ -13,6 +13,7 @@ from ..core.quantize import DEFAULT_SCALE, check_pruning, check_scale, prune, qu
 from ..encoding.model import DEFAULT_MAX_LENGTH, SpladeEncoder
 from ..encoding.pooling import SparseVector
 from ..formats.metadata import check_compatible, read_metadata
+from ..indexing.export import token_ids
 from ..indexing.query_table import QUERY_MODES, TABLE_MODES, QueryTableError, TableQueryEncoder
 
 
@@ -31,6 +32,7 @@ class QueryEncoder:
         self.max_length = int(max_length)
         self.encoder = encoder or SpladeEncoder(model, max_length=max_length, pooling=pooling, dtype=dtype,
                                                 backend=backend, threads=threads)
+        self._vocabulary: dict[str, int] | None = None
 
     @classmethod
     def from_index(cls, index_dir: str | Path, model: str | Path | None = None, *,
@@ -78,6 +80,13 @@ class QueryEncoder:
     def encode(self, text: str) -> dict[str, int]:
         """One query's integer weights (Pyserini's ``QueryEncoder.encode`` contract)."""
         return self.encode_batch([text])[0]
+
+    def encode_ids(self, text: str) -> dict[int, float]:
+        """One query's weights keyed by token id, as vector databases take sparse vectors (Milvus:
+        `splade-lucene export --to milvus`)."""
+        if self._vocabulary is None:
+            self._vocabulary = self.tokenizer.get_vocab()
+        return token_ids(self.encode(text), self._vocabulary)
 
     def encode_batch(self, texts: Sequence[str]) -> list[dict[str, int]]:
         """Integer weights per text; a text with no letter or digit (empty, blank, only punctuation)
