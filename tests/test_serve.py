@@ -239,6 +239,9 @@ def test_api_key_metrics_openapi_and_cors(app_client, cranfield):
     metrics = app_client.get("/metrics").text
     assert 'route="/search",status="200"' in metrics and 'route="/search",status="401"' in metrics
     assert "splade_lucene_request_seconds_bucket" in metrics and "splade_lucene_index_generation" in metrics
+    described = app_client.get("/indexes").json()["indexes"]
+    assert [(i["name"], i["documents"], i["engine"], i["texts"]) for i in described] == \
+        [("cranfield", len(cranfield["vectors"]), "memory", True)]
     paths = app_client.get("/openapi.json").json()["paths"]
     assert {"/search", "/batch_search", "/doc/{docid}", "/explain", "/healthz", "/metrics",
             "/admin/reload"} <= set(paths)

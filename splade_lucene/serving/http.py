@@ -20,10 +20,10 @@ import threading
 import time
 from contextlib import asynccontextmanager
 from importlib.metadata import version
-from typing import Annotated, Any
+from typing import Annotated
 
 import anyio
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi import Query as Param
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
@@ -169,215 +169,257 @@ def _field_of(loc) -> str | None:
     return ".".join(parts) or None
 
 
-def create_app(config: ServeConfig, library: Library | None = None) -> FastAPI:
-    """The app over ``config``'s indexes, opened when the app starts (or the ``library`` given,
-    which the caller closes)."""
-    settings = config.settings
-    metrics = Metrics()
-    state: dict[str, Any] = {"library": library}
-    reloading = asyncio.Lock()
+class Worker:
+    """What one worker process serves with: its settings, its indexes (opened when the app starts,
+    unless given), its metrics and its reloads. The routes reach it as ``request.app.state.worker``."""
 
-    async def reload() -> int:
-        async with reloading:
+    def __init__(self, config: ServeConfig, library: Library | None):
+        self.config, self.settings = config, config.settings
+        self.library: Library = library  # type: ignore[assignment]  # set by the lifespan where None
+        self.own = library is None
+        self.metrics = Metrics()
+        self._reloading = asyncio.Lock()
+
+    async def reload(self) -> int:
+        async with self._reloading:
             try:
-                generation = await anyio.to_thread.run_sync(state["library"].reload)
+                generation = await anyio.to_thread.run_sync(self.library.reload)
             except Exception:
-                metrics.reload_failures += 1
+                self.metrics.reload_failures += 1
                 raise
-            metrics.generation = generation
-            print(f"splade-lucene serve: worker {os.getpid()} reloaded: generation {generation}",
-                  file=sys.stderr, flush=True)
+            self.metrics.generation = generation
+            say(f"reloaded: generation {generation}")
             return generation
 
-    def on_signal() -> None:
+    def on_signal(self) -> None:
         async def run():
             try:
-                await reload()
+                await self.reload()
             except Exception as exc:  # the old build keeps serving
-                print(f"splade-lucene serve: worker {os.getpid()} reload failed: {exc}", file=sys.stderr, flush=True)
+                say(f"reload failed: {exc}")
         asyncio.get_running_loop().create_task(run())
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI):
-        own = state["library"] is None
-        if own:
+    async def lifespan(self, app: FastAPI):
+        if self.own:
             import torch
 
-            torch.set_num_threads(settings.threads or max(1, (os.cpu_count() or 1) // settings.workers))
-            state["library"] = await anyio.to_thread.run_sync(Library, config)
-        metrics.generation = state["library"].generation
+            torch.set_num_threads(self.settings.threads or max(1, (os.cpu_count() or 1) // self.settings.workers))
+            self.library = await anyio.to_thread.run_sync(Library, self.config)
+        self.metrics.generation = self.library.generation
         loop = asyncio.get_running_loop()
         signals = [signal.SIGUSR1] + ([signal.SIGHUP] if not os.environ.get(SUPERVISOR_ENV) else [])
         handled = []
         if threading.current_thread() is threading.main_thread():
             for sig in signals:
-                loop.add_signal_handler(sig, on_signal)
+                loop.add_signal_handler(sig, self.on_signal)
                 handled.append(sig)
-        print(f"splade-lucene serve: worker {os.getpid()} ready: generation {metrics.generation}, indexes "
-              f"{', '.join(state['library'].names)}", file=sys.stderr, flush=True)
+        say(f"ready: generation {self.metrics.generation}, indexes {', '.join(self.library.names)}")
         try:
             yield
         finally:
             for sig in handled:
                 loop.remove_signal_handler(sig)
-            if own:
-                state["library"].close()
+            if self.own:
+                self.library.close()
 
-    app = FastAPI(title="splade-lucene", version=version("splade-lucene"), lifespan=lifespan,
-                  description="SPLADE search over Lucene impact indexes: exact top-k, Anserini's scores.")
+    async def compute(self, fn, *args):
+        """``fn(*args)`` in a worker thread, under the request time limit."""
+        try:
+            with anyio.fail_after(self.settings.timeout):
+                return await anyio.to_thread.run_sync(fn, *args, abandon_on_cancel=True)
+        except TimeoutError:
+            raise RequestError(None, f"the request ran past the {self.settings.timeout:g} s limit", 503) from None
 
-    def lib() -> Library:
-        return state["library"]
-
-    async def call(fn, *args, inline: bool = False) -> Response:
+    async def call(self, fn, *args, inline: bool = False) -> Response:
         """``fn``'s JSON answer (serialized here: FastAPI's generic encoder would walk every hit
-        again), computed in a worker thread under the request time limit, or, ``inline``, on the
-        event loop: for searches of pre-encoded queries in an impact table, which take a fraction of
-        a millisecond, less than the hop to a thread and back."""
+        again), computed by :meth:`compute`, or, ``inline``, on the event loop: for searches of
+        pre-encoded queries in an impact table, which take a fraction of a millisecond, less than the
+        hop to a thread and back."""
         def run():
             return json.dumps(fn(*args), ensure_ascii=False, separators=(",", ":")).encode()
-        if inline:
-            return Response(run(), media_type="application/json")
-        try:
-            with anyio.fail_after(settings.timeout):
-                body = await anyio.to_thread.run_sync(run, abandon_on_cancel=True)
-        except TimeoutError:
-            raise RequestError(None, f"the request ran past the {settings.timeout:g} s limit", 503) from None
-        return Response(body, media_type="application/json")
+        return Response(run() if inline else await self.compute(run), media_type="application/json")
 
-    @app.exception_handler(RequestError)
-    async def refused(request: Request, exc: RequestError):
-        return _error(exc.status, exc.message, exc.field)
+    def query(self, **fields) -> Query:
+        return query_of(fields, self.settings)
 
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError):
-        errors = exc.errors()
-        first = errors[0] if errors else {"loc": (), "msg": "invalid request", "type": ""}
-        status = 400 if first.get("type") == "json_invalid" else 422
-        if status == 400:
-            return _error(400, "the body is not valid JSON", "body")
-        return _error(422, str(first.get("msg")), _field_of(first.get("loc", ())))
 
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException):
-        if isinstance(exc.__cause__, RequestError):  # raised while FastAPI read the body: the size limit
-            return _error(exc.__cause__.status, exc.__cause__.message, exc.__cause__.field)
-        if exc.status_code == 400:  # FastAPI's answer to a body it cannot decode
-            return _error(400, "the body is not UTF-8 JSON", "body")
-        return _error(exc.status_code, str(exc.detail), None)
+def say(message: str) -> None:
+    print(f"splade-lucene serve: worker {os.getpid()} {message}", file=sys.stderr, flush=True)
 
-    @app.exception_handler(UnicodeDecodeError)
-    async def not_utf8(request: Request, exc: UnicodeDecodeError):
-        return _error(400, "the request is not UTF-8", "body")
 
-    @app.get("/healthz")
-    async def healthz():
-        """Liveness, without the API key: the worker answers and has its indexes open."""
-        return {"status": "ok", "generation": lib().generation, "indexes": lib().names}
-
-    @app.get("/metrics", response_class=PlainTextResponse)
-    async def prometheus():
-        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
-
-    @app.get("/indexes")
-    async def indexes():
-        """The indexes this server holds: name, build id, generation, documents, engine, model."""
-        return {"indexes": await call(lib().describe)}
-
-    def get_query(q, terms, k, index, fields) -> Query:
-        return query_of({"query": q, "terms": terms, "k": k, "index": index, "fields": fields}, settings)
-
-    @app.get("/search")
-    async def search_get(q: Annotated[str, Param(description="the query's text")],
-                         k: Annotated[int, Param(description="how many hits")] = 10,
-                         index: str | None = None,
-                         fields: Annotated[str | None, Param(description="'text', 'terms', comma-separated")] = None):
-        """Search with a query text."""
-        return await call(run_query, lib(), get_query(q, None, k, index, fields))
-
-    @app.post("/search")
-    async def search_post(body: SearchBody):
-        """Search with a query text or pre-encoded terms."""
-        query = query_of(body.model_dump(), settings)
-        return await call(run_query, lib(), query, inline=query.terms is not None and not query.fields
-                          and lib().in_memory(query.index))
-
-    @app.post("/batch_search")
-    async def batch_search(body: BatchBody):
-        """Search many queries; results by qid, in the order given."""
-        if not body.queries:
-            raise RequestError("queries", "queries is empty")
-        if len(body.queries) > settings.max_batch:
-            raise RequestError("queries", f"{len(body.queries)} queries; the limit is {settings.max_batch}", 413)
-        qids = [q.qid for q in body.queries]
-        if len(set(qids)) != len(qids):
-            raise RequestError("queries", "query ids (qid) must differ")
-        queries = [query_of({**q.model_dump(exclude={"qid"}), "k": body.k, "index": body.index,
-                             "fields": body.fields}, settings, prefix=f"queries.{i}.")
-                   for i, q in enumerate(body.queries)]
-
-        def run() -> dict:
-            results = {qid: run_query(lib(), q) for qid, q in zip(qids, queries)}
-            first = next(iter(results.values()))
-            return {"index": first["index"], "build": first["build"], "generation": first["generation"],
-                    "results": {qid: r["hits"] for qid, r in results.items()}}
-
-        return await call(run)
-
-    @app.get("/doc/{docid:path}")
-    async def document(docid: str, index: str | None = None):
-        """A document's id, title and text, from the corpus the index was built from."""
-        return await call(document_record, lib(), index, docid)
-
-    @app.get("/explain")
-    async def explain_get(q: str, docid: str, index: str | None = None):
-        """Why a document scores what it does for a query: each shared term's query weight x document
-        weight, summing to Lucene's score, expansions marked."""
-        return await call(explain_record, lib(), get_query(q, None, 10, index, None), docid)
-
-    @app.post("/explain")
-    async def explain_post(body: ExplainBody):
-        query = query_of(body.model_dump(exclude={"docid"}), settings)
-        return await call(explain_record, lib(), query, body.docid)
-
-    @app.post("/admin/reload", status_code=200)
-    async def admin_reload():
-        """Reopen every index from the folders named at start-up; requests in flight finish on the
-        old build. With several workers, every worker reloads (the answer comes before they finish)."""
-        supervisor = os.environ.get(SUPERVISOR_ENV)
-        if supervisor:
-            os.kill(int(supervisor), signal.SIGHUP)
-            return JSONResponse({"status": "reloading", "workers": settings.workers}, status_code=202)
-        try:
-            generation = await reload()
-        except Exception as exc:
-            return _error(503, f"reload failed, the old build still serves: {exc}", None)
-        return {"status": "reloaded", "generation": generation}
-
-    @app.get("/", response_class=HTMLResponse)
-    async def browser(q: str | None = None, index: str | None = None, k: str | None = None):
-        """The result browser."""
-        library = lib()
-        name = index if index in library.names else library.config.default_index
-        shown = 10
-        if not q:
-            return HTMLResponse(render(names=library.names, index=name))
-        try:
-            shown = check_k(int(k) if k and k.strip().isdigit() else 10, settings)
-            query = query_of({"query": check_text(q, settings), "k": min(shown, 100), "index": name,
-                              "fields": ["text", "terms"]}, settings)
-            result = json.loads((await call(run_query, library, query)).body)
-            bm25 = json.loads((await call(_bm25_with_texts, library, name, q, query.k)).body)
-        except RequestError as err:
-            return HTMLResponse(render(names=library.names, index=name, query=q, k=shown, error=err.message),
-                                status_code=err.status)
-        return HTMLResponse(render(names=library.names, index=name, query=q, k=query.k, result=result, bm25=bm25))
-
-    app.add_middleware(Guard, key=settings.api_key(), max_body=settings.max_body_bytes, metrics=metrics)
-    if settings.origins():
-        app.add_middleware(CORSMiddleware, allow_origins=settings.origins(), allow_methods=["GET", "POST"],
+def create_app(config: ServeConfig, library: Library | None = None) -> FastAPI:
+    """The app over ``config``'s indexes, opened when the app starts (or the ``library`` given,
+    which the caller closes)."""
+    worker = Worker(config, library)
+    app = FastAPI(title="splade-lucene", version=version("splade-lucene"), lifespan=worker.lifespan,
+                  description="SPLADE search over Lucene impact indexes: exact top-k, Anserini's scores.")
+    app.state.worker = worker
+    app.add_exception_handler(RequestError, refused)
+    app.add_exception_handler(RequestValidationError, invalid)
+    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(UnicodeDecodeError, not_utf8)
+    app.include_router(router)
+    app.add_middleware(Guard, key=config.settings.api_key(), max_body=config.settings.max_body_bytes,
+                       metrics=worker.metrics)
+    if config.settings.origins():
+        app.add_middleware(CORSMiddleware, allow_origins=config.settings.origins(), allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "X-API-Key", "Content-Type"])
     return app
+
+
+# ---- refusals: a JSON error naming the field ----------------------------------------------------
+
+
+async def refused(request: Request, exc: RequestError):
+    return _error(exc.status, exc.message, exc.field)
+
+
+async def invalid(request: Request, exc: RequestValidationError):
+    errors = exc.errors()
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request", "type": ""}
+    if first.get("type") == "json_invalid":
+        return _error(400, "the body is not valid JSON", "body")
+    return _error(422, str(first.get("msg")), _field_of(first.get("loc", ())))
+
+
+async def http_error(request: Request, exc: HTTPException):
+    if isinstance(exc.__cause__, RequestError):  # raised while FastAPI read the body: the size limit
+        return _error(exc.__cause__.status, exc.__cause__.message, exc.__cause__.field)
+    if exc.status_code == 400:  # FastAPI's answer to a body it cannot decode
+        return _error(400, "the body is not UTF-8 JSON", "body")
+    return _error(exc.status_code, str(exc.detail), None)
+
+
+async def not_utf8(request: Request, exc: UnicodeDecodeError):
+    return _error(400, "the request is not UTF-8", "body")
+
+
+# ---- routes -------------------------------------------------------------------------------------
+
+router = APIRouter()
+
+
+def worker_of(request: Request) -> Worker:
+    return request.app.state.worker
+
+
+@router.get("/healthz")
+async def healthz(request: Request):
+    """Liveness, without the API key: the worker answers and has its indexes open."""
+    library = worker_of(request).library
+    return {"status": "ok", "generation": library.generation, "indexes": library.names}
+
+
+@router.get("/metrics", response_class=PlainTextResponse)
+async def prometheus(request: Request):
+    return PlainTextResponse(worker_of(request).metrics.render(), media_type="text/plain; version=0.0.4")
+
+
+@router.get("/indexes")
+async def indexes(request: Request):
+    """The indexes this server holds: name, build id, generation, documents, engine, model."""
+    library = worker_of(request).library
+    return await worker_of(request).call(lambda: {"indexes": library.describe()})
+
+
+@router.get("/search")
+async def search_get(request: Request, q: Annotated[str, Param(description="the query's text")],
+                     k: Annotated[int, Param(description="how many hits")] = 10, index: str | None = None,
+                     fields: Annotated[str | None, Param(description="'text', 'terms', comma-separated")] = None):
+    """Search with a query text."""
+    worker = worker_of(request)
+    return await worker.call(run_query, worker.library, worker.query(query=q, k=k, index=index, fields=fields))
+
+
+@router.post("/search")
+async def search_post(request: Request, body: SearchBody):
+    """Search with a query text or pre-encoded terms."""
+    worker = worker_of(request)
+    query = worker.query(**body.model_dump())
+    inline = query.terms is not None and not query.fields and worker.library.in_memory(query.index)
+    return await worker.call(run_query, worker.library, query, inline=inline)
+
+
+@router.post("/batch_search")
+async def batch_search(request: Request, body: BatchBody):
+    """Search many queries; results by qid, in the order given."""
+    worker = worker_of(request)
+    if not body.queries:
+        raise RequestError("queries", "queries is empty")
+    if len(body.queries) > worker.settings.max_batch:
+        raise RequestError("queries", f"{len(body.queries)} queries; the limit is {worker.settings.max_batch}", 413)
+    qids = [q.qid for q in body.queries]
+    if len(set(qids)) != len(qids):
+        raise RequestError("queries", "query ids (qid) must differ")
+    queries = [query_of({**q.model_dump(exclude={"qid"}), "k": body.k, "index": body.index, "fields": body.fields},
+                        worker.settings, prefix=f"queries.{i}.") for i, q in enumerate(body.queries)]
+    return await worker.call(batch_answer, worker.library, dict(zip(qids, queries)))
+
+
+def batch_answer(library: Library, queries: dict[str, Query]) -> dict:
+    results = {qid: run_query(library, q) for qid, q in queries.items()}
+    first = next(iter(results.values()))
+    return {"index": first["index"], "build": first["build"], "generation": first["generation"],
+            "results": {qid: r["hits"] for qid, r in results.items()}}
+
+
+@router.get("/doc/{docid:path}")
+async def document(request: Request, docid: str, index: str | None = None):
+    """A document's id, title and text, from the corpus the index was built from."""
+    worker = worker_of(request)
+    return await worker.call(document_record, worker.library, index, docid)
+
+
+@router.get("/explain")
+async def explain_get(request: Request, q: str, docid: str, index: str | None = None):
+    """Why a document scores what it does for a query: each shared term's query weight x document
+    weight, summing to Lucene's score, expansions marked."""
+    worker = worker_of(request)
+    return await worker.call(explain_record, worker.library, worker.query(query=q, index=index), docid)
+
+
+@router.post("/explain")
+async def explain_post(request: Request, body: ExplainBody):
+    worker = worker_of(request)
+    return await worker.call(explain_record, worker.library, worker.query(**body.model_dump(exclude={"docid"})),
+                             body.docid)
+
+
+@router.post("/admin/reload", status_code=200)
+async def admin_reload(request: Request):
+    """Reopen every index from the folders named at start-up; requests in flight finish on the
+    old build. With several workers, every worker reloads (the answer comes before they finish)."""
+    worker = worker_of(request)
+    supervisor = os.environ.get(SUPERVISOR_ENV)
+    if supervisor:
+        os.kill(int(supervisor), signal.SIGHUP)
+        return JSONResponse({"status": "reloading", "workers": worker.settings.workers}, status_code=202)
+    try:
+        generation = await worker.reload()
+    except Exception as exc:
+        return _error(503, f"reload failed, the old build still serves: {exc}", None)
+    return {"status": "reloaded", "generation": generation}
+
+
+@router.get("/", response_class=HTMLResponse)
+async def browser(request: Request, q: str | None = None, index: str | None = None, k: str | None = None):
+    """The result browser."""
+    worker = worker_of(request)
+    library, settings = worker.library, worker.settings
+    name = index if index in library.names else library.config.default_index
+    shown = 10
+    if not q:
+        return HTMLResponse(render(names=library.names, index=name))
+    try:
+        shown = check_k(int(k) if k and k.strip().isdigit() else 10, settings)
+        query = worker.query(query=check_text(q, settings), k=min(shown, 100), index=name, fields=["text", "terms"])
+        result = await worker.compute(run_query, library, query)
+        bm25 = await worker.compute(_bm25_with_texts, library, name, q, query.k)
+    except RequestError as err:
+        return HTMLResponse(render(names=library.names, index=name, query=q, k=shown, error=err.message),
+                            status_code=err.status)
+    return HTMLResponse(render(names=library.names, index=name, query=q, k=query.k, result=result, bm25=bm25))
 
 
 def _bm25_with_texts(library: Library, name: str, text: str, k: int) -> list[dict] | None:
