@@ -56,13 +56,15 @@ def document_vectors(index_dir: str | Path) -> Iterator[tuple[str, dict[str, int
 def export_milvus(index_dir: str | Path, uri: str, collection: str, *, overwrite: bool = False,
                   batch: int = 2000) -> dict:
     """Write the index's documents into the Milvus collection ``collection`` at ``uri`` (a file path:
-    Milvus Lite; ``http://...``: a server). Returns the counts and the seconds taken."""
-    from pymilvus import DataType, MilvusClient
-
+    Milvus Lite; ``http://...``: a server). Returns the counts and the seconds taken. (Milvus's client
+    starts gRPC threads in this process; a process that forks after it, to run Anserini's indexer for
+    instance, may abort in the child: export from its own process, as the command does.)"""
     if not collection.replace("_", "").isalnum() or not collection[0].isalpha():
         raise SettingError(f"Milvus collection names are letters, digits and '_', starting with a letter, "
                            f"not {collection!r}")
-    vocabulary = vocabulary_of(index_dir)
+    vocabulary = vocabulary_of(index_dir)  # the index checked before Milvus's client is loaded
+    from pymilvus import DataType, MilvusClient
+
     started = time.perf_counter()
     client = MilvusClient(uri)
     try:
