@@ -4,6 +4,7 @@ checkpoints through transformers, ONNX exports and their sessions, the backend a
 from __future__ import annotations
 
 import importlib.metadata
+import json
 from pathlib import Path
 
 from ..core.errors import NotFoundError, SettingError, SpladeLuceneError
@@ -143,6 +144,43 @@ def onnx_session(path: Path, threads: int | None):
     return session
 
 
+SENTENCE_TRANSFORMERS_MODULES = "modules.json"
+
+
+def check_sentence_transformers_folder(path: str | Path) -> None:
+    """A sentence-transformers ``SparseEncoder`` folder (``modules.json``) loads here only as what this
+    encoder computes: a masked LM in the folder itself, then ``SpladePooling`` with max pooling of
+    log(1 + relu). Any other module or setting (sum pooling, log1p_relu, an inference-free ``Router``)
+    is refused naming it: loading the masked LM alone would give other vectors than
+    sentence-transformers does, silently."""
+    modules_file = Path(path) / SENTENCE_TRANSFORMERS_MODULES
+    if not modules_file.is_file():
+        return
+    try:
+        modules = json.loads(modules_file.read_text(encoding="utf-8"))
+        kinds = [(str(m.get("type", "")), str(m.get("path", ""))) for m in modules]
+    except (ValueError, AttributeError, TypeError) as exc:
+        raise ModelError(f"{modules_file} is not a sentence-transformers module list: {exc}") from None
+    for kind, where in kinds:
+        name = kind.rsplit(".", 1)[-1]
+        if name in ("MLMTransformer", "Transformer"):
+            if where not in ("", "."):
+                raise ModelError(f"{path}: the masked LM of this sentence-transformers folder is in {where!r}, not "
+                                 "the folder itself; pass that folder as the model")
+        elif name == "SpladePooling":
+            config_file = Path(path) / where / "config.json"
+            config = json.loads(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {}
+            pooling = config.get("pooling_strategy", "max")
+            activation = config.get("activation_function", "relu")
+            if (pooling, activation) != ("max", "relu"):
+                raise ModelError(f"{path}: its SpladePooling takes {pooling} pooling of {activation}; this encoder "
+                                 "computes max pooling of log(1 + relu) only, and would give other vectors than "
+                                 "sentence-transformers does")
+        else:
+            raise ModelError(f"{path}: sentence-transformers module {kind!r} is not supported (a SparseEncoder "
+                             "folder loads here as a masked LM followed by SpladePooling, max of log(1 + relu))")
+
+
 def load_masked_lm(path: str, *, allow_new_head: bool = False):
     """(model, tokenizer): ``AutoModelForMaskedLM`` and its tokenizer from ``path``, refusing a
     checkpoint whose MLM head is missing or partly missing (transformers would initialise it at random
@@ -153,6 +191,7 @@ def load_masked_lm(path: str, *, allow_new_head: bool = False):
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
+    check_sentence_transformers_folder(path)
     try:
         config = AutoConfig.from_pretrained(path)
     except Exception as exc:
