@@ -132,7 +132,7 @@ def _parser_serve(sub, quiet) -> None:
                                    "reopens the indexes without a pause; SIGTERM drains and exits (docs/serving.md).")
     _serving_flags(p, ServeSettings)
     p.add_argument("--bm25", default=None, metavar="DIR",
-                   help="a BM25 index (`experiment` builds one) whose hits the browser shows beside SPLADE's")
+                   help="a BM25 index (`bm25-index` builds one) whose hits the browser shows beside SPLADE's")
 
 
 def _parser_mcp(sub, quiet) -> None:
