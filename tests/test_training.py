@@ -10,6 +10,8 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import need_module
+from test_st_folders import assert_close, compare
 
 from splade_lucene.encoding.head import splade_pool
 from splade_lucene.encoding.loading import ModelError, default_model_path
@@ -108,6 +110,17 @@ def test_tiny_run_writes_a_checkpoint_every_command_loads(tiny_run, tiny_dataset
     assert len(manifest["dev_queries"]) == 8 and manifest["train_queries"] == 32
     assert all({"rank", "flops_q", "flops_d", "nonzero_d"} <= set(s) for s in manifest["steps"])
     assert (out.parent / "tiny.png").stat().st_size > 10_000
+
+
+def test_trained_model_is_a_sentence_transformers_sparse_encoder(tiny_run, tiny_dataset):
+    """The folder `train` writes loads in sentence-transformers as a SparseEncoder that encodes as ours."""
+    st = need_module("sentence_transformers", "st")
+    out, _ = tiny_run
+    texts = [d.text for _, d in zip(range(60), read_corpus(tiny_dataset / "corpus.jsonl"))]
+    texts += [t for _, t in read_queries(tiny_dataset / "queries.jsonl")]
+    ours = SpladeEncoder(str(out), max_length=64)
+    theirs = st.SparseEncoder(str(out), device="cpu").encode_document(texts, convert_to_tensor=True)
+    assert_close(theirs.to_dense().numpy(), ours.encode(texts), ours.tokenizer.all_special_ids)
 
 
 def test_batches_never_hold_dev_queries(tiny_dataset, tmp_path):
@@ -429,6 +442,17 @@ def test_inference_free_training(tiny_dataset, tmp_path, mode):
     assert isinstance(qenc, TableQueryEncoder) and qenc.mode == mode
     if mode == "learned":
         assert qenc.table_sha256 == manifest["query_table_sha256"]
+        # the folder is also sentence-transformers' inference-free Router: the same vectors both sides
+        st = need_module("sentence_transformers", "st")
+        queries = [t for _, t in read_queries(tiny_dataset / "queries.jsonl")]
+        docs = [d.text for _, d in zip(range(40), read_corpus(tiny_dataset / "corpus.jsonl"))]
+        theirs = st.SparseEncoder(str(out), device="cpu")
+        drop = encoder.tokenizer.all_special_ids
+        assert_close(theirs.encode_document(docs, convert_to_tensor=True).to_dense().numpy(), encoder.encode(docs),
+                     drop)
+        equal, total, _ = compare(theirs.encode_query(queries, convert_to_tensor=True).to_dense().numpy(),
+                                  qenc.vectors(queries), drop)
+        assert total > 100 and equal == total
     assert result.metrics["nDCG@10"] > 0.3
     with Searcher(result.index_dir) as s:
         assert s.query_encoder.table_sha256 == qenc.table_sha256

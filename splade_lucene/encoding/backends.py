@@ -9,7 +9,15 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import NotFoundError, SettingError
-from .loading import ONNX_FILE, ONNX_OUTPUTS, ModelError, load_masked_lm, onnx_session, read_onnx_meta
+from .loading import (
+    ONNX_FILE,
+    ONNX_OUTPUTS,
+    ModelError,
+    load_masked_lm,
+    onnx_session,
+    read_onnx_meta,
+    read_sparse_head,
+)
 from .pooling import (
     PROJECTION_CHUNK_ROWS,
     ROW_BUCKET,
@@ -24,8 +32,10 @@ from .pooling import (
 
 class TorchBackend:
     """A masked LM through torch. For BERT-like models the body and the head are split so that the
-    head runs on real positions only, fused with the max-pooling, block by block of the vocabulary;
-    other heads project in row chunks."""
+    head runs on real positions only, fused with the pooling, block by block of the vocabulary;
+    other heads project in row chunks. The pooling is the folder's
+    (:class:`~splade_lucene.encoding.loading.SparseHead`): max (default) or sum of log(1 + relu), or
+    of log(1 + log(1 + relu)) (sentence-transformers' ``log1p_relu``)."""
 
     def __init__(self, model_path: str, *, device, dtype: str, pooling: str):
         import torch
@@ -37,7 +47,8 @@ class TorchBackend:
         if looks_local and not path.is_dir():
             raise NotFoundError(f"model path {self.model_path} does not exist (expected a folder "
                                     "with config.json, tokenizer and weights of a masked language model)")
-        self.model, self.tokenizer = load_masked_lm(self.model_path)
+        self.head = read_sparse_head(self.model_path)
+        self.model, self.tokenizer = load_masked_lm(self.model_path, any_head=True)
         self.model.eval().to(self.device)
         self.on_gpu = self.device.type != "cpu"
         if self.on_gpu and self.dtype == "bf16":
@@ -74,7 +85,9 @@ class TorchBackend:
         if self.pooling == "no-special":
             mask &= ~batch["special_tokens_mask"].bool()
         with torch.inference_mode():
-            if self._fused is not None:
+            if self.head.pooling == "sum":
+                pooled = self._sum_pool(batch, mask)
+            elif self._fused is not None:
                 hidden = self._fused[0](self._body(input_ids=batch["input_ids"],
                                                    attention_mask=batch["attention_mask"])[0])
                 if self.on_gpu:
@@ -94,7 +107,34 @@ class TorchBackend:
                 logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
                 owner = torch.nonzero(mask, as_tuple=True)[0]
                 pooled = splade_max_pool(logits[mask], owner, len(texts))
+            if self.head.pooling == "max" and self.head.activation == "log1p_relu":
+                pooled = torch.log1p(pooled)  # monotone: the max of log1p is log1p of the max
         return dense_to_sparse(pooled.cpu().numpy(), self.special_ids)
+
+    def _activate(self, logits):
+        """The folder's activation at each position: log(1 + relu), once more log1p for log1p_relu."""
+        out = self._torch.log1p(self._torch.relu(logits.float()))
+        return self._torch.log1p(out) if self.head.activation == "log1p_relu" else out
+
+    def _sum_pool(self, batch, mask):
+        """Sum pooling: the activation at every pooled position, summed per text (it does not commute
+        with the activation, so each position's logits are activated before they are added), in
+        chunks of rows so that no more than PROJECTION_CHUNK_ROWS rows of logits exist at once."""
+        torch = self._torch
+        n = batch["input_ids"].shape[0]
+        pooled = torch.zeros((n, self.vocab_size), dtype=torch.float32, device=self.device)
+        if self._body is not None and self._head is not None:
+            rows = self._body(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])[0][mask]
+            project = self._head
+        else:
+            rows = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[mask]
+            project = None
+        owner = torch.nonzero(mask, as_tuple=True)[0]
+        for start in range(0, rows.shape[0], PROJECTION_CHUNK_ROWS):
+            chunk = rows[start:start + PROJECTION_CHUNK_ROWS]
+            logits = project(chunk) if project is not None else chunk
+            pooled.index_add_(0, owner[start:start + PROJECTION_CHUNK_ROWS], self._activate(logits))
+        return pooled
 
     def _fused_max_pool(self, rows, counts: list[int]):
         """log1p(relu(max over a text's rows of (row @ W + b))), block by block.

@@ -145,6 +145,10 @@ class SpladeEncoder:
         else:
             self.runtime = TorchBackend(self.model_path, device=self.device, dtype=dtype, pooling=pooling)
         self.model, self.tokenizer = self.runtime.model, self.runtime.tokenizer
+        head = getattr(self.runtime, "head", None)
+        if head is not None and head.pooling == "sum" and self.stride is not None:
+            raise SettingError(f"{self.model_path} sums over a text's positions: windows (stride) would count the "
+                               "positions they share twice; encode it without --stride")
         self.vocab_size = self.runtime.vocab_size
 
     @cached_property

@@ -28,7 +28,7 @@ from ..core import java
 from ..core.atomic import move_into_place, naming_a_full_disk, output_lock, write_text
 from ..core.errors import NotFoundError, OutputExistsError, SettingError
 from ..core.faults import fault_point
-from ..encoding.loading import resolve_model
+from ..encoding.loading import read_sparse_head, resolve_model
 from ..formats.collection import collection_files
 from ..formats.metadata import (
     MATCHING_KEYS,
@@ -52,12 +52,11 @@ from .lucene import (
 )
 from .query_table import FOLDER as QUERY_FOLDER
 from .query_table import (
-    MODEL_TABLE_FILE,
     QueryTableError,
     check_mode,
     idf_weights,
-    load_table,
     model_query_mode,
+    model_query_table,
     write_query_folder,
 )
 
@@ -240,19 +239,16 @@ def write_query_table(index_dir: Path, metadata: dict, query_mode: str | None, *
         raise QueryTableError(f"query mode {mode!r} needs the collection's model (its tokenizer), and the "
                               "collection records none")
     path = resolve_model(model_path)[1]
+    if mode == "learned":
+        weights, source, tokenizer_path = model_query_table(path)
+    else:
+        tokenizer_path = read_sparse_head(path).masked_lm
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
     except Exception as exc:
         raise QueryTableError(f"query mode {mode!r} needs the tokenizer of the collection's model {path}: "
                               f"{exc}") from None
-    if mode == "learned":
-        table_file = Path(path) / MODEL_TABLE_FILE
-        if not table_file.is_file():
-            raise QueryTableError(f"query mode 'learned' needs the query table {table_file}, which a model "
-                                  "trained with `train --query-mode learned` carries; this model has none "
-                                  "(use --query-mode idf or full)")
-        weights, source = load_table(table_file), str(table_file)
-    else:
+    if mode == "idf":
         vocab = tokenizer.get_vocab()
         df = np.zeros(max(len(tokenizer), max(vocab.values()) + 1), dtype=np.int64)
         with lucene_reader(index_dir) as reader:

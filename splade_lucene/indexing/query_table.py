@@ -7,7 +7,9 @@ the index's query scale. Two tables (``QUERY_MODES``):
 - ``idf``: inverse document frequency from the index's own postings, Lucene's BM25 form
   ``log(1 + (N - df + 0.5) / (df + 0.5))`` (0 for a term no document has);
 - ``learned``: the table trained with the document encoder (``train --query-mode learned``), one
-  scalar per vocabulary entry, shipped in the model folder as :data:`MODEL_TABLE_FILE`.
+  scalar per vocabulary entry, shipped in the model folder as :data:`MODEL_TABLE_FILE`; or the
+  ``SparseStaticEmbedding`` query route of a sentence-transformers inference-free ``Router`` folder
+  (its ``model.safetensors`` or ``idf.json``).
 
 ``full`` is the usual mode: queries run through the transformer (:class:`~splade_lucene.search.searcher.QueryEncoder`).
 An index built for a table mode carries everything its queries need in :data:`FOLDER` (the tokenizer
@@ -27,6 +29,7 @@ import numpy as np
 from ..core.atomic import atomic_file
 from ..core.errors import NotFoundError, SettingError, SpladeLuceneError
 from ..core.quantize import DEFAULT_SCALE, check_scale, quantize
+from ..encoding.loading import ModelError, read_sparse_head
 from ..encoding.model import DEFAULT_MAX_LENGTH, has_words
 from ..encoding.pooling import SparseVector
 
@@ -119,8 +122,54 @@ def table_vector(ids: Sequence[int], weights: np.ndarray, drop_ids: np.ndarray) 
     return SparseVector(uniq[keep], w[keep].astype(np.float32))
 
 
+def model_query_table(model_path: str | Path) -> tuple[np.ndarray, str, str]:
+    """(weights, source, tokenizer folder) of the query table a model folder ships: the
+    :data:`MODEL_TABLE_FILE` that ``train --query-mode learned`` writes, or the query route of a
+    sentence-transformers inference-free ``Router`` (weights in ``model.safetensors``, or an
+    ``idf.json`` of {token: weight} its ``config.json`` names, tokens outside the vocabulary refused)."""
+    head = read_sparse_head(model_path)
+    table_file = Path(model_path) / MODEL_TABLE_FILE  # trained here (its Router form holds the same weights)
+    if head.query_table is None or table_file.is_file():
+        if not table_file.is_file():
+            raise QueryTableError(f"query mode 'learned' needs the query table {table_file}, which a model "
+                                  "trained with `train --query-mode learned` carries; this model has none "
+                                  "(use --query-mode idf or full)")
+        return load_table(table_file), str(table_file), head.masked_lm
+    folder = Path(head.query_table)
+    config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
+    if str(config.get("path", "")).endswith(".json"):
+        from transformers import AutoTokenizer
+
+        named = Path(config["path"])
+        file = next((f for f in (named, folder / named, folder.parent / named, folder / named.name) if f.is_file()),
+                    None)
+        if file is None:
+            raise NotFoundError(f"{folder}: its SparseStaticEmbedding reads {config['path']}, which is not there")
+        vocab = AutoTokenizer.from_pretrained(str(folder)).get_vocab()
+        idf = json.loads(file.read_text(encoding="utf-8"))
+        unknown = [t for t in idf if t not in vocab]
+        if unknown:
+            raise QueryTableError(f"{file}: {len(unknown)} tokens are not in the vocabulary, e.g. {unknown[:3]}")
+        weights = np.zeros(len(vocab), dtype=np.float32)
+        for token, w in idf.items():
+            weights[vocab[token]] = w
+        return check_table(weights, None, str(file)), str(file), str(folder)
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    file = folder / "model.safetensors"
+    try:
+        weights = load_file(str(file))["weight"]
+    except (OSError, KeyError, SafetensorError) as exc:
+        raise ModelError(f"{file}: not a SparseStaticEmbedding's weights ({type(exc).__name__}: {exc})") from None
+    return check_table(weights, None, str(file)), str(file), str(folder)
+
+
 def model_query_mode(model_path: str | Path) -> str:
-    """The query mode a model was trained for (its ``training.json``), ``full`` where it records none."""
+    """The query mode a model was trained for (its ``training.json``; ``learned`` for an inference-free
+    sentence-transformers ``Router``), ``full`` where it records none."""
+    if read_sparse_head(model_path).query_table is not None:
+        return "learned"
     manifest = Path(model_path) / "training.json"
     if not manifest.is_file():
         return "full"

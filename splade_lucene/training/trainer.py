@@ -43,7 +43,7 @@ from pathlib import Path
 from ..core.atomic import check_output_path, move_into_place, output_lock, write_text
 from ..core.errors import NotFoundError, OutputExistsError
 from ..core.faults import fault_point
-from ..encoding.loading import model_weights_sha256, resolve_model
+from ..encoding.loading import model_weights_sha256, resolve_model, write_sparse_encoder_folder
 from ..encoding.model import SpladeEncoder
 from ..evaluation.pipeline import run_pipeline
 from ..formats.collection import read_queries, sha256_file
@@ -255,6 +255,10 @@ class Trainer:
                 self.query_table.save(tmp)
             kept = {"rule": "last step (no dev part)", "step": self.total_steps}
         s = self.settings
+        table_file = tmp / MODEL_TABLE_FILE
+        # also a sentence-transformers SparseEncoder folder (the Router form for a learned query table)
+        write_sparse_encoder_folder(tmp, max_length=s.max_length, tokenizer=model.tokenizer,
+                                    query_weights=load_table(table_file) if table_file.is_file() else None)
         manifest = {
             "base_model": {"name": self.base_name, "path": self.base_path,
                            "sha256": self.fingerprint["base_model_sha256"]},
@@ -282,8 +286,8 @@ class Trainer:
             "versions": package_versions(),
         }
         _write_json(tmp / MANIFEST_FILE, manifest)
-        for path in tmp.iterdir():
-            path.chmod(0o644)  # save_pretrained may write the weights owner-only
+        for path in tmp.rglob("*"):
+            path.chmod(0o755 if path.is_dir() else 0o644)  # save_pretrained may write the weights owner-only
         if self.plot is not None:
             plot_training(manifest, self.plot)
         self.output.parent.mkdir(parents=True, exist_ok=True)
