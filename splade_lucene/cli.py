@@ -111,15 +111,28 @@ def _parser_bm25_index(sub, quiet) -> None:
 
 
 def _parser_export(sub, quiet) -> None:
-    p = sub.add_parser("export", parents=[quiet], help="an index's document vectors into a vector database",
-                       description="Write every document's sparse vector (token id: integer weight) into a Milvus "
-                                   "collection (Milvus Lite file, or a server's URI), searched by inner product; "
-                                   "QueryEncoder.encode_ids gives the queries (docs/interop.md).")
+    from .indexing.feeds import FEEDS, KEYS
+
+    p = sub.add_parser("export", parents=[quiet], help="an index's document vectors into a vector database or "
+                                                       "search engine feed files",
+                       description="Write every document's sparse vector (integer weights) into a Milvus "
+                                   "collection (Milvus Lite file, or a server's URI), searched by inner product "
+                                   "(QueryEncoder.encode_ids gives the queries); or write feed files with their "
+                                   "mapping or schema for OpenSearch (rank_features), Elasticsearch (sparse_vector) "
+                                   "or Vespa (tensor<float>(t{})) into --output (docs/interop.md).")
     p.add_argument("--index", required=True, help="index folder built by `index`")
-    p.add_argument("--to", choices=("milvus",), default="milvus", help="the database (default: milvus)")
-    p.add_argument("--uri", required=True, help="Milvus Lite file (e.g. scifact.db) or server URI (http://host:19530)")
-    p.add_argument("--collection", required=True, help="the collection to write")
-    p.add_argument("--overwrite", action="store_true", help="replace a collection of that name")
+    p.add_argument("--to", choices=("milvus", *FEEDS), default="milvus", help="the database or engine "
+                   "(default: milvus)")
+    p.add_argument("--uri", help="milvus: Milvus Lite file (e.g. scifact.db) or server URI (http://host:19530)")
+    p.add_argument("--collection", help="milvus: the collection to write")
+    p.add_argument("--output", help="opensearch, elasticsearch, vespa: the folder to write the feed into")
+    p.add_argument("--name", help="opensearch, elasticsearch: the index name; vespa: the document type "
+                   "(default: the output folder's name)")
+    p.add_argument("--field", default="vector", help="the vector's field (default: vector)")
+    p.add_argument("--keys", choices=KEYS, default="tokens", help="feature names: WordPiece terms (default) or token "
+                   "ids (Elasticsearch before 8.16 refuses dots in feature names)")
+    p.add_argument("--bulk-docs", type=int, default=5000, help="documents per _bulk file (default: 5000)")
+    p.add_argument("--overwrite", action="store_true", help="replace a collection or folder of that name")
 
 
 def _parser_serve(sub, quiet) -> None:
@@ -660,9 +673,22 @@ def _bm25_index(args: argparse.Namespace, progress: bool) -> int:
 
 def _export(args: argparse.Namespace, progress: bool) -> int:
     from .indexing.export import export_milvus
+    from .indexing.feeds import write_feed
 
     if not Path(args.index).is_dir():
         raise NotFoundError(f"index folder {args.index} does not exist")
+    if args.to != "milvus":
+        if not args.output:
+            raise SettingError(f"--to {args.to} writes feed files: pass --output FOLDER")
+        name = args.name or Path(args.output).name.lower().replace("-", "_" if args.to == "vespa" else "-")
+        r = write_feed(args.index, args.output, engine=args.to, name=name, field=args.field, keys=args.keys,
+                       bulk_docs=args.bulk_docs, overwrite=args.overwrite)
+        print(f"wrote {r['documents']} documents for {args.to} ({name!r}) to {args.output}: {', '.join(r['files'])} "
+              f"({r['empty_left_out']} with an empty vector left out; {r['weights_not_exact_in_9_bits']} of "
+              f"{r['weights']} weights not exact in 9 significant bits)")
+        return 0
+    if not args.uri or not args.collection:
+        raise SettingError("--to milvus needs --uri and --collection")
     r = export_milvus(args.index, args.uri, args.collection, overwrite=args.overwrite)
     print(f"exported {r['documents']} documents to Milvus collection {args.collection!r} at {args.uri} in "
           f"{r['seconds']:.1f} s ({r['empty_left_out']} with an empty vector left out)")

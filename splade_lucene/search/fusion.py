@@ -36,22 +36,47 @@ def _to_hits(run, k: int) -> dict[str, list[Hit]]:
     return out
 
 
+def trec_run(results: dict[str, list[Hit]], *, score_format: str = ".6f"):
+    """Results in memory as Pyserini's ``TrecRun``, exactly as their run file reads back (ranks from 1,
+    scores printed with ``score_format``), so fusing them equals fusing the files."""
+    import pandas as pd
+    from pyserini.trectools import TrecRun
+
+    rows = [(str(qid), "Q0", str(h.docid), rank, float(f"{h.score:{score_format}}"), "run")
+            for qid, hits in results.items() for rank, h in enumerate(hits, 1)]
+    run = TrecRun()
+    run.run_data = pd.DataFrame(rows, columns=TrecRun.columns)
+    return run
+
+
 def rrf(run_files: Sequence[str | Path], *, rrf_k: int = 60, depth: int = 1000, k: int = 1000) -> dict[str, list[Hit]]:
+    """Reciprocal rank fusion of run files."""
+    return fuse_rrf([_trec_run(f) for f in run_files], rrf_k=rrf_k, depth=depth, k=k)
+
+
+def fuse_rrf(runs: Sequence, *, rrf_k: int = 60, depth: int = 1000, k: int = 1000) -> dict[str, list[Hit]]:
+    """Reciprocal rank fusion of ``TrecRun`` objects (:func:`trec_run` for results in memory)."""
     from pyserini.fusion import reciprocal_rank_fusion
 
-    if len(run_files) < 2:
+    if len(runs) < 2:
         raise SettingError("fusion needs at least two runs")
-    return _to_hits(reciprocal_rank_fusion([_trec_run(f) for f in run_files], rrf_k=rrf_k, depth=depth, k=k), k)
+    return _to_hits(reciprocal_rank_fusion(list(runs), rrf_k=rrf_k, depth=depth, k=k), k)
 
 
 def interpolation(run_files: Sequence[str | Path], *, alpha: float = 0.5, depth: int = 1000,
                   k: int = 1000) -> dict[str, list[Hit]]:
+    """Min-max normalised linear interpolation of two run files."""
+    return fuse_interpolation([_trec_run(f) for f in run_files], alpha=alpha, depth=depth, k=k)
+
+
+def fuse_interpolation(runs: Sequence, *, alpha: float = 0.5, depth: int = 1000, k: int = 1000) -> dict[str, list[Hit]]:
+    """:func:`interpolation` of two ``TrecRun`` objects."""
     from pyserini.fusion import interpolation as pyserini_interpolation
     from pyserini.trectools import RescoreMethod
 
-    if len(run_files) != 2:
+    if len(runs) != 2:
         raise SettingError("interpolation fuses exactly two runs")
     if not 0.0 <= alpha <= 1.0:
         raise SettingError(f"alpha must be in [0, 1], not {alpha}")
-    runs = [_trec_run(f).rescore(method=RescoreMethod.NORMALIZE) for f in run_files]
+    runs = [run.rescore(method=RescoreMethod.NORMALIZE) for run in runs]
     return _to_hits(pyserini_interpolation(runs, alpha=alpha, depth=depth, k=k), k)
