@@ -206,3 +206,25 @@ def test_what_only_max_pooling_computes_refuses_other_folders(folders):
     for name, named in (("sum", "sum pooling of relu"), ("log1p_relu", "max pooling of log1p_relu")):
         with pytest.raises(ModelError, match=f"takes {named}: only the encoder's torch backend"):
             load_masked_lm(str(folders / name))
+
+
+def test_router_query_table_from_an_idf_json(folders, tmp_path):
+    """A SparseStaticEmbedding whose config names an idf.json ({token: weight}) gives that table; a token
+    outside the vocabulary is refused naming the file."""
+    import shutil
+
+    from splade_lucene.indexing.query_table import QueryTableError, model_query_table
+
+    folder = tmp_path / "router-idf"
+    shutil.copytree(folders / "router", folder)
+    query = folder / "query_0_SparseStaticEmbedding"
+    (query / "model.safetensors").unlink()
+    (query / "config.json").write_text(json.dumps({"frozen": True, "path": "idf.json"}))
+    (query / "idf.json").write_text(json.dumps({"cat": 2.5, "##s": 0.5, "sleep": 1.25}))
+    weights, source, _ = model_query_table(folder)
+    vocab = SpladeEncoder(str(folder)).tokenizer.get_vocab()
+    assert source == str(query / "idf.json") and np.count_nonzero(weights) == 3
+    assert (weights[vocab["cat"]], weights[vocab["##s"]], weights[vocab["sleep"]]) == (2.5, 0.5, 1.25)
+    (query / "idf.json").write_text(json.dumps({"cat": 2.5, "not-a-wordpiece-token": 1.0}))
+    with pytest.raises(QueryTableError, match="1 tokens are not in the vocabulary"):
+        model_query_table(folder)
