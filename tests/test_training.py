@@ -366,11 +366,11 @@ def test_pseudo_queries_titles_else_sentences(datasets):
     first = next(q for q in cran.queries if cran.positives[q] == ["1"])
     assert cran.queries[first] == "experimental investigation of the aerodynamics of a wing in a slipstream ."
     short = "documents with fewer than 8 words besides the pseudo-query"
-    assert cran.dropped[short] >= 2  # the two empty documents
+    assert cran.dropped == {"documents without words": 2}  # the two empty documents
     # the title (twice in the indexed text: title field, then the text's first line) is taken out of its positive
     assert cran.positive_texts[first].startswith("an experimental study of a wing in a propeller slipstream")
     assert cran.queries[first] not in cran.positive_texts[first]
-    cacm = pseudo_query_pairs(datasets / "cacm", 13)
+    cacm = pseudo_query_pairs(datasets / "cacm", 13, spans=False)
     assert len(cacm.queries) + sum(cacm.dropped.values()) == 3204
     # a title-only CACM record leaves an author, a date and codes: no pair, but still in the corpus
     assert cacm.dropped[short] > 1000 and len(cacm.corpus) == 3204
@@ -381,8 +381,71 @@ def test_pseudo_queries_titles_else_sentences(datasets):
         query, doc = cacm.queries[q], texts[cacm.positives[q][0]]
         assert query in doc and sum(any(c.isalpha() for c in w) for w in query.split()) >= 4
         assert query not in cacm.positive_texts[q]
-    assert pseudo_query_pairs(datasets / "cacm", 13).queries == cacm.queries != pseudo_query_pairs(
-        datasets / "cacm", 14).queries
+    assert pseudo_query_pairs(datasets / "cacm", 13, spans=False).queries == cacm.queries != pseudo_query_pairs(
+        datasets / "cacm", 14, spans=False).queries
+    # spans of words stand in where the drawn sentence leaves too little; every other pair is unchanged
+    spans = pseudo_query_pairs(datasets / "cacm", 13)
+    assert len(spans.queries) > len(cacm.queries) + 1000
+    before = {cacm.positives[q][0]: cacm.queries[q] for q in cacm.queries}
+    after = {spans.positives[q][0]: spans.queries[q] for q in spans.queries}
+    assert all(after[d] == query for d, query in before.items())
+
+
+def assert_span_pairs(data, texts: dict[str, str]) -> None:
+    """Each pair of a document without sentence punctuation: its query a run of 4 to 16 of its words,
+    its positive the words before and after, at least 8 of them with letters."""
+    from splade_lucene.training.data import PSEUDO_MIN_WORDS
+
+    for q, query in data.queries.items():
+        words, span = texts[data.positives[q][0]].split(), query.split()
+        assert 4 <= len(span) <= 16
+        starts = [i for i in range(len(words)) if words[i:i + len(span)] == span]
+        assert any(" ".join(words[:i] + words[i + len(span):]) == data.positive_texts[q] for i in starts)
+        assert sum(sum(c.isalpha() for c in w) >= 2 for w in data.positive_texts[q].split()) >= PSEUDO_MIN_WORDS
+
+
+@pytest.mark.parametrize("name", ["cacm", "cranfield"])
+def test_pseudo_queries_from_text_without_titles_or_punctuation(datasets, tmp_path, name):
+    """Copies without titles, lowercased, without punctuation: each text is one "sentence", all of it,
+    which left nothing for the positive; spans of words make a pair of nearly every document."""
+    import re
+
+    from splade_lucene.experiments.experiment import plain_dataset
+    from splade_lucene.training.data import pseudo_query_pairs
+
+    plain = plain_dataset(datasets / name, tmp_path / name)
+    docs = {d.id: d for d in read_corpus(plain / "corpus.jsonl")}
+    assert all(not d.title and d.text == d.text.lower() and not re.search(r"[^\w\s]", d.text) for d in docs.values())
+    assert (plain / "qrels" / "test.tsv").read_bytes() == (datasets / name / "qrels" / "test.tsv").read_bytes()
+    data = pseudo_query_pairs(plain, 13)
+    assert len(data.queries) >= 0.95 * len(docs)
+    assert_span_pairs(data, {d: doc.text for d, doc in docs.items()})
+    assert pseudo_query_pairs(plain, 13).queries == data.queries != pseudo_query_pairs(plain, 14).queries
+    if name == "cranfield":
+        with pytest.raises(TrainingError, match=r"no document gives a pseudo-query \(1,398 documents with fewer "
+                                                r"than 8 words .*; 2 documents without words\): a text without"):
+            pseudo_query_pairs(plain, 13, spans=False)
+
+
+def test_pseudo_queries_from_one_sentence_documents(datasets, tmp_path):
+    """SciFact's titles as documents of one sentence each (no title field): spans of their words where
+    they are long enough; documents too short for any pair are counted by reason and named when no
+    document gives one."""
+    from splade_lucene.training.data import pseudo_query_pairs
+
+    docs = [d for _, d in zip(range(400), read_corpus(datasets / "scifact" / "corpus.jsonl"))]
+    folder = tmp_path / "titles"
+    folder.mkdir()
+    (folder / "corpus.jsonl").write_text("".join(json.dumps({"_id": d.id, "text": d.title}) + "\n" for d in docs))
+    data = pseudo_query_pairs(folder, 13)
+    long_enough = [d for d in docs if len(d.title.split()) >= 16]
+    assert len(long_enough) > 40 and len(data.queries) >= len(long_enough)
+    assert_span_pairs(data, {d.id: d.title for d in docs})
+    (folder / "corpus.jsonl").write_text('{"_id": "a", "text": "too short to split"}\n{"_id": "b", "text": "..."}\n'
+                                         '{"_id": "c", "text": "twelve words here but only eight of them 1 2 3 4"}\n')
+    with pytest.raises(TrainingError, match=r"\(2 documents too short for a span of words \(12 words needed, most "
+                                            r"with letters\); 1 documents without words\)"):
+        pseudo_query_pairs(folder, 13)
 
 
 def test_pseudo_query_dev_pool_holds_the_documents_without_their_queries(datasets, tmp_path):

@@ -78,6 +78,34 @@ def judged_dataset(dataset: str | Path | None = None, split: str = "test"):
     return list(read_corpus(corpus)), judged(read_queries(queries_file), qrels), qrels
 
 
+def plain_text(text: str) -> str:
+    """Text as classic test collections and many preprocessed corpora hold it: lowercased, every
+    character that is not a letter, digit or space replaced by a space, spaces collapsed."""
+    import re
+
+    return " ".join(re.sub(r"[^\w\s]|_", " ", text.lower()).split())
+
+
+def plain_dataset(dataset: str | Path, output: str | Path) -> Path:
+    """A copy of a BEIR dataset folder whose documents have no title and :func:`plain_text` for text
+    (title and text joined first, so no word is lost); queries and qrels copied as they are. The
+    copy is written beside and moved into place; an existing ``output`` is refused."""
+    import shutil
+
+    source, output = Path(dataset), Path(output)
+    corpus, _, _ = dataset_files(source, next((p.stem for p in sorted((source / "qrels").glob("*.tsv"))), "test"))
+    if output.exists():
+        raise OutputExistsError(f"{output} exists")
+    tmp = output.parent / f".{output.name}.writing"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(source, tmp, ignore=shutil.ignore_patterns("corpus.jsonl*"))
+    with open(tmp / "corpus.jsonl", "w", encoding="utf-8") as fh:
+        for doc in read_corpus(corpus):
+            fh.write(json.dumps({"_id": doc.id, "title": "", "text": plain_text(doc.text)}, ensure_ascii=False) + "\n")
+    tmp.rename(output)
+    return output
+
+
 @dataclass
 class ExperimentResult:
     dataset: Path

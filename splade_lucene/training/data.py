@@ -117,9 +117,24 @@ def generated_query_pairs(folder: Path, queries_file: str | Path) -> TrainingDat
 
 
 PSEUDO_MIN_WORDS = 8  # words a pseudo-query's positive keeps once its query is taken out
+SPAN_MIN_WORDS, SPAN_MAX_WORDS = 4, 16  # a span pseudo-query's length: a fifth of the document, within these
 
 
-def pseudo_query_pairs(folder: Path, seed: int) -> TrainingData:
+def word_span(words: list[str], rng) -> tuple[int, int] | None:
+    """(start, end) of a span pseudo-query among a document's ``words``: ``len(words) // 5`` words,
+    at least SPAN_MIN_WORDS and at most SPAN_MAX_WORDS, starting anywhere (drawn with ``rng``) where
+    it leaves at least PSEUDO_MIN_WORDS words with letters besides; None where no span does."""
+    length = min(SPAN_MAX_WORDS, max(SPAN_MIN_WORDS, len(words) // 5))
+    starts = [i for i in range(len(words) - length + 1)
+              if _words(" ".join(words[:i] + words[i + length:])) >= PSEUDO_MIN_WORDS
+              and _words(" ".join(words[i:i + length])) >= 2]
+    if not starts:
+        return None
+    start = starts[int(rng.integers(len(starts)))]
+    return start, start + length
+
+
+def pseudo_query_pairs(folder: Path, seed: int, *, spans: bool = True) -> TrainingData:
     """(query, positive) pairs made from the corpus alone, for a collection without training queries.
 
     A document's title is its query where it has one: a title is a short statement of what the
@@ -127,16 +142,30 @@ def pseudo_query_pairs(folder: Path, seed: int) -> TrainingData:
     sentences, drawn with the seed (the inverse cloze task of Lee et al., 2019): a sentence of at
     least four words, most of them words rather than numbers or codes; with no such sentence, its
     first 16 words. The positive is the document with every occurrence of the query taken out, so
-    that the pair is not solved by string matching; negatives are whole documents. A document left
-    with fewer than ``PSEUDO_MIN_WORDS`` words gives no pair (it is still a negative).
+    that the pair is not solved by string matching; negatives are whole documents.
+
+    Where that leaves the positive of a document without a title fewer than ``PSEUDO_MIN_WORDS``
+    words (the only "sentence" of a text without sentence punctuation is the whole text), another of
+    its sentences that leaves enough is drawn, else a span of its words (:func:`word_span`: a fifth of
+    the document, 4 to 16 words, placed with the seed), the positive keeping the words before and
+    after it. These draws use their own random stream, so the documents that get a pair by the
+    first rule get the same pair as before it existed (``spans=False``: no second draw, as before).
+    A document still without a pair (too short,
+    no words) gives none and stays a negative; the counts by reason are kept in ``dropped`` and
+    named in the error when no document gives a pair.
     """
     import re
 
     corpus_file, corpus, titles = _corpus(folder)
     rng = np.random.default_rng([seed, 7])
+    fallback = np.random.default_rng([seed, 8])
     data = TrainingData(corpus, {}, {}, {}, {}, {"corpus": corpus_file})
     for docid, text in corpus.items():
+        if not has_words(text):
+            data.drop("documents without words")
+            continue
         query = titles.get(docid, "").strip()
+        sentences: list[str] = []
         if not query:
             sentences = [x.strip() for x in re.split(r"(?<=[.!?])\s+", text) if _wordy(x)]
             query = sentences[int(rng.integers(len(sentences)))] if sentences else " ".join(text.split()[:16])
@@ -144,6 +173,12 @@ def pseudo_query_pairs(folder: Path, seed: int) -> TrainingData:
         # contains its query verbatim is found by string matching, the ranking loss is ~0 from the
         # first step, and the FLOPS term alone then drives the weights to zero
         rest = " ".join(text.replace(query, " ").split()) if query else ""
+        if spans and (not has_words(query) or _words(rest) < PSEUDO_MIN_WORDS) and not titles.get(docid, "").strip():
+            query, rest = _fallback_pair(text, sentences, fallback)
+        if query is None:
+            data.drop(f"documents too short for a span of words ({PSEUDO_MIN_WORDS + SPAN_MIN_WORDS} words needed, "
+                      "most with letters)")
+            continue
         if not has_words(query) or _words(rest) < PSEUDO_MIN_WORDS:
             # a title-only record (its rest is an author, a date, codes) would teach the model to
             # match a title to nothing; it stays in the corpus as a negative
@@ -153,8 +188,25 @@ def pseudo_query_pairs(folder: Path, seed: int) -> TrainingData:
         data.add(qid, query, [docid], {docid}, docid)
         data.positive_texts[qid] = rest
     if not data.queries:
-        raise TrainingError(f"{corpus_file}: no document gives a pseudo-query (every text is empty)")
+        reasons = "; ".join(f"{n:,} {reason}" for reason, n in sorted(data.dropped.items()))
+        hint = "" if spans else (": a text without sentence punctuation is one sentence, all of it; spans of words "
+                                 "(the default, without --no-pseudo-spans) make pairs from such documents")
+        raise TrainingError(f"{corpus_file}: no document gives a pseudo-query ({reasons}){hint}")
     return data
+
+
+def _fallback_pair(text: str, sentences: list[str], rng) -> tuple[str | None, str]:
+    """A pseudo-query and its positive for a document whose first choice leaves too little: another
+    sentence that leaves enough, drawn with ``rng``, else a span of its words; (None, "") if none."""
+    usable = [(x, " ".join(text.replace(x, " ").split())) for x in sentences]
+    usable = [(x, rest) for x, rest in usable if _words(rest) >= PSEUDO_MIN_WORDS]
+    if usable:
+        return usable[int(rng.integers(len(usable)))]
+    words = text.split()
+    span = word_span(words, rng)
+    if span is None:
+        return None, ""
+    return " ".join(words[span[0]:span[1]]), " ".join(words[:span[0]] + words[span[1]:])
 
 
 def _words(text: str) -> int:
@@ -191,7 +243,7 @@ class TrainingSet:
         if s.pairs == "queries-file":
             self.data = generated_query_pairs(folder, s.queries_file)
         elif s.pairs == "pseudo":
-            self.data = pseudo_query_pairs(folder, s.seed)
+            self.data = pseudo_query_pairs(folder, s.seed, spans=s.pseudo_spans)
         else:
             self.data = qrels_pairs(folder, s.split)
         self.train_qids, self.dev_qids = carve_dev(self.data, s.dev_fraction, s.seed)

@@ -62,6 +62,9 @@ class TrainSettings:
                              "starts random)")
     pairs: Literal["qrels", "queries-file", "pseudo"] = setting(
         "qrels", "where the training pairs come from (the CLI: --queries-file, --pseudo-queries)", choices=PAIR_SOURCES)
+    pseudo_spans: bool = setting(True, "pseudo-queries: no span of words for a document without a title whose "
+                                 "sentences all leave its positive too short (such documents give no pair, as "
+                                 "before spans existed)", flag="--no-pseudo-spans")
     queries_file: str | None = setting(None, "train on generated queries instead: JSON lines {\"_id\": doc id, "
                                        "\"query\": text}", default_help="none")
     device: str = setting("cpu", "cpu, cuda or cuda:N")
