@@ -31,6 +31,7 @@ def test_grading_to_four_decimals():
     ("dataset: x\nconditions: {a: {type: bm25}, h: {type: rrf, runs: [a, b]}}\n", "needs 'runs'"),
     ("dataset: x\ncondition: {}\nconditions: {}\n", r"unknown keys \['condition'\]"),
     ("dataset: [x\n", "not valid YAML"),
+    ("dataset: x\nplain: yes please\nconditions: {a: {type: bm25}}\n", "'plain' is true or false"),
 ])
 def test_bad_experiment_files_are_refused_naming_the_file(tmp_path, body, message):
     path = tmp_path / "bad.yaml"
@@ -46,6 +47,23 @@ def test_shipped_files_have_every_condition_and_expected_score(path):
     for cond in spec.conditions.values():
         assert set(cond.expected) == set(METRICS), (path.name, cond.name)
     assert [p.stem for p in SHIPPED] == ["cacm", "cranfield", "scifact"]
+
+
+def test_plain_runs_on_a_copy_without_titles_or_punctuation(datasets, tmp_path, monkeypatch):
+    """`plain: true`: the conditions run on a copy of the dataset made by plain_dataset, named NAME-plain."""
+    from splade_lucene.experiments.reproduce import reproduce
+
+    spec = tmp_path / "plain.yaml"
+    spec.write_text("dataset: cranfield\nplain: true\nremove_query: false\nconditions: {bm25: {type: bm25}}\n")
+    monkeypatch.setenv("SPLADE_LUCENE_DATA", str(datasets))
+    grades = reproduce([spec], tmp_path / "out", progress=False, echo=lambda line: None)
+    copy = tmp_path / "out" / "datasets" / "cranfield-plain"
+    first = json.loads((copy / "corpus.jsonl").read_text().splitlines()[0])
+    assert first["title"] == "" and first["text"].startswith("experimental investigation of the aerodynamics of a wing")
+    manifest = json.loads((tmp_path / "out" / "cranfield-plain" / "bm25" / "manifest.json").read_text())
+    assert manifest["dataset"]["folder"] == str(copy) and manifest["dataset"]["name"] == "cranfield-plain"
+    assert {g.condition for g in grades} == {"bm25"} and 0.2 < next(g.actual for g in grades
+                                                                     if g.metric == "nDCG@10") < 0.4
 
 
 def test_hybrid_settings_are_the_same_in_every_file():

@@ -5,6 +5,7 @@ An experiment file (YAML, kept under ``scripts/experiments/``) names a dataset a
 .. code-block:: yaml
 
     dataset: scifact            # a folder under the data root, or a path
+    plain: false                # true: a copy without titles, lowercased, without punctuation
     split: test                 # qrels/<split>.tsv
     k: 1000
     conditions:
@@ -42,7 +43,7 @@ from ..search.bm25 import BM25Searcher, build_bm25_index
 from ..search.engines import SearchSettings
 from ..training.settings import TrainSettings, make_settings
 from ..training.trainer import MANIFEST_FILE, train, trained_with
-from .experiment import dataset_files, find_dataset, run_experiment
+from .experiment import dataset_files, find_dataset, plain_dataset, run_experiment
 
 CONDITION_TYPES = ("bm25", "splade", "train", "rrf", "interpolation")
 # a splade condition takes every setting of the encoder and of the collection (static pruning included),
@@ -85,6 +86,7 @@ class ExperimentSpec:
     k: int
     remove_query: bool
     conditions: dict[str, Condition]
+    plain: bool = False  # run on a copy without titles, lowercased, without punctuation (plain_dataset)
 
 
 @dataclass
@@ -122,7 +124,7 @@ def load_spec(path: str | Path) -> ExperimentSpec:
         raise ExperimentFileError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
     if not isinstance(data, dict) or "dataset" not in data or not isinstance(data.get("conditions"), dict):
         raise ExperimentFileError(f"{path}: needs 'dataset' and a 'conditions' mapping")
-    unknown = set(data) - {"dataset", "split", "k", "remove_query", "conditions", "description"}
+    unknown = set(data) - {"dataset", "split", "k", "remove_query", "conditions", "description", "plain"}
     if unknown:
         raise ExperimentFileError(f"{path}: unknown keys {sorted(unknown)}")
     conditions = {}
@@ -160,8 +162,10 @@ def load_spec(path: str | Path) -> ExperimentSpec:
             if not isinstance(runs, list) or len(runs) < 2 or any(r not in conditions for r in runs):
                 raise ExperimentFileError(f"{path}: condition {c.name!r} needs 'runs': names of two or more "
                                           f"conditions of this file, got {runs!r}")
+    if not isinstance(data.get("plain", False), bool):
+        raise ExperimentFileError(f"{path}: 'plain' is true or false, not {data['plain']!r}")
     return ExperimentSpec(path, str(data["dataset"]), str(data.get("split", "test")), int(data.get("k", 1000)),
-                          bool(data.get("remove_query", True)), conditions)
+                          bool(data.get("remove_query", True)), conditions, data.get("plain", False))
 
 
 def _dataset_folder(spec: ExperimentSpec) -> Path:
@@ -196,6 +200,11 @@ class Runner:
         self.spec = spec
         self.folder = _dataset_folder(spec)
         self.name = Path(spec.dataset).name
+        if spec.plain:  # the copy is made anew each run (seconds), from the dataset as it is now
+            self.name += "-plain"
+            copy = Path(output) / "datasets" / self.name
+            shutil.rmtree(copy, ignore_errors=True)
+            self.folder = plain_dataset(self.folder, copy)
         self.corpus, self.queries_file, self.qrels_file = dataset_files(self.folder, spec.split)
         self.qrels = read_qrels(self.qrels_file)
         self.output = Path(output) / self.name
