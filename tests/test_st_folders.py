@@ -16,7 +16,7 @@ from splade_lucene.core.errors import SettingError
 from splade_lucene.core.quantize import quantize
 from splade_lucene.encoding.loading import ModelError, default_model_path, model_weights_sha256
 from splade_lucene.encoding.model import SpladeEncoder
-from splade_lucene.formats.collection import read_corpus, read_queries
+from splade_lucene.formats.collection import read_corpus
 
 SCALE = 100.0
 
@@ -62,9 +62,12 @@ def folders(st, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def scifact(datasets):
-    queries = [text for _, text in read_queries(datasets / "scifact" / "queries.jsonl")]
+    """SciFact's 300 test queries and its first 100 documents."""
+    from splade_lucene.experiments.experiment import judged_dataset
+
+    _, queries, _ = judged_dataset(datasets / "scifact", "test")
     docs = [d.text for _, d in zip(range(100), read_corpus(datasets / "scifact" / "corpus.jsonl"))]
-    return queries, docs
+    return [text for _, text in queries], docs
 
 
 def quantized(ids, weights, drop) -> dict[int, int]:
