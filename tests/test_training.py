@@ -519,3 +519,39 @@ def test_inference_free_training(tiny_dataset, tmp_path, mode):
     assert result.metrics["nDCG@10"] > 0.3
     with Searcher(result.index_dir) as s:
         assert s.query_encoder.table_sha256 == qenc.table_sha256
+
+
+def test_pseudo_queries_drawn_again_each_epoch(tiny_dataset, tmp_path):
+    """--pseudo-draws N: each document gets up to N pseudo-queries (its title, then its other sentences,
+    then spans), epoch e trains draw e mod N; the first draws are the pairs of N = 1 and the only ones
+    carved into train and dev, so dev parts are the same whatever N."""
+    from splade_lucene.training.data import TrainingSet, carve_dev, pseudo_query_pairs
+
+    one, three = pseudo_query_pairs(tiny_dataset, 13), pseudo_query_pairs(tiny_dataset, 13, draws=3)
+    assert {q: three.queries[q] for q in three.groups} == one.queries
+    assert carve_dev(three, 0.2, 13) == carve_dev(one, 0.2, 13)
+    assert sum(len(v) for v in three.variants.values()) > 1.5 * len(three.groups)
+    corpus = {d.id: d.text for d in read_corpus(tiny_dataset / "corpus.jsonl")}
+    for q, variants in three.variants.items():
+        texts = [three.queries[q], *(three.queries[v] for v in variants)]
+        assert len(variants) <= 2 and len(set(texts)) == len(texts)
+        for v in variants:
+            doc = three.positives[v][0]
+            assert three.positives[q] == [doc] and " ".join(three.queries[v].split()) in " ".join(corpus[doc].split())
+            assert three.queries[v] not in three.positive_texts[v]
+    settings = TrainSettings(pairs="pseudo", pseudo_draws=3, batch_size=4, dev_fraction=0.2, negatives="none")
+    data = TrainingSet(tiny_dataset, settings)
+    per_epoch = data.steps_per_epoch
+    for epoch in range(4):
+        order = data.batch_queries(epoch * per_epoch + 1)
+        drawn = data.batch(epoch * per_epoch + 1)[0]
+        for q, d in zip(order, drawn):
+            variants = data.data.variants.get(q, [])
+            draw = epoch % (len(variants) + 1)
+            assert d == (q if draw == 0 else variants[draw - 1]) and data.data.positives[d] == data.data.positives[q]
+        if epoch in (0, 1):  # the first draws in epoch 0, a second draw in epoch 1 wherever there is one
+            assert [d == q for d, q in zip(drawn, order)] == [epoch == 0 or not data.data.variants.get(q)
+                                                              for q in order]
+    result = train(tiny_dataset, tmp_path / "m", progress=False, **{**TINY, "pairs": "pseudo", "pseudo_draws": 2,
+                                                                    "epochs": 2, "max_steps": per_epoch + 3})
+    assert result.manifest["settings"]["pseudo_draws"] == 2 and len(result.manifest["steps"]) == per_epoch + 3

@@ -33,6 +33,9 @@ class TrainingData:
     dropped: dict[str, int] = field(default_factory=dict)
     # the text a query's positive is trained with, where it is not the document's own (pseudo-queries)
     positive_texts: dict[str, str] = field(default_factory=dict)
+    # pseudo-queries drawn again: a query's other draws (their qids are in queries, positives, judged
+    # and positive_texts too, but not in groups: they are never carved into train or dev)
+    variants: dict[str, list[str]] = field(default_factory=dict)
 
     def add(self, qid: str, text: str, positives: list[str], judged: set[str], group: str) -> None:
         self.queries[qid], self.positives[qid], self.judged[qid], self.groups[qid] = text, positives, judged, group
@@ -134,7 +137,7 @@ def word_span(words: list[str], rng) -> tuple[int, int] | None:
     return start, start + length
 
 
-def pseudo_query_pairs(folder: Path, seed: int, *, spans: bool = True) -> TrainingData:
+def pseudo_query_pairs(folder: Path, seed: int, *, spans: bool = True, draws: int = 1) -> TrainingData:
     """(query, positive) pairs made from the corpus alone, for a collection without training queries.
 
     A document's title is its query where it has one: a title is a short statement of what the
@@ -153,12 +156,17 @@ def pseudo_query_pairs(folder: Path, seed: int, *, spans: bool = True) -> Traini
     A document still without a pair (too short,
     no words) gives none and stays a negative; the counts by reason are kept in ``dropped`` and
     named in the error when no document gives a pair.
+
+    ``draws`` > 1: each document with a pair gets up to ``draws - 1`` other pseudo-queries (its
+    other sentences that leave enough, then spans elsewhere in it), drawn from a third stream and kept
+    in ``variants``; the first draw is the pair above, unchanged.
     """
     import re
 
     corpus_file, corpus, titles = _corpus(folder)
     rng = np.random.default_rng([seed, 7])
     fallback = np.random.default_rng([seed, 8])
+    again = np.random.default_rng([seed, 9])
     data = TrainingData(corpus, {}, {}, {}, {}, {"corpus": corpus_file})
     for docid, text in corpus.items():
         if not has_words(text):
@@ -184,15 +192,47 @@ def pseudo_query_pairs(folder: Path, seed: int, *, spans: bool = True) -> Traini
             # match a title to nothing; it stays in the corpus as a negative
             data.drop(f"documents with fewer than {PSEUDO_MIN_WORDS} words besides the pseudo-query")
             continue
-        qid = f"pseudo-{len(data.queries)}"
+        qid = f"pseudo-{len(data.groups)}"
         data.add(qid, query, [docid], {docid}, docid)
         data.positive_texts[qid] = rest
+        if draws > 1:
+            _draw_again(data, qid, text, sentences, draws - 1, again)
     if not data.queries:
         reasons = "; ".join(f"{n:,} {reason}" for reason, n in sorted(data.dropped.items()))
         hint = "" if spans else (": a text without sentence punctuation is one sentence, all of it; spans of words "
                                  "(the default, without --no-pseudo-spans) make pairs from such documents")
         raise TrainingError(f"{corpus_file}: no document gives a pseudo-query ({reasons}){hint}")
     return data
+
+
+def _draw_again(data: TrainingData, qid: str, text: str, sentences: list[str], n: int, rng) -> None:
+    """Up to ``n`` more pseudo-queries for ``qid``'s document, none equal to one it has: its other
+    sentences that leave enough words, in an order drawn with ``rng``, then spans of its words."""
+    import re
+
+    docid, taken = data.positives[qid][0], {data.queries[qid]}
+    if not sentences:  # a document whose title was its query: its text's sentences
+        sentences = [x.strip() for x in re.split(r"(?<=[.!?])\s+", text) if _wordy(x)]
+    pairs = []
+    for i in rng.permutation(len(sentences)).tolist():
+        rest = " ".join(text.replace(sentences[i], " ").split())
+        if sentences[i] not in taken and has_words(sentences[i]) and _words(rest) >= PSEUDO_MIN_WORDS:
+            pairs.append((sentences[i], rest))
+            taken.add(sentences[i])
+    words = text.split()
+    for _ in range(4 * n):  # spans at places drawn anew; a document with few places has few spans
+        if len(pairs) >= n:
+            break
+        span = word_span(words, rng)
+        if span is not None and " ".join(words[span[0]:span[1]]) not in taken:
+            query = " ".join(words[span[0]:span[1]])
+            pairs.append((query, " ".join(words[:span[0]] + words[span[1]:])))
+            taken.add(query)
+    for j, (query, rest) in enumerate(pairs[:n], 1):
+        variant = f"{qid}~{j}"
+        data.queries[variant], data.positives[variant], data.judged[variant] = query, [docid], {docid}
+        data.positive_texts[variant] = rest
+        data.variants.setdefault(qid, []).append(variant)
 
 
 def _fallback_pair(text: str, sentences: list[str], rng) -> tuple[str | None, str]:
@@ -227,8 +267,8 @@ def carve_dev(data: TrainingData, fraction: float, seed: int) -> tuple[list[str]
     n_dev = int(round(fraction * len(groups)))
     chosen = set(np.random.default_rng([seed, 1]).permutation(len(groups))[:n_dev].tolist())
     dev_groups = {g for i, g in enumerate(groups) if i in chosen}
-    train = [q for q in data.queries if data.groups[q] not in dev_groups]
-    dev = [q for q in data.queries if data.groups[q] in dev_groups]
+    train = [q for q in data.groups if data.groups[q] not in dev_groups]
+    dev = [q for q in data.groups if data.groups[q] in dev_groups]
     return train, dev
 
 
@@ -243,7 +283,7 @@ class TrainingSet:
         if s.pairs == "queries-file":
             self.data = generated_query_pairs(folder, s.queries_file)
         elif s.pairs == "pseudo":
-            self.data = pseudo_query_pairs(folder, s.seed, spans=s.pseudo_spans)
+            self.data = pseudo_query_pairs(folder, s.seed, spans=s.pseudo_spans, draws=s.pseudo_draws)
         else:
             self.data = qrels_pairs(folder, s.split)
         self.train_qids, self.dev_qids = carve_dev(self.data, s.dev_fraction, s.seed)
@@ -273,7 +313,10 @@ class TrainingSet:
                 used.update(self.batch_queries(step))
         else:
             used.update(self.train_qids)
+        used.update(v for q in list(used) for v in self.data.variants.get(q, ()))
         queries = [(q, self.data.queries[q]) for q in self.train_qids + self.dev_qids if q in used]
+        queries += [(v, self.data.queries[v]) for q in self.train_qids for v in self.data.variants.get(q, ())
+                    if v in used]
         found: dict[str, list[str]] = {}
         try:
             # in slices: each hit crosses JNI as an object, so a whole set of generated queries at
@@ -294,7 +337,7 @@ class TrainingSet:
         s = self.settings
         self.negatives = {}
         if s.negatives == "bm25":
-            for q in self.train_qids:
+            for q in [*self.train_qids, *(v for q in self.train_qids for v in self.data.variants.get(q, ()))]:
                 judged = self.data.judged[q]
                 self.negatives[q] = [d for d in bm25.get(q, ()) if d not in judged
                                      and has_words(self.data.corpus[d])][:s.negatives_depth]
@@ -336,11 +379,20 @@ class TrainingSet:
         order = np.random.default_rng([s.seed, 2, epoch]).permutation(len(self.train_qids))
         return [self.train_qids[i] for i in order[index * s.batch_size:(index + 1) * s.batch_size]]
 
+    def drawn(self, qid: str, step: int) -> str:
+        """The query trained for ``qid`` at ``step``: with pseudo-queries drawn again, epoch e takes
+        the document's draw e modulo its number of draws (the first draw in epoch 0)."""
+        variants = self.data.variants.get(qid)
+        if not variants:
+            return qid
+        draw = (step // self.steps_per_epoch) % (len(variants) + 1)
+        return qid if draw == 0 else variants[draw - 1]
+
     def batch(self, step: int) -> tuple[list[str], list[str], list[str]]:
         """(qids, their positives, the batch's documents: positives first, then negatives) of a step;
         a function of (seed, step) only."""
         s = self.settings
-        qids = self.batch_queries(step)
+        qids = [self.drawn(q, step) for q in self.batch_queries(step)]
         rng = np.random.default_rng([s.seed, 3, step])
         positives = [self.data.positives[q][int(rng.integers(len(self.data.positives[q])))] for q in qids]
         docs = list(positives)

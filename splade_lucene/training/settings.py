@@ -65,6 +65,8 @@ class TrainSettings:
     pseudo_spans: bool = setting(True, "pseudo-queries: no span of words for a document without a title whose "
                                  "sentences all leave its positive too short (such documents give no pair, as "
                                  "before spans existed)", flag="--no-pseudo-spans")
+    pseudo_draws: int = setting(1, "pseudo-queries drawn per document: epoch e trains draw e modulo N (other "
+                                "sentences, then spans of words); the dev part keeps the first")
     queries_file: str | None = setting(None, "train on generated queries instead: JSON lines {\"_id\": doc id, "
                                        "\"query\": text}", default_help="none")
     device: str = setting("cpu", "cpu, cuda or cuda:N")
@@ -101,6 +103,7 @@ class TrainSettings:
         need(self.negatives_depth >= 1, f"--negatives-depth must be at least 1, not {self.negatives_depth}")
         need(self.negatives_per_query >= 0, f"--negatives-per-query must be >= 0, not {self.negatives_per_query}")
         need(self.max_length >= 8, f"--max-length must be at least 8, not {self.max_length}")
+        need(self.pseudo_draws >= 1, f"--pseudo-draws must be at least 1, not {self.pseudo_draws}")
         need(self.query_max_length is None or self.query_max_length >= 8,
              f"--query-max-length must be at least 8, not {self.query_max_length}")
         need(self.pooling in ("all", "no-special"), f"pooling must be 'all' or 'no-special', not {self.pooling!r}")
