@@ -552,6 +552,12 @@ def test_pseudo_queries_drawn_again_each_epoch(tiny_dataset, tmp_path):
         if epoch in (0, 1):  # the first draws in epoch 0, a second draw in epoch 1 wherever there is one
             assert [d == q for d, q in zip(drawn, order)] == [epoch == 0 or not data.data.variants.get(q)
                                                               for q in order]
-    result = train(tiny_dataset, tmp_path / "m", progress=False, **{**TINY, "pairs": "pseudo", "pseudo_draws": 2,
-                                                                    "epochs": 2, "max_steps": per_epoch + 3})
-    assert result.manifest["settings"]["pseudo_draws"] == 2 and len(result.manifest["steps"]) == per_epoch + 3
+    # a run into its second epoch (its second draws, their BM25 negatives) on the first 48 documents
+    small = tmp_path / "small"
+    small.mkdir()
+    lines = (tiny_dataset / "corpus.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
+    (small / "corpus.jsonl").write_text("".join(lines[:48]), encoding="utf-8")
+    result = train(small, tmp_path / "m", progress=False, **{**TINY, "pairs": "pseudo", "pseudo_draws": 2,
+                                                             "epochs": 2, "dev_fraction": 0.0, "max_steps": 13})
+    assert result.manifest["settings"]["pseudo_draws"] == 2 and len(result.manifest["steps"]) == 13
+    assert result.manifest["derived"]["steps_per_epoch"] == 12

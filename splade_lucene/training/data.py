@@ -128,9 +128,11 @@ def word_span(words: list[str], rng) -> tuple[int, int] | None:
     at least SPAN_MIN_WORDS and at most SPAN_MAX_WORDS, starting anywhere (drawn with ``rng``) where
     it leaves at least PSEUDO_MIN_WORDS words with letters besides; None where no span does."""
     length = min(SPAN_MAX_WORDS, max(SPAN_MIN_WORDS, len(words) // 5))
-    starts = [i for i in range(len(words) - length + 1)
-              if _words(" ".join(words[:i] + words[i + length:])) >= PSEUDO_MIN_WORDS
-              and _words(" ".join(words[i:i + length])) >= 2]
+    if len(words) < length:
+        return None
+    lettered = np.concatenate([[0], np.cumsum([sum(c.isalpha() for c in w) >= 2 for w in words])])
+    inside = lettered[length:] - lettered[:len(lettered) - length]  # words with letters in each span
+    starts = [i for i, n in enumerate(inside.tolist()) if lettered[-1] - n >= PSEUDO_MIN_WORDS and n >= 2]
     if not starts:
         return None
     start = starts[int(rng.integers(len(starts)))]
