@@ -163,8 +163,6 @@ def pseudo_query_pairs(folder: Path, seed: int, *, spans: bool = True, draws: in
     other sentences that leave enough, then spans elsewhere in it), drawn from a third stream and kept
     in ``variants``; the first draw is the pair above, unchanged.
     """
-    import re
-
     corpus_file, corpus, titles = _corpus(folder)
     rng = np.random.default_rng([seed, 7])
     fallback = np.random.default_rng([seed, 8])
@@ -177,7 +175,7 @@ def pseudo_query_pairs(folder: Path, seed: int, *, spans: bool = True, draws: in
         query = titles.get(docid, "").strip()
         sentences: list[str] = []
         if not query:
-            sentences = [x.strip() for x in re.split(r"(?<=[.!?])\s+", text) if _wordy(x)]
+            sentences = _sentences(text)
             query = sentences[int(rng.integers(len(sentences)))] if sentences else " ".join(text.split()[:16])
         # the query is taken out of its positive (the inverse cloze task's masking): a document that
         # contains its query verbatim is found by string matching, the ranking loss is ~0 from the
@@ -210,11 +208,9 @@ def pseudo_query_pairs(folder: Path, seed: int, *, spans: bool = True, draws: in
 def _draw_again(data: TrainingData, qid: str, text: str, sentences: list[str], n: int, rng) -> None:
     """Up to ``n`` more pseudo-queries for ``qid``'s document, none equal to one it has: its other
     sentences that leave enough words, in an order drawn with ``rng``, then spans of its words."""
-    import re
-
     docid, taken = data.positives[qid][0], {data.queries[qid]}
     if not sentences:  # a document whose title was its query: its text's sentences
-        sentences = [x.strip() for x in re.split(r"(?<=[.!?])\s+", text) if _wordy(x)]
+        sentences = _sentences(text)
     pairs = []
     for i in rng.permutation(len(sentences)).tolist():
         rest = " ".join(text.replace(sentences[i], " ").split())
@@ -235,6 +231,13 @@ def _draw_again(data: TrainingData, qid: str, text: str, sentences: list[str], n
         data.queries[variant], data.positives[variant], data.judged[variant] = query, [docid], {docid}
         data.positive_texts[variant] = rest
         data.variants.setdefault(qid, []).append(variant)
+
+
+def _sentences(text: str) -> list[str]:
+    """A text's sentences (split after . ! ?) that are :func:`_wordy`."""
+    import re
+
+    return [x.strip() for x in re.split(r"(?<=[.!?])\s+", text) if _wordy(x)]
 
 
 def _fallback_pair(text: str, sentences: list[str], rng) -> tuple[str | None, str]:
