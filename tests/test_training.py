@@ -561,3 +561,57 @@ def test_pseudo_queries_drawn_again_each_epoch(tiny_dataset, tmp_path):
                                                              "epochs": 2, "dev_fraction": 0.0, "max_steps": 13})
     assert result.manifest["settings"]["pseudo_draws"] == 2 and len(result.manifest["steps"]) == 13
     assert result.manifest["derived"]["steps_per_epoch"] == 12
+
+
+def test_teacher_bm25_is_lucenes(reproduced, datasets):
+    """The teacher's BM25, computed from the analyzer's terms, is the score Lucene gives (the
+    SciFact BM25 index `reproduce` builds: the first 60 test queries' top 10)."""
+    from splade_lucene.search.bm25 import BM25Searcher, analyze
+    from splade_lucene.training.teacher import BM25Stats, bm25_score, lucene_length
+
+    # SmallFloat.byte4ToInt(intToByte4(n)): exact below 24, then four significant bits
+    assert [lucene_length(n) for n in (0, 23, 24, 39, 40, 41, 47, 100, 1000)] == [0, 23, 24, 39, 40, 40, 46, 96, 984]
+    docs = {d.id: d.text for d in read_corpus(datasets / "scifact" / "corpus.jsonl")}
+    terms = dict(zip(docs, analyze(list(docs.values()))))
+    stats = BM25Stats(list(terms.values()))
+    queries = dict(read_queries(datasets / "scifact" / "queries.jsonl"))
+    test = [q for q in (datasets / "scifact" / "qrels" / "test.tsv").read_text().split("\n")[1:] if q][:200]
+    qids = list(dict.fromkeys(line.split("\t")[0] for line in test))[:60]
+    searcher = BM25Searcher(reproduced[0] / "scifact" / "bm25" / "index")
+    try:
+        pairs = [(h.score, bm25_score(analyze([queries[q]])[0], terms[h.docid], stats))
+                 for q in qids for h in searcher.search(queries[q], k=10)]
+    finally:
+        searcher.close()
+    assert len(pairs) == 600 and all(abs(mine - lucene) <= 1e-4 * lucene for lucene, mine in pairs)
+
+
+def test_hybrid_teacher_logits():
+    from splade_lucene.training.teacher import hybrid_logits
+
+    bm25 = np.array([[3.0, 1.0, 0.0, 9.0], [2.0, 2.0, 2.0, 2.0]])
+    base = np.array([[10.0, 20.0, 0.0, 5.0], [1.0, 5.0, 3.0, 2.0]])
+    out = np.array([[False, False, False, True], [False, False, False, False]])
+    got = hybrid_logits(bm25, base, out, alpha=0.7, temperature=0.1)
+    # row 0: bm25 over the first three (9 left out) 1, 1/3, 0; base 0.5, 1, 0; row 1: bm25 all equal -> 0
+    assert np.allclose(got[0, :3], [(0.7 + 0.15) * 10, (0.7 / 3 + 0.3) * 10, 0.0]) and got[0, 3] == -np.inf
+    assert np.allclose(got[1], [0.0, 3.0, 1.5, 0.75])  # base 0, 1, 0.5, 0.25 times 0.3 / 0.1
+    assert np.allclose(hybrid_logits(bm25, base, out, alpha=1.0, temperature=1.0)[0, :3], [1, 1 / 3, 0])
+
+
+def test_distillation_from_the_hybrid(tiny_dataset, tmp_path):
+    """--teacher hybrid: a KL term is logged and learned from; with --distill-weight 0 the run is the
+    run without a teacher, weight for weight (the teacher draws no randomness)."""
+    with pytest.raises(ValueError, match="--teacher-alpha must be in"):
+        TrainSettings(teacher="hybrid", teacher_alpha=1.5).check()
+    with pytest.raises(ValueError, match="--teacher-temperature must be a positive number"):
+        TrainSettings(teacher="hybrid", teacher_temperature=0).check()
+    with pytest.raises(ValueError, match="--teacher must be one of"):
+        TrainSettings(teacher="cross-encoder").check()
+    quick = {**TINY, "max_steps": 3, "dev_fraction": 0.0, "threads": 1}
+    taught = train(tiny_dataset, tmp_path / "t", progress=False, teacher="hybrid", **quick)
+    assert all(np.isfinite(s["kl"]) and s["kl"] > 0 for s in taught.manifest["steps"])
+    plain = train(tiny_dataset, tmp_path / "p", progress=False, **quick)
+    muted = train(tiny_dataset, tmp_path / "m", progress=False, teacher="hybrid", distill_weight=0.0, **quick)
+    assert sha256_file(plain.output / "model.safetensors") == sha256_file(muted.output / "model.safetensors")
+    assert sha256_file(plain.output / "model.safetensors") != sha256_file(taught.output / "model.safetensors")

@@ -24,6 +24,16 @@ BM25_K1 = 0.9
 BM25_B = 0.4
 
 
+def analyze(texts: Sequence[str]) -> list[list[str]]:
+    """Each text's terms as the BM25 index and its searcher see them (Lucene's default English
+    analyzer: lowercased, stopwords out, Porter-stemmed), in order, repeats kept."""
+    java.ensure_jvm()
+    from pyserini.analysis import Analyzer, get_lucene_analyzer
+
+    analyzer = Analyzer(get_lucene_analyzer())
+    return [analyzer.analyze(text) for text in texts]
+
+
 def bm25_index_command(input_dir: Path, index_dir: Path, threads: int) -> list[str]:
     return [
         "io.anserini.index.IndexCollection",
@@ -87,9 +97,7 @@ class BM25Searcher:
 
     def query_terms(self, text: str) -> list[str]:
         """The analyzed query terms (English analyzer)."""
-        from pyserini.analysis import Analyzer, get_lucene_analyzer
-
-        return Analyzer(get_lucene_analyzer()).analyze(text)
+        return analyze([text])[0]
 
     def close(self) -> None:
         self._searcher.close()

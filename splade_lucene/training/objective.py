@@ -129,10 +129,13 @@ class QueryTable:
 
 
 def ranking_loss(model: SpladeModel, data, batch: tuple[list[str], list[str], list[str]], step: int, s,
-                 lambda_warmup: int, query_table: QueryTable | None = None):
+                 lambda_warmup: int, query_table: QueryTable | None = None, teacher=None):
     """(loss, log) of one step's ``batch`` (qids, positives, documents): the cross-entropy of each
     query's positive against every document of the batch, judged documents other than its target
-    masked out, plus the FLOPS terms weighted by the step's lambdas (``s``: the run's settings)."""
+    masked out, plus the FLOPS terms weighted by the step's lambdas (``s``: the run's settings);
+    with a ``teacher`` (:class:`~splade_lucene.training.teacher.HybridTeacher`), plus
+    ``s.distill_weight`` times the KL divergence of the student's distribution over the batch from
+    the teacher's."""
     import torch
 
     qids, positives, docs = batch
@@ -144,13 +147,22 @@ def ranking_loss(model: SpladeModel, data, batch: tuple[list[str], list[str], li
     texts = [data.positive_texts.get(q, data.corpus[x]) for q, x in zip(qids, docs)]
     texts += [data.corpus[x] for x in docs[len(qids):]]
     d = model.vectors(texts, s.max_length)
-    scores = q @ d.t()
+    raw = q @ d.t()
     # a batch document judged for the query (other than its target) is no negative of it
     judged = torch.tensor([[doc in data.judged[qid] and j != i for j, doc in enumerate(docs)]
-                           for i, qid in enumerate(qids)], device=scores.device)
-    scores = scores.masked_fill(judged, float("-inf"))
+                           for i, qid in enumerate(qids)], device=raw.device)
+    scores = raw.masked_fill(judged, float("-inf"))
     target = torch.arange(len(qids), device=scores.device)
     rank = torch.nn.functional.cross_entropy(scores, target)
+    kl = None
+    if teacher is not None:
+        t = torch.as_tensor(teacher.logits([data.queries[x] for x in qids], texts, judged.cpu().numpy()),
+                            dtype=torch.float32, device=scores.device)
+        # left-out entries: finite in both (exp of -1e4 is 0), so that 0 * (t - s) is 0, not nan
+        student = torch.nn.functional.log_softmax(raw.masked_fill(judged, -1e4), dim=1)
+        taught = torch.nn.functional.log_softmax(t.masked_fill(judged, -1e4), dim=1)
+        kl = torch.nn.functional.kl_div(student, taught, log_target=True, reduction="batchmean")
+        rank = rank + s.distill_weight * kl
     lq, ld = lambda_at(step, s.lambda_q, lambda_warmup), lambda_at(step, s.lambda_d, lambda_warmup)
     fq, fd = flops(q), flops(d)
     # inference-free: the query side has no encoder to sparsify (its weights come from the table)
@@ -158,4 +170,6 @@ def ranking_loss(model: SpladeModel, data, batch: tuple[list[str], list[str], li
     log = {"step": step + 1, "loss": loss.item(), "rank": rank.item(), "flops_q": fq.item(), "flops_d": fd.item(),
            "lambda_q": lq, "lambda_d": ld, "nonzero_q": float((q > 0).sum(dim=1).float().mean()),
            "nonzero_d": float((d > 0).sum(dim=1).float().mean())}
+    if kl is not None:
+        log["kl"] = kl.item()
     return loss, log

@@ -17,6 +17,7 @@ NEGATIVE_SOURCES = ("bm25", "none")
 
 
 PAIR_SOURCES = ("qrels", "queries-file", "pseudo")
+TEACHERS = ("none", "hybrid")
 
 
 class TrainingError(SpladeLuceneError, RuntimeError):
@@ -67,6 +68,14 @@ class TrainSettings:
                                  "before spans existed)", flag="--no-pseudo-spans")
     pseudo_draws: int = setting(1, "pseudo-queries drawn per document: epoch e trains draw e modulo N (other "
                                 "sentences, then spans of words); the dev part keeps the first")
+    teacher: Literal["none", "hybrid"] = setting(
+        "none", "hybrid: also distil, at every step, the ranking of the batch's documents by the hybrid of BM25 and "
+        "the base model (as the hybrid-linear condition: scores min-max normalised per query, BM25 weighted by "
+        "--teacher-alpha) with a KL term", choices=TEACHERS)
+    teacher_alpha: float = setting(0.7, "BM25's weight in the teacher's interpolation (the base model's: 1 - alpha)")
+    teacher_temperature: float = setting(0.1, "the teacher's interpolated scores (in [0, 1]) are divided by this "
+                                         "before its softmax")
+    distill_weight: float = setting(1.0, "weight of the KL term against the cross-entropy")
     queries_file: str | None = setting(None, "train on generated queries instead: JSON lines {\"_id\": doc id, "
                                        "\"query\": text}", default_help="none")
     device: str = setting("cpu", "cpu, cuda or cuda:N")
@@ -114,6 +123,12 @@ class TrainSettings:
         need(math.isfinite(self.query_lr) and self.query_lr > 0,
              f"--query-lr must be a positive number, not {self.query_lr}")
         need(self.threads is None or self.threads >= 1, f"--threads must be at least 1, not {self.threads}")
+        need(self.teacher in TEACHERS, f"--teacher must be one of {TEACHERS}, not {self.teacher!r}")
+        need(0 <= self.teacher_alpha <= 1, f"--teacher-alpha must be in [0, 1], not {self.teacher_alpha}")
+        need(math.isfinite(self.teacher_temperature) and self.teacher_temperature > 0,
+             f"--teacher-temperature must be a positive number, not {self.teacher_temperature}")
+        need(math.isfinite(self.distill_weight) and self.distill_weight >= 0,
+             f"--distill-weight must be >= 0, not {self.distill_weight}")
         need(self.pairs in PAIR_SOURCES, f"pairs must be one of {PAIR_SOURCES}, not {self.pairs!r}")
         need((self.pairs == "queries-file") == (self.queries_file is not None),
              "--queries-file names the generated queries file (and only it)")

@@ -56,6 +56,7 @@ from .data import TrainingSet
 from .objective import QueryTable, SpladeModel, lr_at, ranking_loss
 from .plot import plot_training
 from .settings import TrainingError, TrainSettings, make_settings
+from .teacher import HybridTeacher
 
 MANIFEST_FILE = "training.json"
 STATE_FILE = "state.json"
@@ -190,6 +191,11 @@ class Trainer:
             groups.append({"params": [self.query_table.weights], "weight_decay": 0.0, "lr": s.query_lr,
                            "fixed_lr": True})
         optimizer = torch.optim.AdamW(groups, lr=s.lr, foreach=False)
+        teacher = None
+        if s.teacher == "hybrid":  # the base model, frozen, beside BM25
+            base = SpladeModel(self.base_path, pooling=s.pooling, new_head=s.new_head, device=s.device)
+            base.model.requires_grad_(False)
+            teacher = HybridTeacher(base, self.data.corpus, s)
         step, history = self.checkpoints.load(model, optimizer, self.query_table)
         history.setdefault("seconds", 0.0)
         if step == 0 and self.dev_qids and s.dev_baseline:
@@ -208,7 +214,7 @@ class Trainer:
                     base = s.query_lr if group.get("fixed_lr") else s.lr
                     group["lr"] = lr_at(step, base, self.warmup, self.total_steps)
                 loss, log = ranking_loss(model, self.data, self.set.batch(step), step, s, self.lambda_warmup,
-                                         self.query_table)
+                                         self.query_table, teacher)
                 if not math.isfinite(log["loss"]):
                     raise TrainingError(
                         f"the loss is {log['loss']} at step {step + 1} (ranking {log['rank']:.4g}, FLOPS q "
