@@ -48,7 +48,7 @@ class TorchBackend:
             raise NotFoundError(f"model path {self.model_path} does not exist (expected a folder "
                                     "with config.json, tokenizer and weights of a masked language model)")
         self.head = read_sparse_head(self.model_path)
-        self.model, self.tokenizer = load_masked_lm(self.model_path, any_head=True)
+        self.model, self.tokenizer = load_masked_lm(self.model_path, any_head=True, head=self.head)
         self.model.eval().to(self.device)
         self.on_gpu = self.device.type != "cpu"
         if self.on_gpu and self.dtype == "bf16":

@@ -253,7 +253,8 @@ def read_sparse_head(path: str | Path) -> SparseHead:
     return SparseHead(head.masked_lm, head.pooling, head.activation, str(router / query[0][1]))
 
 
-def load_masked_lm(path: str, *, allow_new_head: bool = False, any_head: bool = False):
+def load_masked_lm(path: str, *, allow_new_head: bool = False, any_head: bool = False,
+                   head: SparseHead | None = None):
     """(model, tokenizer): ``AutoModelForMaskedLM`` and its tokenizer from ``path`` (for a
     sentence-transformers folder, from its masked LM's folder, :func:`read_sparse_head`), refusing a
     checkpoint whose MLM head is missing or partly missing (transformers would initialise it at random
@@ -261,12 +262,12 @@ def load_masked_lm(path: str, *, allow_new_head: bool = False, any_head: bool = 
     training a head from scratch is legitimate) and a tokenizer with more entries than the output
     layer. A folder pooling otherwise than max of log(1 + relu) is refused unless ``any_head`` (the
     encoder's torch backend computes every :class:`SparseHead`; training and the ONNX export do
-    not)."""
+    not). ``head``: the folder's :func:`read_sparse_head`, where the caller has read it already."""
     from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    head = read_sparse_head(path)
+    head = head or read_sparse_head(path)
     if not head.plain and not any_head:
         raise ModelError(f"{path} takes {head.pooling} pooling of {head.activation}: only the encoder's torch "
                          "backend computes that; training and the ONNX export compute max pooling of "

@@ -19,7 +19,7 @@ from ..core.atomic import output_lock, write_text
 from ..core.errors import NotFoundError, OutputExistsError, SettingError
 from ..encoding.model import EncoderSettings
 from ..evaluation.pipeline import PipelineResult, judged, run_pipeline
-from ..formats.collection import read_corpus, read_queries
+from ..formats.collection import corpus_file, read_corpus, read_queries
 from ..formats.metadata import CollectionOptions
 from ..formats.trec import DEFAULT_K, read_qrels
 from ..search.engines import SearchSettings
@@ -58,7 +58,7 @@ def find_dataset(dataset: str | Path | None = None, name: str = DEFAULT_DATASET)
 
 
 def dataset_files(folder: Path, split: str = "test") -> tuple[Path, Path, Path]:
-    corpus = next((folder / n for n in ("corpus.jsonl", "corpus.jsonl.gz") if (folder / n).is_file()), None)
+    corpus = corpus_file(folder)
     queries = next((folder / n for n in ("queries.jsonl", "queries.jsonl.gz", "queries.tsv")
                     if (folder / n).is_file()), None)
     qrels = folder / "qrels" / f"{split}.tsv"
@@ -93,7 +93,9 @@ def plain_dataset(dataset: str | Path, output: str | Path) -> Path:
     import shutil
 
     source, output = Path(dataset), Path(output)
-    corpus, _, _ = dataset_files(source, next((p.stem for p in sorted((source / "qrels").glob("*.tsv"))), "test"))
+    corpus = corpus_file(source)
+    if corpus is None:
+        raise NotFoundError(f"{source} is not a BEIR dataset folder: missing corpus.jsonl")
     if output.exists():
         raise OutputExistsError(f"{output} exists")
     tmp = output.parent / f".{output.name}.writing"

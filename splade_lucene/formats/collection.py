@@ -208,6 +208,11 @@ def _field_text(value, name: str, path: Path | str, lineno: int) -> str:
     return value
 
 
+def corpus_file(folder: str | Path) -> Path | None:
+    """A BEIR folder's corpus file (``corpus.jsonl``, else ``corpus.jsonl.gz``), or None."""
+    return next((Path(folder) / n for n in ("corpus.jsonl", "corpus.jsonl.gz") if (Path(folder) / n).is_file()), None)
+
+
 def read_corpus(path: str | Path, *, on_duplicate: Literal["error", "keep-first"] = "error") -> Iterator[Document]:
     """Stream documents of a corpus file, checking ids are present and unique."""
     path = Path(path)

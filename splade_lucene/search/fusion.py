@@ -26,13 +26,15 @@ def _trec_run(path: str | Path):
     return run
 
 
-def _to_hits(run, k: int) -> dict[str, list[Hit]]:
-    data = run.run_data.sort_values(["topic", "score", "docid"], ascending=[True, False, True], kind="mergesort")
+def frame_hits(frame, qid: str, docid: str, *, k: int | None = None) -> dict[str, list[Hit]]:
+    """Hits per query (ids as strings) of a frame of (``qid``, ``docid``, ``score``) rows: by score,
+    highest first, then document id; at most ``k`` a query."""
+    data = frame.sort_values([qid, "score", docid], ascending=[True, False, True], kind="mergesort")
     out: dict[str, list[Hit]] = {}
-    for topic, docid, score in zip(data["topic"], data["docid"], data["score"]):
+    for topic, doc, score in zip(data[qid], data[docid], data["score"]):
         hits = out.setdefault(str(topic), [])
-        if len(hits) < k:
-            hits.append(Hit(str(docid), float(score)))
+        if k is None or len(hits) < k:
+            hits.append(Hit(str(doc), float(score)))
     return out
 
 
@@ -60,7 +62,7 @@ def fuse_rrf(runs: Sequence, *, rrf_k: int = 60, depth: int = 1000, k: int = 100
 
     if len(runs) < 2:
         raise SettingError("fusion needs at least two runs")
-    return _to_hits(reciprocal_rank_fusion(list(runs), rrf_k=rrf_k, depth=depth, k=k), k)
+    return frame_hits(reciprocal_rank_fusion(list(runs), rrf_k=rrf_k, depth=depth, k=k).run_data, "topic", "docid", k=k)
 
 
 def interpolation(run_files: Sequence[str | Path], *, alpha: float = 0.5, depth: int = 1000,
@@ -79,4 +81,4 @@ def fuse_interpolation(runs: Sequence, *, alpha: float = 0.5, depth: int = 1000,
     if not 0.0 <= alpha <= 1.0:
         raise SettingError(f"alpha must be in [0, 1], not {alpha}")
     runs = [run.rescore(method=RescoreMethod.NORMALIZE) for run in runs]
-    return _to_hits(pyserini_interpolation(runs, alpha=alpha, depth=depth, k=k), k)
+    return frame_hits(pyserini_interpolation(runs, alpha=alpha, depth=depth, k=k).run_data, "topic", "docid", k=k)

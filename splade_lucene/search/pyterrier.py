@@ -79,10 +79,9 @@ def hits_of_frame(frame: pd.DataFrame) -> dict[str, list[Hit]]:
     score, then docno)."""
     _need(frame, ["qid", "docno", "score"], "a result frame")
     data = frame.assign(qid=frame["qid"].astype(str), docno=frame["docno"].astype(str))
-    if "rank" in data.columns:
-        data = data.sort_values(["qid", "rank"], kind="mergesort")
-    else:
-        data = data.sort_values(["qid", "score", "docno"], ascending=[True, False, True], kind="mergesort")
+    if "rank" not in data.columns:
+        return fusion.frame_hits(data, "qid", "docno")
+    data = data.sort_values(["qid", "rank"], kind="mergesort")
     out: dict[str, list[Hit]] = {}
     for qid, docno, score in zip(data["qid"], data["docno"], data["score"]):
         out.setdefault(qid, []).append(Hit(docno, float(score)))

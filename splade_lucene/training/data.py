@@ -13,7 +13,7 @@ import numpy as np
 
 from ..core.atomic import move_into_place, write_text
 from ..encoding.model import has_words
-from ..formats.collection import InputError, open_text, parse_line, read_corpus, read_queries
+from ..formats.collection import InputError, corpus_file, open_text, parse_line, read_corpus, read_queries
 from ..formats.trec import read_qrels
 from ..search.bm25 import BM25Searcher, build_bm25_index
 from .settings import TrainingError
@@ -45,16 +45,16 @@ class TrainingData:
 
 
 def _corpus(folder: Path) -> tuple[Path, dict[str, str], dict[str, str]]:
-    corpus_file = next((folder / n for n in ("corpus.jsonl", "corpus.jsonl.gz") if (folder / n).is_file()), None)
-    if corpus_file is None:
+    path = corpus_file(folder)
+    if path is None:
         raise TrainingError(f"{folder} has no corpus.jsonl: training needs a BEIR-layout folder")
     texts, titles = {}, {}
-    for doc in read_corpus(corpus_file):
+    for doc in read_corpus(path):
         texts[doc.id] = doc.text
         titles[doc.id] = doc.title
     if not texts:
-        raise TrainingError(f"{corpus_file} holds no documents (it is empty or blank)")
-    return corpus_file, texts, titles
+        raise TrainingError(f"{path} holds no documents (it is empty or blank)")
+    return path, texts, titles
 
 
 def qrels_pairs(folder: Path, split: str) -> TrainingData:
