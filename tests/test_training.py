@@ -615,3 +615,28 @@ def test_distillation_from_the_hybrid(tiny_dataset, tmp_path):
     muted = train(tiny_dataset, tmp_path / "m", progress=False, teacher="hybrid", distill_weight=0.0, **quick)
     assert sha256_file(plain.output / "model.safetensors") == sha256_file(muted.output / "model.safetensors")
     assert sha256_file(plain.output / "model.safetensors") != sha256_file(taught.output / "model.safetensors")
+
+
+def test_trained_with_reads_settings_added_since_as_their_defaults(tiny_run, tmp_path):
+    """A model trained before a setting existed was trained with its default: an experiment file need
+    not train it again; any other value, or a changed recorded one, does."""
+    import shutil
+
+    from splade_lucene.training.settings import make_settings
+    from splade_lucene.training.trainer import trained_with
+
+    out, result = tiny_run
+    settings = make_settings(**TINY)
+    assert trained_with(out, settings)
+    old = tmp_path / "old"
+    shutil.copytree(out, old)
+    manifest = json.loads((old / "training.json").read_text())
+    for name in ("teacher", "teacher_alpha", "teacher_temperature", "distill_weight", "pseudo_draws"):
+        del manifest["settings"][name]
+    (old / "training.json").write_text(json.dumps(manifest))
+    assert trained_with(old, settings)
+    assert not trained_with(old, make_settings(**TINY, teacher="hybrid"))
+    assert not trained_with(old, make_settings(**{**TINY, "lr": 1e-4}))
+    manifest["settings"]["seed"] = 14
+    (old / "training.json").write_text(json.dumps(manifest))
+    assert not trained_with(old, settings)

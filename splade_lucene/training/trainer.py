@@ -319,7 +319,12 @@ def trained_with(model_dir: str | Path, settings: TrainSettings) -> bool:
     if not manifest.is_file():
         return False
     old = json.loads(manifest.read_text())
-    return old.get("settings") == dataclasses.asdict(settings) and all(
+    if not isinstance(old.get("settings"), dict):
+        return False
+    # a setting added since that model was trained is at its default there: every new setting's
+    # default keeps the behaviour from before it existed
+    recorded = {**{f.name: f.default for f in dataclasses.fields(TrainSettings)}, **old["settings"]}
+    return recorded == dataclasses.asdict(settings) and all(
         Path(f["path"]).is_file() and f["sha256"] == sha256_file(f["path"]) for f in old["dataset"]["files"].values())
 
 
