@@ -156,8 +156,10 @@ def ranking_loss(model: SpladeModel, data, batch: tuple[list[str], list[str], li
     rank = torch.nn.functional.cross_entropy(scores, target)
     kl = None
     if teacher is not None:
-        t = torch.as_tensor(teacher.logits([data.queries[x] for x in qids], texts, judged.cpu().numpy()),
-                            dtype=torch.float32, device=scores.device)
+        # the teacher ranks the documents as the collection holds them: a pseudo-query's own document
+        # with the query in it (masked, BM25 ranked it below the hard negatives BM25 chose)
+        t = torch.as_tensor(teacher.logits([data.queries[x] for x in qids], [data.corpus[x] for x in docs],
+                                           judged.cpu().numpy()), dtype=torch.float32, device=scores.device)
         # left-out entries: finite in both (exp of -1e4 is 0), so that 0 * (t - s) is 0, not nan
         student = torch.nn.functional.log_softmax(raw.masked_fill(judged, -1e4), dim=1)
         taught = torch.nn.functional.log_softmax(t.masked_fill(judged, -1e4), dim=1)
