@@ -10,31 +10,29 @@ out of both, as they are of the cross-entropy.
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from typing import Sequence
 
 import numpy as np
 
+from ..indexing.query_table import idf_weights
 from ..search.bm25 import BM25_B, BM25_K1, analyze
 
 
 class BM25Stats:
-    """What BM25 needs of a corpus: document frequencies, document count, mean length."""
+    """What BM25 needs of a corpus: each term's idf (Lucene's, :func:`idf_weights`), the document
+    count, the mean length."""
 
     def __init__(self, documents: Sequence[Sequence[str]]):
         self.n = len(documents)
         if not self.n:
             raise ValueError("BM25 statistics of an empty corpus")
-        self.df: Counter = Counter()
+        df: Counter = Counter()
         for terms in documents:
-            self.df.update(set(terms))
+            df.update(set(terms))
+        self.idf = dict(zip(df, idf_weights(np.fromiter(df.values(), dtype=np.int64, count=len(df)),
+                                            self.n).tolist()))
         self.avgdl = sum(len(t) for t in documents) / self.n
-
-    def idf(self, term: str) -> float:
-        """Lucene's BM25 idf: log(1 + (N - df + 0.5) / (df + 0.5))."""
-        df = self.df.get(term, 0)
-        return math.log(1 + (self.n - df + 0.5) / (df + 0.5))
 
 
 _FREE = 24  # SmallFloat: lengths below 24 are kept exactly in the norm byte
@@ -57,7 +55,7 @@ def bm25_score(query: Sequence[str], document: Sequence[str], stats: BM25Stats, 
     document length ``dl`` as Lucene's one-byte norm keeps it (:func:`lucene_length`)."""
     tf = Counter(document)
     norm = k1 * (1 - b + b * lucene_length(len(document)) / stats.avgdl)
-    return sum(stats.idf(t) * tf[t] / (tf[t] + norm) for t in query if tf.get(t))
+    return sum(stats.idf[t] * tf[t] / (tf[t] + norm) for t in query if tf.get(t))
 
 
 def hybrid_logits(bm25: np.ndarray, base: np.ndarray, left_out: np.ndarray, *, alpha: float,
@@ -81,8 +79,9 @@ class HybridTeacher:
 
     def __init__(self, base_model, corpus: dict[str, str], settings):
         self.model, self.s = base_model, settings
-        self.stats = BM25Stats(analyze(list(corpus.values())))
-        self._terms: dict[str, list[str]] = {}
+        texts = list(dict.fromkeys(corpus.values()))
+        self._terms: dict[str, list[str]] = dict(zip(texts, analyze(texts)))  # by text, the corpus's first
+        self.stats = BM25Stats([self._terms[t] for t in corpus.values()])
         self._vectors: dict[tuple[int, str], tuple[np.ndarray, np.ndarray]] = {}  # by (max length, text)
 
     def _prepare(self, texts: list[str], max_length: int) -> None:

@@ -193,9 +193,9 @@ class Trainer:
         optimizer = torch.optim.AdamW(groups, lr=s.lr, foreach=False)
         teacher = None
         if s.teacher == "hybrid":  # the base model, frozen, beside BM25
-            base = SpladeModel(self.base_path, pooling=s.pooling, new_head=s.new_head, device=s.device)
-            base.model.requires_grad_(False)
-            teacher = HybridTeacher(base, self.data.corpus, s)
+            frozen = SpladeModel(self.base_path, pooling=s.pooling, new_head=s.new_head, device=s.device)
+            frozen.model.requires_grad_(False)
+            teacher = HybridTeacher(frozen, self.data.corpus, s)
         step, history = self.checkpoints.load(model, optimizer, self.query_table)
         history.setdefault("seconds", 0.0)
         if step == 0 and self.dev_qids and s.dev_baseline:
