@@ -566,6 +566,7 @@ def test_pseudo_queries_drawn_again_each_epoch(tiny_dataset, tmp_path):
 def test_teacher_bm25_is_lucenes(reproduced, datasets):
     """The teacher's BM25, computed from the analyzer's terms, is the score Lucene gives (the
     SciFact BM25 index `reproduce` builds: the first 60 test queries' top 10)."""
+    from splade_lucene.formats.trec import read_qrels
     from splade_lucene.search.bm25 import BM25Searcher, analyze
     from splade_lucene.training.teacher import BM25Stats, bm25_score, lucene_length
 
@@ -575,8 +576,7 @@ def test_teacher_bm25_is_lucenes(reproduced, datasets):
     terms = dict(zip(docs, analyze(list(docs.values()))))
     stats = BM25Stats(list(terms.values()))
     queries = dict(read_queries(datasets / "scifact" / "queries.jsonl"))
-    test = [q for q in (datasets / "scifact" / "qrels" / "test.tsv").read_text().split("\n")[1:] if q][:200]
-    qids = list(dict.fromkeys(line.split("\t")[0] for line in test))[:60]
+    qids = list(read_qrels(datasets / "scifact" / "qrels" / "test.tsv"))[:60]
     searcher = BM25Searcher(reproduced[0] / "scifact" / "bm25" / "index")
     try:
         pairs = [(h.score, bm25_score(analyze([queries[q]])[0], terms[h.docid], stats))
