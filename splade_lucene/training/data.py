@@ -120,22 +120,53 @@ def generated_query_pairs(folder: Path, queries_file: str | Path) -> TrainingDat
 
 
 PSEUDO_MIN_WORDS = 8  # words a pseudo-query's positive keeps once its query is taken out
+# the version of pseudo_query_pairs' rules, recorded with a model trained on them: the same settings
+# draw other pairs under other rules (2: spans of words read as prose), so such a model is not reused
+PSEUDO_RULES = 2
 SPAN_MIN_WORDS, SPAN_MAX_WORDS = 4, 16  # a span pseudo-query's length: a fifth of the document, within these
 
 
-def word_span(words: list[str], rng) -> tuple[int, int] | None:
+def prose_word(word: str) -> bool:
+    """A word as prose has them: two letters or more and no digit (not a date, code or page number)."""
+    return sum(c.isalpha() for c in word) >= 2 and not any(c.isdigit() for c in word)
+
+
+def common_words(texts, share: float = 0.5) -> frozenset[str]:
+    """The prose words (lowercased) in more than ``share`` of the texts: ``of``, ``the``, and the
+    labels every record of a collection carries (CACM's ``CACM``, ``JB``, ``PM``), which say nothing
+    of what a document is about."""
+    df: dict[str, int] = {}
+    n = 0
+    for text in texts:
+        n += 1
+        for w in {w.lower() for w in text.split() if prose_word(w)}:
+            df[w] = df.get(w, 0) + 1
+    return frozenset(w for w, k in df.items() if k > share * n)
+
+
+def word_span(words: list[str], rng, common: frozenset[str] = frozenset()) -> tuple[int, int] | None:
     """(start, end) of a span pseudo-query among a document's ``words``: ``len(words) // 5`` words,
     at least SPAN_MIN_WORDS and at most SPAN_MAX_WORDS, starting anywhere (drawn with ``rng``) where
-    it leaves at least PSEUDO_MIN_WORDS words with letters besides; None where no span does."""
+    the span reads as prose and leaves at least PSEUDO_MIN_WORDS content words besides (prose words
+    not in ``common``); None where no span does. Prose: no word with a digit, and at least three
+    quarters of its words :func:`prose_word` (a record's metadata, ``1958 CA581103 JB March 22``,
+    is no query; nor is a title whose record holds nothing else)."""
     length = min(SPAN_MAX_WORDS, max(SPAN_MIN_WORDS, len(words) // 5))
     if len(words) < length:
         return None
-    lettered = np.concatenate([[0], np.cumsum([sum(c.isalpha() for c in w) >= 2 for w in words])])
-    inside = lettered[length:] - lettered[:len(lettered) - length]  # words with letters in each span
-    starts = [i for i, n in enumerate(inside.tolist()) if lettered[-1] - n >= PSEUDO_MIN_WORDS and n >= 2]
-    if not starts:
+
+    def inside(flags: list[bool]) -> np.ndarray:  # how many flagged words each span holds
+        counts = np.concatenate([[0], np.cumsum(flags)])
+        return counts[length:] - counts[:len(counts) - length]
+
+    flags = [prose_word(w) for w in words]
+    content = [f and w.lower() not in common for f, w in zip(flags, words)]
+    prose, digits = inside(flags), inside([any(c.isdigit() for c in w) for w in words])
+    left = sum(content) - inside(content)
+    starts = np.flatnonzero((left >= PSEUDO_MIN_WORDS) & (digits == 0) & (4 * prose >= 3 * length))
+    if not len(starts):
         return None
-    start = starts[int(rng.integers(len(starts)))]
+    start = int(starts[int(rng.integers(len(starts)))])
     return start, start + length
 
 
@@ -150,11 +181,12 @@ def pseudo_query_pairs(folder: Path, seed: int, *, spans: bool = True, draws: in
     that the pair is not solved by string matching; negatives are whole documents.
 
     Where that leaves the positive of a document without a title fewer than ``PSEUDO_MIN_WORDS``
-    words (the only "sentence" of a text without sentence punctuation is the whole text), another of
-    its sentences that leaves enough is drawn, else a span of its words (:func:`word_span`: a fifth of
-    the document, 4 to 16 words, placed with the seed), the positive keeping the words before and
-    after it. These draws use their own random stream, so the documents that get a pair by the
-    first rule get the same pair as before it existed (``spans=False``: no second draw, as before).
+    words (the only "sentence" of a text without sentence punctuation is the whole text), or where
+    the document has no such sentence, another of its sentences that leaves enough is drawn, else a
+    span of its words that reads as prose (:func:`word_span`: a fifth of the document, 4 to 16 words,
+    placed with the seed), the positive keeping the words before and after it. These draws use their
+    own random stream, so the documents that get a pair from a sentence get the same pair as before
+    they existed (``spans=False``: no second draw, and the first 16 words, as before).
     A document still without a pair (too short,
     no words) gives none and stays a negative; the counts by reason are kept in ``dropped`` and
     named in the error when no document gives a pair.
@@ -168,6 +200,7 @@ def pseudo_query_pairs(folder: Path, seed: int, *, spans: bool = True, draws: in
     fallback = np.random.default_rng([seed, 8])
     again = np.random.default_rng([seed, 9])
     data = TrainingData(corpus, {}, {}, {}, {}, {"corpus": corpus_file})
+    common = common_words(corpus.values()) if spans or draws > 1 else frozenset()
     for docid, text in corpus.items():
         if not has_words(text):
             data.drop("documents without words")
@@ -181,11 +214,14 @@ def pseudo_query_pairs(folder: Path, seed: int, *, spans: bool = True, draws: in
         # contains its query verbatim is found by string matching, the ranking loss is ~0 from the
         # first step, and the FLOPS term alone then drives the weights to zero
         rest = " ".join(text.replace(query, " ").split()) if query else ""
-        if spans and (not has_words(query) or _words(rest) < PSEUDO_MIN_WORDS) and not titles.get(docid, "").strip():
-            query, rest = _fallback_pair(text, sentences, fallback)
+        if spans and not titles.get(docid, "").strip() and (
+                not sentences or not has_words(query) or _words(rest) < PSEUDO_MIN_WORDS):
+            query, rest = _fallback_pair(text, sentences, fallback, common)
         if query is None:
-            data.drop(f"documents too short for a span of words ({PSEUDO_MIN_WORDS + SPAN_MIN_WORDS} words needed, "
-                      "most with letters)")
+            if len(text.split()) < PSEUDO_MIN_WORDS + SPAN_MIN_WORDS:
+                data.drop(f"documents too short for a span of words ({PSEUDO_MIN_WORDS + SPAN_MIN_WORDS} words needed)")
+            else:  # dates, codes, names: a record's metadata is no query
+                data.drop("documents without a span of words that reads as prose and leaves enough")
             continue
         if not has_words(query) or _words(rest) < PSEUDO_MIN_WORDS:
             # a title-only record (its rest is an author, a date, codes) would teach the model to
@@ -196,7 +232,7 @@ def pseudo_query_pairs(folder: Path, seed: int, *, spans: bool = True, draws: in
         data.add(qid, query, [docid], {docid}, docid)
         data.positive_texts[qid] = rest
         if draws > 1:
-            _draw_again(data, qid, text, sentences, draws - 1, again)
+            _draw_again(data, qid, text, sentences, draws - 1, again, common)
     if not data.queries:
         reasons = "; ".join(f"{n:,} {reason}" for reason, n in sorted(data.dropped.items()))
         hint = "" if spans else (": a text without sentence punctuation is one sentence, all of it; spans of words "
@@ -205,7 +241,8 @@ def pseudo_query_pairs(folder: Path, seed: int, *, spans: bool = True, draws: in
     return data
 
 
-def _draw_again(data: TrainingData, qid: str, text: str, sentences: list[str], n: int, rng) -> None:
+def _draw_again(data: TrainingData, qid: str, text: str, sentences: list[str], n: int, rng,
+                common: frozenset[str]) -> None:
     """Up to ``n`` more pseudo-queries for ``qid``'s document, none equal to one it has: its other
     sentences that leave enough words, in an order drawn with ``rng``, then spans of its words."""
     docid, taken = data.positives[qid][0], {data.queries[qid]}
@@ -221,7 +258,7 @@ def _draw_again(data: TrainingData, qid: str, text: str, sentences: list[str], n
     for _ in range(4 * n):  # spans at places drawn anew; a document with few places has few spans
         if len(pairs) >= n:
             break
-        span = word_span(words, rng)
+        span = word_span(words, rng, common)
         if span is not None and " ".join(words[span[0]:span[1]]) not in taken:
             query = " ".join(words[span[0]:span[1]])
             pairs.append((query, " ".join(words[:span[0]] + words[span[1]:])))
@@ -240,7 +277,7 @@ def _sentences(text: str) -> list[str]:
     return [x.strip() for x in re.split(r"(?<=[.!?])\s+", text) if _wordy(x)]
 
 
-def _fallback_pair(text: str, sentences: list[str], rng) -> tuple[str | None, str]:
+def _fallback_pair(text: str, sentences: list[str], rng, common: frozenset[str]) -> tuple[str | None, str]:
     """A pseudo-query and its positive for a document whose first choice leaves too little: another
     sentence that leaves enough, drawn with ``rng``, else a span of its words; (None, "") if none."""
     usable = [(x, " ".join(text.replace(x, " ").split())) for x in sentences]
@@ -248,7 +285,7 @@ def _fallback_pair(text: str, sentences: list[str], rng) -> tuple[str | None, st
     if usable:
         return usable[int(rng.integers(len(usable)))]
     words = text.split()
-    span = word_span(words, rng)
+    span = word_span(words, rng, common)
     if span is None:
         return None, ""
     return " ".join(words[span[0]:span[1]]), " ".join(words[:span[0]] + words[span[1]:])

@@ -52,7 +52,7 @@ from ..formats.trec import read_qrels
 from ..indexing.lucene import package_versions
 from ..indexing.query_table import MODEL_TABLE_FILE, load_table, sha256_table
 from .checkpoints import Checkpoints
-from .data import TrainingSet
+from .data import PSEUDO_RULES, TrainingSet
 from .objective import QueryTable, SpladeModel, lr_at, ranking_loss
 from .plot import plot_training
 from .settings import TrainingError, TrainSettings, make_settings
@@ -109,6 +109,7 @@ class Trainer:
             "settings": dataclasses.asdict(s),
             "base_model_sha256": model_weights_sha256(self.base_path),
             "dataset": {name: sha256_file(path) for name, path in sorted(self.data.files.items())},
+            "pseudo_rules": PSEUDO_RULES if s.pairs == "pseudo" else None,
         }
 
     def prepare(self) -> None:
@@ -276,7 +277,7 @@ class Trainer:
             "dataset": {"folder": str(self.folder), "pairs": s.pairs,
                         "files": {name: {"path": str(path), "sha256": self.fingerprint["dataset"][name]}
                                   for name, path in sorted(self.data.files.items())},
-                        "dropped": self.data.dropped},
+                        "dropped": self.data.dropped, "pseudo_rules": self.fingerprint["pseudo_rules"]},
             "settings": dataclasses.asdict(s),
             "derived": {"steps": self.total_steps, "steps_per_epoch": self.steps_per_epoch,
                         "warmup_steps": self.warmup, "lambda_warmup_steps": self.lambda_warmup},
@@ -324,6 +325,9 @@ def trained_with(model_dir: str | Path, settings: TrainSettings) -> bool:
     # a setting added since that model was trained is at its default there: every new setting's
     # default keeps the behaviour from before it existed
     recorded = {**{f.name: f.default for f in dataclasses.fields(TrainSettings)}, **old["settings"]}
+    # pseudo-query pairs drawn under older rules (a manifest without the field: version 1)
+    if settings.pairs == "pseudo" and old.get("dataset", {}).get("pseudo_rules", 1) != PSEUDO_RULES:
+        return False
     return recorded == dataclasses.asdict(settings) and all(
         Path(f["path"]).is_file() and f["sha256"] == sha256_file(f["path"]) for f in old["dataset"]["files"].values())
 
