@@ -401,6 +401,26 @@ def test_pseudo_queries_titles_else_sentences(datasets):
                        {"cacm", "jb", "pm", "of", "the"} for w in spans.positive_texts[q].split()) >= PSEUDO_MIN_WORDS
 
 
+@pytest.mark.parametrize("name", ["cranfield", "arguana"])
+def test_pseudo_queries_never_a_title_other_documents_carry(datasets, name):
+    """A title several documents carry (ArguAna's topic tags; Cranfield's "note on creep buckling of
+    columns ." 17 times) is no query: such a document gets one of its own sentences, never the title;
+    a title of one document is still its query."""
+    from collections import Counter
+
+    from splade_lucene.training.data import pseudo_query_pairs
+
+    docs = {d.id: d for d in read_corpus(datasets / name / "corpus.jsonl")}
+    counts = Counter(d.title.strip() for d in docs.values() if d.title.strip())
+    data = pseudo_query_pairs(datasets / name, 13)
+    query_of = {data.positives[q][0]: text for q, text in data.queries.items()}
+    tagged = [d for d in query_of if counts[docs[d].title.strip()] > 1]
+    assert len(tagged) == {"cranfield": 48, "arguana": 2699}[name]
+    assert all(query_of[d] not in counts for d in tagged)
+    assert all(query_of[d] in docs[d].text for d in tagged)
+    assert all(query_of[d] == docs[d].title.strip() for d in query_of if counts[docs[d].title.strip()] == 1)
+
+
 def assert_span_pairs(data, texts: dict[str, str]) -> None:
     """Each pair of a document without sentence punctuation: its query a run of 4 to 16 of its words,
     its positive the words before and after, at least 8 of them with letters."""
@@ -599,6 +619,12 @@ def test_teacher_bm25_is_lucenes(reproduced, datasets):
     finally:
         searcher.close()
     assert len(pairs) == 600 and all(abs(mine - lucene) <= 1e-4 * lucene for lucene, mine in pairs)
+    # a document's kept term counts score as its terms do
+    from collections import Counter
+
+    query = analyze([queries[qids[0]]])[0]
+    assert all(bm25_score(query, Counter(terms[d]), stats) == bm25_score(query, terms[d], stats)
+               for d in list(docs)[:200])
 
 
 def test_hybrid_teacher_logits():

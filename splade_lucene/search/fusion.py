@@ -26,10 +26,14 @@ def _trec_run(path: str | Path):
     return run
 
 
-def frame_hits(frame, qid: str, docid: str, *, k: int | None = None) -> dict[str, list[Hit]]:
+def frame_hits(frame, qid: str, docid: str, *, k: int | None = None, rank: str | None = None) -> dict[str, list[Hit]]:
     """Hits per query (ids as strings) of a frame of (``qid``, ``docid``, ``score``) rows: by score,
-    highest first, then document id; at most ``k`` a query."""
-    data = frame.sort_values([qid, "score", docid], ascending=[True, False, True], kind="mergesort")
+    highest first, then document id (with ``rank``: in the order of that column, ties kept in the
+    frame's order); at most ``k`` a query."""
+    if rank is not None:
+        data = frame.sort_values([qid, rank], kind="mergesort")
+    else:
+        data = frame.sort_values([qid, "score", docid], ascending=[True, False, True], kind="mergesort")
     out: dict[str, list[Hit]] = {}
     for topic, doc, score in zip(data[qid], data[docid], data["score"]):
         hits = out.setdefault(str(topic), [])

@@ -79,13 +79,7 @@ def hits_of_frame(frame: pd.DataFrame) -> dict[str, list[Hit]]:
     score, then docno)."""
     _need(frame, ["qid", "docno", "score"], "a result frame")
     data = frame.assign(qid=frame["qid"].astype(str), docno=frame["docno"].astype(str))
-    if "rank" not in data.columns:
-        return fusion.frame_hits(data, "qid", "docno")
-    data = data.sort_values(["qid", "rank"], kind="mergesort")
-    out: dict[str, list[Hit]] = {}
-    for qid, docno, score in zip(data["qid"], data["docno"], data["score"]):
-        out.setdefault(qid, []).append(Hit(docno, float(score)))
-    return out
+    return fusion.frame_hits(data, "qid", "docno", rank="rank" if "rank" in data.columns else None)
 
 
 def topics(path: str | Path) -> pd.DataFrame:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -122,7 +123,7 @@ def generated_query_pairs(folder: Path, queries_file: str | Path) -> TrainingDat
 PSEUDO_MIN_WORDS = 8  # words a pseudo-query's positive keeps once its query is taken out
 # the version of pseudo_query_pairs' rules, recorded with a model trained on them: the same settings
 # draw other pairs under other rules (2: spans of words read as prose), so such a model is not reused
-PSEUDO_RULES = 2
+PSEUDO_RULES = 2  # 2: spans read as prose; a title several documents carry is no query
 SPAN_MIN_WORDS, SPAN_MAX_WORDS = 4, 16  # a span pseudo-query's length: a fifth of the document, within these
 
 
@@ -196,6 +197,12 @@ def pseudo_query_pairs(folder: Path, seed: int, *, spans: bool = True, draws: in
     in ``variants``; the first draw is the pair above, unchanged.
     """
     corpus_file, corpus, titles = _corpus(folder)
+    # a title that several documents carry (ArguAna's topic tags, Cranfield's "note on creep
+    # buckling of columns ." x 17) says what none of them alone is about: no query, nor its sentence
+    counts = Counter(t.strip() for t in titles.values() if t.strip())
+    shared = {t for t, n in counts.items() if n > 1}
+    tags = {d: t.strip() for d, t in titles.items() if t.strip() in shared}
+    titles = {d: "" if d in tags else t for d, t in titles.items()}
     rng = np.random.default_rng([seed, 7])
     fallback = np.random.default_rng([seed, 8])
     again = np.random.default_rng([seed, 9])
@@ -208,7 +215,8 @@ def pseudo_query_pairs(folder: Path, seed: int, *, spans: bool = True, draws: in
         query = titles.get(docid, "").strip()
         sentences: list[str] = []
         if not query:
-            sentences = _sentences(text)
+            body = text[len(tags[docid]):] if docid in tags and text.startswith(tags[docid]) else text
+            sentences = [x for x in _sentences(body) if x not in shared]
             query = sentences[int(rng.integers(len(sentences)))] if sentences else " ".join(text.split()[:16])
         # the query is taken out of its positive (the inverse cloze task's masking): a document that
         # contains its query verbatim is found by string matching, the ranking loss is ~0 from the
@@ -232,7 +240,7 @@ def pseudo_query_pairs(folder: Path, seed: int, *, spans: bool = True, draws: in
         data.add(qid, query, [docid], {docid}, docid)
         data.positive_texts[qid] = rest
         if draws > 1:
-            _draw_again(data, qid, text, sentences, draws - 1, again, common)
+            _draw_again(data, qid, text, sentences, draws - 1, again, common, shared)
     if not data.queries:
         reasons = "; ".join(f"{n:,} {reason}" for reason, n in sorted(data.dropped.items()))
         hint = "" if spans else (": a text without sentence punctuation is one sentence, all of it; spans of words "
@@ -242,12 +250,12 @@ def pseudo_query_pairs(folder: Path, seed: int, *, spans: bool = True, draws: in
 
 
 def _draw_again(data: TrainingData, qid: str, text: str, sentences: list[str], n: int, rng,
-                common: frozenset[str]) -> None:
+                common: frozenset[str], shared: set[str]) -> None:
     """Up to ``n`` more pseudo-queries for ``qid``'s document, none equal to one it has: its other
     sentences that leave enough words, in an order drawn with ``rng``, then spans of its words."""
     docid, taken = data.positives[qid][0], {data.queries[qid]}
     if not sentences:  # a document whose title was its query: its text's sentences
-        sentences = _sentences(text)
+        sentences = [x for x in _sentences(text) if x not in shared]
     pairs = []
     for i in rng.permutation(len(sentences)).tolist():
         rest = " ".join(text.replace(sentences[i], " ").split())

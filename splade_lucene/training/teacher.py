@@ -48,13 +48,14 @@ def lucene_length(n: int) -> int:
     return _FREE + (i >> shift << shift)
 
 
-def bm25_score(query: Sequence[str], document: Sequence[str], stats: BM25Stats, *, k1: float = BM25_K1,
-               b: float = BM25_B) -> float:
+def bm25_score(query: Sequence[str], document: Sequence[str] | Counter, stats: BM25Stats, *,
+               k1: float = BM25_K1, b: float = BM25_B) -> float:
     """Lucene's BM25 of analyzed terms (a repeated query term counts each time, as Lucene's boolean
     query of its clauses does): sum of idf * tf / (tf + k1 * (1 - b + b * dl / avgdl)), with the
-    document length ``dl`` as Lucene's one-byte norm keeps it (:func:`lucene_length`)."""
-    tf = Counter(document)
-    norm = k1 * (1 - b + b * lucene_length(len(document)) / stats.avgdl)
+    document length ``dl`` as Lucene's one-byte norm keeps it (:func:`lucene_length`). ``document``:
+    its terms, or their counts (a Counter, kept where a document is scored against many queries)."""
+    tf = document if isinstance(document, Counter) else Counter(document)
+    norm = k1 * (1 - b + b * lucene_length(tf.total()) / stats.avgdl)
     return sum(stats.idf[t] * tf[t] / (tf[t] + norm) for t in query if tf.get(t))
 
 
@@ -82,6 +83,7 @@ class HybridTeacher:
         texts = list(dict.fromkeys(corpus.values()))
         self._terms: dict[str, list[str]] = dict(zip(texts, analyze(texts)))  # by text, the corpus's first
         self.stats = BM25Stats([self._terms[t] for t in corpus.values()])
+        self._counts: dict[str, Counter] = {}  # a document's term counts, by text, once it is scored
         self._vectors: dict[tuple[int, str], tuple[np.ndarray, np.ndarray]] = {}  # by (max length, text)
 
     def _prepare(self, texts: list[str], max_length: int) -> None:
@@ -117,7 +119,10 @@ class HybridTeacher:
         q_len = s.query_max_length or s.max_length
         self._prepare(queries, q_len)
         self._prepare(documents, s.max_length)
-        bm25 = np.array([[bm25_score(self._terms[q], self._terms[d], self.stats) for d in documents]
+        for d in documents:
+            if d not in self._counts:
+                self._counts[d] = Counter(self._terms[d])
+        bm25 = np.array([[bm25_score(self._terms[q], self._counts[d], self.stats) for d in documents]
                          for q in queries])
         base = np.array([[self._dot((q_len, q), (s.max_length, d)) for d in documents] for q in queries])
         return hybrid_logits(bm25, base, left_out, alpha=s.teacher_alpha, temperature=s.teacher_temperature)
