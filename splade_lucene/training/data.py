@@ -122,26 +122,25 @@ def generated_query_pairs(folder: Path, queries_file: str | Path) -> TrainingDat
 
 PSEUDO_MIN_WORDS = 8  # words a pseudo-query's positive keeps once its query is taken out
 # the version of pseudo_query_pairs' rules, recorded with a model trained on them: the same settings
-# draw other pairs under other rules (2: spans of words read as prose), so such a model is not reused
-PSEUDO_RULES = 2  # 2: spans read as prose; a title several documents carry is no query
+# draw other pairs under other rules, so such a model is not reused (2: spans read as prose; a title
+# several documents carry is no query)
+PSEUDO_RULES = 2
 SPAN_MIN_WORDS, SPAN_MAX_WORDS = 4, 16  # a span pseudo-query's length: a fifth of the document, within these
 
 
 def prose_word(word: str) -> bool:
     """A word as prose has them: two letters or more and no digit (not a date, code or page number)."""
-    return sum(c.isalpha() for c in word) >= 2 and not any(c.isdigit() for c in word)
+    return _lettered(word) and not any(c.isdigit() for c in word)
 
 
 def common_words(texts, share: float = 0.5) -> frozenset[str]:
     """The prose words (lowercased) in more than ``share`` of the texts: ``of``, ``the``, and the
     labels every record of a collection carries (CACM's ``CACM``, ``JB``, ``PM``), which say nothing
     of what a document is about."""
-    df: dict[str, int] = {}
+    df: Counter = Counter()
     n = 0
-    for text in texts:
-        n += 1
-        for w in {w.lower() for w in text.split() if prose_word(w)}:
-            df[w] = df.get(w, 0) + 1
+    for n, text in enumerate(texts, 1):
+        df.update({w.lower() for w in text.split() if prose_word(w)})
     return frozenset(w for w, k in df.items() if k > share * n)
 
 
@@ -301,7 +300,12 @@ def _fallback_pair(text: str, sentences: list[str], rng, common: frozenset[str])
 
 def _words(text: str) -> int:
     """The tokens with at least two letters (words rather than numbers or codes)."""
-    return sum(1 for t in text.split() if sum(c.isalpha() for c in t) >= 2)
+    return sum(1 for t in text.split() if _lettered(t))
+
+
+def _lettered(word: str) -> bool:
+    """Two letters or more: a word rather than a number or a one-letter initial."""
+    return sum(c.isalpha() for c in word) >= 2
 
 
 def _wordy(sentence: str) -> bool:
