@@ -110,7 +110,7 @@ def ensure_index(name: str, root: Path, seed: int, threads: int) -> Path:
 
 
 def ensure_blockmax(folder: Path) -> dict:
-    """The index's block-max engine (default settings: BP order, blocks of 8), written if missing; its
+    """The index's block-max engine (default settings: BP order, blocks of ``blockmax.BLOCK``), written if missing; its
     metadata (build seconds, bytes)."""
     meta = folder / "index" / BLOCK_DIR / "blockmax.json"
     if not meta.is_file():
