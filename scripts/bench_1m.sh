@@ -17,7 +17,7 @@ set -euo pipefail
 data="$(mkdir -p "$1" && cd "$1" && pwd)"
 shift
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-corpus="$root/../shared/datasets/wiki-passages-1m/corpus.jsonl.xz"
+corpus="${SPLADE_LUCENE_DATA:-$root/../shared/datasets}/wiki-passages-1m/corpus.jsonl.xz"
 [ -f "$corpus" ] || { echo "bench_1m.sh: $corpus not found" >&2; exit 1; }
 
 if [ ! -f "$data/wiki-1m/collection/collection.meta" ]; then
