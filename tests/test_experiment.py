@@ -6,6 +6,8 @@ Lucene may cost at most 0.003 nDCG@10."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 
 import pytest
 
@@ -85,7 +87,9 @@ def test_records_reach_the_pipeline_and_reuse_keeps_what_was_built(tiny_dataset,
 
     encoder = EncoderSettings(max_length=64)
     pruned = CollectionOptions(doc_top_k=8)
-    out = tmp_path / "exp"
+    out, dataset = tmp_path / "exp", tmp_path / "tiny"
+    shutil.copytree(tiny_dataset, dataset)
+    tiny_dataset = dataset
     first = run_experiment(tiny_dataset, out, split="train", encoder=encoder, collection=pruned, progress=False)
     assert first.pipeline.reused == ()
     run = first.run_file.read_bytes()
@@ -97,6 +101,25 @@ def test_records_reach_the_pipeline_and_reuse_keeps_what_was_built(tiny_dataset,
     again = run_experiment(tiny_dataset, out, split="train", encoder=encoder, collection=pruned, reuse=True,
                            progress=False)
     assert again.pipeline.reused == ("collection", "index") and again.run_file.read_bytes() == run
+    # the corpus laid anew (a fresh copy of a shared folder: the same bytes, a later modification
+    # time) is the same corpus; other bytes are another one
+    corpus = tiny_dataset / "corpus.jsonl"
+    text = corpus.read_bytes()
+    corpus.unlink()
+    corpus.write_bytes(text)
+    later = corpus.stat().st_mtime_ns + 3_600 * 10**9
+    os.utime(corpus, ns=(later, later))
+    again = run_experiment(tiny_dataset, out, split="train", encoder=encoder, collection=pruned, reuse=True,
+                           progress=False)
+    assert again.pipeline.reused == ("collection", "index") and again.run_file.read_bytes() == run
+    corpus.write_bytes(text + b'{"_id": "extra", "text": "an added document"}\n')
+    os.utime(corpus, ns=(later, later))  # even with the recorded time: the bytes decide
+    grown = run_experiment(tiny_dataset, out, split="train", encoder=encoder, collection=pruned, reuse=True,
+                           progress=False)
+    assert grown.pipeline.reused == ()
+    documents = json.loads((out / "collection" / "collection.meta").read_text())["documents"]
+    assert documents == sum(1 for line in text.splitlines() if line.strip()) + 1
+    corpus.write_bytes(text)
     other = run_experiment(tiny_dataset, out, split="train", encoder=encoder, collection=CollectionOptions(doc_top_k=4),
                            reuse=True, progress=False)
     assert other.pipeline.reused == () and other.run_file.read_bytes() != run

@@ -67,22 +67,31 @@ def wait_for_exit(pid: int, timeout: float = 120) -> bool:
 
 
 def test_killed_encoding_resumes_and_equals_an_uninterrupted_run(small_corpus, encoder, tmp_path):
-    out = tmp_path / "out"
-    args = cli("encode", "--corpus", str(small_corpus), "--output", str(out), "--part-size", "40")
+    corpus, out = tmp_path / "corpus.jsonl", tmp_path / "out"
+    corpus.write_bytes(small_corpus.read_bytes())
+    args = cli("encode", "--corpus", str(corpus), "--output", str(out), "--part-size", "40")
     proc = start_paused(args, "encode.progress:2")  # two parts finished and recorded
     proc.send_signal(signal.SIGKILL)  # from outside, as the out-of-memory killer or a power cut would
     proc.wait()
     assert not out.exists()  # nothing at the target
+    # the corpus laid anew (a fresh copy of a shared folder): the same bytes with another modification
+    # time are the same corpus, and the run resumes
+    corpus.unlink()
+    corpus.write_bytes(small_corpus.read_bytes())
+    later = corpus.stat().st_mtime_ns + 3_600 * 10**9
+    os.utime(corpus, ns=(later, later))
 
     resumed = subprocess.run(args, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     assert "; 80 kept from an interrupted run" in resumed.stdout  # finished parts kept, only the rest encoded
     assert not (tmp_path / ".out.writing").exists()
 
-    reference = encode_corpus(small_corpus, tmp_path / "reference", encoder=encoder, progress=False,
+    reference = encode_corpus(corpus, tmp_path / "reference", encoder=encoder, progress=False,
                               options=PARTS_OF_40)
     assert reference.resumed_documents == 0
     assert digests(out) == digests(tmp_path / "reference")  # byte-identical, collection.meta included
+    meta = json.loads((out / "collection.meta").read_text())
+    assert meta["corpus_sha256"] == hashlib.sha256(small_corpus.read_bytes()).hexdigest()
     ids = [json.loads(line)["id"] for f in sorted(out.glob("part-*.jsonl")) for line in f.read_text().splitlines()]
     assert len(ids) == len(set(ids)) == 240
 
@@ -100,8 +109,10 @@ def test_resume_needs_the_same_settings(small_corpus, encoder, tmp_path):
     assert not (tmp_path / "out").exists()
     left = sorted(p.name for p in (tmp_path / ".out.writing").iterdir())
     assert left == [f"part-{i:05d}.jsonl" for i in range(7)] + ["progress.json"]
-    # the corpus was mended since: its size and time changed, so nothing is kept from the old run
-    bad.write_text("".join(lines + extra))
+    # the corpus was mended since, keeping its size: its bytes changed, so nothing is kept from the old run
+    mended = "".join(lines + extra) + "\n" * len("not json\n")
+    assert len(mended) == len("".join(lines + extra) + "not json\n")
+    bad.write_text(mended)
     summary = encode_corpus(bad, tmp_path / "out", encoder=encoder, progress=False, options=PARTS_OF_40)
     assert (summary.documents, summary.resumed_documents) == (280, 0)
 

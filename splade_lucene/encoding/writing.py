@@ -4,6 +4,7 @@ metadata, and the move of a finished writing folder into place."""
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 from ..core.atomic import move_into_place, write_text
 from ..core.errors import OutputExistsError
 from ..core.faults import fault_point
-from ..formats.collection import COLLECTION_METADATA_FILE, part_name, part_number
+from ..formats.collection import COLLECTION_METADATA_FILE, part_name, part_number, sha256_file
 from ..formats.metadata import CollectionOptions
 from .loading import model_weights_sha256, resolve_model
 from .model import SpladeEncoder
@@ -31,12 +32,26 @@ class EncodeSummary:
 PROGRESS_FILE = "progress.json"
 
 
+@functools.lru_cache(maxsize=16)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    return sha256_file(path)
+
+
+def corpus_sha256(corpus: str | Path) -> str:
+    """sha256 of a corpus file's bytes: what identifies a corpus to a resumed encoding and to a cached
+    collection (a copy laid anew, with a new modification time, or moved, is the same corpus). Read
+    once per process for a file whose size and modification time have not changed."""
+    corpus = Path(corpus).resolve()
+    stat = corpus.stat()
+    return _file_sha256(str(corpus), stat.st_size, stat.st_mtime_ns)
+
+
 def run_settings(corpus: Path, encoder: SpladeEncoder, options: CollectionOptions | None = None) -> dict:
     """What an encoding run records in ``progress.json``: a later run resumes its parts only where all
-    of it is the same (the corpus by path, size and modification time, the model, the options)."""
+    of it is the same (the corpus by its bytes, wherever it lies and whenever it was copied; the model;
+    the options)."""
     options = options or CollectionOptions()
-    stat = corpus.stat()
-    return {"corpus": str(corpus.resolve()), "corpus_size": stat.st_size, "corpus_mtime_ns": stat.st_mtime_ns,
+    return {"corpus_sha256": corpus_sha256(corpus), "corpus_size": corpus.stat().st_size,
             "model_sha256": encoder.weights_sha256, "model": encoder.model_name, "max_length": encoder.max_length,
             "stride": encoder.stride, "pooling": encoder.pooling, "dtype": encoder.dtype,
             "device": str(encoder.device), **options.record()}
@@ -114,6 +129,7 @@ def collection_metadata(encoder: SpladeEncoder, parts: list[dict], options: Coll
         "empty_documents": sum(p["empty"] for p in parts),
         "truncated_documents": sum(p["truncated"] for p in parts),
         "corpus": str(corpus) if corpus is not None else None,
+        "corpus_sha256": corpus_sha256(corpus) if corpus is not None else None,
     }
 
 

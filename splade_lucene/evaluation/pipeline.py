@@ -18,7 +18,7 @@ from typing import Iterable, Sequence
 from ..encoding.local import encode_corpus, write_vectors
 from ..encoding.model import SpladeEncoder
 from ..encoding.pooling import SparseVector
-from ..encoding.writing import collection_metadata
+from ..encoding.writing import collection_metadata, corpus_sha256
 from ..formats.collection import COLLECTION_METADATA_FILE
 from ..formats.metadata import METADATA_FILE, CollectionOptions, read_collection_metadata, read_metadata
 from ..formats.trec import DEFAULT_K, Qrels, read_run, write_run
@@ -62,19 +62,25 @@ def query_encoder_for(index_dir: Path, encoder: SpladeEncoder | None = None):
     return QueryEncoder.from_index(index_dir, encoder=encoder)
 
 
-COUNTS = ("documents", "empty_documents", "truncated_documents", "model_path", "corpus")
+COUNTS = ("documents", "empty_documents", "truncated_documents", "model_path", "corpus", "corpus_sha256")
 
 
 def built_from(collection: Path, corpus: Path, encoder: SpladeEncoder, options: CollectionOptions) -> bool:
     """Whether ``collection`` is what encoding ``corpus`` with ``encoder`` and ``options`` writes: its
-    ``collection.meta`` records the same corpus, model and settings, and was written after the corpus
-    last changed."""
+    ``collection.meta`` records the same corpus (by the sha256 of its bytes; a collection written
+    before that was recorded: by its path, and written after the corpus last changed), model and
+    settings."""
     meta = read_collection_metadata(collection)
-    if not meta or not meta.get("corpus") or Path(meta["corpus"]).resolve() != corpus.resolve():
+    if not meta or not meta.get("corpus"):
+        return False
+    if meta.get("corpus_sha256"):
+        if meta["corpus_sha256"] != corpus_sha256(corpus):
+            return False
+    elif Path(meta["corpus"]).resolve() != corpus.resolve() or \
+            corpus.stat().st_mtime_ns > (collection / COLLECTION_METADATA_FILE).stat().st_mtime_ns:
         return False
     wanted = collection_metadata(encoder, [], options)
-    same = all(meta.get(k) == v for k, v in wanted.items() if k not in COUNTS)
-    return same and corpus.stat().st_mtime_ns <= (collection / COLLECTION_METADATA_FILE).stat().st_mtime_ns
+    return all(meta.get(k) == v for k, v in wanted.items() if k not in COUNTS)
 
 
 def run_pipeline(corpus: str | Path, queries: Sequence[tuple[str, str]], qrels: Qrels, output: str | Path, *,
