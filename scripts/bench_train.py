@@ -4,6 +4,9 @@ peak memory of the whole run.
 
     python scripts/bench_train.py scripts/experiments/training/scifact.yaml --output runs/bench-train
 
+With ``--seeds 14,15`` each training condition is also trained with those seeds (``NAME@seed14``,
+ungraded) and its test nDCG@10 over its seeds is printed (mean, sample sd, each seed's figure).
+
 Prints each graded check (OK / FAIL), then per trained condition: training seconds (this run, or
 the run that made a reused model), steps, dev nDCG@10 of the base and of the kept model, terms per
 document, and the process's peak resident memory (this process, which holds the model and the JVM,
@@ -28,9 +31,13 @@ def main() -> int:
     parser.add_argument("files", nargs="+")
     parser.add_argument("--output", default="runs/bench-train")
     parser.add_argument("--conditions", default=None)
+    parser.add_argument("--seeds", default=None, metavar="S,S,...",
+                        help="also train each training condition with these seeds (NAME@seedS, ungraded) and print "
+                             "its nDCG@10 over its seeds")
     args = parser.parse_args()
     start = time.perf_counter()
-    grades = reproduce(args.files, args.output, conditions=args.conditions.split(",") if args.conditions else None)
+    grades = reproduce(args.files, args.output, conditions=args.conditions.split(",") if args.conditions else None,
+                       seeds=[int(x) for x in args.seeds.split(",")] if args.seeds else None)
     wall = time.perf_counter() - start
     self_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     child_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024

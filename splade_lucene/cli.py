@@ -371,6 +371,9 @@ def _parser_reproduce(sub, quiet) -> None:
     p.add_argument("--output", required=True, help="output folder")
     p.add_argument("--conditions", default=None, help="comma-separated subset of conditions (default: all)")
     p.add_argument("--threads", type=int, default=1, help="indexing and search threads (default: 1)")
+    p.add_argument("--seeds", default=None, metavar="S,S,...",
+                   help="also train every training condition with each of these seeds (NAME@seedS, ungraded) "
+                        "and print each one's nDCG@10 over its seeds: mean, sd and each seed's figure")
 
 
 def _parser_report(sub, quiet) -> None:
@@ -646,7 +649,14 @@ def _reproduce(args: argparse.Namespace, progress: bool) -> int:
     from .experiments.reproduce import reproduce
 
     conditions = args.conditions.split(",") if args.conditions else None
-    grades = reproduce(args.files, args.output, conditions=conditions, threads=args.threads, progress=progress)
+    seeds = None
+    if args.seeds is not None:
+        try:
+            seeds = [int(x) for x in args.seeds.split(",")]
+        except ValueError:
+            raise SettingError(f"--seeds takes comma-separated integers (13,14,15), not {args.seeds!r}") from None
+    grades = reproduce(args.files, args.output, conditions=conditions, threads=args.threads, progress=progress,
+                       seeds=seeds)
     failed = [g for g in grades if g.status == "FAIL"]
     checked = [g for g in grades if g.status != "UNCHECKED"]
     print(f"{len(checked) - len(failed)} of {len(checked)} checks OK" + (f", {len(failed)} FAIL" if failed else ""))

@@ -44,6 +44,17 @@ def test_bad_input_is_one_line_and_status_2(tmp_path, capsys):
     assert "qrels.tsv" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("seeds, message", [("13,x", "--seeds takes comma-separated integers"),
+                                            ("13,-1", "seeds are non-negative integers")])
+def test_bad_seeds_are_refused_before_anything_runs(tmp_path, capsys, seeds, message):
+    spec = tmp_path / "x.yaml"
+    spec.write_text("dataset: x\nconditions: {t: {type: train, train: {epochs: 1}}}\n")
+    assert cli.main(["reproduce", str(spec), "--output", str(tmp_path / "out"), "--seeds", seeds]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_bug_is_not_passed_off_as_bad_input(monkeypatch, tmp_path):
     def broken(args, progress):
         return 1 // 0

@@ -23,6 +23,35 @@ def test_grading_to_four_decimals():
     assert Grade("d", "c", "MAP", None, 0.5).status == "UNCHECKED"
 
 
+def test_seed_variants_and_their_spread(tmp_path):
+    """--seeds: every training condition gains one ungraded NAME@seedS per new seed (its own seed and
+    repeats add nothing; other conditions untouched), and the spread is the mean and sample sd of the
+    figures over a condition's seeds, its own run included."""
+    from splade_lucene.experiments.reproduce import spreads, with_seeds
+
+    path = tmp_path / "x.yaml"
+    path.write_text("dataset: x\nconditions:\n  b: {type: bm25}\n  t: {type: train, train: {epochs: 2}}\n"
+                    "  u: {type: train, train: {seed: 14}, expected: {nDCG@10: 0.5}}\n")
+    spec = with_seeds(load_spec(path), [13, 14, 14, 15])
+    assert list(spec.conditions) == ["b", "t", "t@seed14", "t@seed15", "u", "u@seed13", "u@seed15"]
+    assert spec.conditions["t@seed15"].settings["train"] == {"epochs": 2, "seed": 15}
+    assert spec.conditions["u@seed13"].expected == {} and spec.conditions["u"].expected == {"nDCG@10": 0.5}
+    assert load_spec(path).conditions["t"].settings["train"] == {"epochs": 2}  # the file's record untouched
+    with pytest.raises(ExperimentFileError, match="non-negative integers"):
+        with_seeds(load_spec(path), [-1])
+
+    grades = [Grade("x", "t", "nDCG@10", None, 0.4005), Grade("x", "t@seed14", "nDCG@10", None, 0.3653),
+              Grade("x", "t@seed15", "nDCG@10", None, 0.3674), Grade("x", "t@seed15", "MAP", None, 0.2),
+              Grade("x", "b", "nDCG@10", None, 0.45), Grade("x", "u", "nDCG@10", 0.5, 0.5)]
+    (spread,) = spreads(grades, {("x", "t"): 13, ("x", "u"): 14})  # u ran with one seed: no spread
+    assert (spread.condition, spread.seeds, spread.values) == ("t", [13, 14, 15], [0.4005, 0.3653, 0.3674])
+    mean = (0.4005 + 0.3653 + 0.3674) / 3
+    sd = (((0.4005 - mean) ** 2 + (0.3653 - mean) ** 2 + (0.3674 - mean) ** 2) / 2) ** 0.5
+    assert spread.mean == pytest.approx(mean, abs=1e-15) and spread.sd == pytest.approx(sd, abs=1e-15)
+    assert spread.line() == ("x/t nDCG@10 over 3 seeds: mean 0.3777, sd 0.0197 "
+                             "(13: 0.4005, 14: 0.3653, 15: 0.3674)")
+
+
 @pytest.mark.parametrize("body, message", [
     ("dataset: x\n", "needs 'dataset' and a 'conditions' mapping"),
     ("dataset: x\nconditions: {a: {type: dense}}\n", "condition 'a' needs 'type'"),

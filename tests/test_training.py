@@ -326,6 +326,16 @@ def test_train_condition_in_an_experiment_file(tiny_dataset, tmp_path):
     assert next(g for g in grades if g.metric == "nDCG@10").status == "OK"
     again = json.loads((out / "tiny" / "ft" / "manifest.json").read_text())
     assert again["training"]["reused"] is True and sha256_file(out / "tiny" / "ft" / "run.trec") == run
+    # --seeds: the condition again with another seed (its own, 13, adds nothing), ungraded, and the spread
+    said: list[str] = []
+    grades = reproduce([spec], out, progress=False, echo=said.append, seeds=[13, 14])
+    assert sorted({g.condition for g in grades}) == ["ft", "ft@seed14"]
+    assert {g.status for g in grades if g.condition == "ft@seed14"} == {"UNCHECKED"}
+    variant = json.loads((out / "tiny" / "ft@seed14" / "manifest.json").read_text())
+    assert variant["training"]["settings"]["seed"] == 14 and variant["training"]["reused"] is False
+    assert variant["training"]["model_sha256"] != again["training"]["model_sha256"]
+    other = next(g.actual for g in grades if g.condition == "ft@seed14" and g.metric == "nDCG@10")
+    assert said[-1].startswith("tiny/ft nDCG@10 over 2 seeds: ") and f"13: {own:.4f}, 14: {other:.4f}" in said[-1]
 
 
 @pytest.mark.parametrize("train, message", [

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -352,18 +353,92 @@ class Runner:
                                                      "metrics": c.metrics} for c in components}
 
 
+SEED_MARK = "@seed"
+
+
+def with_seeds(spec: ExperimentSpec, seeds: list[int]) -> ExperimentSpec:
+    """``spec`` with every training condition also trained with each of ``seeds`` (the condition
+    ``NAME@seedS``, run after ``NAME``, graded against nothing: expected scores are one seed's), for a
+    recipe's spread over seeds. A seed the condition already trains with adds nothing."""
+    if any(isinstance(x, bool) or not isinstance(x, int) or x < 0 for x in seeds):
+        raise ExperimentFileError(f"seeds are non-negative integers, got {seeds!r}")
+    conditions: dict[str, Condition] = {}
+    for name, c in spec.conditions.items():
+        conditions[name] = c
+        if c.type != "train":
+            continue
+        own = c.settings["train"].get("seed", TrainSettings.seed)
+        for seed in dict.fromkeys(seeds):
+            if seed != own:
+                variant = f"{name}{SEED_MARK}{seed}"
+                conditions[variant] = Condition(variant, c.type, {**c.settings, "train": {**c.settings["train"],
+                                                                                        "seed": seed}}, {})
+    return dataclasses.replace(spec, conditions=conditions)
+
+
+@dataclass
+class Spread:
+    """One condition's figure over training seeds."""
+
+    dataset: str
+    condition: str
+    seeds: list[int]
+    values: list[float]
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.values)
+
+    @property
+    def sd(self) -> float:
+        """Sample standard deviation (0 for one seed)."""
+        return statistics.stdev(self.values) if len(self.values) > 1 else 0.0
+
+    def line(self, metric: str = "nDCG@10") -> str:
+        each = ", ".join(f"{s}: {v:.4f}" for s, v in zip(self.seeds, self.values))
+        return (f"{self.dataset}/{self.condition} {metric} over {len(self.seeds)} seeds: mean {self.mean:.4f}, "
+                f"sd {self.sd:.4f} ({each})")
+
+
+def spreads(grades: list[Grade], seeds_of: dict[tuple[str, str], int], metric: str = "nDCG@10") -> list[Spread]:
+    """Each condition's ``metric`` over the seeds it was trained with: its own run and its ``NAME@seedS``
+    runs among ``grades``; ``seeds_of``: (dataset, condition) -> the seed of a condition without a mark."""
+    found: dict[tuple[str, str], dict[int, float]] = {}
+    for g in grades:
+        if g.metric != metric:
+            continue
+        base, mark, seed = g.condition.partition(SEED_MARK)
+        if mark:
+            found.setdefault((g.dataset, base), {})[int(seed)] = g.actual
+        elif (g.dataset, g.condition) in seeds_of:
+            found.setdefault((g.dataset, g.condition), {})[seeds_of[(g.dataset, g.condition)]] = g.actual
+    return [Spread(d, c, sorted(v), [v[s] for s in sorted(v)]) for (d, c), v in found.items() if len(v) > 1]
+
+
 def reproduce(files: list[str | Path], output: str | Path, *, conditions: list[str] | None = None,
-              threads: int = 1, progress: bool = True, echo=print) -> list[Grade]:
-    """Run experiment files and grade them; returns every grade (``status`` OK / FAIL / UNCHECKED)."""
+              threads: int = 1, progress: bool = True, echo=print, seeds: list[int] | None = None) -> list[Grade]:
+    """Run experiment files and grade them; returns every grade (``status`` OK / FAIL / UNCHECKED).
+    ``seeds``: every training condition also trained with each (:func:`with_seeds`), and each one's
+    nDCG@10 over its seeds echoed after its file (mean, sample sd, each seed's figure)."""
     specs = [load_spec(f) for f in files]  # validate every file before running any
+    if seeds:
+        specs = [with_seeds(spec, seeds) for spec in specs]
     grades: list[Grade] = []
     with output_lock(output):
         for spec in specs:
+            start = len(grades)
             runner = Runner(spec, output, threads=threads, progress=progress)
             names = [c for c in conditions if c in spec.conditions] if conditions else None
+            if names is not None and seeds:  # a chosen training condition brings its seed variants
+                names = [n for n in spec.conditions if n.partition(SEED_MARK)[0] in names]
             for result in runner.run(names):
                 for g in result.grades:
                     if g.expected is not None or g.metric == "nDCG@10":
                         echo(g.line())
                 grades.extend(result.grades)
+            if seeds:
+                own = {(runner.name, c.name): c.settings["train"].get("seed", TrainSettings.seed)
+                       for c in spec.conditions.values() if c.type == "train" and SEED_MARK not in c.name}
+                for spread in spreads(grades[start:], own):
+                    echo(spread.line())
     return grades
