@@ -52,6 +52,23 @@ def test_seed_variants_and_their_spread(tmp_path):
                              "(13: 0.4005, 14: 0.3653, 15: 0.3674)")
 
 
+def test_chosen_conditions_run_only_in_the_files_that_have_them(tiny_dataset, tmp_path):
+    """--conditions with several files: a file without any chosen condition is skipped, not run whole;
+    a condition no file has is refused before anything runs."""
+    from splade_lucene.experiments.reproduce import reproduce
+
+    absent = tmp_path / "absent.yaml"  # its dataset does not exist: running it would fail
+    absent.write_text("dataset: no-such-dataset\nconditions: {a: {type: bm25}}\n")
+    small = tmp_path / "small.yaml"
+    small.write_text(f"dataset: {tiny_dataset}\nsplit: train\nk: 10\nconditions: {{a2: {{type: bm25}}, "
+                     "b: {type: bm25, k1: 1.2}}\n")
+    with pytest.raises(ExperimentFileError, match=r"no experiment file has the condition\(s\) \['c'\]"):
+        reproduce([absent, small], tmp_path / "out", conditions=["b", "c"], echo=lambda line: None)
+    assert not (tmp_path / "out").exists()
+    grades = reproduce([absent, small], tmp_path / "out", conditions=["b"], progress=False, echo=lambda line: None)
+    assert {g.condition for g in grades} == {"b"} and not (tmp_path / "out" / "scifact" / "a2").exists()
+
+
 @pytest.mark.parametrize("body, message", [
     ("dataset: x\n", "needs 'dataset' and a 'conditions' mapping"),
     ("dataset: x\nconditions: {a: {type: dense}}\n", "condition 'a' needs 'type'"),

@@ -423,14 +423,21 @@ def reproduce(files: list[str | Path], output: str | Path, *, conditions: list[s
     specs = [load_spec(f) for f in files]  # validate every file before running any
     if seeds:
         specs = [with_seeds(spec, seeds) for spec in specs]
+    if conditions:
+        unknown = [c for c in conditions if not any(c in spec.conditions for spec in specs)]
+        if unknown:
+            raise ExperimentFileError(f"no experiment file has the condition(s) {unknown}; they have "
+                                      f"{sorted({c for spec in specs for c in spec.conditions})}")
     grades: list[Grade] = []
     with output_lock(output):
         for spec in specs:
-            start = len(grades)
-            runner = Runner(spec, output, threads=threads, progress=progress)
             names = [c for c in conditions if c in spec.conditions] if conditions else None
             if names is not None and seeds:  # a chosen training condition brings its seed variants
-                names = [n for n in spec.conditions if n.partition(SEED_MARK)[0] in names]
+                names = [n for n in spec.conditions if n in names or n.partition(SEED_MARK)[0] in names]
+            if names == []:  # none of the chosen conditions is in this file
+                continue
+            start = len(grades)
+            runner = Runner(spec, output, threads=threads, progress=progress)
             for result in runner.run(names):
                 for g in result.grades:
                     if g.expected is not None or g.metric == "nDCG@10":
