@@ -129,7 +129,7 @@ def collection_metadata(encoder: SpladeEncoder, parts: list[dict], options: Coll
         "empty_documents": sum(p["empty"] for p in parts),
         "truncated_documents": sum(p["truncated"] for p in parts),
         "corpus": str(corpus) if corpus is not None else None,
-        "corpus_sha256": corpus_sha256(corpus) if corpus is not None else None,
+        "corpus_sha256": corpus_sha256(corpus) if corpus is not None and Path(corpus).is_file() else None,
     }
 
 

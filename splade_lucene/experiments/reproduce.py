@@ -408,7 +408,7 @@ def spreads(grades: list[Grade], seeds_of: dict[tuple[str, str], int], metric: s
         if g.metric != metric:
             continue
         base, mark, seed = g.condition.partition(SEED_MARK)
-        if mark:
+        if mark and seed.isdigit():
             found.setdefault((g.dataset, base), {})[int(seed)] = g.actual
         elif (g.dataset, g.condition) in seeds_of:
             found.setdefault((g.dataset, g.condition), {})[seeds_of[(g.dataset, g.condition)]] = g.actual
