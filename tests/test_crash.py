@@ -323,9 +323,12 @@ def training_mismatch(got: tuple, reference: tuple, args: list[str], again: Path
     not, the training itself varied from run to run here, killed or not)."""
     differs = next((i + 1 for i, (a, b) in enumerate(zip(got[1], reference[1])) if a != b), None)
     plain = cli(*[str(again) if a == args[args.index("--output") + 1] else a for a in args])
-    verdict = "did not finish: " + plain.stderr[-400:] if plain.returncode else (
-        "equals the reference: the kill and resume made the difference" if model_of(again)[:2] == reference[:2]
-        else f"differs too (sha256 {model_of(again)[0][:12]}): the training varied between runs here, killed or not")
+    if plain.returncode:
+        verdict = "did not finish: " + plain.stderr[-400:]
+    else:
+        other = model_of(again)
+        verdict = ("equals the reference: the kill and resume made the difference" if other[:2] == reference[:2]
+                   else f"differs too (sha256 {other[0][:12]}): the training varied between runs here, killed or not")
     losses = (got[1][differs - 1], reference[1][differs - 1]) if differs else None
     return (f"train killed at arrival {arrival}, then run again: sha256 {got[0][:12]} against the uninterrupted "
             f"run's {reference[0][:12]}; the losses first differ at step {differs} (rerun, reference: {losses}); "

@@ -356,6 +356,11 @@ class Runner:
 SEED_MARK = "@seed"
 
 
+def _own_seed(c: Condition) -> int:
+    """The seed a training condition trains with (its file's, else the default)."""
+    return c.settings["train"].get("seed", TrainSettings.seed)
+
+
 def with_seeds(spec: ExperimentSpec, seeds: list[int]) -> ExperimentSpec:
     """``spec`` with every training condition also trained with each of ``seeds`` (the condition
     ``NAME@seedS``, run after ``NAME``, graded against nothing: expected scores are one seed's), for a
@@ -367,7 +372,7 @@ def with_seeds(spec: ExperimentSpec, seeds: list[int]) -> ExperimentSpec:
         conditions[name] = c
         if c.type != "train":
             continue
-        own = c.settings["train"].get("seed", TrainSettings.seed)
+        own = _own_seed(c)
         for seed in dict.fromkeys(seeds):
             if seed != own:
                 variant = f"{name}{SEED_MARK}{seed}"
@@ -444,8 +449,8 @@ def reproduce(files: list[str | Path], output: str | Path, *, conditions: list[s
                         echo(g.line())
                 grades.extend(result.grades)
             if seeds:
-                own = {(runner.name, c.name): c.settings["train"].get("seed", TrainSettings.seed)
-                       for c in spec.conditions.values() if c.type == "train" and SEED_MARK not in c.name}
+                own = {(runner.name, c.name): _own_seed(c) for c in spec.conditions.values()
+                       if c.type == "train" and SEED_MARK not in c.name}
                 for spread in spreads(grades[start:], own):
                     echo(spread.line())
     return grades
