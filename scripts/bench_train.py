@@ -35,9 +35,13 @@ def main() -> int:
                         help="also train each training condition with these seeds (NAME@seedS, ungraded) and print "
                              "its nDCG@10 over its seeds")
     args = parser.parse_args()
+    try:
+        seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else None
+    except ValueError:
+        parser.error(f"--seeds takes comma-separated integers (13,14,15), not {args.seeds!r}")
     start = time.perf_counter()
     grades = reproduce(args.files, args.output, conditions=args.conditions.split(",") if args.conditions else None,
-                       seeds=[int(x) for x in args.seeds.split(",")] if args.seeds else None)
+                       seeds=seeds)
     wall = time.perf_counter() - start
     self_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     child_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024

@@ -41,9 +41,14 @@ def corpus_sha256(corpus: str | Path) -> str:
     """sha256 of a corpus file's bytes: what identifies a corpus to a resumed encoding and to a cached
     collection (a copy laid anew, with a new modification time, or moved, is the same corpus). Read
     once per process for a file whose size and modification time have not changed."""
+    return _corpus_identity(corpus)[0]
+
+
+def _corpus_identity(corpus: str | Path) -> tuple[str, int]:
+    """The corpus's sha256 and size, from one ``stat`` (the two cannot describe different files)."""
     corpus = Path(corpus).resolve()
     stat = corpus.stat()
-    return _file_sha256(str(corpus), stat.st_size, stat.st_mtime_ns)
+    return _file_sha256(str(corpus), stat.st_size, stat.st_mtime_ns), stat.st_size
 
 
 def run_settings(corpus: Path, encoder: SpladeEncoder, options: CollectionOptions | None = None) -> dict:
@@ -51,7 +56,8 @@ def run_settings(corpus: Path, encoder: SpladeEncoder, options: CollectionOption
     of it is the same (the corpus by its bytes, wherever it lies and whenever it was copied; the model;
     the options)."""
     options = options or CollectionOptions()
-    return {"corpus_sha256": corpus_sha256(corpus), "corpus_size": corpus.stat().st_size,
+    sha, size = _corpus_identity(corpus)
+    return {"corpus_sha256": sha, "corpus_size": size,
             "model_sha256": encoder.weights_sha256, "model": encoder.model_name, "max_length": encoder.max_length,
             "stride": encoder.stride, "pooling": encoder.pooling, "dtype": encoder.dtype,
             "device": str(encoder.device), **options.record()}
