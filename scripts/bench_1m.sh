@@ -19,6 +19,11 @@ shift
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 corpus="${SPLADE_LUCENE_DATA:-$root/../shared/datasets}/wiki-passages-1m/corpus.jsonl.xz"
 [ -f "$corpus" ] || { echo "bench_1m.sh: $corpus not found" >&2; exit 1; }
+# the peers (PISA, BMP, Seismic) are the bench extra's: refused now rather than after hours of work
+if [[ " $* " != *" none "* && " $* " != *"--peers=none"* ]] && ! python -c "import bmp, pyterrier_pisa, seismic" 2>/dev/null; then
+  echo "bench_1m.sh: the peers are missing: pip install -e '.[bench]' (or pass --peers none)" >&2
+  exit 1
+fi
 
 if [ ! -f "$data/wiki-1m/collection/collection.meta" ]; then
   mkdir -p "$data/wiki-1m"
