@@ -4,11 +4,14 @@ order compresses (average bits of a posting's gap, log2, the measure recursive g
 lowers), and the block-max engine's exact p50 at k=10 and 1000 on pre-encoded queries, every query's
 hits checked against the memory engine's exhaustive scoring.
 
-Orders: ``random`` (seeded), ``index`` (Lucene's: the collection's), ``bp`` (bisection over every
-term of every document), ``bpN`` (bisection over each document's N strongest terms).
+Orders (--orders): ``random`` (seeded), ``index`` (Lucene's: the collection's), ``bp`` (bisection over
+every term of every document), ``bpN`` (bisection over each document's N strongest terms, with
+--terms-per-doc), ``written`` (the order of the index's block-max files, as `splade-lucene blockmax`
+wrote it: other block sizes on the same order without ordering again, hours saved at a million).
 
     bash scripts/env.sh python scripts/bench_reorder.py --index INDEX --queries scifact \\
         --terms-per-doc 32,64 --blocks 2,4,8 --json runs/bench_reorder.json
+    bash scripts/env.sh python scripts/bench_reorder.py --index INDEX --orders written --blocks 4,8,16 --ks 10
 """
 
 from __future__ import annotations
@@ -57,6 +60,8 @@ def main() -> int:
     ap.add_argument("--index", required=True, help="an index with its impact table")
     ap.add_argument("--queries", default="scifact", help="dataset whose judged test queries are used")
     ap.add_argument("--limit", type=int, default=300)
+    ap.add_argument("--orders", default="random,index,bp",
+                    help="orders to compare: random, index, bp, written (the index's block-max order)")
     ap.add_argument("--terms-per-doc", default="", help="also bisect on each document's N strongest terms")
     ap.add_argument("--blocks", default="4", help="block sizes to time")
     ap.add_argument("--ks", default="10,1000")
@@ -64,14 +69,27 @@ def main() -> int:
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
 
+    wanted = args.orders.split(",")
+    unknown = set(wanted) - {"random", "index", "bp", "written"}
+    if unknown:
+        ap.error(f"unknown orders {sorted(unknown)}: random, index, bp or written")
     table = ImpactTable.load(args.index)
+    if table is None:
+        ap.error(f"{args.index} has no impact table")
     queries = encoded_queries(args.queries, args.limit)
     ks = [int(k) for k in args.ks.split(",")]
     offsets, rows, impacts = table_postings(table)
-    fwd = forward_index(offsets, rows, impacts, table.num_docs)
-    orders = {"random": (np.random.default_rng(args.seed).permutation(table.num_docs).astype(np.int32), 0.0),
-              "index": (np.arange(table.num_docs, dtype=np.int32), 0.0)}
-    for n in [0, *(int(x) for x in args.terms_per_doc.split(",") if x)]:
+    orders = {}
+    if "written" in wanted:  # the perm the block-max files keep (checked against the table when loaded)
+        orders["written"] = (np.asarray(BlockMaxIndex.load(args.index, table).arrays["perm"], dtype=np.int32), 0.0)
+    if "random" in wanted:
+        orders["random"] = (np.random.default_rng(args.seed).permutation(table.num_docs).astype(np.int32), 0.0)
+    if "index" in wanted:
+        orders["index"] = (np.arange(table.num_docs, dtype=np.int32), 0.0)
+    bisections = [0] if "bp" in wanted else []
+    bisections += [int(x) for x in args.terms_per_doc.split(",") if x]
+    fwd = forward_index(offsets, rows, impacts, table.num_docs) if bisections else None
+    for n in bisections:
         start = time.perf_counter()
         order = bisection_order(fwd[0], fwd[1], len(table.terms), doc_impacts=fwd[2], terms_per_doc=n or None)
         name = f"bp{n or ''}"
