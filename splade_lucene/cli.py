@@ -239,8 +239,9 @@ def _parser_blockmax(sub, quiet) -> None:
                                    "search that reads a small part of the postings (search --engine blockmax).")
     p.add_argument("--index", required=True, help="index folder (with its impact table)")
     p.add_argument("--block", type=int, default=None, help="documents a block (default: 4)")
-    p.add_argument("--order", choices=("bp", "index"), default="bp",
-                   help="bp: recursive graph bisection (default); index: Lucene's order, as built")
+    p.add_argument("--order", choices=("bp", "index", "keep"), default="bp",
+                   help="bp: recursive graph bisection (default); index: Lucene's order, as built; keep: the order "
+                        "of the block-max files already written (another --block without ordering again)")
     p.add_argument("--terms-per-doc", type=int, default=None,
                    help="bisect on each document's N strongest terms only (faster to build; default: all)")
 

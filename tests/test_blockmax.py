@@ -199,6 +199,26 @@ def test_files_that_do_not_match_the_index_are_refused(cranfield, tmp_path):
         Searcher(index, pretokenized=True, engine="blockmax")
 
 
+def test_blocks_cut_again_on_the_order_already_written(cranfield, tmp_path):
+    index = tmp_path / "index"
+    shutil.copytree(cranfield["vector_index"], index)
+    with pytest.raises(BlockMaxError, match="has no block-max index"):
+        write_blockmax(index, order="keep")
+    write_blockmax(index, block=4)
+    first = np.load(index / BLOCK_DIR / "perm.npy")
+    write_blockmax(index, block=16, order="keep")
+    meta = json.loads((index / BLOCK_DIR / "blockmax.json").read_text())
+    assert meta["block"] == 16 and meta["order"]["method"] == "bp" and meta["order"]["kept_from_block"] == 4
+    assert np.array_equal(np.load(index / BLOCK_DIR / "perm.npy"), first)
+    with Searcher(index, pretokenized=True, engine="blockmax") as ours, \
+            Searcher(index, pretokenized=True, engine="lucene") as lucene:
+        for k in KS:
+            assert ours.batch_search_terms(cranfield["encoded"], k=k) == lucene.batch_search_terms(
+                cranfield["encoded"], k=k), k
+    with pytest.raises(SettingError, match="order must be one of bp, index, keep"):
+        write_blockmax(index, order="random")
+
+
 def test_settings_are_checked_and_never_fall_back(cranfield, tmp_path):
     index = cranfield["vector_index"]
     for bad in ({"alpha": 0}, {"alpha": 1.5}, {"alpha": float("nan")}, {"query_terms": 0}):

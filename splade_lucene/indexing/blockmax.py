@@ -60,6 +60,8 @@ _SEED_RANKS = np.asarray(SEED_RANKS, dtype=np.int64)
 # the candidate blocks are bucketed by bound into this many buckets
 N_BUCKETS = 4096
 _META = "blockmax.json"
+# write_blockmax's orders: bisection, Lucene's, or the one already written
+ORDERS = ("bp", "index", "keep")
 ARRAYS = ("term_shift", "dense_row", "dense_max", "sparse_off", "sparse_block", "sparse_max", "doc_off", "fwd_term",
           "fwd_imp", "perm", "seed")
 
@@ -456,10 +458,12 @@ def write_blockmax(index_dir: str | Path, *, block: int = BLOCK, order: str = "b
                    terms_per_doc: int | None = None, iterations: int | None = None) -> Path:
     """Write ``index_dir/blockmax`` from the index's impact table: the documents reordered (``order``:
     ``bp``, recursive graph bisection, over each document's ``terms_per_doc`` strongest terms or all;
-    ``index``: Lucene's order) and cut into blocks of ``block``. Returns the folder."""
+    ``index``: Lucene's order; ``keep``: the order of the block-max files already written, checked as
+    :meth:`BlockMaxIndex.load` checks them, to cut other blocks without ordering again) and cut into
+    blocks of ``block``. Returns the folder."""
     check_block(block)
-    if order not in ("bp", "index"):
-        raise SettingError(f"order must be 'bp' or 'index', not {order!r}")
+    if order not in ORDERS:
+        raise SettingError(f"order must be one of {', '.join(ORDERS)}, not {order!r}")
     if terms_per_doc is not None and (isinstance(terms_per_doc, bool) or terms_per_doc < 1):
         raise SettingError(f"terms_per_doc must be at least 1 (or None: every term), not {terms_per_doc}")
     if iterations is not None and (isinstance(iterations, bool) or iterations < 1):
@@ -476,7 +480,13 @@ def write_blockmax(index_dir: str | Path, *, block: int = BLOCK, order: str = "b
         offsets, rows, impacts = table_postings(table)
         timings["decode_s"] = time.perf_counter() - start
         start = time.perf_counter()
-        if order == "bp":
+        kept_order = None
+        if order == "keep":
+            written = BlockMaxIndex.load(index_dir, table)
+            perm = np.array(written.arrays["perm"], dtype=np.int32)  # a copy: the folder is replaced below
+            kept_order = {**written.meta["order"], "kept_from_block": written.block}
+            del written
+        elif order == "bp":
             doc_offsets, doc_terms, doc_impacts = forward_index(offsets, rows, impacts, table.num_docs)
             kwargs = {} if iterations is None else {"iterations": iterations}
             perm = bisection_order(doc_offsets, doc_terms, len(table.terms), doc_impacts=doc_impacts,
@@ -496,8 +506,8 @@ def write_blockmax(index_dir: str | Path, *, block: int = BLOCK, order: str = "b
                 save_array(path, array)
                 files[path.name] = {"bytes": path.stat().st_size, "crc32": _crc(path)}
             meta = {"version": VERSION, "block": block, "docs": table.num_docs, "postings": table.postings,
-                    "order": {"method": order, "terms_per_doc": terms_per_doc,
-                              "iterations": (iterations or ITERATIONS) if order == "bp" else None},
+                    "order": kept_order or {"method": order, "terms_per_doc": terms_per_doc,
+                                            "iterations": (iterations or ITERATIONS) if order == "bp" else None},
                     "table": _table_identity(index_dir), "files": files,
                     "bytes": int(sum(a.nbytes for a in arrays.values())), "seconds": timings}
             (tmp / _META).write_text(json.dumps(meta, indent=2) + "\n")
