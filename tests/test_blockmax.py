@@ -58,28 +58,30 @@ def collections(draw):
     order = np.array(draw(st.permutations(range(n_docs))), dtype=np.int32)
     queries = draw(st.lists(st.dictionaries(st.integers(0, n_terms + 1), st.integers(1, 5), min_size=1, max_size=6),
                             min_size=1, max_size=5))
-    return n_terms, docs, id_rank, order, queries, draw(st.sampled_from([1, 2, 3, 8, 64]))
+    return n_terms, docs, id_rank, order, queries, draw(st.sampled_from([1, 2, 3, 8, 64])), draw(
+        st.sampled_from([1, 2, 3, 16]))
 
 
 @settings(max_examples=150, deadline=None, derandomize=True)
 @given(collections())
 def test_blockmax_is_exact_on_random_tables_with_ties(case):
-    n_terms, docs, id_rank, order, queries, block = case
+    n_terms, docs, id_rank, order, queries, block, group = case
     table = table_of(docs, n_terms, id_rank)
-    for index in (BlockMaxIndex.from_table(table, order, block=block), BlockMaxIndex.from_table(table, block=block)):
+    for index in (BlockMaxIndex.from_table(table, order, block=block, group=group),
+                  BlockMaxIndex.from_table(table, block=block, group=group)):
         for query in queries:
             terms = {f"t{t}": w for t, w in query.items()}
             for k in (1, 2, 5, len(docs), len(docs) + 3):
-                assert index.top(terms, k) == brute_force(docs, id_rank, query, k), (query, k, block)
+                assert index.top(terms, k) == brute_force(docs, id_rank, query, k), (query, k, block, group)
 
 
 @settings(max_examples=40, deadline=None, derandomize=True)
 @given(collections(), st.sampled_from([1.0, 0.9, 0.5, 0.05]), st.integers(1, 4))
 def test_approximate_settings_return_true_scores_of_real_documents(case, alpha, query_terms):
     # whatever it misses, an approximate search returns documents with their exact scores, in order
-    n_terms, docs, id_rank, order, queries, block = case
+    n_terms, docs, id_rank, order, queries, block, group = case
     table = table_of(docs, n_terms, id_rank)
-    index = BlockMaxIndex.from_table(table, order, block=block)
+    index = BlockMaxIndex.from_table(table, order, block=block, group=group)
     for query in queries:
         terms = {f"t{t}": w for t, w in query.items()}
         exact = brute_force(docs, id_rank, query, len(docs))
@@ -228,6 +230,9 @@ def test_settings_are_checked_and_never_fall_back(cranfield, tmp_path):
         Searcher(index, pretokenized=True, engine="memory", alpha=0.9)
     with pytest.raises(SettingError, match="block must be"):
         write_blockmax(index, block=0)
+    for bad in (0, 4097, True):
+        with pytest.raises(SettingError, match="group must be 1 to 4,096 blocks"):
+            BlockMaxIndex.load(index, group=bad)
     # asked for, not there: an error naming the index, not a quiet search on another engine
     with pytest.raises(BlockMaxError, match="has no block-max index"):
         Searcher(index, pretokenized=True, engine="blockmax")

@@ -11,24 +11,32 @@ graph bisection, :mod:`splade_lucene.indexing.reorder`) and cut, in that order, 
 - the new order itself (``perm``: the Lucene docid placed at each position), and per term its 10th,
   100th and 1000th largest impacts.
 
-A query adds up, for every block, the query weight times the term's block maximum over its terms:
-an upper bound of every score in the block. The top-k threshold ``theta`` starts at what the query
-is sure to reach (the largest query weight times that term's k-th largest impact, for k up to 10,
-100 or 1000); the blocks whose bound reaches it are visited in decreasing bound, each document of a
-block scored from the forward index against the query's weights, and every document reaching theta
-enters the top k, which raises theta; the visit stops at the first block whose bound is below theta.
-A document left unscored lies in a block whose bound is below theta, which is at most the final
-k-th score: it can neither be among the top k nor tie with the k-th. So the result is exact: the
-same documents, integer scores and order (score, then doc id) as exhaustive scoring and Lucene.
+A block's bound is the sum, over the query's terms, of the query weight times the term's block
+maximum: an upper bound of every score in the block. Summing it for every block costs a pass over
+every dense row, which grows with the collection; so the blocks are taken in **groups** of
+:data:`GROUP` (superblocks, as SP does, arXiv 2504.17045, but only for the dense rows): the dense
+terms add their maxima over each group (derived when the files are opened), the sparse terms add
+into their blocks as before, and a group's bound is its dense sum plus the highest sparse sum among
+its blocks, at least the bound of each of them. The top-k threshold ``theta`` starts at what the
+query is sure to reach (the largest query weight times that term's k-th largest impact, for k up to
+10, 100 or 1000); the groups whose bound reaches it are taken in decreasing bound, and a group is
+opened (its blocks' bounds completed with the dense rows' 16 bytes each) only once its bound passes
+the highest bound of the blocks already waiting; the waiting blocks are scored in decreasing bound,
+each document scored from the forward index against the query's weights, every document reaching
+theta entering the top k, which raises theta. The search stops when no waiting block and no group
+left reaches theta. A document left unscored lies in a block whose bound, or whose group's, is below
+theta, which is at most the final k-th score: it can neither be among the top k nor tie with the
+k-th. So the result is exact: the same documents, integer scores and order (score, then doc id) as
+exhaustive scoring and Lucene.
 
-``alpha`` below 1 (approximate, opt-in) stops at the first block whose bound times alpha is below
+``alpha`` below 1 (approximate, opt-in) skips the blocks and groups whose bound times alpha is below
 theta: faster, and documents of the exact top k may be missed. ``query_terms`` bounds the blocks
 with a query's N strongest terms only (also approximate: the bounds pass is shorter, and a block
 whose weaker terms would have lifted it is skipped). Either way every score returned is exact.
 
-Superblocks (groups of blocks with their own bounds, SP, arXiv 2504.17045) were tried and dropped:
-on wiki-passages with SciFact's long queries (52 terms on average) at most 3% of superblocks of 512
-to 2,048 documents fell below the final 10th score at 60,000 documents (docs/performance.md).
+Groups over every term (SP's superblocks) were measured too: with SciFact's long queries (47 terms
+at the median) a quarter of the groups of 64 documents reach the final 10th score at 1,000,000
+wiki passages, against 3% with the sparse terms kept per block (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -42,6 +50,10 @@ from typing import NamedTuple
 
 import numba
 import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from ..core.atomic import folder_in_place, naming_a_full_disk, output_lock, save_array
 from ..core.errors import SettingError, SpladeLuceneError
@@ -59,6 +71,12 @@ SEED_RANKS = (10, 100, 1000)
 _SEED_RANKS = np.asarray(SEED_RANKS, dtype=np.int64)
 # the candidate blocks are bucketed by bound into this many buckets
 N_BUCKETS = 4096
+# blocks per group: the dense terms bound a group by their maxima over its blocks (docs/performance.md)
+GROUP = 16
+# the integers a search's ``stats`` gets
+STATS = 5
+# the groups ahead of the one visited whose block maxima are asked for (prefetched) while it is scored
+AHEAD = 4
 _META = "blockmax.json"
 # write_blockmax's orders: bisection, Lucene's, or the one already written
 ORDERS = ("bp", "index", "keep")
@@ -224,6 +242,12 @@ def check_block(block: int) -> int:
     return int(block)
 
 
+def check_group(group: int) -> int:
+    if isinstance(group, bool) or not 1 <= int(group) <= 4096:
+        raise SettingError(f"group must be 1 to 4,096 blocks, not {group}")
+    return int(group)
+
+
 def check_alpha(alpha: float) -> float:
     alpha = float(alpha)
     if not 0.0 < alpha <= 1.0:
@@ -250,15 +274,182 @@ def _add_dense(ub, row, w):
         ub[b] += w * np.int32(row[b])
 
 
+@intrinsic
+def _prefetch(typingctx, array, index):
+    """Ask the CPU to bring ``array[index]`` towards its caches, without waiting for it (LLVM's
+    prefetch: no fault, no result)."""
+    def codegen(context, builder, signature, args):
+        array_type = signature.args[0]
+        pointer = cgutils.get_item_pointer(context, builder, array_type,
+                                           context.make_array(array_type)(context, builder, args[0]), [args[1]])
+        bytes_pointer = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        signature_ir = ir.FunctionType(ir.VoidType(), [bytes_pointer, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, signature_ir, "llvm.prefetch.p0i8")
+        builder.call(fn, [builder.bitcast(pointer, bytes_pointer), i32(0), i32(3), i32(1)])  # read, keep, data
+        return context.get_dummy_value()
+
+    return types.void(array, index), codegen
+
+
+@intrinsic
+def _add16(typingctx, sums, row, start, weight):
+    """``sums[0:16] += weight * row[start:start + 16]`` (int32 sums, uint8 row) as one vector operation:
+    written out, the loop is not vectorised and takes five times as long."""
+    def codegen(context, builder, signature, args):
+        sums_type, row_type = signature.args[:2]
+        i32 = ir.IntType(32)
+        i32x16 = ir.VectorType(i32, 16)
+        i8x16 = ir.VectorType(ir.IntType(8), 16)
+        sums_pointer = builder.bitcast(context.make_array(sums_type)(context, builder, args[0]).data,
+                                       i32x16.as_pointer())
+        row_pointer = cgutils.get_item_pointer(context, builder, row_type,
+                                               context.make_array(row_type)(context, builder, args[1]), [args[2]])
+        maxima = builder.zext(builder.load(builder.bitcast(row_pointer, i8x16.as_pointer()), align=1), i32x16)
+        weight32 = context.cast(builder, args[3], signature.args[3], types.int32)
+        undefined = ir.Constant(i32x16, ir.Undefined)
+        weights = builder.shuffle_vector(builder.insert_element(undefined, weight32, i32(0)), undefined,
+                                         ir.Constant(i32x16, [0] * 16))
+        builder.store(builder.add(builder.load(sums_pointer, align=4), builder.mul(maxima, weights)), sums_pointer,
+                      align=4)
+        return context.get_dummy_value()
+
+    return types.void(sums, row, start, weight), codegen
+
+
+def _vector16(context, builder, array_type, array, start):
+    """A pointer to ``array[start:start + 16]`` (int32) as one vector of 16."""
+    pointer = cgutils.get_item_pointer(context, builder, array_type,
+                                       context.make_array(array_type)(context, builder, array), [start])
+    return builder.bitcast(pointer, ir.VectorType(ir.IntType(32), 16).as_pointer())
+
+
+@intrinsic
+def _max16(typingctx, sums, start):
+    """The highest of ``sums[start:start + 16]`` (int32): one vector load and one reduction."""
+    def codegen(context, builder, signature, args):
+        vector = builder.load(_vector16(context, builder, signature.args[0], args[0], args[1]), align=4)
+        reduce = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(32), [vector.type]),
+                                                "llvm.vector.reduce.smax.v16i32")
+        return builder.call(reduce, [vector])
+
+    return types.int32(sums, start), codegen
+
+
+@intrinsic
+def _zero16(typingctx, sums, start):
+    """``sums[start:start + 16] = 0`` (int32): one vector store."""
+    def codegen(context, builder, signature, args):
+        pointer = _vector16(context, builder, signature.args[0], args[0], args[1])
+        builder.store(ir.Constant(ir.VectorType(ir.IntType(32), 16), [0] * 16), pointer, align=4)
+        return context.get_dummy_value()
+
+    return types.void(sums, start), codegen
+
+
 @numba.njit(cache=True, nogil=True)
-def _search(q_terms, q_weights, k, alpha, block, files, seed_ranks, id_rank, scratch, stats, n_bound):
+def _group_maxima(dense_max, group):
+    """Each dense row's maximum over every ``group`` consecutive blocks."""
+    n_dense, n_blocks = dense_max.shape
+    n_groups = -(-n_blocks // group)
+    out = np.zeros((n_dense, n_groups), dtype=np.uint8)
+    for r in range(n_dense):
+        row = dense_max[r]
+        for g in range(n_groups):
+            m = np.uint8(0)
+            for b in range(g * group, min(g * group + group, n_blocks)):
+                m = max(m, row[b])
+            out[r, g] = m
+    return out
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _push(heap, heap_pos, n_heap, k, key, pos):
+    """``key`` (at ``pos``) into the top-k max-heap of order keys; the heap's new size, or -1 where the
+    key was not kept (the heap full and the key after its last)."""
+    if n_heap < k:
+        heap[n_heap] = key
+        heap_pos[n_heap] = pos
+        i = n_heap
+        while i > 0:
+            parent = (i - 1) // 2
+            if heap[parent] >= heap[i]:
+                break
+            heap[i], heap[parent] = heap[parent], heap[i]
+            heap_pos[i], heap_pos[parent] = heap_pos[parent], heap_pos[i]
+            i = parent
+        return n_heap + 1
+    if key >= heap[0]:
+        return -1
+    heap[0] = key
+    heap_pos[0] = pos
+    i = 0
+    while True:
+        left = 2 * i + 1
+        if left >= n_heap:
+            break
+        big = left
+        if left + 1 < n_heap and heap[left + 1] > heap[left]:
+            big = left + 1
+        if heap[big] <= heap[i]:
+            break
+        heap[i], heap[big] = heap[big], heap[i]
+        heap_pos[i], heap_pos[big] = heap_pos[big], heap_pos[i]
+        i = big
+    return n_heap
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _heap_add(heap, n, key):
+    """``key`` into the max-heap ``heap[:n]``; its new size."""
+    heap[n] = key
+    i = n
+    while i > 0:
+        parent = (i - 1) // 2
+        if heap[parent] >= heap[i]:
+            break
+        heap[i], heap[parent] = heap[parent], heap[i]
+        i = parent
+    return n + 1
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _heap_pop(heap, n):
+    """The max-heap ``heap[:n]`` without its top; its new size."""
+    n -= 1
+    heap[0] = heap[n]
+    i = 0
+    while True:
+        left = 2 * i + 1
+        if left >= n:
+            break
+        big = left
+        if left + 1 < n and heap[left + 1] > heap[left]:
+            big = left + 1
+        if heap[big] <= heap[i]:
+            break
+        heap[i], heap[big] = heap[big], heap[i]
+        i = big
+    return n
+
+
+@numba.njit(cache=True, nogil=True)
+def _search(q_terms, q_weights, k, alpha, block, group, files, group_max, seed_ranks, id_rank, scratch, stats,
+            n_bound):
     term_shift, dense_row, dense_max, sparse_off, sparse_block, sparse_max = files[:6]
     doc_off, fwd_term, fwd_imp, perm, seed = files[6:]
-    ub, qw, found, bounds = scratch
+    ub, gb, qw, found, bounds, waiting = scratch
     n_docs = len(perm)
-    n_blocks = len(ub)
+    n_blocks = dense_max.shape[1]
+    n_groups = len(gb)
     nq = len(q_terms)
     theta = np.int64(1)
+    # the query's dense terms (their rows and weights), which bound the groups and complete the bounds
+    # of the blocks of the groups visited; the sparse terms add into the blocks' bounds
+    d_rows = np.empty(nq, dtype=np.int64)
+    d_weights = np.empty(nq, dtype=np.int32)
+    n_dense = 0
+    n_sparse = 0
     for i in range(nq):
         t = q_terms[i]
         w = q_weights[i]
@@ -267,28 +458,47 @@ def _search(q_terms, q_weights, k, alpha, block, files, seed_ranks, id_rank, scr
             continue
         wb = np.int32(w << term_shift[t])  # the maxima are ceil(max / 2**shift): an upper bound still
         if dense_row[t] >= 0:
-            _add_dense(ub, dense_max[dense_row[t]], wb)
+            _add_dense(gb, group_max[dense_row[t]], wb)
+            d_rows[n_dense] = dense_row[t]
+            d_weights[n_dense] = wb
+            n_dense += 1
         else:
             for e in range(sparse_off[t], sparse_off[t + 1]):
-                ub[sparse_block[e]] += wb * np.int32(sparse_max[e])
+                ub[np.uint32(sparse_block[e])] += wb * np.int32(sparse_max[e])  # unsigned: no wraparound test
+            n_sparse += 1
         for r in range(len(seed_ranks)):
             if k <= seed_ranks[r]:
                 theta = max(theta, w * np.int64(seed[t, r]))
                 break
-    # the blocks that can reach the seeded threshold, bucketed by bound (a counting sort, highest
-    # bucket first; within a bucket, block order): visited bucket by bucket until a bucket's highest
-    # possible bound is below theta
-    # one pass over the bounds: the blocks reaching theta (and the highest bound), bounds zeroed behind
+    # one pass over the groups: a group's bound is its dense terms' group maxima plus the highest of
+    # its blocks' sparse sums; the groups reaching theta kept (with the highest bound), the others'
+    # sums zeroed behind (the kept groups' after the visit)
     n_found = 0
     top_ub = np.int64(0)
-    for b in range(n_blocks):
-        u = ub[b]
+    for g in range(n_groups):
+        first = g * group
+        m = np.int32(0)
+        if n_sparse:
+            if group == 16:
+                m = _max16(ub, first)
+            else:
+                for b in range(first, first + group):
+                    m = max(m, ub[b])
+        u = gb[g] + m
+        gb[g] = 0
         if u >= theta:
-            found[n_found] = b
+            found[n_found] = g
             bounds[n_found] = u
             n_found += 1
             top_ub = max(top_ub, np.int64(u))
-        ub[b] = 0
+        elif m:
+            if group == 16:
+                _zero16(ub, first)
+            else:
+                for b in range(first, first + group):
+                    ub[b] = 0
+    # the groups bucketed by bound (a counting sort, highest bucket first; within a bucket, group
+    # order), visited until a bucket's highest possible bound is below theta
     shift = 0
     while (top_ub - theta) >> shift >= N_BUCKETS:
         shift += 1
@@ -311,61 +521,80 @@ def _search(q_terms, q_weights, k, alpha, block, files, seed_ranks, id_rank, scr
     heap = np.empty(k, dtype=np.int64)
     heap_pos = np.empty(k, dtype=np.int64)
     n_heap = 0
+    visited = 0
     scored = 0
     postings = 0
-    for c in range(n_cand):
-        b = cand[c]
-        bound = cand_ub[c]
-        # the highest bound left: this block's bucket's top
-        if (theta0 + (((bound - theta0) >> shift) + 1 << shift) - 1) * alpha < theta:
-            break
-        if bound * alpha < theta:
+    # the blocks of the groups visited, by bound (a max-heap of bound << 32 | block): the blocks are
+    # scored in decreasing bound, as without groups, and a group is visited (its blocks' bounds
+    # completed) only once its bound passes the highest bound of the blocks waiting
+    n_waiting = 0
+    block_ub = np.empty(max(group, 16), dtype=np.int32)
+    c = 0
+    while True:
+        top_block = waiting[0] >> 32 if n_waiting else np.int64(-1)
+        if c < n_cand and (cand_ub[c] > top_block or top_block * alpha < theta):
+            g = cand[c]
+            bound = cand_ub[c]
+            # the highest bound left among the groups, this group's bucket's top, cannot reach theta:
+            # no group left can
+            if (theta0 + (((bound - theta0) >> shift) + 1 << shift) - 1) * alpha < theta:
+                c = n_cand
+                continue
+            c += 1
+            if bound * alpha < theta:
+                continue
+            visited += 1
+            if c - 1 + AHEAD < n_cand:
+                # the sums and maxima of a group visited soon, asked for now: the dense rows are read
+                # at scattered places, each a wait on memory otherwise
+                ahead = cand[c - 1 + AHEAD] * group
+                _prefetch(ub, ahead)
+                for d in range(n_dense):
+                    _prefetch(dense_max[d_rows[d]], min(ahead, n_blocks - 1))
+            # the bounds of the group's blocks: their sparse sums plus each dense term's block maxima
+            first_block = g * group
+            n_here = min(group, n_blocks - first_block)
+            for j in range(n_here):
+                block_ub[j] = ub[first_block + j]
+            if n_here == 16:
+                for d in range(n_dense):
+                    _add16(block_ub, dense_max[d_rows[d]], first_block, d_weights[d])
+            else:
+                for d in range(n_dense):
+                    row = dense_max[d_rows[d]]
+                    w = d_weights[d]
+                    for j in range(n_here):
+                        block_ub[j] += w * np.int32(row[first_block + j])
+            for j in range(n_here):
+                u = np.int64(block_ub[j])
+                if u * alpha >= theta:
+                    n_waiting = _heap_add(waiting, n_waiting, (u << 32) | (first_block + j))
             continue
+        if top_block < 0 or top_block * alpha < theta:
+            break
+        b = waiting[0] & 0xFFFFFFFF
+        n_waiting = _heap_pop(waiting, n_waiting)
         scored += 1
         first = b * block
         last = min(first + block, n_docs)
         postings += doc_off[last] - doc_off[first]
         for pos in range(first, last):
             v = np.int64(0)
-            for p in range(doc_off[pos], doc_off[pos + 1]):
+            for p in range(np.uint64(doc_off[pos]), np.uint64(doc_off[pos + 1])):  # unsigned: no wraparound test
                 v += qw[fwd_term[p]] * np.int64(fwd_imp[p])
             if v < theta:
                 continue
-            key = compressed.order_key(v, id_rank[perm[pos]])
-            if n_heap < k:
-                heap[n_heap] = key
-                heap_pos[n_heap] = pos
-                n_heap += 1
-                i2 = n_heap - 1
-                while i2 > 0:
-                    parent = (i2 - 1) // 2
-                    if heap[parent] >= heap[i2]:
-                        break
-                    heap[i2], heap[parent] = heap[parent], heap[i2]
-                    heap_pos[i2], heap_pos[parent] = heap_pos[parent], heap_pos[i2]
-                    i2 = parent
-            elif key < heap[0]:
-                heap[0] = key
-                heap_pos[0] = pos
-                i2 = 0
-                while True:
-                    left = 2 * i2 + 1
-                    if left >= n_heap:
-                        break
-                    big = left
-                    if left + 1 < n_heap and heap[left + 1] > heap[left]:
-                        big = left + 1
-                    if heap[big] <= heap[i2]:
-                        break
-                    heap[i2], heap[big] = heap[big], heap[i2]
-                    heap_pos[i2], heap_pos[big] = heap_pos[big], heap_pos[i2]
-                    i2 = big
-            else:
-                continue
-            if n_heap == k:
-                theta = max(theta, _score_of(heap[0]))
+            kept = _push(heap, heap_pos, n_heap, k, compressed.order_key(v, id_rank[perm[pos]]), pos)
+            if kept >= 0:
+                n_heap = kept
+                if n_heap == k:
+                    theta = max(theta, _score_of(heap[0]))
     for i in range(nq):
         qw[q_terms[i]] = 0
+    if n_sparse:
+        for x in range(n_found):
+            for b in range(found[x] * group, found[x] * group + group):
+                ub[b] = 0
     top = np.argsort(heap[:n_heap])
     rows = np.empty(n_heap, dtype=np.int64)
     scores = np.empty(n_heap, dtype=np.int64)
@@ -376,37 +605,49 @@ def _search(q_terms, q_weights, k, alpha, block, files, seed_ranks, id_rank, scr
     stats[1] = scored
     stats[2] = postings
     stats[3] = n_blocks
+    stats[4] = visited
     return rows, scores
 
 
-def search(arrays: dict[str, np.ndarray], block: int, id_rank: np.ndarray, q_terms: np.ndarray,
-           q_weights: np.ndarray, k: int, scratch: Scratch, alpha: float = 1.0,
+def search(arrays: dict[str, np.ndarray], block: int, group: int, group_max: np.ndarray, id_rank: np.ndarray,
+           q_terms: np.ndarray, q_weights: np.ndarray, k: int, scratch: Scratch, alpha: float = 1.0,
            stats: np.ndarray | None = None, n_bound: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The top ``k`` (rows, integer scores) of a query (term numbers, integer weights >= 1), by score
-    descending then ``id_rank``; exact where ``alpha`` is 1 and ``n_bound`` None. ``n_bound``: only the
-    first ``n_bound`` terms bound the blocks (approximate: a block may be skipped that holds a top
-    document); every term scores. ``scratch``: :func:`scratch_space`, one per thread."""
-    a = arrays
+    descending then ``id_rank``; exact where ``alpha`` is 1 and ``n_bound`` None. ``group`` blocks form a
+    group, bounded by ``group_max`` (:func:`group_maxima` of the dense rows). ``n_bound``: only the first
+    ``n_bound`` terms bound the blocks (approximate: a block may be skipped that holds a top document);
+    every term scores. ``scratch``: :func:`scratch_space`, one per thread. ``stats`` (5 integers) gets the
+    groups reaching the seeded threshold, the blocks scored, their postings, the blocks, the groups visited."""
     if stats is None:
-        stats = np.zeros(4, dtype=np.int64)
-    return _search(q_terms, q_weights, int(k), float(alpha), int(block), as_files(a), _SEED_RANKS, id_rank, scratch,
-                   stats, len(q_terms) if n_bound is None else int(n_bound))
+        stats = np.zeros(STATS, dtype=np.int64)
+    return _search(q_terms, q_weights, int(k), float(alpha), int(block), int(group), as_files(arrays), group_max,
+                   _SEED_RANKS, id_rank, scratch, stats, len(q_terms) if n_bound is None else int(n_bound))
+
+
+def group_maxima(dense_max: np.ndarray, group: int) -> np.ndarray:
+    """The dense rows' maxima over every ``group`` consecutive blocks (the rows themselves for 1)."""
+    return dense_max if group == 1 else _group_maxima(dense_max, int(group))
 
 
 class Scratch(NamedTuple):
-    """A search's working arrays: the blocks' bounds (zeroed, and left zeroed by every search), the
-    query's weight per term (the same), and room for the blocks that reach the threshold."""
+    """A search's working arrays, zeroed and left zeroed by every search: the blocks' sparse sums (a
+    whole number of groups), the groups' dense sums, the query's weight per term; and room for the
+    groups that reach the threshold and for the blocks waiting to be scored."""
 
     ub: np.ndarray
+    gb: np.ndarray
     qw: np.ndarray
     found: np.ndarray
     bounds: np.ndarray
+    waiting: np.ndarray
 
 
-def scratch_space(n_blocks: int, n_terms: int) -> Scratch:
-    """A :class:`Scratch` for ``n_blocks`` blocks and ``n_terms`` terms (one per thread)."""
-    return Scratch(np.zeros(n_blocks, dtype=np.int32), np.zeros(n_terms, dtype=np.int64),
-                   np.empty(n_blocks, dtype=np.int32), np.empty(n_blocks, dtype=np.int32))
+def scratch_space(n_blocks: int, group: int, n_terms: int) -> Scratch:
+    """A :class:`Scratch` for ``n_blocks`` blocks in groups of ``group`` and ``n_terms`` terms (one per thread)."""
+    n_groups = -(-n_blocks // group)
+    return Scratch(np.zeros(n_groups * group, dtype=np.int32), np.zeros(n_groups, dtype=np.int32),
+                   np.zeros(n_terms, dtype=np.int64), np.empty(n_groups, dtype=np.int32),
+                   np.empty(n_groups, dtype=np.int32), np.empty(n_groups * group + 1, dtype=np.int64))
 
 
 # ---- the index's files ----------------------------------------------------------------------------
@@ -523,30 +764,34 @@ class BlockMaxIndex:
     index at once.
     """
 
-    def __init__(self, table: ImpactTable, arrays: dict[str, np.ndarray], block: int):
+    def __init__(self, table: ImpactTable, arrays: dict[str, np.ndarray], block: int, group: int = GROUP):
         self.table = table
         self.arrays = arrays
         self.block = block
+        self.group = check_group(group)
         self.num_docs = table.num_docs
         self.num_blocks = -(-self.num_docs // block)
         self.meta: dict = {}
         self._scratch = threading.local()
         self._term_max: np.ndarray | None = None
+        self._group_max: np.ndarray | None = None
 
     @classmethod
     def from_table(cls, table: ImpactTable, order: np.ndarray | None = None, *,
-                   block: int = BLOCK) -> "BlockMaxIndex":
+                   block: int = BLOCK, group: int = GROUP) -> "BlockMaxIndex":
         """Built in memory from a table (``order``: the rows in their new order; default BP)."""
         offsets, rows, impacts = table_postings(table)
         if order is None:
             order = bisection_order(*forward_index(offsets, rows, impacts, table.num_docs)[:2], len(table.terms))
-        return cls(table, build_arrays(offsets, rows, impacts, order, block=block), block)
+        return cls(table, build_arrays(offsets, rows, impacts, order, block=block), block, group)
 
     @classmethod
-    def load(cls, index_dir: str | Path, table: ImpactTable | None = None, *, verify: bool = True) -> "BlockMaxIndex":
+    def load(cls, index_dir: str | Path, table: ImpactTable | None = None, *, verify: bool = True,
+             group: int = GROUP) -> "BlockMaxIndex":
         """The index's block-max files, memory-mapped; :class:`BlockMaxError` naming the file where one
         is missing, truncated, changed (``verify``: every file's CRC-32 checked) or from another build
-        of the index's postings."""
+        of the index's postings. ``group``: blocks per group (the groups' maxima derived here)."""
+        check_group(group)
         index_dir = Path(index_dir)
         folder = index_dir / BLOCK_DIR
         if not (folder / _META).is_file():
@@ -584,7 +829,7 @@ class BlockMaxIndex:
                 arrays[name] = np.load(path, mmap_mode="r", allow_pickle=False).view(np.ndarray)
             except (OSError, ValueError) as err:
                 raise BlockMaxError(f"{path} is damaged ({err}); rewrite it with `splade-lucene blockmax`") from err
-        index = cls(table, arrays, int(meta["block"]))
+        index = cls(table, arrays, int(meta["block"]), group)
         n_terms = len(table.terms)
         if (len(arrays["perm"]) != table.num_docs or len(arrays["fwd_term"]) != table.postings
                 or len(arrays["sparse_off"]) != n_terms + 1 or len(arrays["dense_row"]) != n_terms
@@ -592,7 +837,15 @@ class BlockMaxIndex:
             raise BlockMaxError(f"{folder} does not match {index_dir / TABLE_DIR}: array lengths disagree; rewrite it "
                                 "with `splade-lucene blockmax`")
         index.meta = meta
+        index.group_max  # derived now: the first search is not the one to wait for it
         return index
+
+    @property
+    def group_max(self) -> np.ndarray:
+        """Each dense row's maxima over the groups of :attr:`group` blocks (derived once)."""
+        if self._group_max is None:
+            self._group_max = group_maxima(self.arrays["dense_max"], self.group)
+        return self._group_max
 
     @property
     def term_max(self) -> np.ndarray:
@@ -629,7 +882,7 @@ class BlockMaxIndex:
             q_terms, q_weights, n_bound = q_terms[order], q_weights[order], query_terms
         scratch = self._scratch
         if getattr(scratch, "space", None) is None:
-            scratch.space = scratch_space(self.num_blocks, len(self.table.terms))
-        rows, scores = search(self.arrays, self.block, self.table.id_rank, q_terms, q_weights, int(k), scratch.space,
-                              alpha, stats, n_bound)
+            scratch.space = scratch_space(self.num_blocks, self.group, len(self.table.terms))
+        rows, scores = search(self.arrays, self.block, self.group, self.group_max, self.table.id_rank, q_terms,
+                              q_weights, int(k), scratch.space, alpha, stats, n_bound)
         return list(zip(rows.tolist(), scores.astype(np.float64).tolist()))
