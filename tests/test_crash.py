@@ -286,18 +286,17 @@ def test_a_killed_training_resumes_to_the_same_bits(tiny_dataset, trained_refere
 
 # ---- kills at random instants -------------------------------------------------------------------
 
-def test_kills_at_random_instants_lose_nothing(small_corpus, encoded_reference, index_reference, queries,
-                                               tiny_dataset, trained_reference, tmp_path):
-    """Six kills at random arrivals at any fault point (seeded): one of a training, five of encodes
-    and index builds, each followed by the same command run again: every output equals the reference."""
+def test_kills_at_random_instants_lose_nothing(small_corpus, encoded_reference, index_reference, queries, tmp_path):
+    """Four kills at random arrivals at any fault point (seeded), of encodes and index builds, each
+    followed by the same command run again: every output equals the reference. (A training killed at
+    random was one more: it took two minutes of the suite, and the killed training's points are each
+    armed by test_a_killed_training_resumes_to_the_same_bits.)"""
     rng = random.Random(20261205)
     commands = {
         "encode": (("encode", "--corpus", small_corpus, "--output", "{out}", "--part-size", "40"), 13),
         "index": (("index", "--collection", encoded_reference, "--index", "{out}"), 4),
-        "train": (("train", "--dataset", tiny_dataset, "--output", "{out}", *TRAIN), 60),
     }
-    plan = [("train", rng.randint(1, commands["train"][1]))]
-    plan += [(name, rng.randint(1, commands[name][1])) for name in rng.choices(["encode", "index"], k=5)]
+    plan = [(name, rng.randint(1, commands[name][1])) for name in rng.choices(list(commands), k=4)]
     for number, (name, arrival) in enumerate(plan):
         out = tmp_path / f"{number}-{name}"
         args = [str(out) if a == "{out}" else a for a in commands[name][0]]
@@ -308,31 +307,9 @@ def test_kills_at_random_instants_lose_nothing(small_corpus, encoded_reference, 
             assert done.returncode == 0, (name, arrival, done.stderr)
         if name == "encode":
             assert tree_digests(out) == tree_digests(encoded_reference), (name, arrival)
-        elif name == "index":
-            assert index_fingerprint(out, queries) == index_reference, (name, arrival)
         else:
-            got = model_of(out)
-            if got[:2] != trained_reference[:2]:
-                pytest.fail(training_mismatch(got, trained_reference, args, tmp_path / "again", arrival))
+            assert index_fingerprint(out, queries) == index_reference, (name, arrival)
         shutil.rmtree(out)
-
-
-def training_mismatch(got: tuple, reference: tuple, args: list[str], again: Path, arrival: int) -> str:
-    """What a failure says when a killed training's rerun ends with other weights: the first step whose
-    loss differs, and whether one more uninterrupted run in this environment equals the reference (if
-    not, the training itself varied from run to run here, killed or not)."""
-    differs = next((i + 1 for i, (a, b) in enumerate(zip(got[1], reference[1])) if a != b), None)
-    plain = cli(*[str(again) if a == args[args.index("--output") + 1] else a for a in args])
-    if plain.returncode:
-        verdict = "did not finish: " + plain.stderr[-400:]
-    else:
-        other = model_of(again)
-        verdict = ("equals the reference: the kill and resume made the difference" if other[:2] == reference[:2]
-                   else f"differs too (sha256 {other[0][:12]}): the training varied between runs here, killed or not")
-    losses = (got[1][differs - 1], reference[1][differs - 1]) if differs else None
-    return (f"train killed at arrival {arrival}, then run again: sha256 {got[0][:12]} against the uninterrupted "
-            f"run's {reference[0][:12]}; the losses first differ at step {differs} (rerun, reference: {losses}); "
-            f"one more uninterrupted run {verdict}")
 
 
 def test_every_fault_point_is_armed_by_a_test():

@@ -20,7 +20,7 @@ into their blocks as before, and a group's bound is its dense sum plus the highe
 its blocks, at least the bound of each of them. The top-k threshold ``theta`` starts at what the
 query is sure to reach (the largest query weight times that term's k-th largest impact, for k up to
 10, 100 or 1000); the groups whose bound reaches it are taken in decreasing bound, and a group is
-opened (its blocks' bounds completed with the dense rows' 16 bytes each) only once its bound passes
+opened (its blocks' bounds completed from the dense rows, one byte a block) only once its bound passes
 the highest bound of the blocks already waiting; the waiting blocks are scored in decreasing bound,
 each document scored from the forward index against the query's weights, every document reaching
 theta entering the top k, which raises theta. The search stops when no waiting block and no group
@@ -859,8 +859,10 @@ class BlockMaxIndex:
 
     @property
     def nbytes(self) -> int:
-        """Bytes of everything the engine keeps (the doc id ranks of the impact table aside)."""
-        return int(sum(a.nbytes for a in self.arrays.values()))
+        """Bytes of everything the engine keeps (the doc id ranks of the impact table aside): its files
+        and the groups' maxima derived from them in memory."""
+        derived = self.group_max.nbytes if self.group > 1 else 0
+        return int(sum(a.nbytes for a in self.arrays.values())) + derived
 
     def top(self, terms: dict[str, int], k: int, *, alpha: float = 1.0, query_terms: int | None = None,
             stats: np.ndarray | None = None) -> list[tuple[int, float]] | None:
