@@ -29,10 +29,11 @@ from ..indexing.impacts import ImpactTable
 ENGINES = ("auto", "memory", "blockmax", "lucene")
 # engine="auto" takes the block-max engine (where the index has one) for k up to BLOCKMAX_MAX_K, on
 # indexes of at least BLOCKMAX_MIN_DOCS documents, for queries of at most BLOCKMAX_MAX_TERMS terms;
-# exhaustive scoring elsewhere. Measured (docs/performance.md, "Choosing the engine"): block-max wins
-# at k=10 with SciFact's queries (52 terms on average) on 60,000 and 100,000 wiki passages (1.3-1.5x),
-# loses at k=100 there (0.5-0.7x), with ArguAna's queries (286 terms: 0.75x) and on SciFact's 5,183
-# documents (0.47x)
+# exhaustive scoring elsewhere. Measured (docs/performance.md, "Choosing the engine", "Groups of
+# blocks"): block-max wins at k=10 with SciFact's queries (52 terms on average) on 60,000 to 1,000,000
+# wiki passages (1.3-1.5x at 60,000-100,000 before its groups of blocks; 1.7x and 3.2x at 100,000 and
+# 1,000,000 with them); loses at k=100 (0.5-0.7x before the groups) and k=1000 (0.3-0.5x with them),
+# with ArguAna's queries (286 terms: 0.75x) and on SciFact's 5,183 documents (0.47x)
 BLOCKMAX_MAX_K = 10
 BLOCKMAX_MIN_DOCS = 50_000
 BLOCKMAX_MAX_TERMS = 100
