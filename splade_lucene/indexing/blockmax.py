@@ -57,13 +57,13 @@ from numba.extending import intrinsic
 
 from ..core.atomic import folder_in_place, naming_a_full_disk, output_lock, save_array
 from ..core.errors import SettingError, SpladeLuceneError
-from . import compressed
+from . import BLOCKMAX_BLOCK, BLOCKMAX_ORDERS, compressed
 from .impacts import TABLE_DIR, ImpactTable, ImpactTableError
 from .reorder import ITERATIONS, bisection_order
 
 BLOCK_DIR = "blockmax"
 VERSION = 1
-BLOCK = 4
+BLOCK = BLOCKMAX_BLOCK
 # a term whose postings fall in at least this share of the blocks keeps a dense row of block maxima
 DENSE_SHARE = 1 / 8
 # the ranks of the impacts kept per term to seed the top-k threshold
@@ -79,7 +79,7 @@ STATS = 5
 AHEAD = 4
 _META = "blockmax.json"
 # write_blockmax's orders: bisection, Lucene's, or the one already written
-ORDERS = ("bp", "index", "keep")
+ORDERS = BLOCKMAX_ORDERS
 ARRAYS = ("term_shift", "dense_row", "dense_max", "sparse_off", "sparse_block", "sparse_max", "doc_off", "fwd_term",
           "fwd_imp", "perm", "seed")
 
