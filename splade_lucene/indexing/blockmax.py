@@ -364,60 +364,21 @@ def _group_maxima(dense_max, group):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _push(heap, heap_pos, n_heap, k, key, pos):
-    """``key`` (at ``pos``) into the top-k max-heap of order keys; the heap's new size, or -1 where the
-    key was not kept (the heap full and the key after its last)."""
-    if n_heap < k:
-        heap[n_heap] = key
-        heap_pos[n_heap] = pos
-        i = n_heap
-        while i > 0:
-            parent = (i - 1) // 2
-            if heap[parent] >= heap[i]:
-                break
-            heap[i], heap[parent] = heap[parent], heap[i]
-            heap_pos[i], heap_pos[parent] = heap_pos[parent], heap_pos[i]
-            i = parent
-        return n_heap + 1
-    if key >= heap[0]:
-        return -1
-    heap[0] = key
-    heap_pos[0] = pos
-    i = 0
-    while True:
-        left = 2 * i + 1
-        if left >= n_heap:
-            break
-        big = left
-        if left + 1 < n_heap and heap[left + 1] > heap[left]:
-            big = left + 1
-        if heap[big] <= heap[i]:
-            break
-        heap[i], heap[big] = heap[big], heap[i]
-        heap_pos[i], heap_pos[big] = heap_pos[big], heap_pos[i]
-        i = big
-    return n_heap
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _heap_add(heap, n, key):
-    """``key`` into the max-heap ``heap[:n]``; its new size."""
-    heap[n] = key
-    i = n
+def _sift_up(heap, pos, i):
+    """The max-heap ``heap`` (with ``pos`` alongside, or None) restored after ``heap[i]`` grew."""
     while i > 0:
         parent = (i - 1) // 2
         if heap[parent] >= heap[i]:
             break
         heap[i], heap[parent] = heap[parent], heap[i]
+        if pos is not None:
+            pos[i], pos[parent] = pos[parent], pos[i]
         i = parent
-    return n + 1
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _heap_pop(heap, n):
-    """The max-heap ``heap[:n]`` without its top; its new size."""
-    n -= 1
-    heap[0] = heap[n]
+def _sift_down(heap, pos, n):
+    """The max-heap ``heap[:n]`` (with ``pos`` alongside, or None) restored after its top shrank."""
     i = 0
     while True:
         left = 2 * i + 1
@@ -429,7 +390,42 @@ def _heap_pop(heap, n):
         if heap[big] <= heap[i]:
             break
         heap[i], heap[big] = heap[big], heap[i]
+        if pos is not None:
+            pos[i], pos[big] = pos[big], pos[i]
         i = big
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _push(heap, heap_pos, n_heap, k, key, pos):
+    """``key`` (at ``pos``) into the top-k max-heap of order keys; the heap's new size, or -1 where the
+    key was not kept (the heap full and the key after its last)."""
+    if n_heap < k:
+        heap[n_heap] = key
+        heap_pos[n_heap] = pos
+        _sift_up(heap, heap_pos, n_heap)
+        return n_heap + 1
+    if key >= heap[0]:
+        return -1
+    heap[0] = key
+    heap_pos[0] = pos
+    _sift_down(heap, heap_pos, n_heap)
+    return n_heap
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _heap_add(heap, n, key):
+    """``key`` into the max-heap ``heap[:n]``; its new size."""
+    heap[n] = key
+    _sift_up(heap, None, n)
+    return n + 1
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _heap_pop(heap, n):
+    """The max-heap ``heap[:n]`` without its top; its new size."""
+    n -= 1
+    heap[0] = heap[n]
+    _sift_down(heap, None, n)
     return n
 
 
