@@ -274,14 +274,18 @@ def _add_dense(ub, row, w):
         ub[b] += w * np.int32(row[b])
 
 
+def _item_pointer(context, builder, array_type, array, index):
+    """In an intrinsic's code: a pointer to ``array[index]`` (a one-dimensional array)."""
+    return cgutils.get_item_pointer(context, builder, array_type,
+                                    context.make_array(array_type)(context, builder, array), [index])
+
+
 @intrinsic
 def _prefetch(typingctx, array, index):
     """Ask the CPU to bring ``array[index]`` towards its caches, without waiting for it (LLVM's
     prefetch: no fault, no result)."""
     def codegen(context, builder, signature, args):
-        array_type = signature.args[0]
-        pointer = cgutils.get_item_pointer(context, builder, array_type,
-                                           context.make_array(array_type)(context, builder, args[0]), [args[1]])
+        pointer = _item_pointer(context, builder, signature.args[0], args[0], args[1])
         bytes_pointer = ir.IntType(8).as_pointer()
         i32 = ir.IntType(32)
         signature_ir = ir.FunctionType(ir.VoidType(), [bytes_pointer, i32, i32, i32])
@@ -297,14 +301,11 @@ def _add16(typingctx, sums, row, start, weight):
     """``sums[0:16] += weight * row[start:start + 16]`` (int32 sums, uint8 row) as one vector operation:
     written out, the loop is not vectorised and takes five times as long."""
     def codegen(context, builder, signature, args):
-        sums_type, row_type = signature.args[:2]
         i32 = ir.IntType(32)
         i32x16 = ir.VectorType(i32, 16)
         i8x16 = ir.VectorType(ir.IntType(8), 16)
-        sums_pointer = builder.bitcast(context.make_array(sums_type)(context, builder, args[0]).data,
-                                       i32x16.as_pointer())
-        row_pointer = cgutils.get_item_pointer(context, builder, row_type,
-                                               context.make_array(row_type)(context, builder, args[1]), [args[2]])
+        sums_pointer = _vector16(context, builder, signature.args[0], args[0], context.get_constant(types.intp, 0))
+        row_pointer = _item_pointer(context, builder, signature.args[1], args[1], args[2])
         maxima = builder.zext(builder.load(builder.bitcast(row_pointer, i8x16.as_pointer()), align=1), i32x16)
         weight32 = context.cast(builder, args[3], signature.args[3], types.int32)
         undefined = ir.Constant(i32x16, ir.Undefined)
@@ -319,8 +320,7 @@ def _add16(typingctx, sums, row, start, weight):
 
 def _vector16(context, builder, array_type, array, start):
     """A pointer to ``array[start:start + 16]`` (int32) as one vector of 16."""
-    pointer = cgutils.get_item_pointer(context, builder, array_type,
-                                       context.make_array(array_type)(context, builder, array), [start])
+    pointer = _item_pointer(context, builder, array_type, array, start)
     return builder.bitcast(pointer, ir.VectorType(ir.IntType(32), 16).as_pointer())
 
 
@@ -345,6 +345,37 @@ def _zero16(typingctx, sums, start):
         return context.get_dummy_value()
 
     return types.void(sums, start), codegen
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _highest(sums, first, group):
+    """The highest of ``sums[first:first + group]`` (a vector reduction for groups of 16)."""
+    if group == 16:
+        return _max16(sums, first)
+    m = np.int32(0)
+    for b in range(first, first + group):
+        m = max(m, sums[b])
+    return m
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _clear(sums, first, group):
+    """``sums[first:first + group] = 0`` (a vector store for groups of 16)."""
+    if group == 16:
+        _zero16(sums, first)
+    else:
+        for b in range(first, first + group):
+            sums[b] = 0
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _add_row(sums, row, first, n, weight):
+    """``sums[:n] += weight * row[first:first + n]`` (a vector multiply-add where n is 16)."""
+    if n == 16:
+        _add16(sums, row, first, weight)
+    else:
+        for j in range(n):
+            sums[j] += weight * np.int32(row[first + j])
 
 
 @numba.njit(cache=True, nogil=True)
@@ -473,13 +504,7 @@ def _search(q_terms, q_weights, k, alpha, block, group, files, group_max, seed_r
     top_ub = np.int64(0)
     for g in range(n_groups):
         first = g * group
-        m = np.int32(0)
-        if n_sparse:
-            if group == 16:
-                m = _max16(ub, first)
-            else:
-                for b in range(first, first + group):
-                    m = max(m, ub[b])
+        m = _highest(ub, first, group) if n_sparse else np.int32(0)
         u = gb[g] + m
         gb[g] = 0
         if u >= theta:
@@ -488,11 +513,7 @@ def _search(q_terms, q_weights, k, alpha, block, group, files, group_max, seed_r
             n_found += 1
             top_ub = max(top_ub, np.int64(u))
         elif m:
-            if group == 16:
-                _zero16(ub, first)
-            else:
-                for b in range(first, first + group):
-                    ub[b] = 0
+            _clear(ub, first, group)
     # the groups bucketed by bound (a counting sort, highest bucket first; within a bucket, group
     # order), visited until a bucket's highest possible bound is below theta
     shift = 0
@@ -552,15 +573,8 @@ def _search(q_terms, q_weights, k, alpha, block, group, files, group_max, seed_r
             n_here = min(group, n_blocks - first_block)
             for j in range(n_here):
                 block_ub[j] = ub[first_block + j]
-            if n_here == 16:
-                for d in range(n_dense):
-                    _add16(block_ub, dense_max[d_rows[d]], first_block, d_weights[d])
-            else:
-                for d in range(n_dense):
-                    row = dense_max[d_rows[d]]
-                    w = d_weights[d]
-                    for j in range(n_here):
-                        block_ub[j] += w * np.int32(row[first_block + j])
+            for d in range(n_dense):
+                _add_row(block_ub, dense_max[d_rows[d]], first_block, n_here, d_weights[d])
             for j in range(n_here):
                 u = np.int64(block_ub[j])
                 if u * alpha >= theta:
@@ -589,8 +603,7 @@ def _search(q_terms, q_weights, k, alpha, block, group, files, group_max, seed_r
         qw[q_terms[i]] = 0
     if n_sparse:
         for x in range(n_found):
-            for b in range(found[x] * group, found[x] * group + group):
-                ub[b] = 0
+            _clear(ub, found[x] * group, group)
     top = np.argsort(heap[:n_heap])
     rows = np.empty(n_heap, dtype=np.int64)
     scores = np.empty(n_heap, dtype=np.int64)
@@ -616,6 +629,8 @@ def search(arrays: dict[str, np.ndarray], block: int, group: int, group_max: np.
     groups reaching the seeded threshold, the blocks scored, their postings, the blocks, the groups visited."""
     if stats is None:
         stats = np.zeros(STATS, dtype=np.int64)
+    elif len(stats) < STATS or stats.dtype != np.int64:
+        raise ValueError(f"stats must be {STATS} int64 integers (the kernel writes them all)")
     return _search(q_terms, q_weights, int(k), float(alpha), int(block), int(group), as_files(arrays), group_max,
                    _SEED_RANKS, id_rank, scratch, stats, len(q_terms) if n_bound is None else int(n_bound))
 
