@@ -57,7 +57,8 @@ from numba.extending import intrinsic
 
 from ..core.atomic import folder_in_place, naming_a_full_disk, output_lock, save_array
 from ..core.errors import SettingError, SpladeLuceneError
-from . import BLOCKMAX_BLOCK, BLOCKMAX_ORDERS, compressed
+from ..indexing import BLOCKMAX_BLOCK, BLOCKMAX_ORDERS  # the package's names, which the CLI reads too
+from . import compressed
 from .impacts import TABLE_DIR, ImpactTable, ImpactTableError
 from .reorder import ITERATIONS, bisection_order
 
